@@ -1,0 +1,1 @@
+"""Front door: the Typer command line."""

@@ -1,0 +1,299 @@
+"""The `queryforge` / `qf` command line. Each command parses, calls one Workspace method, renders."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import ChecksFailed, InternalError, QueryForgeError, UserError
+from ..runs.executor import RunOutcome
+from ..spec.models import json_schema
+from ..workspace import Workspace
+from . import render
+
+app = typer.Typer(
+    help="QueryForge: data pipelines that are checked, rehearsed in a sandbox and published atomically.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+runs_app = typer.Typer(help="Inspect runs.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+WorkspaceOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--workspace",
+        "-w",
+        help="workspace folder (default: the current folder or a parent)",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object for scripts")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks of errors")]
+ParamOpt = Annotated[
+    list[str] | None, typer.Option("--param", "-p", help="pipeline parameter NAME=VALUE (repeatable)")
+]
+
+
+def parse_params(items: list[str] | None) -> dict[str, str]:
+    params = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"Cannot read --param {item!r}", hint="write --param name=value")
+        key, value = item.split("=", 1)
+        params[key.strip()] = value
+    return params
+
+
+@contextmanager
+def handled(as_json: bool, debug: bool) -> Iterator[None]:
+    """The one error boundary: user errors exit 2, failed checks 1, our bugs 3."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr)
+    try:
+        yield
+    except QueryForgeError as exc:
+        if debug:
+            render.err.print_exception()
+        render.render_error(exc, as_json=as_json)
+        raise typer.Exit(exc.exit_code) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        if debug:
+            render.err.print_exception()
+        wrapped = InternalError(
+            f"Internal error: {type(exc).__name__}: {exc}",
+            hint="run again with --debug and report the traceback",
+        )
+        render.render_error(wrapped, as_json=as_json)
+        raise typer.Exit(3) from None
+
+
+def open_workspace(path: Path | None) -> Workspace:
+    return Workspace.find(path)
+
+
+def outcome_json(ws: Workspace, outcome: RunOutcome) -> dict[str, Any]:
+    run = ws.get_run(outcome.run_id)
+    data: dict[str, Any] = {
+        "run_id": outcome.run_id,
+        "pipeline": run.pipeline_name,
+        "version": run.version,
+        "mode": run.mode,
+        "status": outcome.status,
+        "published": [dataclasses.asdict(t) for t in outcome.published],
+        "staged": [
+            {
+                "step_id": s.step_id,
+                "connection": s.target.connection,
+                "table": s.target.table,
+                "mode": s.mode,
+                "rows": s.rows,
+                "diff": s.diff,
+            }
+            for s in outcome.staged
+        ],
+        "checks": outcome.checks,
+        "steps": [dataclasses.asdict(s) for s in ws.repo.list_steps(outcome.run_id)],
+    }
+    if outcome.error is not None:
+        data["error"] = {
+            "class": outcome.error.failure_class.value,
+            "message": outcome.error.message,
+            "where": outcome.error.where,
+            "hint": outcome.error.hint,
+        }
+    return data
+
+
+def finish(ws: Workspace, outcome: RunOutcome, as_json: bool) -> None:
+    """Render a run's outcome and exit with its code (0 ok, 1 checks failed, 2 user error, 3 internal)."""
+    if as_json:
+        render.print_json(outcome_json(ws, outcome))
+    if outcome.error is not None:
+        if not as_json:
+            for c in outcome.failed_checks:
+                render.err.print(
+                    f"  check {c['step_id']}.{c['rule_name']}: {c['violations']} violation(s); "
+                    f"e.g. {render.to_jsonable(c['samples'][:2])}",
+                    soft_wrap=True,
+                )
+            render.render_error(outcome.error, as_json=False)
+            render.err.print(
+                f"Run {outcome.run_id} {outcome.status}; production is unchanged. Details: "
+                f"queryforge runs show {outcome.run_id}"
+            )
+        raise typer.Exit(outcome.error.exit_code if not isinstance(outcome.error, ChecksFailed) else 1)
+    if not as_json:
+        if outcome.status == "audited":
+            for s in outcome.staged:
+                d = s.diff
+                render.out.print(
+                    f"staged {s.target.connection}.{s.target.table} ({s.mode}): {s.rows:,} rows "
+                    f"(+{d.get('added', 0)} -{d.get('removed', 0)} ~{d.get('changed', 0)})"
+                )
+            render.out.print(
+                f"Run {outcome.run_id} audited; production untouched. Publish it with: "
+                f"queryforge commit {outcome.run_id}"
+            )
+        else:
+            targets = ", ".join(f"{t.connection}.{t.table}" for t in outcome.published) or "nothing"
+            render.out.print(f"Run {outcome.run_id} succeeded; published {targets}.")
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="folder to create (default: current folder)")] = Path("."),
+    bare: Annotated[bool, typer.Option("--bare", help="no sample data and no example pipelines")] = False,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Create a workspace: queryforge.yaml, pipelines/, data/ and .queryforge/."""
+    with handled(as_json, debug):
+        ws = Workspace.init(directory, bare=bare)
+        pipelines = sorted(p.name for p in (ws.root / "pipelines").glob("*.yaml"))
+        data = sorted(p.name for p in (ws.root / "data").iterdir())
+        ws.close()
+        if as_json:
+            render.print_json({"workspace": str(ws.root), "pipelines": pipelines, "data": data})
+            return
+        render.out.print(f"Created workspace {ws.root}")
+        if pipelines:
+            render.out.print(f"  pipelines: {', '.join(pipelines)}\n  data: {', '.join(data)}")
+            render.out.print(f"Next: cd {directory} && queryforge run pipelines/{pipelines[0]} --sandbox")
+
+
+@app.command()
+def validate(
+    pipeline: Annotated[str, typer.Argument(help="pipeline file or name under pipelines/")],
+    param: ParamOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Check a pipeline without running it: YAML, fields, DAG, SQL, files, columns."""
+    with handled(as_json, debug), open_workspace(workspace) as ws:
+        plan = ws.validate(pipeline, parse_params(param))
+        if as_json:
+            render.print_json(
+                {
+                    "valid": True,
+                    "pipeline": plan.pipeline,
+                    "version_hash": plan.content_hash,
+                    "steps": len(plan.step_hashes),
+                    "schemas": plan.schemas,
+                }
+            )
+            return
+        render.out.print(
+            f"[green]✓[/green] {pipeline} is valid: {len(plan.step_hashes)} steps, "
+            f"loads into {', '.join(f'{t.connection}.{t.table}' for t in plan.targets) or 'nothing'}"
+        )
+
+
+@app.command()
+def explain(
+    pipeline: Annotated[str, typer.Argument(help="pipeline file or name")],
+    param: ParamOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Show the stages a run would execute and their SQL (a dry run)."""
+    with handled(as_json, debug), open_workspace(workspace) as ws:
+        stages = ws.explain(pipeline, parse_params(param))
+        if as_json:
+            render.print_json(stages)
+            return
+        for s in stages:
+            render.out.print(
+                f"[bold]{s['step']}[/bold] [dim]{s['stage']}[/dim]\n  {s['detail']}", soft_wrap=True
+            )
+
+
+@app.command()
+def run(
+    pipeline: Annotated[str, typer.Argument(help="pipeline file or name")],
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="write and audit only; production untouched")
+    ] = False,
+    param: ParamOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Run a pipeline: write to staging, run the checks, publish atomically (unless --sandbox)."""
+    with handled(as_json, debug), open_workspace(workspace) as ws:
+        reporter = None if as_json or not render.err.is_terminal else render.LiveReporter()
+        outcome = ws.run(pipeline, parse_params(param), sandbox=sandbox, reporter=reporter)
+        finish(ws, outcome, as_json)
+
+
+@app.command()
+def commit(
+    run_id: Annotated[str, typer.Argument(help="id (or unique prefix) of an audited sandbox run")],
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Publish exactly what a sandbox run staged and audited, in one transaction per target."""
+    with handled(as_json, debug), open_workspace(workspace) as ws:
+        reporter = None if as_json or not render.err.is_terminal else render.LiveReporter()
+        finish(ws, ws.commit(run_id, reporter=reporter), as_json)
+
+
+@runs_app.command("list")
+def runs_list(
+    status: Annotated[str | None, typer.Option(help="only runs with this status")] = None,
+    pipeline: Annotated[str | None, typer.Option(help="only runs of this pipeline")] = None,
+    limit: Annotated[int, typer.Option(help="how many runs")] = 20,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """List recent runs, newest first."""
+    with handled(as_json, debug), open_workspace(workspace) as ws:
+        runs = ws.list_runs(limit=limit, status=status, pipeline=pipeline)
+        if as_json:
+            render.print_json([dataclasses.asdict(r) for r in runs])
+            return
+        render.out.print(render.runs_table(runs))
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="run id or unique prefix")],
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Show a run: steps, rows, timings, check results with failing rows, staged preview and diff."""
+    with handled(as_json, debug), open_workspace(workspace) as ws:
+        detail = ws.run_detail(run_id)
+        if as_json:
+            render.print_json(detail)
+            return
+        render.run_detail(detail)
+
+
+@app.command()
+def schema(debug: DebugOpt = False) -> None:
+    """Print the JSON Schema of pipeline files (for editors and LLM structured output)."""
+    with handled(True, debug):
+        render.print_json(json_schema())
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""Terminal rendering: the live progress reporter, run tables and the one error renderer."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from ..errors import QueryForgeError
+
+out = Console()
+err = Console(stderr=True)
+
+STATUS_STYLE = {
+    "succeeded": "green",
+    "audited": "cyan",
+    "failed": "red",
+    "running": "yellow",
+    "warn": "yellow",
+    "queued": "dim",
+    "pending": "dim",
+    "cancelled": "magenta",
+}
+
+
+def to_jsonable(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(to_jsonable(value), indent=2, default=str))
+
+
+def render_error(exc: QueryForgeError, *, as_json: bool) -> None:
+    """One paragraph: what, where, hint -- or one JSON object on stdout with --json."""
+    if as_json:
+        print_json(
+            {
+                "error": {
+                    "type": type(exc).__name__,
+                    "class": exc.failure_class.value,
+                    "message": exc.message,
+                    "where": exc.where,
+                    "hint": exc.hint,
+                    "exit_code": exc.exit_code,
+                    "run_id": getattr(exc, "run_id", None),
+                }
+            }
+        )
+        return
+    text = Text("Error: ", style="bold red")
+    text.append(exc.message)
+    if exc.where:
+        text.append(f" ({exc.where})", style="dim")
+    if not exc.message.endswith("."):
+        text.append(".")
+    if exc.hint:
+        text.append(" Hint: ", style="bold")
+        text.append(exc.hint)
+    err.print(text, soft_wrap=True)
+
+
+class LiveReporter:
+    """A live table of steps with status, rows and time, updated as the run goes."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or err
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.live: Live | None = None
+        self.run_id = ""
+        self.pipeline = ""
+
+    def _table(self) -> Group:
+        table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+        for name, justify in (
+            ("step", "left"),
+            ("kind", "left"),
+            ("status", "left"),
+            ("rows", "right"),
+            ("time", "right"),
+            ("", "left"),
+        ):
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for step_id, row in self.rows.items():
+            status = row["status"]
+            elapsed = row.get("seconds")
+            if status == "running":
+                elapsed = time.perf_counter() - row["started"]
+            table.add_row(
+                step_id,
+                row["kind"],
+                Text(status, style=STATUS_STYLE.get(status, "")),
+                "" if row.get("rows") is None else f"{row['rows']:,}",
+                "" if elapsed is None else f"{elapsed:.2f}s",
+                row.get("detail") or "",
+            )
+        title = Text(f"run {self.run_id} · {self.pipeline}", style="bold")
+        return Group(title, table)
+
+    def run_started(self, run_id: str, pipeline: str, steps: list[tuple[str, str]]) -> None:
+        self.run_id, self.pipeline = run_id, pipeline
+        self.rows = {s: {"kind": k, "status": "pending"} for s, k in steps}
+        self.live = Live(
+            self._table(),
+            console=self.console,
+            refresh_per_second=8,
+            get_renderable=self._table,
+            transient=False,
+        )
+        self.live.start()
+
+    def step_started(self, step_id: str, kind: str) -> None:
+        self.rows.setdefault(step_id, {"kind": kind})
+        self.rows[step_id].update(status="running", started=time.perf_counter())
+
+    def step_finished(
+        self, step_id: str, status: str, rows: int | None, seconds: float, detail: str | None = None
+    ) -> None:
+        self.rows.setdefault(step_id, {"kind": ""})
+        self.rows[step_id].update(status=status, rows=rows, seconds=seconds, detail=detail)
+
+    def run_finished(self, run_id: str, status: str) -> None:
+        if self.live is not None:
+            self.live.update(self._table())
+            self.live.stop()
+            self.live = None
+
+
+def runs_table(runs: list[Any]) -> Table:
+    table = Table(show_header=True, header_style="bold", box=None)
+    for name in ("run", "pipeline", "mode", "status", "created", "duration"):
+        table.add_column(name)
+    for r in runs:
+        duration = ""
+        if r.started_at and r.ended_at:
+            duration = f"{(r.ended_at - r.started_at).total_seconds():.2f}s"
+        table.add_row(
+            r.id,
+            f"{r.pipeline_name} v{r.version}",
+            r.mode,
+            Text(r.status, style=STATUS_STYLE.get(r.status, "")),
+            r.created_at.strftime("%Y-%m-%d %H:%M:%S") if r.created_at else "",
+            duration,
+        )
+    return table
+
+
+def run_detail(detail: dict[str, Any]) -> None:
+    run = detail["run"]
+    out.print(
+        Text(f"Run {run['id']}", style="bold"),
+        f"· {run['pipeline_name']} v{run['version']} · {run['mode']} ·",
+        Text(run["status"], style=STATUS_STYLE.get(run["status"], "")),
+    )
+    if run.get("params"):
+        out.print("params:", ", ".join(f"{k}={v}" for k, v in run["params"].items()))
+    if run.get("error_message"):
+        out.print(Text(f"{run['error_class']}: {run['error_message']}", style="red"), soft_wrap=True)
+    steps = Table(title="Steps", title_justify="left", header_style="bold", box=None)
+    for name in ("step", "kind", "status", "rows in", "rows out", "time", "note"):
+        steps.add_column(name)
+    for s in detail["steps"]:
+        steps.add_row(
+            s["step_id"],
+            s["kind"],
+            Text(s["status"], style=STATUS_STYLE.get(s["status"], "")),
+            "" if s["rows_in"] is None else f"{s['rows_in']:,}",
+            "" if s["rows_out"] is None else f"{s['rows_out']:,}",
+            "" if s["duration_ms"] is None else f"{s['duration_ms'] / 1000:.2f}s",
+            (s["message"] or "")[:80],
+        )
+    out.print(steps)
+    if detail["checks"]:
+        checks = Table(title="Checks", title_justify="left", header_style="bold", box=None)
+        for name in ("check", "rule", "severity", "result", "violations", "sample"):
+            checks.add_column(name)
+        for c in detail["checks"]:
+            result = (
+                Text("pass", style="green")
+                if c["passed"]
+                else Text(
+                    "FAIL" if c["severity"] == "error" else "warn",
+                    style="red" if c["severity"] == "error" else "yellow",
+                )
+            )
+            sample = json.dumps(to_jsonable(c["samples"][0]), default=str)[:60] if c["samples"] else ""
+            checks.add_row(c["step_id"], c["rule_name"], c["severity"], result, str(c["violations"]), sample)
+        out.print(checks)
+    for staged in detail["staged"]:
+        d = staged["diff"]
+        out.print(
+            Text(
+                f"Staged for {staged['target']['connection']}.{staged['target']['table']} "
+                f"({staged['mode']}): {staged['rows']:,} rows; diff +{d.get('added', 0)} added, "
+                f"-{d.get('removed', 0)} removed, ~{d.get('changed', 0)} changed",
+                style="bold",
+            )
+        )
+        preview = Table(header_style="bold")
+        for c in staged["columns"]:
+            preview.add_column(c)
+        for row in staged["preview"]:
+            preview.add_row(*["" if v is None else str(v) for v in row.values()])
+        out.print(preview)
+    for snap in detail["snapshots"]:
+        out.print(
+            f"snapshot {snap['phase']:6} {snap['connection']}.{snap['table']}: "
+            f"{snap['rows']:,} rows, {len(snap['columns'])} columns"
+        )

@@ -1,0 +1,85 @@
+"""Settings: `queryforge.yaml` for the workspace, `QUERYFORGE_*` environment variables for the process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+
+CONFIG_FILE = "queryforge.yaml"
+STATE_DIR = ".queryforge"
+
+
+class ConnectionSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    url: str
+    writable: bool = False
+
+
+class WorkspaceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "queryforge"
+    engine: str = "duckdb"
+    target: str = Field(default="warehouse", description="default connection that loads write to")
+    connections: dict[str, ConnectionSpec] = Field(default_factory=dict)
+
+    @classmethod
+    def default(cls, name: str) -> WorkspaceConfig:
+        return cls(
+            name=name,
+            connections={
+                "warehouse": ConnectionSpec(url=f"duckdb:{STATE_DIR}/warehouse.duckdb", writable=True)
+            },
+        )
+
+    def with_defaults(self) -> WorkspaceConfig:
+        if "warehouse" in self.connections:
+            return self
+        conns = {
+            "warehouse": ConnectionSpec(url=f"duckdb:{STATE_DIR}/warehouse.duckdb", writable=True),
+            **self.connections,
+        }
+        return self.model_copy(update={"connections": conns})
+
+    def to_yaml(self) -> str:
+        data: dict[str, Any] = self.model_dump(mode="json", exclude_defaults=False)
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+class Settings(BaseSettings):
+    """Process settings; each can be set as QUERYFORGE_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="QUERYFORGE_", extra="ignore")
+
+    database_url: str | None = Field(default=None, description="metadata DB; SQLite in .queryforge/ if unset")
+    org: str = "default"
+    user: str = "local"
+    workspace: str | None = None
+
+
+def load_config(root: Path) -> WorkspaceConfig:
+    path = root / CONFIG_FILE
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(
+            f"Malformed YAML in {CONFIG_FILE}",
+            where=f"{path}:{mark.line + 1}" if mark else str(path),
+            hint="check indentation and quoting",
+        ) from None
+    try:
+        return WorkspaceConfig.model_validate(data).with_defaults()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        raise ConfigError(
+            f"Invalid setting '{loc}' in {CONFIG_FILE}: {err['msg']}", where=str(path)
+        ) from None

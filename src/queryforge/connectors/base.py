@@ -1,0 +1,175 @@
+"""The connector interface: introspect, read, stage, publish -- one small class per URL scheme.
+
+Data crosses a connector as Arrow. SQL-speaking connectors share the write-audit-publish
+mechanics in `SqlConnector`: statements are built as sqlglot expressions in the canonical
+dialect and transpiled, so a new database mostly declares its dialect and how to run SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from ..errors import ConfigError, PermissionDenied, did_you_mean
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    type: str
+    nullable: bool = True
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    schema: str | None = None
+    columns: tuple[ColumnInfo, ...] = ()
+    row_estimate: int | None = None
+    primary_key: tuple[str, ...] = ()
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+
+@dataclass(frozen=True)
+class TargetRef:
+    """A production table (or file) a load writes to."""
+
+    connection: str
+    table: str
+
+    @property
+    def schema_and_name(self) -> tuple[str | None, str]:
+        if "." in self.table:
+            schema, name = self.table.split(".", 1)
+            return schema, name
+        return None, self.table
+
+
+@dataclass
+class StagedLoad:
+    """One load's output, written to the run's staging place, waiting for publish."""
+
+    step_id: str
+    target: TargetRef
+    mode: str
+    keys: list[str]
+    staging_name: str
+    rows: int
+    columns: list[tuple[str, str]]
+    fingerprint_before: str | None = None
+    diff: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    target: str
+    exists: bool
+    columns: tuple[tuple[str, str], ...] = ()
+    rows: int = 0
+
+
+@dataclass(frozen=True)
+class ConnectionConfig:
+    name: str
+    url: str
+    writable: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Connector:
+    """Base of all connectors; subclasses register themselves by URL scheme."""
+
+    scheme: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    can_write: ClassVar[bool] = False
+    registry: ClassVar[dict[str, type[Connector]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "scheme" in cls.__dict__:
+            for name in (cls.scheme, *cls.aliases):
+                Connector.registry[name] = cls
+
+    def __init__(self, config: ConnectionConfig, root: Path) -> None:
+        self.config = config
+        self.root = root
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def location(self) -> str:
+        """The part of the URL after the scheme."""
+        return self.config.url.split(":", 1)[1] if ":" in self.config.url else self.config.url
+
+    def resolve_path(self, text: str) -> Path:
+        path = Path(text.removeprefix("//"))
+        return path if path.is_absolute() else self.root / path
+
+    # --------------------------------------------------------- reading
+    def introspect(self) -> list[TableInfo]:
+        raise NotImplementedError
+
+    def read(
+        self, table: str | None = None, query: str | None = None, columns: list[str] | None = None
+    ) -> pa.RecordBatchReader:
+        raise NotImplementedError
+
+    # --------------------------------------------------------- writing (write-audit-publish)
+    def ensure_writable(self, where: str) -> None:
+        if not self.config.writable or not self.can_write:
+            reason = "is read-only" if self.can_write else f"({self.scheme}) cannot be written to"
+            raise PermissionDenied(
+                f"Connection '{self.name}' {reason}",
+                where=where,
+                hint="mark it 'writable: true' in queryforge.yaml" if self.can_write else None,
+            )
+
+    def stage(self, run_id: str, load: StagedLoad, data: pa.RecordBatchReader) -> StagedLoad:
+        raise NotImplementedError
+
+    def publish(self, loads: list[StagedLoad]) -> None:
+        """Move all staged loads of this connection into production in one transaction."""
+        raise NotImplementedError
+
+    def discard(self, loads: list[StagedLoad]) -> None:
+        raise NotImplementedError
+
+    def snapshot(self, target: TargetRef) -> Snapshot:
+        raise NotImplementedError
+
+    def fingerprint(self, target: TargetRef) -> str | None:
+        raise NotImplementedError
+
+    def preview(self, load: StagedLoad, limit: int = 10) -> pa.Table:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release locks and handles (DuckDB files are single-writer across processes)."""
+
+    @contextmanager
+    def session(self) -> Iterator[Connector]:
+        try:
+            yield self
+        finally:
+            self.close()
+
+
+def connector_for(config: ConnectionConfig, root: Path) -> Connector:
+    scheme = config.url.split(":", 1)[0].lower() if ":" in config.url else "file"
+    cls = Connector.registry.get(scheme)
+    if cls is None:
+        raise ConfigError(
+            f"Unknown connector '{scheme}' for connection '{config.name}'",
+            where="queryforge.yaml",
+            hint=did_you_mean(scheme, Connector.registry),
+        )
+    return cls(config, root)

@@ -1,0 +1,121 @@
+"""DuckDB database files, including the local warehouse (`duckdb:.queryforge/warehouse.duckdb`)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import duckdb
+import pyarrow as pa
+from sqlglot import exp
+
+from ..errors import TransientError
+from .base import ColumnInfo, ConnectionConfig, StagedLoad, TableInfo, TargetRef
+from .sql import SqlConnector, content_hash, diff_in_duckdb
+
+
+class DuckDBConnector(SqlConnector):
+    scheme = "duckdb"
+    dialect: ClassVar[str] = "duckdb"
+
+    def __init__(self, config: ConnectionConfig, root: object) -> None:
+        super().__init__(config, root)  # type: ignore[arg-type]
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    @property
+    def path(self) -> str:
+        where = self.location()
+        return ":memory:" if where in ("", ":memory:") else str(self.resolve_path(where))
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            if self.path != ":memory:":
+                self.resolve_path(self.location()).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._con = duckdb.connect(self.path, read_only=not self.config.writable and self._exists())
+            except duckdb.IOException as exc:
+                if "lock" in str(exc).lower():
+                    raise TransientError(
+                        f"DuckDB file of connection '{self.name}' is locked by another process",
+                        hint="wait for the other run to finish; it is retried",
+                    ) from exc
+                raise
+        return self._con
+
+    def _exists(self) -> bool:
+        return self.path != ":memory:" and self.resolve_path(self.location()).exists()
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def execute(self, sql: str) -> None:
+        self.con.execute(sql)
+
+    def fetch_arrow(self, sql: str) -> pa.Table:
+        return self.con.sql(sql).to_arrow_table()
+
+    def ingest(self, schema: str | None, name: str, data: pa.RecordBatchReader) -> int:
+        self.con.register("_qf_ingest", data)
+        try:
+            self.execute(
+                self.sql(
+                    exp.Create(
+                        this=self.table_expr(schema, name),
+                        kind="TABLE",
+                        expression=exp.select(exp.Star()).from_("_qf_ingest"),
+                    )
+                )
+            )
+        finally:
+            self.con.unregister("_qf_ingest")
+        return int(
+            self.scalar(exp.select(exp.func("count", exp.Star())).from_(self.table_expr(schema, name)))
+        )
+
+    def table_columns(self, schema: str | None, name: str) -> list[tuple[str, str]] | None:
+        rows = self.con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            [schema or "main", name],
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows] or None
+
+    def introspect(self) -> list[TableInfo]:
+        tables = self.con.execute(
+            "SELECT schema_name, table_name, estimated_size FROM duckdb_tables() "
+            "WHERE schema_name <> ? ORDER BY 1, 2",
+            ["_qf_staging"],
+        ).fetchall()
+        out = []
+        for schema, name, estimate in tables:
+            cols = self.con.execute(
+                "SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns "
+                "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+                [schema, name],
+            ).fetchall()
+            out.append(
+                TableInfo(
+                    name=name,
+                    schema=None if schema == "main" else schema,
+                    columns=tuple(ColumnInfo(c, t, bool(n)) for c, t, n in cols),
+                    row_estimate=estimate,
+                )
+            )
+        return out
+
+    def diff_relations(self, load: StagedLoad) -> dict[str, int]:
+        return diff_in_duckdb(
+            self.con,
+            self.sql(self.staging_expr(load)),
+            self.sql(self.target_expr(load.target)),
+            load.mode,
+            load.keys,
+        )
+
+    def fingerprint(self, target: TargetRef) -> str | None:
+        schema, name = target.schema_and_name
+        if self.table_columns(schema, name) is None:
+            return None
+        return content_hash(self.con, self.sql(self.target_expr(target)))

@@ -1,0 +1,210 @@
+"""Files and folders of files: CSV, NDJSON/JSON and Parquet, with globs and gzip.
+
+Reading is done by the engine (DuckDB reads files directly and in parallel); this connector
+resolves paths inside the workspace, infers formats, and publishes file targets by writing a
+temporary file beside the target and renaming it atomically.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from sqlglot import exp
+
+from ..errors import NotFoundError, SpecError, did_you_mean
+from .base import ColumnInfo, Connector, Snapshot, StagedLoad, TableInfo, TargetRef
+
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".json": "json",
+    ".ndjson": "json",
+    ".jsonl": "json",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+READERS = {"csv": "read_csv", "json": "read_json", "ndjson": "read_json", "parquet": "read_parquet"}
+
+
+def file_format(path: str, given: str | None = None) -> str:
+    if given:
+        return given
+    name = path.lower().removesuffix(".gz").removesuffix(".gzip").removesuffix(".zst")
+    for suffix, fmt in FORMATS.items():
+        if name.endswith(suffix):
+            return fmt
+    raise SpecError(
+        f"Cannot tell the format of '{path}' from its name",
+        hint="add format: csv, json or parquet to the extract",
+    )
+
+
+def _literal(value: Any) -> exp.Expr:
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, int | float):
+        return exp.Literal.number(value)
+    if isinstance(value, list):
+        return exp.Array(expressions=[_literal(v) for v in value])
+    if isinstance(value, dict):
+        return exp.Struct(
+            expressions=[
+                exp.PropertyEQ(this=exp.to_identifier(k), expression=_literal(v)) for k, v in value.items()
+            ]
+        )
+    return exp.Literal.string(str(value))
+
+
+class FilesConnector(Connector):
+    scheme = "file"
+    aliases = ("files", "folder")
+    can_write = True
+
+    @property
+    def folder(self) -> Path:
+        return self.resolve_path(self.location() or ".")
+
+    def matches(self, pattern: str, where: str) -> list[Path]:
+        """Files a path or glob names; a clear error with a suggestion when there are none."""
+        full = self.resolve_path(pattern) if not Path(pattern).is_absolute() else Path(pattern)
+        found = sorted(Path(p) for p in glob.glob(str(full), recursive=True) if Path(p).is_file())
+        if not found:
+            near_dir = full.parent if full.parent.is_dir() else self.root
+            options = (
+                [
+                    str(p.relative_to(self.root)) if p.is_relative_to(self.root) else p.name
+                    for p in near_dir.iterdir()
+                    if p.is_file()
+                ]
+                if near_dir.is_dir()
+                else []
+            )
+            shown = str(full.relative_to(self.root)) if full.is_relative_to(self.root) else str(full)
+            raise NotFoundError(
+                f"No file matches '{pattern}' (looked for {shown})",
+                where=where,
+                hint=did_you_mean(shown, options) or "check the path; it is relative to the workspace folder",
+            )
+        return found
+
+    def source(self, pattern: str, fmt: str | None, options: dict[str, Any], where: str) -> exp.Expr:
+        """A DuckDB table function reading the files, e.g. read_csv(['a.csv', 'b.csv'], header=true)."""
+        files = self.matches(pattern, where)
+        kind = file_format(pattern, fmt)
+        args: list[exp.Expr] = [exp.Array(expressions=[exp.Literal.string(str(f)) for f in files])]
+        opts = dict(options)
+        if kind == "csv":
+            opts.setdefault("union_by_name", len(files) > 1)
+        if kind in ("json", "ndjson"):
+            opts.setdefault(
+                "format",
+                "newline_delimited"
+                if kind == "ndjson" or pattern.endswith((".ndjson", ".jsonl", ".ndjson.gz", ".jsonl.gz"))
+                else "auto",
+            )
+        args += [exp.EQ(this=exp.column(k), expression=_literal(v)) for k, v in opts.items()]
+        return exp.Anonymous(this=READERS[kind], expressions=args)
+
+    def fingerprint_files(self, pattern: str) -> str:
+        """Identity of the files an extract reads (names, sizes, mtimes) -- cheap, for reuse on resume."""
+        files = sorted(glob.glob(str(self.resolve_path(pattern)), recursive=True))
+        parts = [f"{f}:{Path(f).stat().st_size}:{Path(f).stat().st_mtime_ns}" for f in files]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+    def introspect(self) -> list[TableInfo]:
+        out: list[TableInfo] = []
+        if not self.folder.is_dir():
+            return out
+        with duckdb.connect() as con:
+            for path in sorted(self.folder.rglob("*")):
+                try:
+                    kind = file_format(path.name)
+                except SpecError:
+                    continue
+                rel = str(path.relative_to(self.folder))
+                fn = exp.Anonymous(this=READERS[kind], expressions=[exp.Literal.string(str(path))])
+                try:
+                    desc = con.execute(f"DESCRIBE SELECT * FROM {fn.sql('duckdb')}").fetchall()
+                except duckdb.Error:
+                    continue
+                out.append(TableInfo(name=rel, columns=tuple(ColumnInfo(r[0], r[1]) for r in desc)))
+        return out
+
+    # ------------------------------------------------------------ file targets
+    def target_path(self, target: TargetRef) -> Path:
+        return self.resolve_path(target.table) if self.location() in ("", ".") else self.folder / target.table
+
+    def stage(self, run_id: str, load: StagedLoad, data: pa.RecordBatchReader) -> StagedLoad:
+        if load.mode != "replace":
+            raise SpecError(
+                f"Step '{load.step_id}' loads a file, which supports mode 'replace' only",
+                hint="remove 'mode' or write to a table",
+            )
+        target = self.target_path(load.target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.qf-{run_id}.tmp")
+        table = data.read_all()
+        kind = file_format(target.name)
+        if kind == "parquet":
+            pq.write_table(table, tmp)
+        elif kind == "csv":
+            pa_csv.write_csv(table, tmp)
+        else:
+            with duckdb.connect() as con:
+                con.register("t", table)
+                con.execute(f"COPY t TO '{tmp}' (FORMAT json)")
+        load.staging_name = str(tmp)
+        load.rows = table.num_rows
+        load.columns = [(f.name, str(f.type)) for f in table.schema]
+        load.fingerprint_before = self.fingerprint(load.target)
+        before = self.snapshot(load.target)
+        load.diff = {"added": table.num_rows, "removed": before.rows, "changed": 0}
+        return load
+
+    def publish(self, loads: list[StagedLoad]) -> None:
+        for load in loads:  # each file is replaced atomically; a folder has no multi-file transaction
+            os.replace(load.staging_name, self.target_path(load.target))
+
+    def discard(self, loads: list[StagedLoad]) -> None:
+        for load in loads:
+            Path(load.staging_name).unlink(missing_ok=True)
+
+    def snapshot(self, target: TargetRef) -> Snapshot:
+        path = self.target_path(target)
+        if not path.exists():
+            return Snapshot(target=target.table, exists=False)
+        with duckdb.connect() as con:
+            rel = con.sql(
+                f"SELECT * FROM {READERS[file_format(path.name)]}($path)", params={"path": str(path)}
+            )
+            rows = con.sql(
+                f"SELECT count(*) FROM {READERS[file_format(path.name)]}($path)", params={"path": str(path)}
+            ).fetchall()[0][0]
+            return Snapshot(
+                target=target.table,
+                exists=True,
+                columns=tuple(zip(rel.columns, [str(t) for t in rel.types], strict=True)),
+                rows=int(rows),
+            )
+
+    def fingerprint(self, target: TargetRef) -> str | None:
+        path = self.target_path(target)
+        if not path.exists():
+            return None
+        stat = path.stat()
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+    def preview(self, load: StagedLoad, limit: int = 10) -> pa.Table:
+        with duckdb.connect() as con:
+            fn = READERS[file_format(self.target_path(load.target).name)]
+            return con.sql(
+                f"SELECT * FROM {fn}($path) LIMIT {int(limit)}", params={"path": load.staging_name}
+            ).to_arrow_table()

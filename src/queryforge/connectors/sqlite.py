@@ -1,0 +1,82 @@
+"""SQLite database files (`sqlite:path/to/file.sqlite`): Arrow in and out through ADBC."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import ClassVar
+
+import adbc_driver_sqlite.dbapi as adbc_sqlite
+import pyarrow as pa
+
+from .base import ColumnInfo, TableInfo
+from .sql import SqlConnector
+
+
+class SQLiteConnector(SqlConnector):
+    scheme = "sqlite"
+    dialect: ClassVar[str] = "sqlite"
+    supports_schemas: ClassVar[bool] = False
+
+    _con: sqlite3.Connection | None = None
+
+    @property
+    def path(self) -> str:
+        return str(self.resolve_path(self.location()))
+
+    @property
+    def con(self) -> sqlite3.Connection:
+        if self._con is None:
+            self._con = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        return self._con
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def execute(self, sql: str) -> None:
+        self.con.execute(sql)
+
+    def fetch_arrow(self, sql: str) -> pa.Table:
+        with adbc_sqlite.connect(self.path) as con, con.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetch_arrow_table()
+
+    def ingest(self, schema: str | None, name: str, data: pa.RecordBatchReader) -> int:
+        with adbc_sqlite.connect(self.path) as con, con.cursor() as cur:
+            rows = cur.adbc_ingest(name, data, mode="create")
+            con.commit()
+        return (
+            int(rows)
+            if rows is not None and rows >= 0
+            else int(self.con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0])
+        )
+
+    def table_columns(self, schema: str | None, name: str) -> list[tuple[str, str]] | None:
+        rows = self.con.execute("SELECT name, type FROM pragma_table_info(?)", [name]).fetchall()
+        return [(r[0], r[1] or "ANY") for r in rows] or None
+
+    def introspect(self) -> list[TableInfo]:
+        names = [
+            r[0]
+            for r in self.con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE '\\_qf\\_%' ESCAPE '\\' "
+                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            ).fetchall()
+        ]
+        out = []
+        for name in names:
+            info = self.con.execute(
+                'SELECT name, type, "notnull", pk FROM pragma_table_info(?)', [name]
+            ).fetchall()
+            count = self.con.execute(f'SELECT count(*) FROM "{name}"').fetchone()
+            out.append(
+                TableInfo(
+                    name=name,
+                    columns=tuple(ColumnInfo(c, t or "ANY", not nn) for c, t, nn, _ in info),
+                    row_estimate=int(count[0]) if count else None,
+                    primary_key=tuple(c for c, _, _, pk in sorted(info, key=lambda r: r[3]) if pk),
+                )
+            )
+        return out

@@ -1,0 +1,63 @@
+"""The engine protocol: what executes the relational work of a run.
+
+Steps arrive as sqlglot expressions in the canonical dialect; an engine transpiles them to its
+own SQL. Outputs are named by step id inside the run's work area, so a resume can reuse them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import pyarrow as pa
+from sqlglot import exp
+
+from ..errors import ConfigError, did_you_mean
+
+Schema = list[tuple[str, str]]
+
+
+class EngineSession(Protocol):
+    def create(self, name: str, query: exp.Query, *, table: bool) -> int | None:
+        """Create a view or table `name`; returns the row count for tables."""
+
+    def create_from_arrow(self, name: str, data: pa.RecordBatchReader) -> int: ...
+
+    def create_empty(self, name: str, schema: Schema) -> None: ...
+
+    def describe(self, name: str) -> Schema: ...
+
+    def read(self, query: exp.Query) -> pa.RecordBatchReader: ...
+
+    def fetch(self, query: exp.Query) -> tuple[list[str], list[tuple[Any, ...]]]: ...
+
+    def exists(self, name: str) -> bool: ...
+
+    def drop(self, name: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Engine:
+    """An engine kind; subclasses register themselves by name."""
+
+    name: ClassVar[str]
+    dialect: ClassVar[str]
+    registry: ClassVar[dict[str, type[Engine]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            Engine.registry[cls.name] = cls
+
+    def session(
+        self, work_dir: Path | None, *, preserve_order: bool = True, allowed_dirs: list[Path] | None = None
+    ) -> EngineSession:
+        raise NotImplementedError
+
+
+def get_engine(name: str) -> Engine:
+    cls = Engine.registry.get(name)
+    if cls is None:
+        raise ConfigError(f"Unknown engine '{name}'", hint=did_you_mean(name, Engine.registry))
+    return cls()

@@ -1,0 +1,123 @@
+"""The embedded default engine: one DuckDB database file per run (its work area)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from sqlglot import exp
+
+from ..errors import InternalError, StepFailed, TransientError
+from ..sql.parse import ident, table
+from .base import Engine, Schema
+
+
+def classify(exc: duckdb.Error, name: str) -> Exception:
+    """A DuckDB error as one of ours: data problems are the user's, lock/IO are transient."""
+    text = str(exc).split("\n")[0]
+    if isinstance(
+        exc,
+        duckdb.ConversionException
+        | duckdb.InvalidInputException
+        | duckdb.BinderException
+        | duckdb.ParserException
+        | duckdb.CatalogException
+        | duckdb.OutOfRangeException
+        | duckdb.ConstraintException
+        | duckdb.NotImplementedException,
+    ):
+        return StepFailed(
+            f"Step '{name}' failed: {text}",
+            hint="check the step's expressions and the input data (a cast of a bad value, an unknown column)",
+        )
+    if isinstance(exc, duckdb.IOException) and "lock" in text.lower():
+        return TransientError(f"Step '{name}' could not lock a DuckDB file: {text}")
+    if isinstance(exc, duckdb.IOException | duckdb.HTTPException):
+        return StepFailed(f"Step '{name}' could not read its input: {text}")
+    if isinstance(exc, duckdb.InterruptException):
+        return TransientError(f"Step '{name}' was interrupted")
+    return InternalError(f"Step '{name}' failed inside DuckDB: {text}")
+
+
+class DuckDBSession:
+    def __init__(self, path: str, *, preserve_order: bool, temp_dir: Path | None) -> None:
+        self.con = duckdb.connect(path)
+        self.con.execute(f"SET preserve_insertion_order = {'true' if preserve_order else 'false'}")
+        if temp_dir is not None:
+            self.con.execute("SET temp_directory = ?", [str(temp_dir)])
+
+    def _run(self, name: str, sql: str) -> duckdb.DuckDBPyConnection:
+        try:
+            return self.con.execute(sql)
+        except duckdb.Error as exc:
+            raise classify(exc, name) from exc
+
+    def create(self, name: str, query: exp.Query, *, table: bool) -> int | None:
+        target = exp.Table(this=ident(name))
+        create = exp.Create(this=target, kind="TABLE" if table else "VIEW", replace=True, expression=query)
+        self._run(name, create.sql(dialect="duckdb"))
+        if not table:
+            return None
+        row = self._run(name, f"SELECT count(*) FROM {target.sql('duckdb')}").fetchone()
+        return int(row[0]) if row else 0
+
+    def create_from_arrow(self, name: str, data: pa.RecordBatchReader) -> int:
+        self.con.register("_qf_arrow_in", data)
+        try:
+            return self.create(name, exp.select(exp.Star()).from_("_qf_arrow_in"), table=True) or 0
+        finally:
+            self.con.unregister("_qf_arrow_in")
+
+    def create_empty(self, name: str, schema: Schema) -> None:
+        cols = ", ".join(f"{ident(c).sql('duckdb')} {t}" for c, t in schema)
+        self._run(name, f"CREATE OR REPLACE TABLE {ident(name).sql('duckdb')} ({cols})")
+
+    def describe(self, name: str) -> Schema:
+        rows = self._run(name, f"DESCRIBE {table(name).sql('duckdb')}").fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def read(self, query: exp.Query) -> pa.RecordBatchReader:
+        try:
+            return self.con.sql(query.sql(dialect="duckdb")).to_arrow_reader(batch_size=1_000_000)
+        except duckdb.Error as exc:
+            raise classify(exc, "read") from exc
+
+    def fetch(self, query: exp.Query) -> tuple[list[str], list[tuple[Any, ...]]]:
+        cur = self._run("query", query.sql(dialect="duckdb"))
+        names = [d[0] for d in cur.description or []]
+        return names, cur.fetchall()
+
+    def exists(self, name: str) -> bool:
+        row = self.con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND schema_name = 'main'"
+            " UNION ALL SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND NOT internal",
+            [name, name],
+        ).fetchall()
+        return any(r[0] for r in row)
+
+    def drop(self, name: str) -> None:
+        for kind in ("VIEW", "TABLE"):
+            try:
+                self.con.execute(f"DROP {kind} IF EXISTS {ident(name).sql('duckdb')}")
+            except duckdb.CatalogException:
+                continue
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class DuckDBEngine(Engine):
+    name = "duckdb"
+    dialect = "duckdb"
+
+    def session(
+        self, work_dir: Path | None, *, preserve_order: bool = True, allowed_dirs: list[Path] | None = None
+    ) -> DuckDBSession:
+        if work_dir is None:
+            return DuckDBSession(":memory:", preserve_order=preserve_order, temp_dir=None)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        return DuckDBSession(
+            str(work_dir / "work.duckdb"), preserve_order=preserve_order, temp_dir=work_dir / "tmp"
+        )

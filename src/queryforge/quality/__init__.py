@@ -1,0 +1,1 @@
+"""Data quality: check rules (and later profiling and PII detection)."""

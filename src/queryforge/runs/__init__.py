@@ -1,0 +1,1 @@
+"""Runs: compile a pipeline into stages, execute them with write-audit-publish, record everything."""

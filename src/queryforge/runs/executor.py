@@ -1,0 +1,377 @@
+"""Execute a compiled plan with write-audit-publish, recording every step in the metadata store.
+
+Visits the plan's stages in order (`visit_<kind>`). Checks run before anything is staged; if an
+error-severity check fails, nothing is staged or published. A sandbox run stops after staging
+(status `audited`) and keeps its staged data for `commit`, which publishes exactly that data
+and refuses if production changed in between.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlglot import exp
+
+from ..connectors.base import StagedLoad, TargetRef
+from ..connectors.registry import ConnectionSet
+from ..engine.base import Engine, EngineSession
+from ..errors import (
+    ChecksFailed,
+    InternalError,
+    ProductionChanged,
+    QueryForgeError,
+    UserError,
+)
+from ..sql.parse import table
+from ..store import Repo
+from .plan import CheckStage, ExecutionPlan, ExtractStage, PublishStage, Stage, StageLoadStage, TransformStage
+from .reporter import NullReporter, Reporter
+
+log = logging.getLogger(__name__)
+SAMPLE_ROWS = 5
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    status: str
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    staged: list[StagedLoad] = field(default_factory=list)
+    published: list[TargetRef] = field(default_factory=list)
+    error: QueryForgeError | None = None
+
+    @property
+    def failed_checks(self) -> list[dict[str, Any]]:
+        return [c for c in self.checks if not c["passed"] and c["severity"] == "error"]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def staged_to_json(loads: list[StagedLoad]) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(s) for s in loads]
+
+
+def staged_from_json(items: Any) -> list[StagedLoad]:
+    """Staged loads as recorded on a run (a list of dicts, or nothing)."""
+    if not isinstance(items, list):
+        return []
+    return [StagedLoad(**{**d, "target": TargetRef(**d["target"])}) for d in items]
+
+
+class Executor:
+    def __init__(
+        self,
+        *,
+        repo: Repo,
+        connections: ConnectionSet,
+        engine: Engine,
+        runs_dir: Path,
+        reporter: Reporter | None = None,
+    ) -> None:
+        self.repo = repo
+        self.connections = connections
+        self.engine = engine
+        self.runs_dir = runs_dir
+        self.reporter = reporter or NullReporter()
+
+    # ------------------------------------------------------------ run
+    def execute(self, plan: ExecutionPlan, run_id: str, mode: str) -> RunOutcome:
+        outcome = RunOutcome(run_id=run_id, status="running")
+        self.repo.update_run(run_id, status="running", started_at=now())
+        steps = [
+            (s.step_id, s.kind)
+            for s in plan.stages
+            if not (mode == "sandbox" and isinstance(s, PublishStage))
+        ]
+        self.reporter.run_started(run_id, plan.pipeline, steps)
+        session = self.engine.session(self.runs_dir / run_id, preserve_order=plan.preserve_order)
+        try:
+            for stage in plan.stages:
+                if isinstance(stage, StageLoadStage) and outcome.failed_checks:
+                    raise self._checks_failed(outcome)
+                if isinstance(stage, PublishStage) and mode == "sandbox":
+                    continue
+                self._visit(stage, session, outcome, plan)
+            if outcome.failed_checks:
+                raise self._checks_failed(outcome)
+            outcome.status = "audited" if mode == "sandbox" else "succeeded"
+            self.repo.update_run(
+                run_id,
+                status=outcome.status,
+                ended_at=now(),
+                staged=staged_to_json(outcome.staged),
+                result=self._result(outcome),
+            )
+        except QueryForgeError as exc:
+            self._fail(outcome, exc)
+        except Exception as exc:  # a bug of ours: keep the traceback in the log only
+            log.error("run %s failed with an internal error:\n%s", run_id, traceback.format_exc())
+            self._fail(
+                outcome,
+                InternalError(
+                    f"Internal error while running: {type(exc).__name__}: {exc}",
+                    hint="run again with --debug and report the traceback",
+                ),
+            )
+        finally:
+            session.close()
+            self.connections.close()
+        self.reporter.run_finished(run_id, outcome.status)
+        return outcome
+
+    def _checks_failed(self, outcome: RunOutcome) -> ChecksFailed:
+        failed = outcome.failed_checks
+        names = ", ".join(
+            f"{c['step_id']}.{c['rule_name']} ({c['violations']} violation"
+            f"{'s' if c['violations'] != 1 else ''})"
+            for c in failed[:5]
+        )
+        return ChecksFailed(
+            f"{len(failed)} error-severity check{'s' if len(failed) > 1 else ''} failed: {names}. "
+            "Nothing was published",
+            hint=f"see the failing rows with 'queryforge runs show {outcome.run_id}'",
+        )
+
+    def _fail(self, outcome: RunOutcome, exc: QueryForgeError) -> None:
+        outcome.status = "failed"
+        outcome.error = exc
+        self._discard(outcome.staged)
+        self.repo.update_run(
+            outcome.run_id,
+            status="failed",
+            ended_at=now(),
+            error_class=exc.failure_class.value,
+            error_message=exc.render(),
+            staged=[],
+            result=self._result(outcome),
+        )
+
+    def _discard(self, staged: list[StagedLoad]) -> None:
+        by_connection: dict[str, list[StagedLoad]] = {}
+        for load in staged:
+            by_connection.setdefault(load.target.connection, []).append(load)
+        for name, loads in by_connection.items():
+            try:
+                self.connections.get(name).discard(loads)
+            except Exception:  # cleanup must not hide the original error; gc removes leftovers
+                log.warning("could not discard staged data of %s", name, exc_info=True)
+
+    def _result(self, outcome: RunOutcome) -> dict[str, Any]:
+        return {
+            "published": [dataclasses.asdict(t) for t in outcome.published],
+            "checks": {
+                "passed": sum(c["passed"] for c in outcome.checks),
+                "failed": sum(not c["passed"] for c in outcome.checks),
+            },
+        }
+
+    def _visit(self, stage: Stage, session: EngineSession, outcome: RunOutcome, plan: ExecutionPlan) -> None:
+        self.repo.start_step(outcome.run_id, stage.step_id, stage.kind)
+        self.reporter.step_started(stage.step_id, stage.kind)
+        started = time.perf_counter()
+        try:
+            rows_in, rows_out, detail = getattr(self, f"visit_{stage.kind}")(stage, session, outcome, plan)
+        except QueryForgeError as exc:
+            self._step_failed(outcome.run_id, stage, started, exc)
+            raise
+        except Exception as exc:
+            self._step_failed(outcome.run_id, stage, started, InternalError(str(exc)))
+            raise
+        status = detail.split(":")[0] if detail and detail.startswith(("warn:", "failed:")) else "succeeded"
+        self.repo.finish_step(
+            outcome.run_id,
+            stage.step_id,
+            status=status,
+            rows_in=rows_in,
+            rows_out=rows_out,
+            output_hash=plan.step_hashes.get(stage.step_id),
+            message=detail,
+        )
+        self.reporter.step_finished(stage.step_id, status, rows_out, time.perf_counter() - started, detail)
+
+    def _step_failed(self, run_id: str, stage: Stage, started: float, exc: QueryForgeError) -> None:
+        self.repo.finish_step(
+            run_id,
+            stage.step_id,
+            status="failed",
+            failure_class=exc.failure_class.value,
+            message=exc.render(),
+        )
+        self.reporter.step_finished(stage.step_id, "failed", None, time.perf_counter() - started, exc.message)
+
+    # ------------------------------------------------------------ stages
+    Result = tuple[int | None, int | None, str | None]
+
+    def visit_extract(
+        self, stage: ExtractStage, session: EngineSession, outcome: RunOutcome, plan: ExecutionPlan
+    ) -> Result:
+        if stage.query is not None:
+            rows = session.create(stage.step_id, stage.query, table=stage.materialize)
+            return None, rows, None
+        assert stage.connection is not None
+        connector = self.connections.sql(stage.connection)
+        reader = connector.read(table=stage.table, query=stage.sql, columns=list(stage.columns or []) or None)
+        rows = session.create_from_arrow(stage.step_id, reader)
+        return None, rows, None
+
+    def visit_transform(
+        self, stage: TransformStage, session: EngineSession, outcome: RunOutcome, plan: ExecutionPlan
+    ) -> Result:
+        rows = session.create(stage.step_id, stage.query, table=stage.materialize)
+        return None, rows, None
+
+    def visit_check(
+        self, stage: CheckStage, session: EngineSession, outcome: RunOutcome, plan: ExecutionPlan
+    ) -> Result:
+        failed_error = failed_warn = 0
+        results = []
+        for rule in stage.rules:
+            samples: list[dict[str, Any]] = []
+            if rule.static_failure is not None:
+                violations = 1
+                samples = [{"problem": rule.static_failure}]
+            elif rule.violations is None:
+                violations = 0
+            else:
+                counted = exp.select(exp.func("count", exp.Star())).from_(rule.violations.subquery("v"))
+                _, rows = session.fetch(counted)
+                violations = int(rows[0][0])
+                if violations:
+                    names, sample_rows = session.fetch(rule.violations.limit(SAMPLE_ROWS))
+                    samples = [dict(zip(names, r, strict=True)) for r in sample_rows]
+            passed = violations == 0
+            if not passed:
+                failed_error += rule.severity == "error"
+                failed_warn += rule.severity == "warn"
+            results.append(
+                {
+                    "step_id": stage.step_id,
+                    "rule_name": rule.name,
+                    "rule": rule.rule,
+                    "column": rule.column,
+                    "severity": rule.severity,
+                    "passed": passed,
+                    "violations": violations,
+                    "samples": samples,
+                }
+            )
+        self.repo.add_check_results(outcome.run_id, results)
+        outcome.checks.extend(results)
+        _, counted_rows = session.fetch(exp.select(exp.func("count", exp.Star())).from_(table(stage.input)))
+        detail = None
+        if failed_error:
+            detail = f"failed: {failed_error} of {len(stage.rules)} rules failed"
+        elif failed_warn:
+            detail = f"warn: {failed_warn} of {len(stage.rules)} rules failed (severity warn)"
+        return int(counted_rows[0][0]), None, detail
+
+    def visit_stageload(
+        self, stage: StageLoadStage, session: EngineSession, outcome: RunOutcome, plan: ExecutionPlan
+    ) -> Result:
+        connector = self.connections.get(stage.target.connection)
+        reader = session.read(exp.select(exp.Star()).from_(table(stage.input)))
+        load = StagedLoad(
+            step_id=stage.step_id,
+            target=stage.target,
+            mode=stage.mode,
+            keys=list(stage.keys),
+            staging_name="",
+            rows=0,
+            columns=[],
+        )
+        outcome.staged.append(load)  # registered first, so a failure half-way still discards it
+        connector.stage(outcome.run_id, load, reader)
+        d = load.diff
+        return load.rows, load.rows, f"+{d.get('added', 0)} -{d.get('removed', 0)} ~{d.get('changed', 0)}"
+
+    def visit_publish(
+        self,
+        stage: PublishStage,
+        session: EngineSession | None,
+        outcome: RunOutcome,
+        plan: ExecutionPlan | None,
+    ) -> Result:
+        loads = [s for s in outcome.staged if s.step_id in stage.loads]
+        self.publish(outcome.run_id, stage.connection, loads, verify=False)
+        outcome.published.extend(s.target for s in loads)
+        return sum(s.rows for s in loads), None, None
+
+    # ------------------------------------------------------------ publish and commit
+    def publish(self, run_id: str, connection: str, loads: list[StagedLoad], *, verify: bool) -> None:
+        connector = self.connections.get(connection)
+        if verify:
+            for load in loads:
+                current = connector.fingerprint(load.target)
+                if current != load.fingerprint_before:
+                    raise ProductionChanged(
+                        f"Production table {connection}.{load.target.table} changed after run {run_id} "
+                        "staged "
+                        "its data, so committing would overwrite changes nobody audited",
+                        hint="run the pipeline again with --sandbox, or use 'queryforge commit --rerun'",
+                    )
+        for load in loads:
+            self._snapshot(run_id, connector, load.target, "before")
+        connector.publish(loads)
+        for load in loads:
+            self._snapshot(run_id, connector, load.target, "after")
+
+    def _snapshot(self, run_id: str, connector: Any, target: TargetRef, phase: str) -> None:
+        snap = connector.snapshot(target)
+        self.repo.add_schema_snapshot(
+            run_id,
+            connection=target.connection,
+            table=target.table,
+            phase=phase,
+            exists=snap.exists,
+            columns=list(snap.columns),
+            rows=snap.rows,
+        )
+
+    def commit(self, run_id: str) -> RunOutcome:
+        run = self.repo.get_run(run_id)
+        if run.status != "audited":
+            raise UserError(
+                f"Run {run.id} is {run.status}; only an audited sandbox run can be committed",
+                hint="start one with 'queryforge run PIPELINE --sandbox'",
+            )
+        staged = staged_from_json(run.staged)
+        outcome = RunOutcome(run_id=run.id, status="running", staged=staged)
+        connections = list(dict.fromkeys(s.target.connection for s in staged))
+        self.reporter.run_started(
+            run.id, run.pipeline_name, [(f"publish:{c}", "publish") for c in connections]
+        )
+        try:
+            for name in connections:
+                step_id = f"publish:{name}"
+                self.repo.start_step(run.id, step_id, "publish")
+                self.reporter.step_started(step_id, "publish")
+                started = time.perf_counter()
+                loads = [s for s in staged if s.target.connection == name]
+                try:
+                    self.publish(run.id, name, loads, verify=True)
+                except QueryForgeError as exc:
+                    self._step_failed(
+                        run.id, PublishStage(step_id=step_id, connection=name, loads=()), started, exc
+                    )
+                    raise
+                outcome.published.extend(s.target for s in loads)
+                rows = sum(s.rows for s in loads)
+                self.repo.finish_step(run.id, step_id, status="succeeded", rows_in=rows)
+                self.reporter.step_finished(step_id, "succeeded", rows, time.perf_counter() - started)
+        finally:
+            self.connections.close()
+        outcome.status = "succeeded"
+        self.repo.update_run(
+            run.id, status="succeeded", ended_at=now(), staged=[], result=self._result(outcome)
+        )
+        self.reporter.run_finished(run.id, outcome.status)
+        return outcome

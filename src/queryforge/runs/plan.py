@@ -1,0 +1,355 @@
+"""Compile a bound pipeline into an immutable execution plan: a tuple of small stages.
+
+Compiling is also static validation: ids, references, cycles, SQL shape and -- by creating every
+step as a view in a scratch engine session -- column names and types. The executor and the
+`explain` visitor both walk the same stages.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass, field
+from graphlib import CycleError, TopologicalSorter
+from typing import Any
+
+from sqlglot import exp
+
+from ..connectors.base import TargetRef
+from ..connectors.registry import FILES, ConnectionSet
+from ..engine.base import EngineSession
+from ..engine.ops import OpContext, get_op
+from ..errors import QueryForgeError, SpecError, did_you_mean
+from ..quality.checks import CompiledRule, RuleContext, compile_rule
+from ..spec import models as m
+from ..spec.loader import BoundPipeline
+from ..sql.parse import SqlProblem, ident, parse_select, table_references
+
+Schema = list[tuple[str, str]]
+
+
+# ---------------------------------------------------------------- stages
+
+
+@dataclass(frozen=True)
+class Stage:
+    step_id: str
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__.removesuffix("Stage").lower()
+
+
+@dataclass(frozen=True)
+class ExtractStage(Stage):
+    query: exp.Query | None  # files: read directly by the engine
+    connection: str | None = None  # databases: read as Arrow through the connector
+    table: str | None = None
+    sql: str | None = None
+    columns: tuple[str, ...] | None = None
+    materialize: bool = False
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class TransformStage(Stage):
+    op: str
+    inputs: tuple[str, ...]
+    query: exp.Query
+    materialize: bool
+
+
+@dataclass(frozen=True)
+class CheckStage(Stage):
+    input: str
+    rules: tuple[CompiledRule, ...]
+
+
+@dataclass(frozen=True)
+class StageLoadStage(Stage):
+    input: str
+    target: TargetRef
+    mode: str
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PublishStage(Stage):
+    connection: str
+    loads: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    pipeline: str
+    content_hash: str
+    params: dict[str, Any]
+    stages: tuple[Stage, ...]
+    schemas: dict[str, Schema] = field(default_factory=dict)
+    preserve_order: bool = True
+    step_hashes: dict[str, str] = field(default_factory=dict)
+
+    def stages_of(self, cls: type[Stage]) -> list[Any]:
+        return [s for s in self.stages if isinstance(s, cls)]
+
+    @property
+    def targets(self) -> list[TargetRef]:
+        return [s.target for s in self.stages_of(StageLoadStage)]
+
+
+# ---------------------------------------------------------------- compile
+
+
+def dependencies(bound: BoundPipeline) -> dict[str, list[str]]:
+    """Step id -> ids it reads; raises SpecError for duplicates, unknown refs and bad SQL."""
+    pipeline, source = bound.pipeline, bound.source
+    ids: list[str] = []
+    for i, step in enumerate(pipeline.steps):
+        if step.id in ids:
+            raise SpecError(
+                f"Duplicate step id '{step.id}'",
+                where=source.where(("steps", i, "id")),
+                hint="every step needs its own id",
+            )
+        ids.append(step.id)
+    deps: dict[str, list[str]] = {}
+    for i, step in enumerate(pipeline.steps):
+        if isinstance(step, m.SqlStep):
+            try:
+                query = parse_select(step.sql)
+            except SqlProblem as exc:
+                raise SpecError(
+                    f"Step '{step.id}': {exc}",
+                    where=source.where(("steps", i, "sql")),
+                    hint="a sql step is exactly one SELECT over earlier steps",
+                ) from None
+            refs = table_references(query)
+            for ref in refs:
+                if ref not in ids:
+                    raise SpecError(
+                        f"Step '{step.id}' reads unknown table '{ref}'",
+                        where=source.where(("steps", i, "sql")),
+                        hint=did_you_mean(ref, [x for x in ids if x != step.id])
+                        or "a sql step may read only the ids of other steps",
+                    )
+            deps[step.id] = refs
+            continue
+        for ref in step.inputs:
+            if ref not in ids:
+                raise SpecError(
+                    f"Step '{step.id}' refers to missing step '{ref}'",
+                    where=source.where(("steps", i, step.kind)),
+                    hint=did_you_mean(ref, [x for x in ids if x != step.id]),
+                )
+            if ref == step.id:
+                raise SpecError(f"Step '{step.id}' reads itself", where=source.where(("steps", i, step.kind)))
+        if isinstance(step, m.CheckStep):
+            for rule in step.check.rules:
+                to = (
+                    rule.get("relationships", {}).get("to")
+                    if isinstance(rule.get("relationships"), dict)
+                    else None
+                )
+                if to:
+                    deps.setdefault(step.id, []).append(str(to))
+        deps[step.id] = [*step.inputs, *deps.get(step.id, [])]
+    for i, step in enumerate(pipeline.steps):
+        for ref in deps[step.id]:
+            if isinstance(pipeline.step(ref), m.CheckStep | m.LoadStep):
+                raise SpecError(
+                    f"Step '{step.id}' reads '{ref}', a {pipeline.step(ref).kind} step that has no output",
+                    where=source.where(("steps", i)),
+                    hint=f"read the input of '{ref}' instead",
+                )
+    return deps
+
+
+def topo_order(bound: BoundPipeline, deps: dict[str, list[str]]) -> list[str]:
+    try:
+        order = list(TopologicalSorter(deps).static_order())
+    except CycleError as exc:
+        cycle = list(dict.fromkeys(exc.args[1]))
+        raise SpecError(
+            f"The steps form a cycle: {' -> '.join([*cycle, cycle[0]])}",
+            where=bound.source.step_where(cycle[0]),
+            hint="a pipeline is a DAG; make one of these steps read an earlier one",
+        ) from None
+    position = {s.id: i for i, s in enumerate(bound.pipeline.steps)}
+    # Stable: keep the author's order where the DAG allows it.
+    ts = TopologicalSorter(deps)
+    ts.prepare()
+    result: list[str] = []
+    while ts.is_active():
+        ready = sorted(ts.get_ready(), key=position.__getitem__)
+        result.extend(ready)
+        ts.done(*ready)
+    assert set(result) == set(order)
+    return result
+
+
+class Compiler:
+    def __init__(self, bound: BoundPipeline, scratch: EngineSession, connections: ConnectionSet) -> None:
+        self.bound = bound
+        self.pipeline = bound.pipeline
+        self.scratch = scratch
+        self.connections = connections
+        self.schemas: dict[str, Schema] = {}
+        self.hashes: dict[str, str] = {}
+
+    def where(self, step_id: str, *sub: str | int) -> str:
+        step = self.pipeline.step(step_id)
+        return self.bound.source.step_where(step_id, step.kind, *sub)
+
+    def compile(self) -> ExecutionPlan:
+        deps = dependencies(self.bound)
+        order = topo_order(self.bound, deps)
+        consumers: dict[str, int] = dict.fromkeys(order, 0)
+        for step_id in order:
+            for ref in deps[step_id]:
+                consumers[ref] += 1
+        stages: list[Stage] = []
+        loads: list[StageLoadStage] = []
+        for step_id in order:
+            step = self.pipeline.step(step_id)
+            try:
+                stage = self.compile_step(step, deps[step_id], consumers[step_id])
+            except QueryForgeError:
+                raise
+            if isinstance(stage, StageLoadStage):
+                loads.append(stage)
+            stages.append(stage)
+            self.hashes[step_id] = self.step_hash(stage, deps[step_id])
+        by_connection: dict[str, list[str]] = {}
+        for load in loads:
+            by_connection.setdefault(load.target.connection, []).append(load.step_id)
+        # Checks run before anything is staged, stage-loads after: write-audit-publish.
+        ordered = [s for s in stages if not isinstance(s, StageLoadStage)] + list(loads)
+        ordered += [
+            PublishStage(step_id=f"publish:{c}", connection=c, loads=tuple(ids))
+            for c, ids in by_connection.items()
+        ]
+        has_sort = any(isinstance(s, m.SortStep) for s in self.pipeline.steps)
+        return ExecutionPlan(
+            pipeline=self.pipeline.name,
+            content_hash=self.bound.source.content_hash(),
+            params=self.bound.params,
+            stages=tuple(ordered),
+            schemas=dict(self.schemas),
+            preserve_order=has_sort,
+            step_hashes=dict(self.hashes),
+        )
+
+    def step_hash(self, stage: Stage, deps: list[str]) -> str:
+        """Identity of a step's output: its compiled form plus its inputs' identities."""
+        text = repr(stage) + "|" + "|".join(self.hashes.get(d, d) for d in deps)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def compile_step(self, step: m.StepBase, deps: list[str], consumers: int) -> Stage:
+        if isinstance(step, m.ExtractStep):
+            return self.compile_extract(step, consumers)
+        if isinstance(step, m.CheckStep):
+            return self.compile_check(step)
+        if isinstance(step, m.LoadStep):
+            return self.compile_load(step)
+        if isinstance(step, m.SqlStep):
+            query = parse_select(step.sql)
+            op = "sql"
+        else:
+            ctx = OpContext(
+                step_id=step.id, schemas=self.schemas, where=lambda *sub, _s=step.id: self.where(_s, *sub)
+            )
+            query = get_op(step.kind).compile(step.body, ctx)
+            op = step.kind
+        table = step.materialize == "table" or (step.materialize == "auto" and consumers != 1)
+        self.register(step.id, query)
+        return TransformStage(step_id=step.id, op=op, inputs=tuple(deps), query=query, materialize=table)
+
+    def register(self, step_id: str, query: exp.Query) -> None:
+        try:
+            self.scratch.create(step_id, query, table=False)
+            self.schemas[step_id] = self.scratch.describe(step_id)
+        except QueryForgeError as exc:
+            detail = exc.message.split(": ", 1)[-1]
+            raise SpecError(
+                f"Step '{step_id}' is invalid: {detail}", where=self.where(step_id), hint=exc.hint
+            ) from None
+
+    def compile_extract(self, step: m.ExtractStep, consumers: int) -> ExtractStage:
+        body = step.extract
+        where = self.where(step.id)
+        if bool(body.path) == bool(body.connection):
+            raise SpecError(f"Extract step '{step.id}' needs either 'path' or 'connection'", where=where)
+        if body.path:
+            files = self.connections.files
+            source = files.source(body.path, body.format, body.options, where)
+            cols: list[exp.Expr] = (
+                [exp.column(ident(c)) for c in body.columns] if body.columns else [exp.Star()]
+            )
+            query = exp.select(*cols).from_(source)
+            self.register(step.id, query)
+            fingerprint = files.fingerprint_files(body.path)
+            return ExtractStage(
+                step_id=step.id, query=query, materialize=step.materialize == "table", fingerprint=fingerprint
+            )
+        assert body.connection is not None
+        connector = self.connections.sql(body.connection, where)
+        if not body.table and not body.query:
+            raise SpecError(
+                f"Extract step '{step.id}' needs 'table' or 'query' for connection '{body.connection}'",
+                where=where,
+            )
+        schema = connector.describe(table=body.table, query=body.query, columns=body.columns, where=where)
+        self.scratch.create_empty(step.id, schema)
+        self.schemas[step.id] = self.scratch.describe(step.id)
+        return ExtractStage(
+            step_id=step.id,
+            query=None,
+            connection=body.connection,
+            table=body.table,
+            sql=body.query,
+            columns=tuple(body.columns) if body.columns else None,
+            materialize=True,
+        )
+
+    def compile_check(self, step: m.CheckStep) -> CheckStage:
+        body = step.check
+        schema = self.schemas[body.input]
+        rules: list[CompiledRule] = []
+        for i, item in enumerate(body.rules):
+            where = functools.partial(self.where, step.id, "rules", i)
+            ctx = RuleContext(
+                input=body.input,
+                schema=schema,
+                severity=body.severity,
+                where=where,
+                step_schemas=self.schemas,
+            )
+            rules.extend(compile_rule(item, ctx))
+        return CheckStage(step_id=step.id, input=body.input, rules=tuple(rules))
+
+    def compile_load(self, step: m.LoadStep) -> StageLoadStage:
+        body = step.load
+        where = self.where(step.id)
+        if bool(body.table) == bool(body.path):
+            raise SpecError(f"Load step '{step.id}' needs either 'table' or 'path'", where=where)
+        name = body.connection or (FILES if body.path else self.connections.default_target)
+        connector = self.connections.get(name, where)
+        connector.ensure_writable(where)
+        target = TargetRef(connection=name, table=str(body.table or body.path))
+        keys = tuple(body.keys or ())
+        if body.mode == "merge":
+            if not keys:
+                raise SpecError(
+                    f"Load step '{step.id}' uses mode 'merge' but names no keys",
+                    where=where,
+                    hint="add keys: [id_column]",
+                )
+            known = [c for c, _ in self.schemas[body.input]]
+            for k in keys:
+                if k.lower() not in {c.lower() for c in known}:
+                    raise SpecError(
+                        f"Merge key '{k}' of step '{step.id}' is not a column of '{body.input}'",
+                        where=where,
+                        hint=did_you_mean(k, known),
+                    )
+        return StageLoadStage(step_id=step.id, input=body.input, target=target, mode=body.mode, keys=keys)

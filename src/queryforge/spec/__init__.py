@@ -1,0 +1,1 @@
+"""The pipeline spec: models, loading with line numbers, parameters."""

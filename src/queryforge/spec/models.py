@@ -1,0 +1,314 @@
+"""The pipeline spec: a strict pydantic tree, one key per step kind.
+
+A step is a mapping with an `id` and exactly one kind key (`extract`, `sql`, `filter`, ...);
+the kind is found by a callable discriminator so a wrong key gets a clear message instead
+of a pydantic union dump.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+
+IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- step bodies
+
+
+class Extract(Strict):
+    """Read a file (path, globs allowed) or a table/query of a named connection."""
+
+    path: str | None = None
+    format: Literal["csv", "json", "ndjson", "parquet"] | None = None
+    options: dict[str, Any] = Field(default_factory=dict, description="reader options, e.g. delim, header")
+    connection: str | None = None
+    table: str | None = None
+    query: str | None = None
+    columns: list[str] | None = None
+
+
+class Filter(Strict):
+    input: str
+    where: str
+
+
+class Select(Strict):
+    input: str
+    columns: list[str] | None = None
+    exclude: list[str] | None = None
+
+
+class Rename(Strict):
+    input: str
+    columns: dict[str, str] = Field(description="old name -> new name")
+
+
+class Cast(Strict):
+    input: str
+    columns: dict[str, str] = Field(description="column -> SQL type, e.g. amount: DECIMAL(12,2)")
+
+
+class Derive(Strict):
+    input: str
+    columns: dict[str, str] = Field(description="new or replaced column -> SQL expression")
+
+
+class Join(Strict):
+    left: str
+    right: str
+    on: list[str] | dict[str, str] = Field(description="shared key names, or left column -> right column")
+    how: Literal["inner", "left", "right", "full", "semi", "anti"] = "inner"
+
+
+class Union(Strict):
+    inputs: list[str] = Field(min_length=2)
+    distinct: bool = False
+    by_name: bool = True
+
+
+class Aggregate(Strict):
+    input: str
+    group_by: list[str] = Field(default_factory=list)
+    measures: dict[str, str] = Field(description="output column -> aggregate expression, e.g. sum(amount)")
+
+
+class Dedupe(Strict):
+    input: str
+    keys: list[str] | None = Field(default=None, description="keep one row per key; all columns if omitted")
+    order_by: list[str] | None = Field(
+        default=None, description="which row to keep, e.g. ['updated_at DESC']"
+    )
+
+
+class Sort(Strict):
+    input: str
+    by: list[str] = Field(min_length=1, description="e.g. ['amount DESC', 'order_id']")
+
+
+class Limit(Strict):
+    input: str
+    n: int = Field(ge=0)
+    offset: int = Field(default=0, ge=0)
+
+
+class Pivot(Strict):
+    input: str
+    on: str
+    using: str = Field(description="aggregate expression, e.g. sum(amount)")
+    group_by: list[str] = Field(default_factory=list)
+    values: list[str | int | float] | None = None
+
+
+class Unpivot(Strict):
+    input: str
+    columns: list[str] = Field(min_length=1)
+    name: str = "name"
+    value: str = "value"
+
+
+class Check(Strict):
+    input: str
+    rules: list[dict[str, Any]] = Field(min_length=1)
+    severity: Literal["error", "warn"] = "error"
+
+
+class Load(Strict):
+    input: str
+    connection: str | None = Field(
+        default=None, description="target connection; the workspace default if omitted"
+    )
+    table: str | None = None
+    path: str | None = Field(
+        default=None, description="write a file instead of a table (.parquet, .csv, .json)"
+    )
+    mode: Literal["append", "replace", "merge"] = "replace"
+    keys: list[str] | None = None
+
+
+class RetryPolicy(Strict):
+    attempts: int = Field(default=3, ge=1, le=20)
+    delays: list[float] | None = None
+
+
+# ---------------------------------------------------------------- steps
+
+STEP_KINDS = (
+    "extract", "sql", "filter", "select", "rename", "cast", "derive", "join", "union",
+    "aggregate", "dedupe", "sort", "limit", "pivot", "unpivot", "check", "load",
+)  # fmt: skip
+TRANSFORM_OPS = STEP_KINDS[2:15]
+
+
+class StepBase(Strict):
+    id: str = Field(pattern=IDENT)
+    description: str | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    retry: RetryPolicy | None = None
+    materialize: Literal["auto", "table", "view"] = "auto"
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in STEP_KINDS if k in type(self).model_fields)
+
+    @property
+    def body(self) -> Any:
+        return getattr(self, self.kind)
+
+    @property
+    def inputs(self) -> list[str]:
+        """Ids of the steps this one reads (sql steps are resolved by the validator)."""
+        body = self.body
+        if isinstance(body, Join):
+            return [body.left, body.right]
+        if isinstance(body, Union):
+            return list(body.inputs)
+        if isinstance(body, str | Extract):
+            return []
+        return [body.input]
+
+
+class ExtractStep(StepBase):
+    extract: Extract
+
+
+class SqlStep(StepBase):
+    sql: str
+
+
+class FilterStep(StepBase):
+    filter: Filter
+
+
+class SelectStep(StepBase):
+    select: Select
+
+
+class RenameStep(StepBase):
+    rename: Rename
+
+
+class CastStep(StepBase):
+    cast: Cast
+
+
+class DeriveStep(StepBase):
+    derive: Derive
+
+
+class JoinStep(StepBase):
+    join: Join
+
+
+class UnionStep(StepBase):
+    union: Union
+
+
+class AggregateStep(StepBase):
+    aggregate: Aggregate
+
+
+class DedupeStep(StepBase):
+    dedupe: Dedupe
+
+
+class SortStep(StepBase):
+    sort: Sort
+
+
+class LimitStep(StepBase):
+    limit: Limit
+
+
+class PivotStep(StepBase):
+    pivot: Pivot
+
+
+class UnpivotStep(StepBase):
+    unpivot: Unpivot
+
+
+class CheckStep(StepBase):
+    check: Check
+
+
+class LoadStep(StepBase):
+    load: Load
+
+
+def step_kind_of(value: Any) -> str | None:
+    """The discriminator: the one kind key present in a raw step mapping."""
+    if isinstance(value, dict):
+        found = [k for k in STEP_KINDS if k in value]
+    else:
+        found = [k for k in STEP_KINDS if hasattr(value, k)]
+    return found[0] if len(found) == 1 else None
+
+
+Step = Annotated[
+    Annotated[ExtractStep, Tag("extract")]
+    | Annotated[SqlStep, Tag("sql")]
+    | Annotated[FilterStep, Tag("filter")]
+    | Annotated[SelectStep, Tag("select")]
+    | Annotated[RenameStep, Tag("rename")]
+    | Annotated[CastStep, Tag("cast")]
+    | Annotated[DeriveStep, Tag("derive")]
+    | Annotated[JoinStep, Tag("join")]
+    | Annotated[UnionStep, Tag("union")]
+    | Annotated[AggregateStep, Tag("aggregate")]
+    | Annotated[DedupeStep, Tag("dedupe")]
+    | Annotated[SortStep, Tag("sort")]
+    | Annotated[LimitStep, Tag("limit")]
+    | Annotated[PivotStep, Tag("pivot")]
+    | Annotated[UnpivotStep, Tag("unpivot")]
+    | Annotated[CheckStep, Tag("check")]
+    | Annotated[LoadStep, Tag("load")],
+    Discriminator(step_kind_of),
+]
+
+
+class Param(Strict):
+    default: Any = None
+    type: Literal["string", "int", "float", "date", "bool"] = "string"
+    description: str | None = None
+
+
+class Pipeline(Strict):
+    name: str = Field(pattern=IDENT)
+    description: str | None = None
+    params: dict[str, Param | str | int | float | bool | None] = Field(default_factory=dict)
+    retry: RetryPolicy | None = None
+    steps: list[Step] = Field(min_length=1)
+
+    @field_validator("params", mode="after")
+    @classmethod
+    def _normalise_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return {k: v if isinstance(v, Param) else Param(default=v) for k, v in value.items()}
+
+    def step(self, step_id: str) -> StepBase:
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)
+
+    def canonical_json(self) -> str:
+        return json.dumps(
+            self.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":")
+        )
+
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Pipeline.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "QueryForge pipeline"
+    return schema

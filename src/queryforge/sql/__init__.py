@@ -1,0 +1,1 @@
+"""SQL foundations: the canonical dialect, parsing of user SQL, and identifier handling."""

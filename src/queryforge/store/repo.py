@@ -1,0 +1,773 @@
+"""The metadata store: one engine per process, org-scoped repositories over SQLAlchemy Core.
+
+SQLite (the laptop default) runs in WAL mode with `synchronous=NORMAL`, a 30 s busy timeout and
+foreign keys on; write transactions start with `BEGIN IMMEDIATE` so a read-then-write transaction
+waits for the lock instead of failing with SQLITE_BUSY when another worker wrote in between.
+PostgreSQL URLs (`postgresql://...`) use the psycopg 3 driver.
+
+Every call of `Repo` is one short transaction and every query filters on the repo's org: a run of
+another org is indistinguishable from a run that does not exist.
+
+Example:
+    >>> store = Store("sqlite:///.queryforge/meta.db")
+    >>> store.migrate()
+    >>> repo = store.repo("default", user="alice")
+    >>> pipeline_id, version_id, number = repo.save_pipeline_version("daily", h, spec, None)
+    >>> run_id = repo.create_run(pipeline_id=pipeline_id, version_id=version_id,
+    ...                          pipeline_name="daily", mode="sandbox", params={})
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, Engine, Row, Select, create_engine, event, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, CursorResult, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql import Executable
+
+from queryforge.errors import ConfigError, NotFoundError
+from queryforge.store import tables as t
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIN_PREFIX = 6
+"""Shortest run-id prefix `Repo.get_run` resolves."""
+
+_READ = "queryforge_read_only"
+# Serialises concurrent `migrate()` calls of several processes on one PostgreSQL database.
+_PG_MIGRATE_LOCK = 0x5146_6D69_6772_6174  # "QFmigrat"
+_SAVE_ATTEMPTS = 5
+_RUN_FIELDS = frozenset(
+    {"status", "started_at", "ended_at", "error_class", "error_message", "staged", "result", "attempt"}
+)
+
+
+class RecordNotFound(NotFoundError, LookupError):
+    """A run, step or pipeline version that does not exist in this org, or an ambiguous id prefix."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One run as stored; `params`, `staged` and `result` are parsed JSON."""
+
+    id: str
+    org_id: str
+    pipeline_name: str
+    pipeline_id: int
+    pipeline_version_id: int
+    version: int
+    mode: str
+    status: str
+    params: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    error_class: str | None
+    error_message: str | None
+    staged: list[Any] | dict[str, Any] | None
+    result: dict[str, Any] | None
+    idempotency_key: str | None
+    attempt: int
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One step run as stored."""
+
+    step_id: str
+    kind: str
+    status: str
+    started_at: datetime | None
+    ended_at: datetime | None
+    duration_ms: float | None
+    rows_in: int | None
+    rows_out: int | None
+    bytes: int | None
+    output_hash: str | None
+    retry_count: int
+    failure_class: str | None
+    message: str | None
+
+
+def normalize_url(url: str) -> URL:
+    """Parse a store URL; `postgresql://` and `postgres://` get the psycopg 3 driver."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise ConfigError(
+            f"Invalid metadata store URL '{url}'",
+            hint="use sqlite:///path/to/meta.db or postgresql://user@host/db",
+        ) from exc
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            f"Unsupported metadata store '{parsed.get_backend_name()}' in URL "
+            f"'{parsed.render_as_string(hide_password=True)}'",
+            hint="the metadata store runs on sqlite:///... or postgresql://...",
+        )
+    return parsed
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for the metadata store, with the SQLite settings described in this module."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(parsed, pool_pre_ping=True)
+    database = parsed.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(parsed, connect_args={"timeout": 30})
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # Take BEGIN away from the sqlite3 module so transactions (and DDL) are ours, see _sqlite_on_begin.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ) else "BEGIN IMMEDIATE")
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic config for the packaged migrations; no alembic.ini needed.
+
+    Args:
+        connection: the connection the migrations run on (stored in `config.attributes`).
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    config.set_main_option("path_separator", "os")
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def new_run_id() -> str:
+    """`r` + 12 hex digits of the millisecond clock + 8 random hex digits: sortable by creation time."""
+    return f"r{time.time_ns() // 1_000_000:012x}{secrets.token_hex(4)}"
+
+
+def _new_id(result: CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    if key is None:  # pragma: no cover - only for statements that are not single-row inserts
+        raise RuntimeError("the insert returned no primary key")
+    return int(key[0])
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class Store:
+    """The metadata database: owns the engine, migrates, and hands out org-scoped repositories.
+
+    Args:
+        url: `sqlite:///path/meta.db` (parent folders are created) or `postgresql://user@host/db`.
+
+    Raises:
+        ConfigError: the URL is invalid or names an unsupported database.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        self.url = self.engine.url.render_as_string(hide_password=True)
+
+    @property
+    def dialect(self) -> str:
+        """`sqlite` or `postgresql`."""
+        return self.engine.dialect.name
+
+    def migrate(self, revision: str = "head") -> None:
+        """Upgrade the schema to `revision` (default: the newest). Idempotent; call it at every start."""
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(_PG_MIGRATE_LOCK)))
+            command.upgrade(alembic_config(conn), revision)
+
+    def revision(self) -> str | None:
+        """The schema revision of the database, or None before the first `migrate()`."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{_READ: True})
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def repo(self, org_id: str = "default", user: str = "local") -> Repo:
+        """A repository that sees and writes only `org_id`'s rows, recording `user` as their creator."""
+        return Repo(self.engine, org_id=org_id, user=user)
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.dispose()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+
+class Repo:
+    """Reads and writes of one org. Each method is one short transaction.
+
+    Reads of a run that belongs to another org raise `RecordNotFound` (a `LookupError`), exactly as
+    if it did not exist.
+    """
+
+    def __init__(self, engine: Engine, *, org_id: str, user: str) -> None:
+        self.engine = engine
+        self.org_id = org_id
+        self.user = user
+        self._postgres = engine.dialect.name == "postgresql"
+
+    # -- transactions -----------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.execution_options(**{_READ: True})
+            yield conn
+
+    def _require_run(self, conn: Connection, run_id: str) -> None:
+        found = conn.scalar(select(t.runs.c.id).where(t.runs.c.id == run_id, t.runs.c.org_id == self.org_id))
+        if found is None:
+            raise self._run_not_found(run_id)
+
+    def _run_not_found(self, run_id: str) -> RecordNotFound:
+        return RecordNotFound(
+            f"Run '{run_id}' not found", where=f"org '{self.org_id}'", hint="list runs for valid ids"
+        )
+
+    # -- pipelines --------------------------------------------------------------------------------
+
+    def save_pipeline_version(
+        self, name: str, content_hash: str, spec_json: str, source_path: str | None
+    ) -> tuple[int, int, int]:
+        """Record a pipeline version; saving the same content hash again returns the existing one.
+
+        Returns:
+            `(pipeline_id, version_id, version_number)`; numbers count 1, 2, 3... per pipeline.
+        """
+        p, v = t.pipelines, t.pipeline_versions
+        for attempt in range(_SAVE_ATTEMPTS):
+            try:
+                with self._write() as conn:
+                    now = _now()
+                    # The row lock serialises version numbering per pipeline on PostgreSQL (SQLite
+                    # already holds the database write lock from BEGIN IMMEDIATE).
+                    pipeline_id = conn.scalar(
+                        select(p.c.id).where(p.c.org_id == self.org_id, p.c.name == name).with_for_update()
+                    )
+                    if pipeline_id is None:
+                        created = conn.execute(
+                            insert(p).values(
+                                org_id=self.org_id, name=name, created_at=now, created_by=self.user
+                            )
+                        )
+                        pipeline_id = _new_id(created)
+                    existing = conn.execute(
+                        select(v.c.id, v.c.version).where(
+                            v.c.pipeline_id == pipeline_id, v.c.content_hash == content_hash
+                        )
+                    ).first()
+                    if existing is not None:
+                        return int(pipeline_id), int(existing.id), int(existing.version)
+                    last = conn.scalar(select(func.max(v.c.version)).where(v.c.pipeline_id == pipeline_id))
+                    number = int(last or 0) + 1
+                    saved = conn.execute(
+                        insert(v).values(
+                            org_id=self.org_id,
+                            pipeline_id=pipeline_id,
+                            version=number,
+                            content_hash=content_hash,
+                            spec_json=spec_json,
+                            source_path=source_path,
+                            created_at=now,
+                            created_by=self.user,
+                        )
+                    )
+                    return int(pipeline_id), _new_id(saved), number
+            except IntegrityError:
+                # Another writer created the same pipeline first (PostgreSQL); look again.
+                if attempt == _SAVE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def get_pipeline_version(self, version_id: int) -> dict[str, Any]:
+        """The version's fields.
+
+        Returns:
+            Keys id, pipeline_id, name, version, content_hash, spec_json, source_path, created_at,
+            created_by.
+        """
+        p, v = t.pipelines, t.pipeline_versions
+        query = (
+            select(
+                v.c.id,
+                v.c.pipeline_id,
+                p.c.name,
+                v.c.version,
+                v.c.content_hash,
+                v.c.spec_json,
+                v.c.source_path,
+                v.c.created_at,
+                v.c.created_by,
+            )
+            .join_from(v, p, v.c.pipeline_id == p.c.id)
+            .where(v.c.id == version_id, v.c.org_id == self.org_id)
+        )
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            raise RecordNotFound(f"Pipeline version {version_id} not found", where=f"org '{self.org_id}'")
+        return dict(row._mapping)
+
+    # -- runs -------------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        *,
+        pipeline_id: int,
+        version_id: int,
+        pipeline_name: str,
+        mode: str,
+        params: Mapping[str, Any],
+        status: str = "queued",
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Create a run and return its id; a known `idempotency_key` returns the existing run's id.
+
+        Raises:
+            ValueError: `mode` is not `sandbox` or `publish`.
+            RecordNotFound: the pipeline version does not exist in this org.
+        """
+        if mode not in t.RUN_MODES:
+            raise ValueError(f"Unknown run mode '{mode}': expected one of {', '.join(t.RUN_MODES)}")
+        r, v = t.runs, t.pipeline_versions
+        try:
+            with self._write() as conn:
+                if idempotency_key is not None:
+                    existing = self._run_by_key(conn, idempotency_key)
+                    if existing is not None:
+                        return existing
+                version = conn.scalar(
+                    select(v.c.id).where(
+                        v.c.id == version_id, v.c.pipeline_id == pipeline_id, v.c.org_id == self.org_id
+                    )
+                )
+                if version is None:
+                    raise RecordNotFound(
+                        f"Pipeline version {version_id} of pipeline {pipeline_id} not found",
+                        where=f"org '{self.org_id}'",
+                    )
+                run_id = new_run_id()
+                conn.execute(
+                    insert(r).values(
+                        id=run_id,
+                        org_id=self.org_id,
+                        pipeline_id=pipeline_id,
+                        pipeline_version_id=version_id,
+                        pipeline_name=pipeline_name,
+                        mode=mode,
+                        status=status,
+                        params_json=_dumps(dict(params)),
+                        idempotency_key=idempotency_key,
+                        created_at=_now(),
+                        created_by=self.user,
+                        attempt=0,
+                    )
+                )
+                return run_id
+        except IntegrityError:
+            # A concurrent submission with the same key won the race: it is the run to return.
+            if idempotency_key is not None:
+                with self._read() as conn:
+                    existing = self._run_by_key(conn, idempotency_key)
+                if existing is not None:
+                    return existing
+            raise
+
+    def _run_by_key(self, conn: Connection, key: str) -> str | None:
+        r = t.runs
+        found: str | None = conn.scalar(
+            select(r.c.id).where(r.c.org_id == self.org_id, r.c.idempotency_key == key)
+        )
+        return found
+
+    @staticmethod
+    def _run_query() -> Select[Any]:
+        r, v = t.runs, t.pipeline_versions
+        return select(r, v.c.version).join_from(r, v, r.c.pipeline_version_id == v.c.id)
+
+    @staticmethod
+    def _to_run(row: Row[Any]) -> RunRecord:
+        m = row._mapping
+        return RunRecord(
+            id=m["id"],
+            org_id=m["org_id"],
+            pipeline_name=m["pipeline_name"],
+            pipeline_id=m["pipeline_id"],
+            pipeline_version_id=m["pipeline_version_id"],
+            version=m["version"],
+            mode=m["mode"],
+            status=m["status"],
+            params=json.loads(m["params_json"]),
+            created_at=m["created_at"],
+            started_at=m["started_at"],
+            ended_at=m["ended_at"],
+            error_class=m["error_class"],
+            error_message=m["error_message"],
+            staged=_loads(m["staged_json"]),
+            result=_loads(m["result_json"]),
+            idempotency_key=m["idempotency_key"],
+            attempt=m["attempt"],
+            created_by=m["created_by"],
+        )
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run with this id, or with this unique id prefix of at least 6 characters.
+
+        Raises:
+            RecordNotFound: no such run in this org, or the prefix matches several runs.
+        """
+        r = t.runs
+        base = self._run_query().where(r.c.org_id == self.org_id)
+        with self._read() as conn:
+            row = conn.execute(base.where(r.c.id == run_id)).first()
+            if row is None and len(run_id) >= MIN_PREFIX:
+                matches = conn.execute(
+                    base.where(r.c.id.startswith(run_id, autoescape=True)).order_by(r.c.id).limit(2)
+                ).all()
+                if len(matches) > 1:
+                    raise RecordNotFound(
+                        f"Run id prefix '{run_id}' is ambiguous: it matches {matches[0].id}, "
+                        f"{matches[1].id} and maybe more",
+                        hint="give more characters of the run id",
+                    )
+                row = matches[0] if matches else None
+        if row is None:
+            raise self._run_not_found(run_id)
+        return self._to_run(row)
+
+    def list_runs(
+        self, *, limit: int = 20, status: str | None = None, pipeline: str | None = None
+    ) -> list[RunRecord]:
+        """The org's runs, newest first, optionally only one status or one pipeline name."""
+        r = t.runs
+        query = self._run_query().where(r.c.org_id == self.org_id)
+        if status is not None:
+            query = query.where(r.c.status == status)
+        if pipeline is not None:
+            query = query.where(r.c.pipeline_name == pipeline)
+        query = query.order_by(r.c.created_at.desc(), r.c.id.desc()).limit(limit)
+        with self._read() as conn:
+            return [self._to_run(row) for row in conn.execute(query)]
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """Set some of: status, started_at, ended_at, error_class, error_message, staged, result, attempt.
+
+        `staged` and `result` are stored as JSON (values JSON cannot hold are stored as strings).
+
+        Raises:
+            TypeError: an unknown field.
+            RecordNotFound: no such run in this org.
+        """
+        unknown = set(fields) - _RUN_FIELDS
+        if unknown:
+            raise TypeError(
+                f"update_run() got unknown field(s) {', '.join(sorted(unknown))}; "
+                f"expected some of {', '.join(sorted(_RUN_FIELDS))}"
+            )
+        values: dict[str, Any] = {}
+        for name, value in fields.items():
+            if name in ("staged", "result"):
+                values[f"{name}_json"] = None if value is None else _dumps(value)
+            elif isinstance(value, datetime) and value.tzinfo is None:
+                raise ValueError(f"update_run({name}=...) needs a timezone-aware datetime, got {value!r}")
+            else:
+                values[name] = value
+        r = t.runs
+        with self._write() as conn:
+            if not values:
+                self._require_run(conn, run_id)
+                return
+            done = conn.execute(update(r).where(r.c.id == run_id, r.c.org_id == self.org_id).values(values))
+            if done.rowcount == 0:
+                raise self._run_not_found(run_id)
+
+    # -- steps ------------------------------------------------------------------------------------
+
+    def start_step(self, run_id: str, step_id: str, kind: str) -> None:
+        """Mark a step `running` from now. Starting it again (a retry) counts one more `retry_count`
+        and clears the previous outcome."""
+        s = t.run_steps
+        now = _now()
+        values = {
+            "org_id": self.org_id,
+            "run_id": run_id,
+            "step_id": step_id,
+            "kind": kind,
+            "status": "running",
+            "started_at": now,
+            "retry_count": 0,
+        }
+        again = {
+            "kind": kind,
+            "status": "running",
+            "started_at": now,
+            "ended_at": None,
+            "duration_ms": None,
+            "rows_in": None,
+            "rows_out": None,
+            "bytes": None,
+            "output_hash": None,
+            "failure_class": None,
+            "message": None,
+            "retry_count": s.c.retry_count + 1,
+        }
+        statement: Executable
+        if self._postgres:
+            statement = (
+                postgresql.insert(s)
+                .values(values)
+                .on_conflict_do_update(index_elements=["run_id", "step_id"], set_=again)
+            )
+        else:
+            statement = (
+                sqlite.insert(s)
+                .values(values)
+                .on_conflict_do_update(index_elements=["run_id", "step_id"], set_=again)
+            )
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            conn.execute(statement)
+
+    def finish_step(
+        self,
+        run_id: str,
+        step_id: str,
+        *,
+        status: str,
+        rows_in: int | None = None,
+        rows_out: int | None = None,
+        bytes: int | None = None,
+        output_hash: str | None = None,
+        failure_class: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Record a started step's outcome; sets `ended_at` and `duration_ms`.
+
+        Raises:
+            RecordNotFound: the step was never started in this run (or the run is not this org's).
+        """
+        s = t.run_steps
+        now = _now()
+        with self._write() as conn:
+            row = conn.execute(
+                select(s.c.id, s.c.started_at).where(
+                    s.c.run_id == run_id, s.c.step_id == step_id, s.c.org_id == self.org_id
+                )
+            ).first()
+            if row is None:
+                raise RecordNotFound(
+                    f"Step '{step_id}' of run '{run_id}' was never started",
+                    where=f"org '{self.org_id}'",
+                    hint="call start_step before finish_step",
+                )
+            started: datetime | None = row.started_at
+            duration = None if started is None else (now - started).total_seconds() * 1000.0
+            conn.execute(
+                update(s)
+                .where(s.c.id == row.id)
+                .values(
+                    status=status,
+                    ended_at=now,
+                    duration_ms=duration,
+                    rows_in=rows_in,
+                    rows_out=rows_out,
+                    bytes=bytes,
+                    output_hash=output_hash,
+                    failure_class=failure_class,
+                    message=message,
+                )
+            )
+
+    def list_steps(self, run_id: str) -> list[StepRecord]:
+        """The run's steps in the order they were first started."""
+        s = t.run_steps
+        query = (
+            select(
+                s.c.step_id,
+                s.c.kind,
+                s.c.status,
+                s.c.started_at,
+                s.c.ended_at,
+                s.c.duration_ms,
+                s.c.rows_in,
+                s.c.rows_out,
+                s.c.bytes,
+                s.c.output_hash,
+                s.c.retry_count,
+                s.c.failure_class,
+                s.c.message,
+            )
+            .where(s.c.run_id == run_id, s.c.org_id == self.org_id)
+            .order_by(s.c.id)
+        )
+        with self._read() as conn:
+            self._require_run(conn, run_id)
+            return [StepRecord(**row._mapping) for row in conn.execute(query)]
+
+    # -- checks and schema snapshots --------------------------------------------------------------
+
+    def add_check_results(self, run_id: str, results: list[dict[str, Any]]) -> None:
+        """Store check outcomes. Keys: step_id, rule_name, rule, column (optional), severity, passed,
+        violations, samples (a list of row dicts; values JSON cannot hold are stored as strings)."""
+        now = _now()
+        rows = [
+            {
+                "org_id": self.org_id,
+                "run_id": run_id,
+                "step_id": result["step_id"],
+                "rule_name": result["rule_name"],
+                "rule": result["rule"],
+                "column_name": result.get("column"),
+                "severity": result["severity"],
+                "passed": bool(result["passed"]),
+                "violations": int(result["violations"]),
+                "samples_json": _dumps(result.get("samples") or []),
+                "created_at": now,
+            }
+            for result in results
+        ]
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            if rows:
+                conn.execute(insert(t.check_results), rows)
+
+    def list_check_results(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's check outcomes in the order they were added, with the keys `add_check_results` takes."""
+        c = t.check_results
+        query = select(c).where(c.c.run_id == run_id, c.c.org_id == self.org_id).order_by(c.c.id)
+        with self._read() as conn:
+            self._require_run(conn, run_id)
+            rows = conn.execute(query).all()
+        return [
+            {
+                "step_id": row.step_id,
+                "rule_name": row.rule_name,
+                "rule": row.rule,
+                "column": row.column_name,
+                "severity": row.severity,
+                "passed": bool(row.passed),
+                "violations": row.violations,
+                "samples": json.loads(row.samples_json),
+            }
+            for row in rows
+        ]
+
+    def add_schema_snapshot(
+        self,
+        run_id: str | None,
+        *,
+        connection: str,
+        table: str,
+        phase: str,
+        exists: bool,
+        columns: list[tuple[str, str]],
+        rows: int,
+    ) -> None:
+        """Record a table's shape before or after a publish (`run_id` None: taken outside a run).
+
+        Raises:
+            ValueError: `phase` is not `before` or `after`.
+        """
+        if phase not in t.SNAPSHOT_PHASES:
+            raise ValueError(
+                f"Unknown snapshot phase '{phase}': expected one of {', '.join(t.SNAPSHOT_PHASES)}"
+            )
+        values = {
+            "org_id": self.org_id,
+            "run_id": run_id,
+            "connection": connection,
+            "table_name": table,
+            "phase": phase,
+            "exists": exists,
+            "columns_json": _dumps([[name, type_] for name, type_ in columns]),
+            "row_count": rows,
+            "taken_at": _now(),
+        }
+        with self._write() as conn:
+            if run_id is not None:
+                self._require_run(conn, run_id)
+            conn.execute(insert(t.schema_snapshots).values(values))
+
+    def list_schema_snapshots(self, run_id: str) -> list[dict[str, Any]]:
+        """Keys: run_id, connection, table, phase, exists, columns (list of (name, type)), rows, taken_at."""
+        ss = t.schema_snapshots
+        query = select(ss).where(ss.c.run_id == run_id, ss.c.org_id == self.org_id).order_by(ss.c.id)
+        with self._read() as conn:
+            self._require_run(conn, run_id)
+            rows = conn.execute(query).all()
+        return [
+            {
+                "run_id": row.run_id,
+                "connection": row.connection,
+                "table": row.table_name,
+                "phase": row.phase,
+                "exists": bool(row.exists),
+                "columns": [(name, type_) for name, type_ in json.loads(row.columns_json)],
+                "rows": row.row_count,
+                "taken_at": row.taken_at,
+            }
+            for row in rows
+        ]
+
+    def __repr__(self) -> str:
+        return f"Repo(org_id={self.org_id!r}, user={self.user!r})"

@@ -1,0 +1,224 @@
+"""The one facade the CLI and the API use. It wires services together and holds no SQL of its own."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from . import connectors as _connectors  # noqa: F401 -- registers built-in connectors
+from . import engine as _engines  # noqa: F401 -- registers built-in engines
+from .config import CONFIG_FILE, STATE_DIR, Settings, WorkspaceConfig, load_config
+from .connectors.base import ConnectionConfig, StagedLoad
+from .connectors.registry import ConnectionSet
+from .engine.base import get_engine
+from .errors import NotFoundError, UserError, did_you_mean
+from .runs.executor import Executor, RunOutcome, staged_from_json
+from .runs.explain import explain
+from .runs.plan import Compiler, ExecutionPlan
+from .runs.reporter import Reporter
+from .scaffold import create_workspace
+from .spec.loader import BoundPipeline, PipelineSource, load_file
+from .spec.params import substitute
+from .store import Repo, RunRecord, Store
+
+
+class Workspace:
+    """A folder with queryforge.yaml, pipelines/, data/ and .queryforge/ (metadata, warehouse, runs)."""
+
+    def __init__(self, root: Path, settings: Settings | None = None) -> None:
+        self.root = root.resolve()
+        self.settings = settings or Settings()
+        self.config: WorkspaceConfig = load_config(self.root)
+        self.state = self.root / STATE_DIR
+        self.state.mkdir(exist_ok=True)
+        url = self.settings.database_url or f"sqlite:///{self.state / 'metadata.db'}"
+        self.store = Store(url)
+        self.store.migrate()
+        self.repo: Repo = self.store.repo(self.settings.org, self.settings.user)
+
+    # ------------------------------------------------------------ opening
+    @classmethod
+    def init(cls, folder: Path, *, bare: bool = False, settings: Settings | None = None) -> Workspace:
+        create_workspace(folder, bare=bare)
+        return cls(folder, settings)
+
+    @classmethod
+    def find(cls, start: Path | None = None, settings: Settings | None = None) -> Workspace:
+        """The workspace containing `start` (default: the current folder or QUERYFORGE_WORKSPACE)."""
+        settings = settings or Settings()
+        here = (start or Path(settings.workspace or os.getcwd())).resolve()
+        for folder in (here, *here.parents):
+            if (folder / CONFIG_FILE).is_file():
+                return cls(folder, settings)
+        raise NotFoundError(
+            f"No {CONFIG_FILE} found in {here} or any parent folder",
+            hint="run 'queryforge init DIR' to create a workspace, or pass --workspace DIR",
+        )
+
+    def close(self) -> None:
+        self.store.dispose()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ pipelines
+    def pipeline_path(self, ref: str) -> Path:
+        """A pipeline by path, or by name under pipelines/."""
+        for candidate in (
+            Path(ref),
+            self.root / ref,
+            self.root / "pipelines" / f"{ref}.yaml",
+            self.root / "pipelines" / f"{ref}.yml",
+        ):
+            if candidate.is_file():
+                return candidate.resolve()
+        known = [p.stem for p in (self.root / "pipelines").glob("*.y*ml")]
+        raise NotFoundError(
+            f"Pipeline '{ref}' not found",
+            hint=did_you_mean(Path(ref).stem, known)
+            or "give a path to a .yaml file or a name under pipelines/",
+        )
+
+    def load(self, ref: str) -> PipelineSource:
+        path = self.pipeline_path(ref)
+        shown = os.path.relpath(path, Path.cwd()) if path.is_relative_to(Path.cwd()) else str(path)
+        return load_file(path, display=shown)
+
+    def connections(self) -> ConnectionSet:
+        configs = {}
+        for name, spec in self.config.connections.items():
+            extra = substitute(spec.model_extra or {}, {}, where=f"{CONFIG_FILE}: connections.{name}")
+            configs[name] = ConnectionConfig(name=name, url=spec.url, writable=spec.writable, options=extra)
+        return ConnectionSet(configs, self.root, self.config.target)
+
+    def bind(self, ref: str, params: dict[str, Any] | None = None) -> BoundPipeline:
+        return self.load(ref).bind(params)
+
+    def compile(self, bound: BoundPipeline) -> ExecutionPlan:
+        engine = get_engine(self.config.engine)
+        scratch = engine.session(None)
+        connections = self.connections()
+        try:
+            return Compiler(bound, scratch, connections).compile()
+        finally:
+            scratch.close()
+            connections.close()
+
+    def validate(self, ref: str, params: dict[str, Any] | None = None) -> ExecutionPlan:
+        return self.compile(self.bind(ref, params))
+
+    def explain(self, ref: str, params: dict[str, Any] | None = None) -> list[dict[str, str]]:
+        return explain(self.validate(ref, params), get_engine(self.config.engine).dialect)
+
+    # ------------------------------------------------------------ runs
+    def executor(self, connections: ConnectionSet, reporter: Reporter | None) -> Executor:
+        return Executor(
+            repo=self.repo,
+            connections=connections,
+            engine=get_engine(self.config.engine),
+            runs_dir=self.state / "runs",
+            reporter=reporter,
+        )
+
+    def run(
+        self,
+        ref: str,
+        params: dict[str, Any] | None = None,
+        *,
+        sandbox: bool = False,
+        reporter: Reporter | None = None,
+    ) -> RunOutcome:
+        """Validate, then write + audit (+ publish unless sandbox). Errors before the run raise."""
+        bound = self.bind(ref, params)
+        plan = self.compile(bound)
+        pipeline_id, version_id, _ = self.repo.save_pipeline_version(
+            bound.pipeline.name,
+            bound.source.content_hash(),
+            bound.source.canonical_text(),
+            bound.source.origin,
+        )
+        run_id = self.repo.create_run(
+            pipeline_id=pipeline_id,
+            version_id=version_id,
+            pipeline_name=bound.pipeline.name,
+            mode="sandbox" if sandbox else "publish",
+            params=bound.params,
+        )
+        return self.executor(self.connections(), reporter).execute(
+            plan, run_id, "sandbox" if sandbox else "publish"
+        )
+
+    def commit(self, run_id: str, reporter: Reporter | None = None) -> RunOutcome:
+        return self.executor(self.connections(), reporter).commit(self.get_run(run_id).id)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        try:
+            return self.repo.get_run(run_id)
+        except LookupError:
+            recent = [r.id for r in self.repo.list_runs(limit=20)]
+            raise NotFoundError(
+                f"Run '{run_id}' not found",
+                hint=did_you_mean(run_id, recent) or "list runs with 'queryforge runs list'",
+            ) from None
+
+    def list_runs(
+        self, *, limit: int = 20, status: str | None = None, pipeline: str | None = None
+    ) -> list[RunRecord]:
+        return self.repo.list_runs(limit=limit, status=status, pipeline=pipeline)
+
+    def run_detail(self, run_id: str, preview_rows: int = 5) -> dict[str, Any]:
+        """Everything `runs show` displays: the run, its steps, checks, snapshots and staged previews."""
+        run = self.get_run(run_id)
+        staged = staged_from_json(run.staged)
+        previews: list[dict[str, Any]] = []
+        if staged:
+            with self._connections() as conns:
+                for load in staged:
+                    table = conns.get(load.target.connection).preview(load, preview_rows)
+                    previews.append(
+                        {
+                            "step_id": load.step_id,
+                            "target": dataclasses.asdict(load.target),
+                            "mode": load.mode,
+                            "rows": load.rows,
+                            "diff": load.diff,
+                            "columns": table.schema.names,
+                            "preview": table.to_pylist(),
+                        }
+                    )
+        return {
+            "run": dataclasses.asdict(run),
+            "steps": [dataclasses.asdict(s) for s in self.repo.list_steps(run.id)],
+            "checks": self.repo.list_check_results(run.id),
+            "snapshots": self.repo.list_schema_snapshots(run.id),
+            "staged": previews,
+        }
+
+    def staged(self, run_id: str) -> list[StagedLoad]:
+        return staged_from_json(self.get_run(run_id).staged)
+
+    @contextmanager
+    def _connections(self) -> Iterator[ConnectionSet]:
+        conns = self.connections()
+        try:
+            yield conns
+        finally:
+            conns.close()
+
+    def read_table(
+        self, table: str, connection: str | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """All rows of a production table (tests and small previews; ad-hoc SQL comes with the planner)."""
+        with self._connections() as conns:
+            connector = conns.sql(connection or self.config.target)
+            data = connector.read(table=table).read_all()
+        if data is None:
+            raise UserError(f"Table '{table}' could not be read")
+        return data.schema.names, [tuple(r.values()) for r in data.to_pylist()]
