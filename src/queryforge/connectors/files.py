@@ -19,6 +19,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from sqlglot import exp
 
+from .. import faults
 from ..errors import NotFoundError, SpecError, did_you_mean
 from .base import ColumnInfo, Connector, Snapshot, StagedLoad, TableInfo, TargetRef
 
@@ -171,6 +172,7 @@ class FilesConnector(Connector):
 
     def publish(self, loads: list[StagedLoad]) -> None:
         for load in loads:  # each file is replaced atomically; a folder has no multi-file transaction
+            faults.point("publish.in_transaction")
             os.replace(load.staging_name, self.target_path(load.target))
 
     def discard(self, loads: list[StagedLoad]) -> None:

@@ -16,6 +16,7 @@ import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
+from .. import faults
 from ..errors import SpecError, StepFailed, UserError, did_you_mean
 from ..sql.parse import DIALECT, SqlProblem, ident, parse_select
 from .base import Connector, Snapshot, StagedLoad, TargetRef
@@ -218,6 +219,7 @@ class SqlConnector(Connector):
         with self.transaction():
             for load in loads:
                 self._publish_one(load)
+                faults.point("publish.in_transaction")
         for load in loads:
             self.execute(self.sql(exp.Drop(tables=[self.staging_expr(load)], kind="TABLE", exists=True)))
 
