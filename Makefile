@@ -23,7 +23,8 @@ demo: $(STAMP) ## install, create ./demo and run the example pipelines (sandbox,
 	$(BIN)/queryforge init demo
 	cd demo && ../$(BIN)/queryforge validate pipelines/daily_sales.yaml
 	cd demo && ../$(BIN)/queryforge run pipelines/daily_sales.yaml --sandbox
-	cd demo && ../$(BIN)/queryforge commit $$(../$(BIN)/queryforge runs list --status audited --limit 1 --json | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+	cd demo && ../$(BIN)/queryforge runs show
+	cd demo && ../$(BIN)/queryforge commit
 	cd demo && ../$(BIN)/queryforge run pipelines/customers_clean.yaml
 	cd demo && ../$(BIN)/queryforge run pipelines/product_report.yaml
 	cd demo && ../$(BIN)/queryforge runs list

@@ -37,7 +37,7 @@ class Workspace:
         self.state.mkdir(exist_ok=True)
         url = self.settings.database_url or f"sqlite:///{self.state / 'metadata.db'}"
         self.store = Store(url)
-        self.store.migrate()
+        self.store.ensure_schema()
         self.repo: Repo = self.store.repo(self.settings.org, self.settings.user)
 
     # ------------------------------------------------------------ opening
@@ -155,7 +155,15 @@ class Workspace:
             plan, run_id, "sandbox" if sandbox else "publish"
         )
 
-    def commit(self, run_id: str, reporter: Reporter | None = None) -> RunOutcome:
+    def commit(self, run_id: str | None = None, reporter: Reporter | None = None) -> RunOutcome:
+        """Publish an audited sandbox run (the newest one when no id is given)."""
+        if run_id is None:
+            audited = self.repo.list_runs(limit=1, status="audited")
+            if not audited:
+                raise NotFoundError(
+                    "There is no audited sandbox run to commit", hint="run a pipeline with --sandbox first"
+                )
+            run_id = audited[0].id
         return self.executor(self.connections(), reporter).commit(self.get_run(run_id).id)
 
     def get_run(self, run_id: str) -> RunRecord:
@@ -173,8 +181,15 @@ class Workspace:
     ) -> list[RunRecord]:
         return self.repo.list_runs(limit=limit, status=status, pipeline=pipeline)
 
-    def run_detail(self, run_id: str, preview_rows: int = 5) -> dict[str, Any]:
+    def run_detail(self, run_id: str | None = None, preview_rows: int = 5) -> dict[str, Any]:
         """Everything `runs show` displays: the run, its steps, checks, snapshots and staged previews."""
+        if run_id is None:
+            newest = self.repo.list_runs(limit=1)
+            if not newest:
+                raise NotFoundError(
+                    "There are no runs yet", hint="run a pipeline with 'queryforge run PIPELINE'"
+                )
+            run_id = newest[0].id
         run = self.get_run(run_id)
         staged = staged_from_json(run.staged)
         previews: list[dict[str, Any]] = []

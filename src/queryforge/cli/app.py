@@ -239,7 +239,10 @@ def run(
 
 @app.command()
 def commit(
-    run_id: Annotated[str, typer.Argument(help="id (or unique prefix) of an audited sandbox run")],
+    run_id: Annotated[
+        str | None,
+        typer.Argument(help="id (or unique prefix) of an audited sandbox run; default: the newest"),
+    ] = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -270,7 +273,9 @@ def runs_list(
 
 @runs_app.command("show")
 def runs_show(
-    run_id: Annotated[str, typer.Argument(help="run id or unique prefix")],
+    run_id: Annotated[
+        str | None, typer.Argument(help="run id or unique prefix; default: the newest run")
+    ] = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,

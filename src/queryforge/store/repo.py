@@ -8,13 +8,15 @@ PostgreSQL URLs (`postgresql://...`) use the psycopg 3 driver.
 Every call of `Repo` is one short transaction and every query filters on the repo's org: a run of
 another org is indistinguishable from a run that does not exist.
 
-Example:
-    >>> store = Store("sqlite:///.queryforge/meta.db")
-    >>> store.migrate()
-    >>> repo = store.repo("default", user="alice")
-    >>> pipeline_id, version_id, number = repo.save_pipeline_version("daily", h, spec, None)
-    >>> run_id = repo.create_run(pipeline_id=pipeline_id, version_id=version_id,
-    ...                          pipeline_name="daily", mode="sandbox", params={})
+Example::
+
+    store = Store("sqlite:///.queryforge/meta.db")
+    store.migrate()
+    repo = store.repo("default", user="alice")
+    pipeline_id, version_id, number = repo.save_pipeline_version("daily", digest, spec_json, None)
+    run_id = repo.create_run(
+        pipeline_id=pipeline_id, version_id=version_id, pipeline_name="daily", mode="sandbox", params={}
+    )
 """
 
 from __future__ import annotations
@@ -28,11 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, Row, Select, create_engine, event, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, CursorResult, make_url
@@ -41,7 +40,13 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql import Executable
 
 from queryforge.errors import ConfigError, NotFoundError
+
+if TYPE_CHECKING:  # alembic is imported lazily: it costs ~0.2 s of every CLI start
+    from alembic.config import Config
+
 from queryforge.store import tables as t
+
+HEAD_REVISION = "0001"  # the newest migration; a test keeps it equal to alembic's head
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 MIN_PREFIX = 6
@@ -161,6 +166,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
     Args:
         connection: the connection the migrations run on (stored in `config.attributes`).
     """
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
     config.set_main_option("path_separator", "os")
@@ -217,12 +224,27 @@ class Store:
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(_PG_MIGRATE_LOCK)))
+            from alembic import command
+
             command.upgrade(alembic_config(conn), revision)
+
+    def ensure_schema(self) -> None:
+        """Migrate only when the database is not at HEAD_REVISION (the common case costs one query)."""
+        from sqlalchemy import inspect, text
+
+        with self.engine.connect() as conn:
+            current = None
+            if inspect(conn).has_table("alembic_version"):
+                current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        if current != HEAD_REVISION:
+            self.migrate()
 
     def revision(self) -> str | None:
         """The schema revision of the database, or None before the first `migrate()`."""
         with self.engine.connect() as conn:
             conn.execution_options(**{_READ: True})
+            from alembic.runtime.migration import MigrationContext
+
             return MigrationContext.configure(conn).get_current_revision()
 
     def repo(self, org_id: str = "default", user: str = "local") -> Repo:
