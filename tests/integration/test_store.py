@@ -7,7 +7,6 @@ PostgreSQL fails these tests (it is never skipped): deselect them with `-m "not 
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
@@ -15,37 +14,22 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from psycopg import sql
 from sqlalchemy import inspect, text
 
 from queryforge.errors import ConfigError
 from queryforge.store import RecordNotFound, Repo, RunRecord, StepRecord, Store
 from queryforge.store.repo import alembic_config
 from queryforge.store.tables import metadata
+from tests.services import postgres_database
 
-PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
 RUN_ID = re.compile(r"^r[0-9a-f]{12}[0-9a-f]{8}$")
 
 MakeRun = Callable[..., str]
-
-
-def _pg_admin() -> psycopg.Connection[Any]:
-    try:
-        return psycopg.connect(PG_ADMIN_DSN, autocommit=True)
-    except psycopg.OperationalError as exc:
-        problem = str(exc).strip()
-    # Failed outside the except block so the report shows our message, not a chained traceback.
-    pytest.fail(
-        f"PostgreSQL is unreachable at 127.0.0.1:5432 (user postgres, trust auth): {problem}\n"
-        "Start the server, or deselect these tests with -m 'not postgres'.",
-        pytrace=False,
-    )
 
 
 @pytest.fixture(
@@ -58,19 +42,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'meta' / 'queryforge.db'}"
         return
-    name = f"qf_test_{secrets.token_hex(6)}"
-    with _pg_admin() as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with _pg_admin() as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                [name],
-            )
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    with postgres_database() as url:
+        yield url
 
 
 @pytest.fixture
