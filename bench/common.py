@@ -50,6 +50,36 @@ def timed(fn: Callable[[], T]) -> tuple[float, T]:
     return time.perf_counter() - started, result
 
 
+@dataclass(frozen=True)
+class Clock:
+    """Wall time and this process's CPU time (all threads, so DuckDB's workers count too).
+
+    CPU seconds are a cross-check for a shared machine: other processes' load inflates wall time
+    much more than it inflates the CPU time our own work needs.
+    """
+
+    wall: float
+    cpu: float
+
+    @classmethod
+    def now(cls) -> Clock:
+        return cls(time.perf_counter(), time.process_time())
+
+    def since(self, start: Clock) -> Clock:
+        return Clock(self.wall - start.wall, self.cpu - start.cpu)
+
+
+def fmt_load(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
 def sql_str(value: str) -> str:
     """A SQL string literal (the values are our own file paths; this only doubles quotes)."""
     return "'" + value.replace("'", "''") + "'"

@@ -96,6 +96,10 @@ class ProductionChanged(UserError):
     """`commit` refuses: the production target changed since the sandbox run staged its data."""
 
 
+class QueryBlocked(UserError):
+    """The SQL safety policy refused a query."""
+
+
 class InternalError(TerminalError):
     """A bug of ours."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,11 @@ from .config import CONFIG_FILE, STATE_DIR, Settings, WorkspaceConfig, load_conf
 from .connectors.base import ConnectionConfig, StagedLoad
 from .connectors.registry import ConnectionSet
 from .engine.base import get_engine
-from .errors import NotFoundError, UserError, did_you_mean
+from .engine.duckdb import run_readonly
+from .errors import NotFoundError, QueryBlocked, UserError, did_you_mean
+from .planner.catalog import build_context
+from .planner.providers import get_provider
+from .planner.service import AskOutcome, AskService
 from .runs.executor import Executor, RunOutcome, staged_from_json
 from .runs.explain import explain
 from .runs.plan import Compiler, ExecutionPlan
@@ -23,6 +27,7 @@ from .runs.reporter import Reporter
 from .scaffold import create_workspace
 from .spec.loader import BoundPipeline, PipelineSource, load_file
 from .spec.params import substitute
+from .sql.safety import DEFAULT_PREVIEW_LIMIT, UnsafeSql, vet_preview
 from .store import Repo, RunRecord, Store
 
 
@@ -136,7 +141,17 @@ class Workspace:
         reporter: Reporter | None = None,
     ) -> RunOutcome:
         """Validate, then write + audit (+ publish unless sandbox). Errors before the run raise."""
-        bound = self.bind(ref, params)
+        return self.run_source(self.load(ref), params, sandbox=sandbox, reporter=reporter)
+
+    def run_source(
+        self,
+        source: PipelineSource,
+        params: dict[str, Any] | None = None,
+        *,
+        sandbox: bool = False,
+        reporter: Reporter | None = None,
+    ) -> RunOutcome:
+        bound = source.bind(params)
         plan = self.compile(bound)
         pipeline_id, version_id, _ = self.repo.save_pipeline_version(
             bound.pipeline.name,
@@ -237,3 +252,61 @@ class Workspace:
         if data is None:
             raise UserError(f"Table '{table}' could not be read")
         return data.schema.names, [tuple(r.values()) for r in data.to_pylist()]
+
+    # ------------------------------------------------------------ plain English and ad-hoc SQL
+    def ask(
+        self,
+        request: str,
+        *,
+        consent: Callable[[AskOutcome], bool],
+        reporter: Reporter | None = None,
+        provider: str | None = None,
+    ) -> AskOutcome:
+        """Draft a pipeline from a request, gate and rehearse it, repair up to 3 times, publish on consent."""
+        with self._connections() as conns:
+            ctx = build_context(conns, self.root)
+        service = AskService(
+            self, ctx, drafts_dir=self.state / "asks", provider=get_provider(provider), reporter=reporter
+        )
+        return service.ask(request, consent=consent)
+
+    def query(
+        self, sql: str, *, limit: int = DEFAULT_PREVIEW_LIMIT
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """A read-only, policy-checked query over the target warehouse (sandboxed DuckDB underneath)."""
+        tables: set[str] = set()
+        if (self.root / self._warehouse_path()).exists():
+            with self._connections() as conns:
+                for t in conns.sql(self.config.target).introspect():
+                    tables |= {t.name.lower(), t.qualified.lower()}
+        try:
+            verdict = vet_preview(sql, allowed_tables=tables, limit=limit)
+        except UnsafeSql as exc:
+            self.repo.audit(
+                action="sql_policy", decision="block", reason=str(exc), details={"sql": sql[:2000]}
+            )
+            hint = (
+                "load the table first, or check its name"
+                if "unknown table" in str(exc)
+                else "QueryForge runs only single read-only SELECT queries over warehouse tables"
+            )
+            raise QueryBlocked(f"Query blocked: {exc}", hint=hint) from None
+        self.repo.audit(
+            action="sql_policy",
+            decision=verdict.decision,
+            reason="; ".join(verdict.reasons) or "read-only query",
+            details={"sql": sql[:2000]},
+        )
+        return run_readonly(self.root / self._warehouse_path(), verdict.sql, allowed_dirs=[self.root])
+
+    def _warehouse_path(self) -> str:
+        spec = self.config.connections[self.config.target]
+        if not spec.url.startswith("duckdb:"):
+            raise UserError(
+                f"'query' works on a DuckDB target; '{self.config.target}' is {spec.url.split(':')[0]}"
+            )
+        return spec.url.split(":", 1)[1]
+
+    def repairs(self, run_id: str) -> list[dict[str, Any]]:
+        """The repair log of the ask a run belongs to: every attempt, its error and the fix tried."""
+        return self.repo.list_repair_logs(run_id=self.get_run(run_id).id)

@@ -13,10 +13,14 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import ChecksFailed, InternalError, QueryForgeError, UserError
+from ..planner.service import AskOutcome
 from ..runs.executor import RunOutcome
 from ..spec.models import json_schema
+from ..sql.safety import DEFAULT_PREVIEW_LIMIT
 from ..workspace import Workspace
 from . import render
+
+JSON_LIMIT = 1_000_000  # scripts want whole results; the cap only guards memory
 
 app = typer.Typer(
     help="QueryForge: data pipelines that are checked, rehearsed in a sandbox and published atomically.",
@@ -287,6 +291,184 @@ def runs_show(
             render.print_json(detail)
             return
         render.run_detail(detail)
+
+
+def ask_json(ws: Workspace, outcome: AskOutcome) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "ask_id": outcome.ask_id,
+        "request": outcome.request,
+        "status": outcome.status,
+        "run_id": outcome.run_id,
+        "attempts": len(outcome.attempts),
+        "published": [dataclasses.asdict(t) for t in outcome.published],
+        "pipeline": outcome.pipeline,
+        "repairs": [a.as_dict() for a in outcome.attempts],
+        "notes": outcome.notes,
+        "checks": outcome.run.checks if outcome.run else [],
+        "staged": [
+            {
+                "connection": s.target.connection,
+                "table": s.target.table,
+                "mode": s.mode,
+                "rows": s.rows,
+                "diff": s.diff,
+            }
+            for s in (outcome.run.staged if outcome.run else [])
+        ],
+    }
+    if outcome.error is not None:
+        data["error"] = {
+            "class": outcome.error.failure_class.value,
+            "message": outcome.error.message,
+            "where": outcome.error.where,
+            "hint": outcome.error.hint,
+        }
+    return data
+
+
+def show_ask(outcome: AskOutcome) -> None:
+    """The drafted pipeline, each attempt and its gates, checks and the staged preview."""
+    if outcome.pipeline:
+        render.out.print("[bold]Drafted pipeline[/bold]")
+        render.out.print(
+            render.Syntax(outcome.pipeline_yaml, "yaml", theme="ansi_dark", background_color="default")
+        )
+    for note in outcome.notes:
+        render.out.print(f"[dim]note:[/dim] {note}")
+    for attempt in outcome.attempts:
+        style = "green" if attempt.status == "audited" else "red"
+        line = f"attempt {attempt.number}: [{style}]{attempt.status}[/{style}]"
+        if attempt.run_id:
+            line += f" (run {attempt.run_id})"
+        render.out.print(line)
+        if attempt.error:
+            render.out.print(f"  {attempt.error}", soft_wrap=True)
+        if attempt.fix_reason:
+            render.out.print(f"  [yellow]repair:[/yellow] {attempt.fix_reason}")
+    if outcome.run is not None:
+        passed = sum(c["passed"] for c in outcome.run.checks)
+        if outcome.run.checks:
+            render.out.print(f"checks: {passed}/{len(outcome.run.checks)} passed")
+        for c in outcome.run.checks:
+            if not c["passed"]:
+                render.out.print(
+                    f"  [red]{c['step_id']}.{c['rule_name']}[/red]: {c['violations']} violation(s); "
+                    f"e.g. {render.to_jsonable(c['samples'][:3])}",
+                    soft_wrap=True,
+                )
+        for s in outcome.run.staged:
+            d = s.diff
+            render.out.print(
+                f"staged {s.target.connection}.{s.target.table} ({s.mode}): {s.rows:,} rows "
+                f"(+{d.get('added', 0)} -{d.get('removed', 0)} ~{d.get('changed', 0)})"
+            )
+
+
+@app.command()
+def ask(
+    request: Annotated[str, typer.Argument(help='what you want, e.g. "Load data/orders.csv into orders"')],
+    commit_: Annotated[bool, typer.Option("--commit", help="publish when the rehearsal passes")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+    provider: Annotated[
+        str | None, typer.Option(help="planner provider (default: QUERYFORGE_LLM or rules)")
+    ] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Turn a plain-English request into a pipeline: draft, check, rehearse, repair, publish on your word."""
+    with handled(as_json, debug), open_workspace(workspace) as ws:
+
+        def consent(outcome: AskOutcome) -> bool:
+            if commit_ or yes:
+                return True
+            if as_json or not sys.stdin.isatty():
+                return False
+            show_ask(outcome)
+            return typer.confirm("Publish?", default=False)
+
+        interactive = not as_json and render.err.is_terminal
+        outcome = ws.ask(
+            request,
+            consent=consent,
+            provider=provider,
+            reporter=render.LiveReporter() if interactive else None,
+        )
+        if as_json:
+            render.print_json(ask_json(ws, outcome))
+        else:
+            if outcome.status != "declined" or not interactive:
+                show_ask(outcome)
+            if outcome.status == "succeeded":
+                render.out.print(
+                    f"Published {', '.join(f'{t.connection}.{t.table}' for t in outcome.published)} "
+                    f"(run {outcome.run_id})."
+                )
+            elif outcome.status in ("audited", "declined"):
+                render.out.print(
+                    f"Not published. Run {outcome.run_id} stays audited; publish it later with: "
+                    f"queryforge commit {outcome.run_id}"
+                )
+            elif outcome.error is not None:
+                render.render_error(outcome.error, as_json=False)
+        if outcome.error is not None and outcome.status not in ("succeeded", "audited", "declined"):
+            raise typer.Exit(outcome.error.exit_code)
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="one read-only SELECT over warehouse tables")],
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            help=f"row cap added to plain listings (default {DEFAULT_PREVIEW_LIMIT:,}; "
+            f"{JSON_LIMIT:,} with --json)"
+        ),
+    ] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Run a read-only, safety-checked query on the warehouse and print the rows."""
+    with handled(as_json, debug), open_workspace(workspace) as ws:
+        names, rows = ws.query(sql, limit=limit or (JSON_LIMIT if as_json else DEFAULT_PREVIEW_LIMIT))
+        if as_json:
+            render.print_json([dict(zip(names, r, strict=True)) for r in rows])
+            return
+        table = render.Table(header_style="bold")
+        for n in names:
+            table.add_column(n)
+        for r in rows:
+            table.add_row(*["" if v is None else str(v) for v in r])
+        render.out.print(table)
+        render.out.print(f"[dim]{len(rows):,} row{'s' if len(rows) != 1 else ''}[/dim]")
+
+
+@app.command()
+def repairs(
+    run_id: Annotated[str, typer.Argument(help="a run started by 'ask' (any attempt's run id)")],
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Show the repair log of an ask: every attempt, its error and the fix that was tried."""
+    with handled(as_json, debug), open_workspace(workspace) as ws:
+        logs = ws.repairs(run_id)
+        if as_json:
+            render.print_json(logs)
+            return
+        table = render.Table(header_style="bold")
+        for name in ("attempt", "run", "error", "fix", "successful"):
+            table.add_column(name)
+        for log in logs:
+            table.add_row(
+                str(log["attempt_number"]),
+                log.get("run_id") or "",
+                (log.get("original_error") or "")[:80],
+                log.get("fix_reason") or "",
+                str(log.get("repair_successful")),
+            )
+        render.out.print(table)
 
 
 @app.command()

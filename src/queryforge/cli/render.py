@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
@@ -17,6 +18,8 @@ from ..errors import QueryForgeError
 
 out = Console()
 err = Console(stderr=True)
+
+__all__ = ["Syntax", "Table"]
 
 STATUS_STYLE = {
     "succeeded": "green",

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from sqlglot import exp
 
 from .. import faults
-from ..errors import NotFoundError, SpecError, did_you_mean
+from ..errors import NotFoundError, SpecError, suggest
 from .base import ColumnInfo, Connector, Snapshot, StagedLoad, TableInfo, TargetRef
 
 FORMATS = {
@@ -79,20 +79,15 @@ class FilesConnector(Connector):
         found = sorted(Path(p) for p in glob.glob(str(full), recursive=True) if Path(p).is_file())
         if not found:
             near_dir = full.parent if full.parent.is_dir() else self.root
-            options = (
-                [
-                    str(p.relative_to(self.root)) if p.is_relative_to(self.root) else p.name
-                    for p in near_dir.iterdir()
-                    if p.is_file()
-                ]
-                if near_dir.is_dir()
-                else []
-            )
+            names = [p.name for p in near_dir.iterdir() if p.is_file()] if near_dir.is_dir() else []
             shown = str(full.relative_to(self.root)) if full.is_relative_to(self.root) else str(full)
+            near = suggest(full.name, names, cutoff=75)
             raise NotFoundError(
                 f"No file matches '{pattern}' (looked for {shown})",
                 where=where,
-                hint=did_you_mean(shown, options) or "check the path; it is relative to the workspace folder",
+                hint=f"did you mean '{near}'?"
+                if near
+                else "check the path; it is relative to the workspace folder",
             )
         return found
 

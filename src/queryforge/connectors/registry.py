@@ -9,6 +9,7 @@ from .base import ConnectionConfig, Connector, connector_for
 from .files import FilesConnector
 from .sql import SqlConnector
 
+DATABASE_FILES = (".sqlite", ".sqlite3", ".db", ".duckdb")
 FILES = "files"  # the implicit connection for `path:` extracts and loads: the workspace folder
 
 
@@ -24,7 +25,7 @@ class ConnectionSet:
 
     def get(self, name: str, where: str = "") -> Connector:
         if name not in self._open:
-            config = self.configs.get(name)
+            config = self.configs.get(name) or self.file_database(name)
             if config is None:
                 raise ConfigError(
                     f"Unknown connection '{name}'",
@@ -34,6 +35,23 @@ class ConnectionSet:
                 )
             self._open[name] = connector_for(config, self.root)
         return self._open[name]
+
+    @staticmethod
+    def database_file_name(path: str) -> str | None:
+        """The implicit connection name of a database file in the workspace (`@data/legacy.sqlite`)."""
+        return f"@{path}" if path.lower().endswith(DATABASE_FILES) else None
+
+    def file_database(self, name: str) -> ConnectionConfig | None:
+        """`@path` names a SQLite or DuckDB file inside the workspace, read-only."""
+        if not name.startswith("@"):
+            return None
+        path = name[1:]
+        scheme = "duckdb" if path.lower().endswith(".duckdb") else "sqlite"
+        if not (self.root / path).is_file():
+            raise UserError(
+                f"Database file '{path}' does not exist", hint="paths are relative to the workspace"
+            )
+        return ConnectionConfig(name=name, url=f"{scheme}:{path}", writable=False)
 
     def sql(self, name: str, where: str = "") -> SqlConnector:
         connector = self.get(name, where)

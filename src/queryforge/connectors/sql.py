@@ -310,20 +310,20 @@ def diff_in_duckdb(
             f"SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM {prod} p WHERE {on})),"
             f" count(*) FILTER (WHERE EXISTS (SELECT 1 FROM {prod} p WHERE {on}) AND NOT EXISTS ("
             f"SELECT 1 FROM {prod} p WHERE {on} AND hash(p) = hash(s))) FROM {staged} s"
-        ).fetchone()
+        ).fetchall()[0]
         assert row is not None
         return {"added": int(row[0]), "removed": 0, "changed": int(row[1])}
     row = con.execute(
         f"SELECT (SELECT count(*) FROM (SELECT * FROM {staged} EXCEPT ALL SELECT * FROM {prod})),"
         f" (SELECT count(*) FROM (SELECT * FROM {prod} EXCEPT ALL SELECT * FROM {staged}))"
-    ).fetchone()
+    ).fetchall()[0]
     assert row is not None
     return {"added": int(row[0]), "removed": int(row[1]), "changed": 0}
 
 
 def content_hash(con: duckdb.DuckDBPyConnection, relation: str) -> str:
     """Row count, order-insensitive row hash and column names of a relation DuckDB can see."""
-    row = con.execute(f"SELECT count(*), coalesce(bit_xor(hash(t)), 0) FROM {relation} t").fetchone()
+    row = con.execute(f"SELECT count(*), coalesce(bit_xor(hash(t)), 0) FROM {relation} t").fetchall()[0]
     names = [d[0] for d in con.execute(f"SELECT * FROM {relation} LIMIT 0").description]
     assert row is not None
     return f"{row[0]}:{row[1]}:{','.join(names)}"

@@ -60,7 +60,7 @@ class DuckDBSession:
         self._run(name, create.sql(dialect="duckdb"))
         if not table:
             return None
-        row = self._run(name, f"SELECT count(*) FROM {target.sql('duckdb')}").fetchone()
+        row = self._run(name, f"SELECT count(*) FROM {target.sql('duckdb')}").fetchall()[0]
         return int(row[0]) if row else 0
 
     def create_from_arrow(self, name: str, data: pa.RecordBatchReader) -> int:
@@ -121,3 +121,32 @@ class DuckDBEngine(Engine):
         return DuckDBSession(
             str(work_dir / "work.duckdb"), preserve_order=preserve_order, temp_dir=work_dir / "tmp"
         )
+
+
+def run_readonly(
+    database: Path, sql: str, *, allowed_dirs: list[Path]
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run vetted SQL on a DuckDB file opened read-only, with file access fenced to the workspace.
+
+    Defence in depth below the AST policy: even SQL that slipped past it cannot read outside
+    `allowed_dirs`, reach the network or change settings (the configuration is locked).
+    """
+    if not database.exists():
+        raise StepFailed(
+            "The warehouse is empty: nothing has been published yet",
+            hint='load a table first, e.g. queryforge ask "Load data/orders.csv into orders"',
+        )
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        con.execute("SET allowed_directories = ?", [[str(d) for d in allowed_dirs]])
+        con.execute("SET enable_external_access = false")
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("SET autoload_known_extensions = false")
+        con.execute("SET lock_configuration = true")
+        try:
+            cur = con.execute(sql)
+        except duckdb.Error as exc:
+            raise classify(exc, "query") from exc
+        return [d[0] for d in cur.description or []], cur.fetchall()
+    finally:
+        con.close()

@@ -279,6 +279,9 @@ class Compiler:
         where = self.where(step.id)
         if bool(body.path) == bool(body.connection):
             raise SpecError(f"Extract step '{step.id}' needs either 'path' or 'connection'", where=where)
+        database = ConnectionSet.database_file_name(body.path) if body.path else None
+        if database is not None:
+            body = body.model_copy(update={"connection": database, "path": None})
         if body.path:
             files = self.connections.files
             source = files.source(body.path, body.format, body.options, where)

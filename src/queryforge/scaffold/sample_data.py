@@ -251,7 +251,7 @@ def _late_orders_query(orders: int, customers: int, seed: int) -> str:
 
 
 def _count(con: duckdb.DuckDBPyConnection, query: str) -> int:
-    row = con.execute(f"SELECT count(*) FROM ({query})").fetchone()
+    row = con.execute(f"SELECT count(*) FROM ({query})").fetchall()[0]
     assert row is not None
     return int(row[0])
 

@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
@@ -46,7 +47,7 @@ if TYPE_CHECKING:  # alembic is imported lazily: it costs ~0.2 s of every CLI st
 
 from queryforge.store import tables as t
 
-HEAD_REVISION = "0001"  # the newest migration; a test keeps it equal to alembic's head
+HEAD_REVISION = "0002"  # the newest migration; a test keeps it equal to alembic's head
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 MIN_PREFIX = 6
@@ -59,6 +60,9 @@ _SAVE_ATTEMPTS = 5
 _RUN_FIELDS = frozenset(
     {"status", "started_at", "ended_at", "error_class", "error_message", "staged", "result", "attempt"}
 )
+_REPAIR_FIELDS = frozenset({"run_id", "error_class", "original_error", "fix_reason", "repair_successful"})
+MAX_REQUEST_CHARS = 4000
+"""`add_repair_log` keeps only this many characters of the user's prompt."""
 
 
 class RecordNotFound(NotFoundError, LookupError):
@@ -179,6 +183,69 @@ def alembic_config(connection: Connection | None = None) -> Config:
 def new_run_id() -> str:
     """`r` + 12 hex digits of the millisecond clock + 8 random hex digits: sortable by creation time."""
     return f"r{time.time_ns() // 1_000_000:012x}{secrets.token_hex(4)}"
+
+
+def new_ask_id() -> str:
+    """`a` + 12 hex digits of the millisecond clock + 8 random hex digits, like `new_run_id`."""
+    return f"a{time.time_ns() // 1_000_000:012x}{secrets.token_hex(4)}"
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _plain_json(value: Any) -> Any:
+    """`value` as JSON gives it back: non-JSON values become strings, dict keys become strings."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def audit_hash(
+    prev_hash: str,
+    *,
+    org_id: str,
+    seq: int,
+    ts: datetime,
+    actor: str,
+    action: str,
+    decision: str,
+    reason: str,
+    details: Mapping[str, Any],
+) -> str:
+    """The hash of one audit_log row, chaining it to the row before (`prev_hash`, '' for seq 1).
+
+    Exactly::
+
+        sha256(utf8(prev_hash + canonical)).hexdigest()
+        canonical = json.dumps(
+            {"org_id": org_id, "seq": seq, "ts": ts.astimezone(UTC).isoformat(timespec="microseconds"),
+             "actor": actor, "action": action, "decision": decision, "reason": reason, "details": details},
+            sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+        )
+
+    i.e. `ts` like `2024-05-01T12:00:00.000000+00:00` and `details` as parsed from `details_json`
+    (which stores that same canonical JSON of the details).
+    """
+    if ts.tzinfo is None:
+        raise ValueError(f"naive datetime {ts!r}: audit timestamps must be timezone-aware")
+    canonical = _canonical_json(
+        {
+            "org_id": org_id,
+            "seq": seq,
+            "ts": ts.astimezone(UTC).isoformat(timespec="microseconds"),
+            "actor": actor,
+            "action": action,
+            "decision": decision,
+            "reason": reason,
+            "details": details,
+        }
+    )
+    return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
+
+
+def _check_length(field: str, value: str | None, limit: int) -> None:
+    # PostgreSQL would reject the value, SQLite would store it: fail the same way on both.
+    if value is not None and len(value) > limit:
+        raise ValueError(f"{field} is {len(value)} characters long; at most {limit} fit: {value[:80]!r}")
 
 
 def _new_id(result: CursorResult[Any]) -> int:
@@ -790,6 +857,217 @@ class Repo:
             }
             for row in rows
         ]
+
+    # -- repair logs (the attempts of one `queryforge ask`) -------------------------------------
+
+    def new_ask_id(self) -> str:
+        """A new id grouping the attempts of one `queryforge ask` session (see `new_ask_id`)."""
+        return new_ask_id()
+
+    def add_repair_log(
+        self,
+        *,
+        ask_id: str,
+        attempt: int,
+        request: str,
+        pipeline_json: str,
+        run_id: str | None = None,
+        error_class: str | None = None,
+        original_error: str | None = None,
+        fix_reason: str | None = None,
+        repair_successful: bool | None = None,
+    ) -> int:
+        """Record one attempt of an ask and return the log's id.
+
+        `request` (the user's prompt) is cut to its first 4000 characters; `pipeline_json` is the
+        pipeline tried in this attempt, stored as given; `repair_successful` None means not known yet.
+
+        Raises:
+            RecordNotFound: `run_id` is not a run of this org.
+            ValueError: `ask_id` is longer than 32 characters or `error_class` longer than 32.
+        """
+        _check_length("ask_id", ask_id, 32)
+        _check_length("error_class", error_class, 32)
+        now = _now()
+        values = {
+            "org_id": self.org_id,
+            "ask_id": ask_id,
+            "run_id": run_id,
+            "attempt_number": attempt,
+            "request": request[:MAX_REQUEST_CHARS],
+            "error_class": error_class,
+            "original_error": original_error,
+            "fix_reason": fix_reason,
+            "pipeline_json": pipeline_json,
+            "repair_successful": repair_successful,
+            "created_at": now,
+            "updated_at": now,
+            "created_by": self.user,
+        }
+        with self._write() as conn:
+            if run_id is not None:
+                self._require_run(conn, run_id)
+            return _new_id(conn.execute(insert(t.repair_logs).values(values)))
+
+    def update_repair_log(self, log_id: int, **fields: Any) -> None:
+        """Set some of: run_id, error_class, original_error, fix_reason, repair_successful.
+
+        Also moves `updated_at` to now.
+
+        Raises:
+            TypeError: an unknown field.
+            RecordNotFound: no such repair log in this org, or `run_id` is not a run of this org.
+            ValueError: `error_class` longer than 32 characters.
+        """
+        unknown = set(fields) - _REPAIR_FIELDS
+        if unknown:
+            raise TypeError(
+                f"update_repair_log() got unknown field(s) {', '.join(sorted(unknown))}; "
+                f"expected some of {', '.join(sorted(_REPAIR_FIELDS))}"
+            )
+        _check_length("error_class", fields.get("error_class"), 32)
+        rl = t.repair_logs
+        with self._write() as conn:
+            if fields.get("run_id") is not None:
+                self._require_run(conn, fields["run_id"])
+            done = conn.execute(
+                update(rl)
+                .where(rl.c.id == log_id, rl.c.org_id == self.org_id)
+                .values({**fields, "updated_at": _now()})
+            )
+            if done.rowcount == 0:
+                raise RecordNotFound(f"Repair log {log_id} not found", where=f"org '{self.org_id}'")
+
+    def list_repair_logs(
+        self, *, ask_id: str | None = None, run_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The org's repair logs, each a dict keyed by column name (`pipeline_json` stays text).
+
+        `ask_id` selects one ask's attempts; `run_id` selects every attempt of the ask(s) that run
+        belongs to (an unknown run gives []); both: attempts matching both; neither: all of the org's.
+        Ordered by ask_id (which sorts by creation time), then attempt_number.
+        """
+        rl = t.repair_logs
+        query = select(rl).where(rl.c.org_id == self.org_id)
+        if ask_id is not None:
+            query = query.where(rl.c.ask_id == ask_id)
+        if run_id is not None:
+            asks = select(rl.c.ask_id).where(rl.c.org_id == self.org_id, rl.c.run_id == run_id)
+            query = query.where(rl.c.ask_id.in_(asks.scalar_subquery()))
+        query = query.order_by(rl.c.ask_id, rl.c.attempt_number, rl.c.id)
+        with self._read() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    # -- audit log (append-only, hash-chained per org) -------------------------------------------
+
+    def audit(self, *, action: str, decision: str, reason: str, details: dict[str, Any] | None = None) -> int:
+        """Append one entry to the org's audit log, chained to the previous one; returns its seq.
+
+        `actor` is the repo's user and `ts` now. `details` is stored as canonical JSON (values JSON
+        cannot hold are stored as strings; None is stored as {}). See `audit_hash` for the hash.
+        Concurrent writers get consecutive seqs: SQLite's write transactions start with
+        `BEGIN IMMEDIATE`, and on PostgreSQL the transaction first takes
+        `pg_advisory_xact_lock(hashtext(org_id))`.
+
+        Raises:
+            ValueError: `decision` is not allow, rewrite, block or info; `action` is longer than 64.
+        """
+        if decision not in t.AUDIT_DECISIONS:
+            raise ValueError(
+                f"Unknown audit decision '{decision}': expected one of {', '.join(t.AUDIT_DECISIONS)}"
+            )
+        _check_length("action", action, 64)
+        plain = _plain_json(details or {})
+        a = t.audit_log
+        with self._write() as conn:
+            if self._postgres:
+                conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(self.org_id))))
+            last = conn.execute(
+                select(a.c.seq, a.c.hash).where(a.c.org_id == self.org_id).order_by(a.c.seq.desc()).limit(1)
+            ).first()
+            seq, prev_hash = (1, "") if last is None else (int(last.seq) + 1, str(last.hash))
+            ts = _now()
+            digest = audit_hash(
+                prev_hash,
+                org_id=self.org_id,
+                seq=seq,
+                ts=ts,
+                actor=self.user,
+                action=action,
+                decision=decision,
+                reason=reason,
+                details=plain,
+            )
+            conn.execute(
+                insert(a).values(
+                    org_id=self.org_id,
+                    seq=seq,
+                    ts=ts,
+                    actor=self.user,
+                    action=action,
+                    decision=decision,
+                    reason=reason,
+                    details_json=_canonical_json(plain),
+                    prev_hash=prev_hash,
+                    hash=digest,
+                )
+            )
+            return seq
+
+    def _audit_query(self) -> Select[Any]:
+        a = t.audit_log
+        columns = ("seq", "ts", "actor", "action", "decision", "reason", "details_json", "prev_hash", "hash")
+        return select(*(a.c[name] for name in columns)).where(a.c.org_id == self.org_id)
+
+    def list_audit(self, *, limit: int = 100, action: str | None = None) -> list[dict[str, Any]]:
+        """The org's newest audit entries first, optionally of one action.
+
+        Keys: seq, ts, actor, action, decision, reason, details (parsed), prev_hash, hash.
+        """
+        a = t.audit_log
+        query = self._audit_query()
+        if action is not None:
+            query = query.where(a.c.action == action)
+        query = query.order_by(a.c.seq.desc()).limit(limit)
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        entries = []
+        for row in rows:
+            entry = dict(row._mapping)
+            entry["details"] = json.loads(entry.pop("details_json"))
+            entries.append(entry)
+        return entries
+
+    def verify_audit_chain(self) -> int | None:
+        """None if the org's audit chain is intact, else the first seq that breaks it.
+
+        A row breaks the chain when its seq is not the previous seq + 1 (1 for the first row), its
+        prev_hash is not the previous row's hash, or its hash does not match its content. Removing
+        the newest rows cannot be detected from the table alone.
+        """
+        query = self._audit_query().order_by(t.audit_log.c.seq)
+        expected_seq, prev_hash = 1, ""
+        with self._read() as conn:
+            for row in conn.execute(query):
+                try:
+                    details = json.loads(row.details_json)
+                except ValueError:
+                    return int(row.seq)
+                digest = audit_hash(
+                    prev_hash,
+                    org_id=self.org_id,
+                    seq=row.seq,
+                    ts=row.ts,
+                    actor=row.actor,
+                    action=row.action,
+                    decision=row.decision,
+                    reason=row.reason,
+                    details=details,
+                )
+                if row.seq != expected_seq or row.prev_hash != prev_hash or row.hash != digest:
+                    return int(row.seq)
+                expected_seq, prev_hash = expected_seq + 1, row.hash
+        return None
 
     def __repr__(self) -> str:
         return f"Repo(org_id={self.org_id!r}, user={self.user!r})"

@@ -44,6 +44,7 @@ metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 RUN_MODES = ("sandbox", "publish")
 SNAPSHOT_PHASES = ("before", "after")
+AUDIT_DECISIONS = ("allow", "rewrite", "block", "info")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -201,15 +202,58 @@ schema_snapshots = Table(
     CheckConstraint(_in("phase", SNAPSHOT_PHASES), name="phase"),
 )
 
+# One row per attempt of a `queryforge ask` session (all attempts share `ask_id`): the pipeline that
+# was tried, the sandbox run it started (if any), the error it hit and why the next attempt changed it.
+repair_logs = Table(
+    "repair_logs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _org_id(),
+    Column("ask_id", String(32), nullable=False, index=True),
+    Column("run_id", String(32), ForeignKey("runs.id"), nullable=True, index=True),
+    Column("attempt_number", Integer, nullable=False),
+    Column("request", Text, nullable=False),
+    Column("error_class", String(32), nullable=True),
+    Column("original_error", Text, nullable=True),
+    Column("fix_reason", Text, nullable=True),
+    Column("pipeline_json", Text, nullable=False),
+    Column("repair_successful", Boolean, nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    _created_by(),
+)
+
+# Append-only, hash-chained per org (see `queryforge.store.repo.audit_hash` for the formula).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _org_id(),
+    Column("seq", Integer, nullable=False),
+    Column("ts", UTCDateTime(), nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("decision", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("details_json", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("org_id", "seq"),
+    CheckConstraint(_in("decision", AUDIT_DECISIONS), name="decision"),
+)
+
 __all__ = [
+    "AUDIT_DECISIONS",
     "RUN_MODES",
     "SNAPSHOT_PHASES",
     "UTCDateTime",
+    "audit_log",
     "check_results",
     "metadata",
     "orgs",
     "pipeline_versions",
     "pipelines",
+    "repair_logs",
     "run_steps",
     "runs",
     "schema_snapshots",

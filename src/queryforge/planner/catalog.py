@@ -1,0 +1,117 @@
+"""Build the planner's context from a workspace: data files, database files, warehouse tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from ..connectors.base import ConnectionConfig, connector_for
+from ..connectors.files import READERS, FilesConnector, file_format
+from ..connectors.registry import DATABASE_FILES, ConnectionSet
+from ..connectors.sql import SqlConnector
+from ..errors import QueryForgeError
+from .context import PlannerContext, Source
+
+MAX_DOMAIN = 12  # a text column with at most this many distinct values is a "domain" (status, country)
+SAMPLE_BYTES = 50_000_000
+
+
+def _domains(
+    con: duckdb.DuckDBPyConnection, relation: str, columns: list[tuple[str, str]]
+) -> dict[str, tuple[str, ...]]:
+    """Distinct values of low-cardinality text columns; used locally by the rules provider only."""
+    texts = [c for c, t in columns if t.upper().startswith("VARCHAR")]
+    if not texts:
+        return {}
+    counts = con.execute(
+        "SELECT " + ", ".join(f'count(DISTINCT "{c}")' for c in texts) + f" FROM {relation}"
+    ).fetchall()[0]
+    out: dict[str, tuple[str, ...]] = {}
+    for column, n in zip(texts, counts or (), strict=False):
+        if 0 < n <= MAX_DOMAIN:
+            rows = con.execute(
+                f'SELECT DISTINCT "{column}" FROM {relation} WHERE "{column}" IS NOT NULL ORDER BY 1'
+            ).fetchall()
+            out[column] = tuple(str(r[0]) for r in rows)
+    return out
+
+
+def file_sources(root: Path, data_dir: str) -> list[Source]:
+    folder = root / data_dir
+    out: list[Source] = []
+    if not folder.is_dir():
+        return out
+    files = FilesConnector(ConnectionConfig(name="data", url=f"file:{data_dir}"), root)
+    with duckdb.connect() as con:
+        for info in files.introspect():
+            rel = f"{data_dir}/{info.name}"
+            path = root / rel
+            reader = READERS[file_format(path.name)]
+            sample = " USING SAMPLE 100000 ROWS" if path.stat().st_size > SAMPLE_BYTES else ""
+            relation = f"(SELECT * FROM {reader}('{str(path).replace(chr(39), chr(39) * 2)}'){sample})"
+            columns = tuple((c.name, c.type) for c in info.columns)
+            try:
+                domains = _domains(con, relation, list(columns))
+            except duckdb.Error:
+                domains = {}
+            out.append(Source(name=rel, kind="file", columns=columns, path=rel, domains=domains))
+        for path in sorted(folder.rglob("*")):
+            if not path.name.lower().endswith(DATABASE_FILES):
+                continue
+            rel = str(path.relative_to(root))
+            scheme = "duckdb" if path.name.lower().endswith(".duckdb") else "sqlite"
+            connector = connector_for(ConnectionConfig(name=f"@{rel}", url=f"{scheme}:{rel}"), root)
+            try:
+                for table in connector.introspect():
+                    out.append(
+                        Source(
+                            name=f"{rel}:{table.qualified}",
+                            kind="table",
+                            path=rel,
+                            table=table.qualified,
+                            rows=table.row_estimate,
+                            columns=tuple((c.name, c.type) for c in table.columns),
+                        )
+                    )
+            except QueryForgeError:
+                continue
+            finally:
+                connector.close()
+    return out
+
+
+def table_sources(connections: ConnectionSet) -> list[Source]:
+    out: list[Source] = []
+    try:
+        connector = connections.get(connections.default_target)
+    except QueryForgeError:
+        return out
+    if not isinstance(connector, SqlConnector):
+        return out
+    try:
+        tables = connector.introspect()
+    except Exception:  # an empty or locked warehouse simply has nothing to offer the planner
+        return out
+    for table in tables:
+        columns = tuple((c.name, c.type) for c in table.columns)
+        domains: dict[str, tuple[str, ...]] = {}
+        out.append(
+            Source(
+                name=table.qualified,
+                kind="table",
+                connection=connections.default_target,
+                table=table.qualified,
+                rows=table.row_estimate,
+                columns=columns,
+                domains=domains,
+            )
+        )
+    return out
+
+
+def build_context(connections: ConnectionSet, root: Path, data_dir: str = "data") -> PlannerContext:
+    sources = file_sources(root, data_dir) + table_sources(connections)
+    return PlannerContext(
+        sources=tuple(sources), target_connection=connections.default_target, data_dir=data_dir
+    )

@@ -1,0 +1,286 @@
+"""`ask`: draft a pipeline from a request, gate it, rehearse it in the sandbox, repair, publish on consent.
+
+Every attempt is written to the repair log; every gate decision to the audit log. At most three
+attempts; a failed error-severity check, a permission problem or missing source data stop at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from ..connectors.base import TargetRef
+from ..errors import ChecksFailed, QueryForgeError, UserError
+from ..runs.executor import RunOutcome
+from ..runs.plan import ExecutionPlan
+from ..runs.reporter import Reporter
+from ..spec.loader import BoundPipeline, PipelineSource
+from ..sql.safety import UnsafeSql, check_expression, check_query
+from ..store import Repo
+from .context import PlannerContext
+from .repair import Failure, RulesRepairer, classify
+from .rules import PlannerQuestion, RulesPlanner
+
+MAX_ATTEMPTS = 3
+EXPRESSION_FIELDS = {
+    "filter": ("where",),
+    "derive": ("columns",),
+    "aggregate": ("measures",),
+    "pivot": ("using",),
+}
+
+
+class Rehearsal(Protocol):
+    """What the ask loop needs from the workspace (the Workspace facade provides it)."""
+
+    repo: Repo
+
+    def compile(self, bound: BoundPipeline) -> ExecutionPlan: ...
+
+    def run_source(
+        self,
+        source: PipelineSource,
+        params: dict[str, Any] | None = None,
+        *,
+        sandbox: bool = False,
+        reporter: Reporter | None = None,
+    ) -> RunOutcome: ...
+
+    def commit(self, run_id: str | None = None, reporter: Reporter | None = None) -> RunOutcome: ...
+
+
+class Provider(Protocol):
+    name: str
+
+    def draft(self, request: str, ctx: PlannerContext) -> Any: ...
+
+
+@dataclass
+class Attempt:
+    number: int
+    pipeline: dict[str, Any]
+    run_id: str | None = None
+    status: str = "pending"
+    error_class: str | None = None
+    error: str | None = None
+    fix_reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "attempt": self.number,
+            "run_id": self.run_id,
+            "status": self.status,
+            "error_class": self.error_class,
+            "error": self.error,
+            "fix_reason": self.fix_reason,
+        }
+
+
+@dataclass
+class AskOutcome:
+    ask_id: str
+    request: str
+    status: str = "failed"  # succeeded | audited | failed | question | declined
+    run_id: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    published: list[TargetRef] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    run: RunOutcome | None = None
+    error: QueryForgeError | None = None
+
+    @property
+    def pipeline(self) -> dict[str, Any] | None:
+        return self.attempts[-1].pipeline if self.attempts else None
+
+    @property
+    def pipeline_yaml(self) -> str:
+        return yaml.safe_dump(self.pipeline, sort_keys=False, allow_unicode=True) if self.pipeline else ""
+
+
+def user_sql_of(pipeline: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(step id, kind, text) of every piece of user-written SQL in a pipeline draft."""
+    out: list[tuple[str, str, str]] = []
+    for step in pipeline.get("steps") or []:
+        if not isinstance(step, dict):
+            continue
+        sid = str(step.get("id"))
+        if isinstance(step.get("sql"), str):
+            out.append((sid, "query", step["sql"]))
+        for kind, fields in EXPRESSION_FIELDS.items():
+            body = step.get(kind)
+            if not isinstance(body, dict):
+                continue
+            for f in fields:
+                value = body.get(f)
+                texts = list(value.values()) if isinstance(value, dict) else [value]
+                out += [(sid, "expression", str(t)) for t in texts if isinstance(t, str)]
+        extract = step.get("extract")
+        if isinstance(extract, dict) and isinstance(extract.get("query"), str):
+            out.append((sid, "query", extract["query"]))
+    return out
+
+
+class AskService:
+    def __init__(
+        self,
+        ws: Rehearsal,
+        ctx: PlannerContext,
+        *,
+        drafts_dir: Path,
+        provider: Provider | None = None,
+        reporter: Reporter | None = None,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> None:
+        self.ws = ws
+        self.repo = ws.repo
+        self.ctx = ctx
+        self.provider = provider or RulesPlanner()
+        self.repairer = RulesRepairer()
+        self.reporter = reporter
+        self.drafts_dir = drafts_dir
+        self.max_attempts = max_attempts
+
+    # ------------------------------------------------------------ gates
+    def safety_gate(self, pipeline: dict[str, Any]) -> None:
+        step_ids = {str(s.get("id")).lower() for s in pipeline.get("steps") or [] if isinstance(s, dict)}
+        for sid, kind, text in user_sql_of(pipeline):
+            try:
+                if kind == "query":
+                    check_query(text, allowed_tables=step_ids if sid != "extract" else None)
+                else:
+                    check_expression(text)
+            except UnsafeSql as exc:
+                self.repo.audit(
+                    action="sql_policy",
+                    decision="block",
+                    reason=str(exc),
+                    details={"step": sid, "sql": text[:2000]},
+                )
+                raise UserError(
+                    f"Blocked by the SQL safety policy in step '{sid}': {exc}",
+                    hint="QueryForge runs only single read-only queries over pipeline steps",
+                ) from None
+            self.repo.audit(
+                action="sql_policy",
+                decision="allow",
+                reason="read-only query over pipeline steps",
+                details={"step": sid, "sql": text[:2000]},
+            )
+
+    def validation_gate(self, source: PipelineSource) -> None:
+        try:
+            self.ws.compile(source.bind())
+        except QueryForgeError as exc:
+            self.repo.audit(
+                action="plan_validation",
+                decision="block",
+                reason=exc.message,
+                details={"where": exc.where, "hint": exc.hint},
+            )
+            raise
+        self.repo.audit(
+            action="plan_validation",
+            decision="allow",
+            reason="tables, columns and types check out",
+            details={"pipeline": source.name},
+        )
+
+    # ------------------------------------------------------------ the loop
+    def ask(self, request: str, *, consent: Callable[[AskOutcome], bool]) -> AskOutcome:
+        outcome = AskOutcome(ask_id=self.repo.new_ask_id(), request=request)
+        try:
+            draft = self.provider.draft(request, self.ctx)
+        except PlannerQuestion as exc:
+            outcome.status, outcome.error = "question", exc
+            return outcome
+        outcome.notes = list(getattr(draft, "notes", []))
+        pipeline: dict[str, Any] = draft.pipeline
+        for number in range(1, self.max_attempts + 1):
+            attempt = Attempt(number=number, pipeline=pipeline)
+            outcome.attempts.append(attempt)
+            log_id = self.repo.add_repair_log(
+                ask_id=outcome.ask_id,
+                attempt=number,
+                request=request,
+                pipeline_json=json.dumps(pipeline, default=str),
+            )
+            failure = self.rehearse(attempt, outcome)
+            if failure is None:
+                self.repo.update_repair_log(log_id, run_id=attempt.run_id, repair_successful=True)
+                break
+            repaired = (
+                self.repairer.repair(pipeline, failure, self.ctx) if number < self.max_attempts else None
+            )
+            self.repo.update_repair_log(
+                log_id,
+                run_id=attempt.run_id,
+                error_class=failure.failure_class,
+                original_error=failure.message,
+                fix_reason=repaired[1] if repaired else None,
+                repair_successful=False,
+            )
+            if repaired is None:
+                return outcome
+            pipeline, attempt.fix_reason = repaired
+        else:
+            return outcome
+        outcome.error = None
+        if not consent(outcome):
+            outcome.status = "declined"
+            return outcome
+        assert outcome.run_id is not None
+        published = self.ws.commit(outcome.run_id, reporter=self.reporter)
+        outcome.published = published.published
+        outcome.status = published.status
+        for target in outcome.published:
+            self.repo.audit(
+                action="publish",
+                decision="info",
+                reason=f"published {target.connection}.{target.table} from ask {outcome.ask_id}",
+                details={"run_id": outcome.run_id},
+            )
+        return outcome
+
+    def rehearse(self, attempt: Attempt, outcome: AskOutcome) -> Failure | None:
+        """Gates and a sandbox run for one attempt; None when it is audited and ready to publish."""
+        path = self.drafts_dir / outcome.ask_id / f"attempt-{attempt.number}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(attempt.pipeline, sort_keys=False, allow_unicode=True))
+        source = PipelineSource(raw=attempt.pipeline, origin=str(path))
+        try:
+            self.safety_gate(attempt.pipeline)
+        except QueryForgeError as exc:
+            return self._failed(attempt, outcome, exc, unsafe=True)
+        try:
+            self.validation_gate(source)
+            run = self.ws.run_source(source, sandbox=True, reporter=self.reporter)
+        except QueryForgeError as exc:
+            return self._failed(attempt, outcome, exc)
+        attempt.run_id = outcome.run_id = run.run_id
+        outcome.run = run
+        if run.error is not None:
+            return self._failed(attempt, outcome, run.error)
+        attempt.status = "audited"
+        outcome.status = "audited"
+        return None
+
+    def _failed(
+        self, attempt: Attempt, outcome: AskOutcome, exc: QueryForgeError, *, unsafe: bool = False
+    ) -> Failure:
+        attempt.status = "failed"
+        attempt.error_class = exc.failure_class.value
+        attempt.error = exc.render()
+        outcome.status = "failed"
+        outcome.error = exc
+        failure = classify(exc, unsafe=unsafe)
+        if isinstance(exc, ChecksFailed):
+            outcome.notes.append(
+                "a failed check is the data telling the truth: nothing was changed to make it "
+                "pass. Fix the data, or load the failing rows into a quarantine table explicitly"
+            )
+        return failure
