@@ -48,6 +48,42 @@ def file_format(path: str, given: str | None = None) -> str:
     )
 
 
+_SNIFFED: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
+def sniffed_csv_options(path: Path) -> dict[str, Any]:
+    """Detect a CSV's dialect and column types once, so later reads skip DuckDB's sniffer.
+
+    Every query over `read_csv(...)` without explicit columns sniffs the file again (tens of
+    milliseconds each, for every view built on it); pinning what the sniffer found makes those
+    reads cheap and keeps the types stable between validate and run.
+    """
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _SNIFFED:
+        with duckdb.connect() as con:
+            rows = con.sql("SELECT * FROM sniff_csv($p)", params={"p": str(path)}).fetchall()
+            names = [
+                d[0] for d in con.sql("SELECT * FROM sniff_csv($p)", params={"p": str(path)}).description
+            ]
+        found = dict(zip(names, rows[0], strict=True))
+        opts: dict[str, Any] = {
+            "auto_detect": False,
+            "header": bool(found["HasHeader"]),
+            "delim": found["Delimiter"],
+            "skip": int(found["SkipRows"] or 0),
+            "columns": {c["name"]: c["type"] for c in found["Columns"]},
+        }
+        for name, option in (("Quote", "quote"), ("Escape", "escape")):
+            if found.get(name) not in (None, "(empty)", ""):
+                opts[option] = found[name]
+        for name, option in (("DateFormat", "dateformat"), ("TimestampFormat", "timestampformat")):
+            if found.get(name):
+                opts[option] = found[name]
+        _SNIFFED[key] = opts
+    return dict(_SNIFFED[key])
+
+
 def _literal(value: Any) -> exp.Expr:
     if isinstance(value, bool):
         return exp.Boolean(this=value)
@@ -97,8 +133,10 @@ class FilesConnector(Connector):
         kind = file_format(pattern, fmt)
         args: list[exp.Expr] = [exp.Array(expressions=[exp.Literal.string(str(f)) for f in files])]
         opts = dict(options)
-        if kind == "csv":
-            opts.setdefault("union_by_name", len(files) > 1)
+        if kind == "csv" and len(files) > 1:
+            opts.setdefault("union_by_name", True)
+        elif kind == "csv" and not {"columns", "auto_detect", "types", "dtypes"} & set(opts):
+            opts = {**sniffed_csv_options(files[0]), **opts}
         if kind in ("json", "ndjson"):
             opts.setdefault(
                 "format",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import duckdb
 
-from ..connectors.base import ConnectionConfig, connector_for
+from ..connectors.base import ConnectionConfig, TargetRef, connector_for
 from ..connectors.files import READERS, FilesConnector, file_format
 from ..connectors.registry import DATABASE_FILES, ConnectionSet
 from ..connectors.sql import SqlConnector
@@ -93,9 +93,19 @@ def table_sources(connections: ConnectionSet) -> list[Source]:
         tables = connector.introspect()
     except Exception:  # an empty or locked warehouse simply has nothing to offer the planner
         return out
+    con = getattr(connector, "con", None)
     for table in tables:
         columns = tuple((c.name, c.type) for c in table.columns)
         domains: dict[str, tuple[str, ...]] = {}
+        if isinstance(con, duckdb.DuckDBPyConnection):
+            try:
+                domains = _domains(
+                    con,
+                    connector.sql(connector.target_expr(TargetRef(connector.name, table.qualified))),
+                    list(columns),
+                )
+            except duckdb.Error:
+                domains = {}
         out.append(
             Source(
                 name=table.qualified,

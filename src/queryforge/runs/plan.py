@@ -100,6 +100,12 @@ class ExecutionPlan:
 # ---------------------------------------------------------------- compile
 
 
+@functools.lru_cache(maxsize=1024)
+def parsed_sql(text: str) -> exp.Query:
+    """A sql step's query, parsed once (validation and compilation both need it; do not mutate)."""
+    return parse_select(text)
+
+
 def dependencies(bound: BoundPipeline) -> dict[str, list[str]]:
     """Step id -> ids it reads; raises SpecError for duplicates, unknown refs and bad SQL."""
     pipeline, source = bound.pipeline, bound.source
@@ -116,7 +122,7 @@ def dependencies(bound: BoundPipeline) -> dict[str, list[str]]:
     for i, step in enumerate(pipeline.steps):
         if isinstance(step, m.SqlStep):
             try:
-                query = parse_select(step.sql)
+                query = parsed_sql(step.sql)
             except SqlProblem as exc:
                 raise SpecError(
                     f"Step '{step.id}': {exc}",
@@ -252,7 +258,7 @@ class Compiler:
         if isinstance(step, m.LoadStep):
             return self.compile_load(step)
         if isinstance(step, m.SqlStep):
-            query = parse_select(step.sql)
+            query = parsed_sql(step.sql).copy()
             op = "sql"
         else:
             ctx = OpContext(

@@ -105,8 +105,12 @@ def parse_text(text: str, origin: str = "<pipeline>") -> PipelineSource:
     """Parse YAML (JSON is YAML) into a PipelineSource, with a clear error for malformed text."""
     lines: dict[Loc, int] = {}
     try:
-        node = yaml.compose(text, Loader=_LineLoader)
-        data = yaml.load(text, Loader=_LineLoader)
+        loader = _LineLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
