@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from .connectors.base import ConnectionConfig, StagedLoad
 from .connectors.registry import ConnectionSet
 from .engine.base import get_engine
 from .engine.duckdb import run_readonly
-from .errors import NotFoundError, QueryBlocked, UserError, did_you_mean
+from .errors import NotFoundError, ProductionChanged, QueryBlocked, UserError, did_you_mean
 from .planner.catalog import build_context
 from .planner.providers import get_provider
 from .planner.service import AskOutcome, AskService
@@ -26,7 +27,6 @@ from .runs.plan import Compiler, ExecutionPlan
 from .runs.reporter import Reporter
 from .scaffold import create_workspace
 from .spec.loader import BoundPipeline, PipelineSource, load_file
-from .spec.params import substitute
 from .sql.safety import DEFAULT_PREVIEW_LIMIT, UnsafeSql, vet_preview
 from .store import Repo, RunRecord, Store
 
@@ -97,10 +97,12 @@ class Workspace:
         return load_file(path, display=shown)
 
     def connections(self) -> ConnectionSet:
-        configs = {}
-        for name, spec in self.config.connections.items():
-            extra = substitute(spec.model_extra or {}, {}, where=f"{CONFIG_FILE}: connections.{name}")
-            configs[name] = ConnectionConfig(name=name, url=spec.url, writable=spec.writable, options=extra)
+        configs = {
+            name: ConnectionConfig(
+                name=name, url=spec.url, writable=spec.writable, options=spec.model_extra or {}
+            )
+            for name, spec in self.config.connections.items()
+        }
         return ConnectionSet(configs, self.root, self.config.target)
 
     def bind(self, ref: str, params: dict[str, Any] | None = None) -> BoundPipeline:
@@ -170,8 +172,14 @@ class Workspace:
             plan, run_id, "sandbox" if sandbox else "publish"
         )
 
-    def commit(self, run_id: str | None = None, reporter: Reporter | None = None) -> RunOutcome:
-        """Publish an audited sandbox run (the newest one when no id is given)."""
+    def commit(
+        self, run_id: str | None = None, reporter: Reporter | None = None, *, rerun: bool = False
+    ) -> RunOutcome:
+        """Publish an audited sandbox run (the newest one when no id is given).
+
+        If production changed since the run staged its data, commit refuses; with `rerun` it runs
+        the same pipeline version with the same parameters again (write, audit, publish) instead.
+        """
         if run_id is None:
             audited = self.repo.list_runs(limit=1, status="audited")
             if not audited:
@@ -179,12 +187,27 @@ class Workspace:
                     "There is no audited sandbox run to commit", hint="run a pipeline with --sandbox first"
                 )
             run_id = audited[0].id
-        return self.executor(self.connections(), reporter).commit(self.get_run(run_id).id)
+        run = self.get_run(run_id)
+        try:
+            return self.executor(self.connections(), reporter).commit(run.id)
+        except ProductionChanged:
+            if not rerun:
+                raise
+        version = self.repo.get_pipeline_version(run.pipeline_version_id)
+        source = PipelineSource(
+            raw=json.loads(version["spec_json"]), origin=version["source_path"] or run.pipeline_name
+        )
+        discarded = self.executor(self.connections(), None)
+        discarded._discard(staged_from_json(run.staged))
+        self.repo.update_run(run.id, status="cancelled", staged=[], error_message="superseded by a re-run")
+        return self.run_source(source, run.params, reporter=reporter)
 
     def get_run(self, run_id: str) -> RunRecord:
         try:
             return self.repo.get_run(run_id)
-        except LookupError:
+        except LookupError as exc:
+            if "ambiguous" in str(exc).lower():
+                raise
             recent = [r.id for r in self.repo.list_runs(limit=20)]
             raise NotFoundError(
                 f"Run '{run_id}' not found",

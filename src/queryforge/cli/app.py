@@ -131,9 +131,10 @@ def finish(ws: Workspace, outcome: RunOutcome, as_json: bool) -> None:
                     soft_wrap=True,
                 )
             render.render_error(outcome.error, as_json=False)
+            unchanged = "production is unchanged" if not outcome.published else "some targets were published"
             render.err.print(
-                f"Run {outcome.run_id} {outcome.status}; production is unchanged. Details: "
-                f"queryforge runs show {outcome.run_id}"
+                f"Run {outcome.run_id} {outcome.status}; {unchanged}. "
+                f"Details: queryforge runs show {outcome.run_id}"
             )
         raise typer.Exit(outcome.error.exit_code if not isinstance(outcome.error, ChecksFailed) else 1)
     if not as_json:
@@ -247,6 +248,10 @@ def commit(
         str | None,
         typer.Argument(help="id (or unique prefix) of an audited sandbox run; default: the newest"),
     ] = None,
+    rerun: Annotated[
+        bool,
+        typer.Option("--rerun", help="if production changed since staging, run the pipeline again instead"),
+    ] = False,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -254,7 +259,7 @@ def commit(
     """Publish exactly what a sandbox run staged and audited, in one transaction per target."""
     with handled(as_json, debug), open_workspace(workspace) as ws:
         reporter = None if as_json or not render.err.is_terminal else render.LiveReporter()
-        finish(ws, ws.commit(run_id, reporter=reporter), as_json)
+        finish(ws, ws.commit(run_id, reporter=reporter, rerun=rerun), as_json)
 
 
 @runs_app.command("list")

@@ -210,7 +210,8 @@ class FilesConnector(Connector):
 
     def discard(self, loads: list[StagedLoad]) -> None:
         for load in loads:
-            Path(load.staging_name).unlink(missing_ok=True)
+            if load.staging_name:
+                Path(load.staging_name).unlink(missing_ok=True)
 
     def snapshot(self, target: TargetRef) -> Snapshot:
         path = self.target_path(target)

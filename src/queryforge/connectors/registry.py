@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import ConfigError, UserError, did_you_mean
+from ..spec.params import substitute
 from .base import ConnectionConfig, Connector, connector_for
 from .files import FilesConnector
 from .sql import SqlConnector
@@ -33,7 +35,9 @@ class ConnectionSet:
                     hint=did_you_mean(name, [c for c in self.configs if c != FILES])
                     or "define it under 'connections:' in queryforge.yaml",
                 )
-            self._open[name] = connector_for(config, self.root)
+            # Secrets (${env:...}) are resolved only for a connection that is used.
+            options = substitute(config.options, {}, where=f"queryforge.yaml: connections.{name}")
+            self._open[name] = connector_for(replace(config, options=options), self.root)
         return self._open[name]
 
     @staticmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
-from ..errors import InternalError, StepFailed, TransientError
+from ..errors import InternalError, StepFailed, TransientError, suggest
 from ..sql.parse import ident, table
 from .base import Engine, Schema
 
@@ -28,10 +29,17 @@ def classify(exc: duckdb.Error, name: str) -> Exception:
         | duckdb.ConstraintException
         | duckdb.NotImplementedException,
     ):
-        return StepFailed(
-            f"Step '{name}' failed: {text}",
-            hint="check the step's expressions and the input data (a cast of a bad value, an unknown column)",
+        hint = "check the step's expressions and the input data (a cast of a bad value, an unknown column)"
+        missing = re.search(r'Referenced column "([^"]+)" not found', str(exc))
+        candidates = (
+            re.findall(r'"(?:[^".]+\.)?([^".]+)"', str(exc).split("Candidate bindings:", 1)[1])
+            if "Candidate bindings:" in str(exc)
+            else []
         )
+        if missing and candidates:
+            near = suggest(missing.group(1), candidates)
+            hint = f"did you mean '{near}'?" if near else f"columns are: {', '.join(candidates[:12])}"
+        return StepFailed(f"Step '{name}' failed: {text}", hint=hint)
     if isinstance(exc, duckdb.IOException) and "lock" in text.lower():
         return TransientError(f"Step '{name}' could not lock a DuckDB file: {text}")
     if isinstance(exc, duckdb.IOException | duckdb.HTTPException):

@@ -147,6 +147,7 @@ class Unique(Rule):
         dupes = (
             exp.select(*keys, exp.alias_(exp.func("count", exp.Star()), "occurrences"))
             .from_(_src(ctx.input))
+            .where(exp.and_(*[exp.not_(exp.Is(this=_col(c), expression=exp.Null())) for c in cols]))
             .group_by(*[k.copy() for k in keys])
             .having(exp.GT(this=exp.func("count", exp.Star()), expression=exp.Literal.number(1)))
         )

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import pyarrow as pa
 from sqlglot import exp
 
 from ..connectors.base import StagedLoad, TargetRef
@@ -27,6 +29,7 @@ from ..errors import (
     InternalError,
     ProductionChanged,
     QueryForgeError,
+    StepFailed,
     UserError,
 )
 from ..sql.parse import table
@@ -108,13 +111,16 @@ class Executor:
                 run_id,
                 status=outcome.status,
                 ended_at=now(),
-                staged=staged_to_json(outcome.staged),
+                staged=staged_to_json(outcome.staged) if mode == "sandbox" else [],
                 result=self._result(outcome),
             )
         except QueryForgeError as exc:
             self._fail(outcome, exc)
         except Exception as exc:  # a bug of ours: keep the traceback in the log only
-            log.error("run %s failed with an internal error:\n%s", run_id, traceback.format_exc())
+            trace = traceback.format_exc()
+            (self.runs_dir / run_id).mkdir(parents=True, exist_ok=True)
+            (self.runs_dir / run_id / "traceback.txt").write_text(trace)
+            log.debug("run %s failed with an internal error:\n%s", run_id, trace)
             self._fail(
                 outcome,
                 InternalError(
@@ -144,6 +150,13 @@ class Executor:
     def _fail(self, outcome: RunOutcome, exc: QueryForgeError) -> None:
         outcome.status = "failed"
         outcome.error = exc
+        if outcome.published:
+            done = ", ".join(f"{t.connection}.{t.table}" for t in outcome.published)
+            exc.message += (
+                f". Targets of other connections were already published ({done}); each connection "
+                "publishes in its own transaction"
+            )
+        outcome.staged = [s for s in outcome.staged if s.target not in outcome.published]
         self._discard(outcome.staged)
         self.repo.update_run(
             outcome.run_id,
@@ -163,11 +176,21 @@ class Executor:
             try:
                 self.connections.get(name).discard(loads)
             except Exception:  # cleanup must not hide the original error; gc removes leftovers
-                log.warning("could not discard staged data of %s", name, exc_info=True)
+                log.debug("could not discard staged data of %s", name, exc_info=True)
 
     def _result(self, outcome: RunOutcome) -> dict[str, Any]:
         return {
             "published": [dataclasses.asdict(t) for t in outcome.published],
+            "loads": [
+                {
+                    "step_id": s.step_id,
+                    "target": dataclasses.asdict(s.target),
+                    "mode": s.mode,
+                    "rows": s.rows,
+                    "diff": s.diff,
+                }
+                for s in outcome.staged
+            ],
             "checks": {
                 "passed": sum(c["passed"] for c in outcome.checks),
                 "failed": sum(not c["passed"] for c in outcome.checks),
@@ -180,6 +203,15 @@ class Executor:
         started = time.perf_counter()
         try:
             rows_in, rows_out, detail = getattr(self, f"visit_{stage.kind}")(stage, session, outcome, plan)
+        except (StepFailed, duckdb.Error, pa.ArrowException) as exc:
+            # A data error surfaces where a view chain is finally computed; name the step that causes it.
+            culprit = self._diagnose(session, plan, stage) or (
+                exc if isinstance(exc, QueryForgeError) else InternalError(str(exc))
+            )
+            if culprit.where is None:
+                culprit.where = plan.locations.get(stage.step_id)
+            self._step_failed(outcome.run_id, stage, started, culprit)
+            raise culprit from exc
         except QueryForgeError as exc:
             self._step_failed(outcome.run_id, stage, started, exc)
             raise
@@ -197,6 +229,28 @@ class Executor:
             message=detail,
         )
         self.reporter.step_finished(stage.step_id, status, rows_out, time.perf_counter() - started, detail)
+
+    def _diagnose(self, session: EngineSession, plan: ExecutionPlan, failed: Stage) -> StepFailed | None:
+        """The first step (a view) whose own output cannot be computed, as a located error."""
+        for stage in plan.stages:
+            if stage is failed:
+                break
+            if not isinstance(stage, ExtractStage | TransformStage) or stage.materialize:
+                continue
+            try:
+                session.fetch(
+                    exp.select(exp.func("sum", exp.func("hash", exp.column("t")))).from_(
+                        exp.alias_(table(stage.step_id), "t", table=True)
+                    )
+                )
+            except QueryForgeError as exc:
+                detail = exc.message.split(": ", 1)[-1]
+                return StepFailed(
+                    f"Step '{stage.step_id}' failed: {detail}",
+                    where=plan.locations.get(stage.step_id),
+                    hint=exc.hint,
+                )
+        return None
 
     def _step_failed(self, run_id: str, stage: Stage, started: float, exc: QueryForgeError) -> None:
         self.repo.finish_step(

@@ -16,6 +16,7 @@ from typing import Any
 from sqlglot import exp
 
 from ..connectors.base import TargetRef
+from ..connectors.files import FilesConnector, file_format
 from ..connectors.registry import FILES, ConnectionSet
 from ..engine.base import EngineSession
 from ..engine.ops import OpContext, get_op
@@ -88,6 +89,7 @@ class ExecutionPlan:
     schemas: dict[str, Schema] = field(default_factory=dict)
     preserve_order: bool = True
     step_hashes: dict[str, str] = field(default_factory=dict)
+    locations: dict[str, str] = field(default_factory=dict)  # step id -> "file:line, step 'x'"
 
     def stages_of(self, cls: type[Stage]) -> list[Any]:
         return [s for s in self.stages if isinstance(s, cls)]
@@ -156,6 +158,12 @@ def dependencies(bound: BoundPipeline) -> dict[str, list[str]]:
                     if isinstance(rule.get("relationships"), dict)
                     else None
                 )
+                if to and str(to) not in ids:
+                    raise SpecError(
+                        f"Check '{step.id}' relates to unknown step '{to}'",
+                        where=source.where(("steps", i, "check", "rules")),
+                        hint=did_you_mean(str(to), [x for x in ids if x != step.id]),
+                    )
                 if to:
                     deps.setdefault(step.id, []).append(str(to))
         deps[step.id] = [*step.inputs, *deps.get(step.id, [])]
@@ -201,6 +209,7 @@ class Compiler:
         self.connections = connections
         self.schemas: dict[str, Schema] = {}
         self.hashes: dict[str, str] = {}
+        self.locations: dict[str, str] = {}
 
     def where(self, step_id: str, *sub: str | int) -> str:
         step = self.pipeline.step(step_id)
@@ -243,6 +252,7 @@ class Compiler:
             schemas=dict(self.schemas),
             preserve_order=has_sort,
             step_hashes=dict(self.hashes),
+            locations=dict(self.locations),
         )
 
     def step_hash(self, stage: Stage, deps: list[str]) -> str:
@@ -266,13 +276,18 @@ class Compiler:
             )
             query = get_op(step.kind).compile(step.body, ctx)
             op = step.kind
-        table = step.materialize == "table" or (step.materialize == "auto" and consumers != 1)
-        self.register(step.id, query)
+        # DuckDB cannot keep a PIVOT whose columns come from the data in a view.
+        must_be_table = isinstance(step, m.PivotStep) and step.pivot.values is None
+        table = (
+            must_be_table or step.materialize == "table" or (step.materialize == "auto" and consumers != 1)
+        )
+        self.register(step.id, query, table=must_be_table)
         return TransformStage(step_id=step.id, op=op, inputs=tuple(deps), query=query, materialize=table)
 
-    def register(self, step_id: str, query: exp.Query) -> None:
+    def register(self, step_id: str, query: exp.Query, *, table: bool = False) -> None:
+        self.locations[step_id] = self.where(step_id)
         try:
-            self.scratch.create(step_id, query, table=False)
+            self.scratch.create(step_id, query, table=table)
             self.schemas[step_id] = self.scratch.describe(step_id)
         except QueryForgeError as exc:
             detail = exc.message.split(": ", 1)[-1]
@@ -343,6 +358,27 @@ class Compiler:
             raise SpecError(f"Load step '{step.id}' needs either 'table' or 'path'", where=where)
         name = body.connection or (FILES if body.path else self.connections.default_target)
         connector = self.connections.get(name, where)
+        if body.path and not isinstance(connector, FilesConnector):
+            raise SpecError(
+                f"Load step '{step.id}' writes a file, but connection '{name}' is a database",
+                where=where,
+                hint="drop 'connection' to write a file, or use 'table' instead of 'path'",
+            )
+        if body.path and body.mode != "replace":
+            raise SpecError(
+                f"Load step '{step.id}' writes a file, which supports mode 'replace' only",
+                where=where,
+                hint="remove 'mode', or load into a table to append or merge",
+            )
+        if body.path:
+            try:
+                file_format(body.path)
+            except SpecError:
+                raise SpecError(
+                    f"Load step '{step.id}' cannot tell the file format of '{body.path}'",
+                    where=where,
+                    hint="end the path in .parquet, .csv or .json",
+                ) from None
         connector.ensure_writable(where)
         target = TargetRef(connection=name, table=str(body.table or body.path))
         keys = tuple(body.keys or ())

@@ -145,23 +145,35 @@ def load_file(path: str | Path, display: str | None = None) -> PipelineSource:
     return parse_text(p.read_text(encoding="utf-8"), origin=display or str(path))
 
 
+TAG = "\0tag"
+
+
+def at_tagged(loc: list[str | int]) -> bool:
+    return TAG in loc
+
+
 def _describe_error(err: Mapping[str, Any], raw: Mapping[str, Any]) -> tuple[Loc, str, str | None]:
     """One pydantic error as (location, message, hint), with tags stripped from the location."""
     loc: list[str | int] = []
     container: Any = raw
     for part in err["loc"]:
+        at_step = len(loc) == 2 and loc[0] == "steps" and isinstance(loc[1], int)
         if (
             isinstance(part, str)
             and part in STEP_KINDS
             and isinstance(container, dict)
-            and part not in container
+            and (
+                part not in container or (at_step and part == step_kind_of(container) and not at_tagged(loc))
+            )
         ):
-            continue  # a discriminator tag, not a real key
+            loc.append(TAG)  # pydantic's discriminator tag comes first; it is not a real key
+            continue
         loc.append(part)
         try:
             container = container[part]
         except (KeyError, IndexError, TypeError):
             container = None
+    loc = [p for p in loc if p != TAG]
     kind = err["type"]
     name = ".".join(str(x) if isinstance(x, str) else f"[{x}]" for x in loc).replace(".[", "[")
     if kind == "union_tag_not_found" or kind == "union_tag_invalid":

@@ -135,5 +135,31 @@ def resolve_params(
         raw = given.get(name, default)
         if raw is None:
             raise SpecError(f"Parameter '{name}' has no value", where=where, hint=f"pass --param {name}=...")
-        values[name] = substitute(raw, values, where) if isinstance(raw, str) else raw
+        value = substitute(raw, values, where) if isinstance(raw, str) else raw
+        kind = spec.get("type", "string") if isinstance(spec, dict) else "string"
+        values[name] = coerce(name, value, kind, where)
     return values
+
+
+def coerce(name: str, value: Any, kind: str, where: str) -> Any:
+    """A parameter value checked against its declared type (given values arrive as text)."""
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "false", "1", "0", "yes", "no"):
+                return str(value).lower() in ("true", "1", "yes")
+            raise ValueError(value)
+        if kind == "date":
+            return value if isinstance(value, date) else date.fromisoformat(str(value))
+    except (TypeError, ValueError):
+        raise SpecError(
+            f"Parameter '{name}' must be a {kind}, got {value!r}",
+            where=where,
+            hint="dates are written YYYY-MM-DD" if kind == "date" else None,
+        ) from None
+    return value
