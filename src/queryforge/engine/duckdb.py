@@ -17,7 +17,18 @@ from .base import Engine, Schema
 
 def classify(exc: duckdb.Error, name: str) -> Exception:
     """A DuckDB error as one of ours: data problems are the user's, lock/IO are transient."""
-    text = str(exc).split("\n")[0]
+    lines = str(exc).split("\n")
+    text = lines[0]
+    detail = next(
+        (
+            ln.strip()
+            for ln in lines[1:]
+            if "could not convert" in ln.lower() or "converting column" in ln.lower()
+        ),
+        None,
+    )
+    if detail and detail not in text:
+        text = f"{text} {detail}"
     if isinstance(
         exc,
         duckdb.ConversionException
