@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import yaml
 
@@ -54,10 +54,23 @@ class Rehearsal(Protocol):
     def commit(self, run_id: str | None = None, reporter: Reporter | None = None) -> RunOutcome: ...
 
 
+@runtime_checkable
+class Repairer(Protocol):
+    def repair(
+        self, pipeline: dict[str, Any], failure: Failure, ctx: PlannerContext
+    ) -> tuple[dict[str, Any], str] | None:
+        """A patched pipeline and the reason, or None when the failure cannot be repaired."""
+        ...
+
+
 class Provider(Protocol):
+    """A planner provider: drafts a pipeline; may also repair one (else the rules repairer is used)."""
+
     name: str
 
-    def draft(self, request: str, ctx: PlannerContext) -> Any: ...
+    def draft(self, request: str, ctx: PlannerContext) -> Any:
+        """A `Draft` (`.pipeline` dict, `.notes`); raises PlannerQuestion when the request is ambiguous."""
+        ...
 
 
 @dataclass
@@ -140,7 +153,8 @@ class AskService:
         self.repo = ws.repo
         self.ctx = ctx
         self.provider = provider or RulesPlanner()
-        self.repairer = RulesRepairer()
+        # A provider that can repair (an LLM) does; otherwise deterministic rules do.
+        self.repairer: Repairer = self.provider if isinstance(self.provider, Repairer) else RulesRepairer()
         self.reporter = reporter
         self.drafts_dir = drafts_dir
         self.max_attempts = max_attempts
