@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     org: str = "default"
     user: str = "local"
     workspace: str | None = None
+    cost_cap_rows: int = Field(
+        default=100_000_000, description="rows one ask may scan before it needs --approve-cost"
+    )
+    cost_budget_rows_per_hour: int = Field(
+        default=1_000_000_000, description="rows all asks of an org may scan in a rolling hour"
+    )
 
 
 def load_config(root: Path) -> WorkspaceConfig:

@@ -96,6 +96,12 @@ class ProductionChanged(UserError):
     """`commit` refuses: the production target changed since the sandbox run staged its data."""
 
 
+class QuotaExceeded(UserError):
+    """A cost cap or budget of ours stops the work; narrower scope helps, retrying does not."""
+
+    failure_class = FailureClass.QUOTA_EXCEEDED
+
+
 class QueryBlocked(UserError):
     """The SQL safety policy refused a query."""
 

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sqlglot import exp
+
 from . import connectors as _connectors  # noqa: F401 -- registers built-in connectors
 from . import engine as _engines  # noqa: F401 -- registers built-in engines
 from .config import CONFIG_FILE, STATE_DIR, Settings, WorkspaceConfig, load_config
@@ -20,13 +22,14 @@ from .engine.duckdb import run_readonly
 from .errors import NotFoundError, ProductionChanged, QueryBlocked, UserError, did_you_mean
 from .planner.catalog import build_context
 from .planner.providers import get_provider
-from .planner.service import AskOutcome, AskService
+from .planner.service import AskOutcome, AskService, CostPolicy
 from .runs.executor import Executor, RunOutcome, staged_from_json
 from .runs.explain import explain
-from .runs.plan import Compiler, ExecutionPlan
+from .runs.plan import CheckStage, Compiler, ExecutionPlan, ExtractStage, StageLoadStage
 from .runs.reporter import Reporter
 from .scaffold import create_workspace
 from .spec.loader import BoundPipeline, PipelineSource, load_file
+from .sql.parse import table
 from .sql.safety import DEFAULT_PREVIEW_LIMIT, UnsafeSql, vet_preview
 from .store import Repo, RunRecord, Store
 
@@ -108,12 +111,26 @@ class Workspace:
     def bind(self, ref: str, params: dict[str, Any] | None = None) -> BoundPipeline:
         return self.load(ref).bind(params)
 
-    def compile(self, bound: BoundPipeline) -> ExecutionPlan:
+    def compile(self, bound: BoundPipeline, *, estimate: bool = False) -> ExecutionPlan:
+        """The execution plan; with `estimate`, also the engine's estimate of the rows it will scan."""
         engine = get_engine(self.config.engine)
         scratch = engine.session(None)
         connections = self.connections()
         try:
-            return Compiler(bound, scratch, connections).compile()
+            plan = Compiler(bound, scratch, connections).compile()
+            if estimate:
+                inputs = {s.input for s in plan.stages if isinstance(s, StageLoadStage | CheckStage)}
+                explained = sum(
+                    scratch.estimate_rows(exp.select(exp.Star()).from_(table(i))) for i in sorted(inputs)
+                )
+                # DuckDB guesses CSV sizes low before reading them; the files themselves tell better.
+                files = sum(
+                    connections.files.estimate_rows(s.path)
+                    for s in plan.stages
+                    if isinstance(s, ExtractStage) and s.path
+                )
+                plan = dataclasses.replace(plan, estimated_rows=max(explained, files))
+            return plan
         finally:
             scratch.close()
             connections.close()
@@ -284,12 +301,23 @@ class Workspace:
         consent: Callable[[AskOutcome], bool],
         reporter: Reporter | None = None,
         provider: str | None = None,
+        approve_cost: bool = False,
     ) -> AskOutcome:
         """Draft a pipeline from a request, gate and rehearse it, repair up to 3 times, publish on consent."""
         with self._connections() as conns:
             ctx = build_context(conns, self.root)
+        cost = CostPolicy(
+            cap_rows=self.settings.cost_cap_rows,
+            budget_rows_per_hour=self.settings.cost_budget_rows_per_hour,
+            approved=approve_cost,
+        )
         service = AskService(
-            self, ctx, drafts_dir=self.state / "asks", provider=get_provider(provider), reporter=reporter
+            self,
+            ctx,
+            drafts_dir=self.state / "asks",
+            provider=get_provider(provider),
+            reporter=reporter,
+            cost=cost,
         )
         return service.ask(request, consent=consent)
 

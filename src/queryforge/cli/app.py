@@ -377,6 +377,9 @@ def ask(
     provider: Annotated[
         str | None, typer.Option(help="planner provider (default: QUERYFORGE_LLM or rules)")
     ] = None,
+    approve_cost: Annotated[
+        bool, typer.Option("--approve-cost", help="allow a pipeline estimated above the per-query cost cap")
+    ] = False,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -395,6 +398,7 @@ def ask(
         interactive = not as_json and render.err.is_terminal
         outcome = ws.ask(
             request,
+            approve_cost=approve_cost,
             consent=consent,
             provider=provider,
             reporter=render.LiveReporter() if interactive else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,19 @@ class DuckDBSession:
         cur = self._run("query", query.sql(dialect="duckdb"))
         names = [d[0] for d in cur.description or []]
         return names, cur.fetchall()
+
+    def estimate_rows(self, query: exp.Query) -> int:
+        rows = self._run("estimate", f"EXPLAIN (FORMAT json) {query.sql(dialect='duckdb')}").fetchall()
+        plan = json.loads(rows[0][1])
+
+        def scanned(node: dict[str, Any]) -> int:
+            children = node.get("children") or []
+            if not children:
+                value = str((node.get("extra_info") or {}).get("Estimated Cardinality", "0"))
+                return int(value) if value.isdigit() else 0
+            return sum(scanned(c) for c in children)
+
+        return sum(scanned(n) for n in plan)
 
     def exists(self, name: str) -> bool:
         row = self.con.execute(

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import yaml
 
 from ..connectors.base import TargetRef
-from ..errors import ChecksFailed, QueryForgeError, UserError
+from ..errors import ChecksFailed, QueryForgeError, QuotaExceeded, UserError
 from ..runs.executor import RunOutcome
 from ..runs.plan import ExecutionPlan
 from ..runs.reporter import Reporter
@@ -40,7 +41,7 @@ class Rehearsal(Protocol):
 
     repo: Repo
 
-    def compile(self, bound: BoundPipeline) -> ExecutionPlan: ...
+    def compile(self, bound: BoundPipeline, *, estimate: bool = False) -> ExecutionPlan: ...
 
     def run_source(
         self,
@@ -52,6 +53,13 @@ class Rehearsal(Protocol):
     ) -> RunOutcome: ...
 
     def commit(self, run_id: str | None = None, reporter: Reporter | None = None) -> RunOutcome: ...
+
+
+@dataclass(frozen=True)
+class CostPolicy:
+    cap_rows: int = 100_000_000
+    budget_rows_per_hour: int = 1_000_000_000
+    approved: bool = False
 
 
 @runtime_checkable
@@ -148,8 +156,10 @@ class AskService:
         provider: Provider | None = None,
         reporter: Reporter | None = None,
         max_attempts: int = MAX_ATTEMPTS,
+        cost: CostPolicy | None = None,
     ) -> None:
         self.ws = ws
+        self.cost = cost or CostPolicy()
         self.repo = ws.repo
         self.ctx = ctx
         self.provider = provider or RulesPlanner()
@@ -186,9 +196,40 @@ class AskService:
                 details={"step": sid, "sql": text[:2000]},
             )
 
+    def cost_gate(self, plan: ExecutionPlan) -> None:
+        """Per-query cap (needs explicit approval above it) and a rolling hourly budget per org."""
+        rows = plan.estimated_rows or 0
+        since = datetime.now(UTC) - timedelta(hours=1)
+        spent = sum(
+            int((e.get("details") or {}).get("rows", 0))
+            for e in self.repo.list_audit(limit=10_000, action="cost_gate")
+            if e["decision"] == "allow" and e["ts"] >= since
+        )
+        remaining = max(0, self.cost.budget_rows_per_hour - spent)
+        details = {"rows": rows, "cap": self.cost.cap_rows, "spent_last_hour": spent, "remaining": remaining}
+        if rows > remaining:
+            self.repo.audit(
+                action="cost_gate", decision="block", reason="over the hourly budget", details=details
+            )
+            raise QuotaExceeded(
+                f"This pipeline would scan about {rows:,} rows, more than the {remaining:,} rows left "
+                f"in this hour's budget ({self.cost.budget_rows_per_hour:,} rows per hour)",
+                hint="narrow the request (filter, fewer sources) or wait for the budget to refill",
+            )
+        if rows > self.cost.cap_rows and not self.cost.approved:
+            self.repo.audit(
+                action="cost_gate", decision="block", reason="over the per-query cap", details=details
+            )
+            raise QuotaExceeded(
+                f"This pipeline would scan about {rows:,} rows, "
+                f"over the per-query cap of {self.cost.cap_rows:,}",
+                hint="approve it explicitly with --approve-cost, or narrow the request",
+            )
+        self.repo.audit(action="cost_gate", decision="allow", reason="within cap and budget", details=details)
+
     def validation_gate(self, source: PipelineSource) -> None:
         try:
-            self.ws.compile(source.bind())
+            plan = self.ws.compile(source.bind(), estimate=True)
         except QueryForgeError as exc:
             self.repo.audit(
                 action="plan_validation",
@@ -203,6 +244,7 @@ class AskService:
             reason="tables, columns and types check out",
             details={"pipeline": source.name},
         )
+        self.cost_gate(plan)
 
     # ------------------------------------------------------------ the loop
     def ask(self, request: str, *, consent: Callable[[AskOutcome], bool]) -> AskOutcome:

@@ -50,6 +50,7 @@ class ExtractStage(Stage):
     columns: tuple[str, ...] | None = None
     materialize: bool = False
     fingerprint: str = ""
+    path: str | None = None  # the file pattern, for files
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class ExecutionPlan:
     preserve_order: bool = True
     step_hashes: dict[str, str] = field(default_factory=dict)
     locations: dict[str, str] = field(default_factory=dict)  # step id -> "file:line, step 'x'"
+    estimated_rows: int | None = None  # rows the engine expects to scan (ask's cost gate)
 
     def stages_of(self, cls: type[Stage]) -> list[Any]:
         return [s for s in self.stages if isinstance(s, cls)]
@@ -313,7 +315,11 @@ class Compiler:
             self.register(step.id, query)
             fingerprint = files.fingerprint_files(body.path)
             return ExtractStage(
-                step_id=step.id, query=query, materialize=step.materialize == "table", fingerprint=fingerprint
+                step_id=step.id,
+                query=query,
+                materialize=step.materialize == "table",
+                fingerprint=fingerprint,
+                path=body.path,
             )
         assert body.connection is not None
         connector = self.connections.sql(body.connection, where)
