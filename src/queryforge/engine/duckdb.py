@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
-from ..errors import InternalError, StepFailed, TransientError, suggest
+from ..errors import InternalError, PermissionDenied, StepFailed, TransientError, suggest
 from ..sql.parse import ident, table
 from .base import Engine, Schema
 
@@ -52,6 +52,12 @@ def classify(exc: duckdb.Error, name: str) -> Exception:
             near = suggest(missing.group(1), candidates)
             hint = f"did you mean '{near}'?" if near else f"columns are: {', '.join(candidates[:12])}"
         return StepFailed(f"Step '{name}' failed: {text}", hint=hint)
+    if isinstance(exc, duckdb.PermissionException):
+        return PermissionDenied(
+            f"Step '{name}' was refused: {text}",
+            hint="pipelines and queries may read files only inside the workspace and the folders their "
+            "extracts name",
+        )
     if isinstance(exc, duckdb.IOException) and "lock" in text.lower():
         return TransientError(f"Step '{name}' could not lock a DuckDB file: {text}")
     if isinstance(exc, duckdb.IOException | duckdb.HTTPException):
@@ -61,12 +67,30 @@ def classify(exc: duckdb.Error, name: str) -> Exception:
     return InternalError(f"Step '{name}' failed inside DuckDB: {text}")
 
 
+def fence(con: duckdb.DuckDBPyConnection, allowed_dirs: list[Path]) -> None:
+    """Limit a connection's file access to `allowed_dirs`, with no network, extensions or later changes."""
+    con.execute("SET allowed_directories = ?", [[str(d) for d in allowed_dirs]])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET lock_configuration = true")
+
+
 class DuckDBSession:
-    def __init__(self, path: str, *, preserve_order: bool, temp_dir: Path | None) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        preserve_order: bool,
+        temp_dir: Path | None,
+        allowed_dirs: list[Path] | None = None,
+    ) -> None:
         self.con = duckdb.connect(path)
         self.con.execute(f"SET preserve_insertion_order = {'true' if preserve_order else 'false'}")
         if temp_dir is not None:
             self.con.execute("SET temp_directory = ?", [str(temp_dir)])
+        if allowed_dirs is not None:
+            fence(self.con, [*allowed_dirs, *([temp_dir] if temp_dir else [])])
 
     def _run(self, name: str, sql: str) -> duckdb.DuckDBPyConnection:
         try:
@@ -152,10 +176,15 @@ class DuckDBEngine(Engine):
         self, work_dir: Path | None, *, preserve_order: bool = True, allowed_dirs: list[Path] | None = None
     ) -> DuckDBSession:
         if work_dir is None:
-            return DuckDBSession(":memory:", preserve_order=preserve_order, temp_dir=None)
+            return DuckDBSession(
+                ":memory:", preserve_order=preserve_order, temp_dir=None, allowed_dirs=allowed_dirs
+            )
         work_dir.mkdir(parents=True, exist_ok=True)
         return DuckDBSession(
-            str(work_dir / "work.duckdb"), preserve_order=preserve_order, temp_dir=work_dir / "tmp"
+            str(work_dir / "work.duckdb"),
+            preserve_order=preserve_order,
+            temp_dir=work_dir / "tmp",
+            allowed_dirs=allowed_dirs,
         )
 
 
@@ -174,11 +203,16 @@ def run_readonly(
         )
     con = duckdb.connect(str(database), read_only=True)
     try:
-        con.execute("SET allowed_directories = ?", [[str(d) for d in allowed_dirs]])
-        con.execute("SET enable_external_access = false")
-        con.execute("SET autoinstall_known_extensions = false")
-        con.execute("SET autoload_known_extensions = false")
-        con.execute("SET lock_configuration = true")
+        fence(con, allowed_dirs)
+        try:
+            kinds = {s.type for s in con.extract_statements(sql)}
+        except duckdb.Error as exc:
+            raise classify(exc, "query") from exc
+        if kinds != {duckdb.StatementType.SELECT}:
+            raise PermissionDenied(
+                "Only a single read-only SELECT may run here",
+                hint="COPY, ATTACH, SET and other statements are refused",
+            )
         try:
             cur = con.execute(sql)
         except duckdb.Error as exc:

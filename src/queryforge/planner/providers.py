@@ -7,9 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError, did_you_mean
+from .llm import LLM_PROVIDERS
 from .rules import RulesPlanner
 
-PROVIDERS: dict[str, Callable[[], Any]] = {"rules": RulesPlanner}
+PROVIDERS: dict[str, Callable[[], Any]] = {"rules": RulesPlanner, **LLM_PROVIDERS}
 
 
 def get_provider(name: str | None = None) -> Any:

@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import yaml
 
 from ..connectors.base import TargetRef
-from ..errors import ChecksFailed, QueryForgeError, QuotaExceeded, UserError
+from ..errors import ChecksFailed, PermissionDenied, QueryForgeError, QuotaExceeded, UserError
 from ..runs.executor import RunOutcome
 from ..runs.plan import ExecutionPlan
 from ..runs.reporter import Reporter
@@ -40,6 +40,7 @@ class Rehearsal(Protocol):
     """What the ask loop needs from the workspace (the Workspace facade provides it)."""
 
     repo: Repo
+    root: Path
 
     def compile(self, bound: BoundPipeline, *, estimate: bool = False) -> ExecutionPlan: ...
 
@@ -171,6 +172,33 @@ class AskService:
 
     # ------------------------------------------------------------ gates
     def safety_gate(self, pipeline: dict[str, Any]) -> None:
+        self.path_gate(pipeline)
+        self.sql_gate(pipeline)
+
+    def path_gate(self, pipeline: dict[str, Any]) -> None:
+        """A drafted pipeline may read and write files only inside the workspace."""
+        root = self.ws.root.resolve()
+        for step in pipeline.get("steps") or []:
+            for kind in ("extract", "load"):
+                body = step.get(kind) if isinstance(step, dict) else None
+                path = body.get("path") if isinstance(body, dict) else None
+                if not isinstance(path, str):
+                    continue
+                resolved = (root / path).resolve()
+                if not resolved.is_relative_to(root) or "://" in path:
+                    reason = f"path {path!r} is outside the workspace"
+                    self.repo.audit(
+                        action="path_policy",
+                        decision="block",
+                        reason=reason,
+                        details={"step": str(step.get("id")), "path": path[:500]},
+                    )
+                    raise PermissionDenied(
+                        f"Blocked: step '{step.get('id')}' names {reason}",
+                        hint="drafted pipelines read and write only inside the workspace",
+                    )
+
+    def sql_gate(self, pipeline: dict[str, Any]) -> None:
         step_ids = {str(s.get("id")).lower() for s in pipeline.get("steps") or [] if isinstance(s, dict)}
         for sid, kind, text in user_sql_of(pipeline):
             try:

@@ -32,7 +32,7 @@ from ..errors import (
     StepFailed,
     UserError,
 )
-from ..sql.parse import table
+from ..sql.parse import ident, table, table_references
 from ..store import Repo
 from .plan import CheckStage, ExecutionPlan, ExtractStage, PublishStage, Stage, StageLoadStage, TransformStage
 from .reporter import NullReporter, Reporter
@@ -96,7 +96,10 @@ class Executor:
             if not (mode == "sandbox" and isinstance(s, PublishStage))
         ]
         self.reporter.run_started(run_id, plan.pipeline, steps)
-        session = self.engine.session(self.runs_dir / run_id, preserve_order=plan.preserve_order)
+        session = self.engine.session(
+            self.runs_dir / run_id, preserve_order=plan.preserve_order, allowed_dirs=plan.allowed_dirs
+        )
+        self.inlined: dict[str, exp.Query] = {}
         try:
             for stage in plan.stages:
                 if isinstance(stage, StageLoadStage) and outcome.failed_checks:
@@ -239,8 +242,10 @@ class Executor:
                 continue
             try:
                 session.fetch(
-                    exp.select(exp.func("sum", exp.func("hash", exp.column("t")))).from_(
-                        exp.alias_(table(stage.step_id), "t", table=True)
+                    self._inline(
+                        exp.select(exp.func("sum", exp.func("hash", exp.column("t")))).from_(
+                            exp.alias_(table(stage.step_id), "t", table=True)
+                        )
                     )
                 )
             except QueryForgeError as exc:
@@ -265,12 +270,45 @@ class Executor:
     # ------------------------------------------------------------ stages
     Result = tuple[int | None, int | None, str | None]
 
+    def _inline(self, query: exp.Query) -> exp.Query:
+        """`query` with every step it reads that is only a definition (no table) prepended as a CTE.
+
+        Steps with one consumer are not materialized; inlining them into the query that consumes
+        them lets the engine plan the whole chain at once and bind each file once, instead of
+        re-binding a stack of views (DuckDB re-sniffs a CSV on every bind).
+        """
+        needed: set[str] = set()
+        frontier = set(table_references(query))
+        while frontier:
+            name = frontier.pop()
+            if name in self.inlined and name not in needed:
+                needed.add(name)
+                frontier |= set(table_references(self.inlined[name]))
+        if not needed:
+            return query
+        ctes = [
+            exp.CTE(this=self.inlined[s].copy(), alias=exp.TableAlias(this=ident(s)))
+            for s in self.inlined
+            if s in needed
+        ]
+        query = query.copy()
+        existing = query.args.get("with_")
+        query.set("with_", exp.With(expressions=ctes + (list(existing.expressions) if existing else [])))
+        return query
+
+    def _produce(
+        self, session: EngineSession, step_id: str, query: exp.Query, materialize: bool
+    ) -> int | None:
+        if not materialize:
+            self.inlined[step_id] = query
+            return None
+        return session.create(step_id, self._inline(query), table=True)
+
     def visit_extract(
         self, stage: ExtractStage, session: EngineSession, outcome: RunOutcome, plan: ExecutionPlan
     ) -> Result:
         if stage.query is not None:
-            rows = session.create(stage.step_id, stage.query, table=stage.materialize)
-            return None, rows, None
+            return None, self._produce(session, stage.step_id, stage.query, stage.materialize), None
         assert stage.connection is not None
         connector = self.connections.sql(stage.connection)
         reader = connector.read(table=stage.table, query=stage.sql, columns=list(stage.columns or []) or None)
@@ -280,8 +318,7 @@ class Executor:
     def visit_transform(
         self, stage: TransformStage, session: EngineSession, outcome: RunOutcome, plan: ExecutionPlan
     ) -> Result:
-        rows = session.create(stage.step_id, stage.query, table=stage.materialize)
-        return None, rows, None
+        return None, self._produce(session, stage.step_id, stage.query, stage.materialize), None
 
     def visit_check(
         self, stage: CheckStage, session: EngineSession, outcome: RunOutcome, plan: ExecutionPlan
@@ -297,10 +334,10 @@ class Executor:
                 violations = 0
             else:
                 counted = exp.select(exp.func("count", exp.Star())).from_(rule.violations.subquery("v"))
-                _, rows = session.fetch(counted)
+                _, rows = session.fetch(self._inline(counted))
                 violations = int(rows[0][0])
                 if violations:
-                    names, sample_rows = session.fetch(rule.violations.limit(SAMPLE_ROWS))
+                    names, sample_rows = session.fetch(self._inline(rule.violations.limit(SAMPLE_ROWS)))
                     samples = [dict(zip(names, r, strict=True)) for r in sample_rows]
             passed = violations == 0
             if not passed:
@@ -320,7 +357,9 @@ class Executor:
             )
         self.repo.add_check_results(outcome.run_id, results)
         outcome.checks.extend(results)
-        _, counted_rows = session.fetch(exp.select(exp.func("count", exp.Star())).from_(table(stage.input)))
+        _, counted_rows = session.fetch(
+            self._inline(exp.select(exp.func("count", exp.Star())).from_(table(stage.input)))
+        )
         detail = None
         if failed_error:
             detail = f"failed: {failed_error} of {len(stage.rules)} rules failed"
@@ -332,7 +371,7 @@ class Executor:
         self, stage: StageLoadStage, session: EngineSession, outcome: RunOutcome, plan: ExecutionPlan
     ) -> Result:
         connector = self.connections.get(stage.target.connection)
-        reader = session.read(exp.select(exp.Star()).from_(table(stage.input)))
+        reader = session.read(self._inline(exp.select(exp.Star()).from_(table(stage.input))))
         load = StagedLoad(
             step_id=stage.step_id,
             target=stage.target,

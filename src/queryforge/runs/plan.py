@@ -11,6 +11,7 @@ import functools
 import hashlib
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
 from typing import Any
 
 from sqlglot import exp
@@ -92,6 +93,7 @@ class ExecutionPlan:
     step_hashes: dict[str, str] = field(default_factory=dict)
     locations: dict[str, str] = field(default_factory=dict)  # step id -> "file:line, step 'x'"
     estimated_rows: int | None = None  # rows the engine expects to scan (ask's cost gate)
+    allowed_dirs: list[Path] = field(default_factory=list)  # the engine may read files only here
 
     def stages_of(self, cls: type[Stage]) -> list[Any]:
         return [s for s in self.stages if isinstance(s, cls)]
@@ -255,7 +257,20 @@ class Compiler:
             preserve_order=has_sort,
             step_hashes=dict(self.hashes),
             locations=dict(self.locations),
+            allowed_dirs=self.allowed_dirs(),
         )
+
+    def allowed_dirs(self) -> list[Path]:
+        """The workspace and the folders the pipeline's own extracts name: nothing else is readable."""
+        dirs = [self.connections.root.resolve()]
+        for step in self.pipeline.steps:
+            if isinstance(step, m.ExtractStep) and step.extract.path:
+                folder = self.connections.files.resolve_path(step.extract.path).parent
+                while any(ch in str(folder) for ch in "*?["):
+                    folder = folder.parent
+                if not any(folder.resolve().is_relative_to(d) for d in dirs):
+                    dirs.append(folder.resolve())
+        return dirs
 
     def step_hash(self, stage: Stage, deps: list[str]) -> str:
         """Identity of a step's output: its compiled form plus its inputs' identities."""
@@ -307,12 +322,14 @@ class Compiler:
             body = body.model_copy(update={"connection": database, "path": None})
         if body.path:
             files = self.connections.files
-            source = files.source(body.path, body.format, body.options, where)
             cols: list[exp.Expr] = (
                 [exp.column(ident(c)) for c in body.columns] if body.columns else [exp.Star()]
             )
-            query = exp.select(*cols).from_(source)
-            self.register(step.id, query)
+            pinned = files.source(body.path, body.format, body.options, where, pinned=True)
+            self.register(step.id, exp.select(*cols).from_(pinned))
+            query = exp.select(*[c.copy() for c in cols]).from_(
+                files.source(body.path, body.format, body.options, where)
+            )
             fingerprint = files.fingerprint_files(body.path)
             return ExtractStage(
                 step_id=step.id,

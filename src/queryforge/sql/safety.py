@@ -205,9 +205,14 @@ def vet_preview(
         query.args.get("group") is not None
         or any(isinstance(e.unalias(), exp.AggFunc) for e in query.expressions)
     )
-    if isinstance(query, exp.Select) and not aggregated and query.args.get("limit") is None:
+    if not aggregated and query.args.get("limit") is None:
+        capped = (
+            query.limit(limit)
+            if isinstance(query, exp.Select)
+            else exp.select(exp.Star()).from_(query.subquery("listing")).limit(limit)
+        )
         return Verdict(
-            sql=query.limit(limit).sql(DIALECT),
+            sql=capped.sql(DIALECT),
             decision="rewrite",
             reasons=[f"added LIMIT {limit} to an ad-hoc listing"],
         )
