@@ -297,9 +297,12 @@ class AskService:
             if failure is None:
                 self.repo.update_repair_log(log_id, run_id=attempt.run_id, repair_successful=True)
                 break
-            repaired = (
-                self.repairer.repair(pipeline, failure, self.ctx) if number < self.max_attempts else None
-            )
+            repaired = None
+            if number < self.max_attempts:
+                try:
+                    repaired = self.repairer.repair(pipeline, failure, self.ctx)
+                except QueryForgeError as exc:  # the repairer itself failed (an LLM down, garbage twice)
+                    outcome.notes.append(f"repair failed: {exc.message}")
             self.repo.update_repair_log(
                 log_id,
                 run_id=attempt.run_id,
