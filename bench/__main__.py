@@ -20,10 +20,10 @@ from typing import Any
 
 import duckdb
 
-from . import pipeline_10m, step_overhead
+from . import pipeline_10m, planner, step_overhead
 from .common import Outcome, fmt_load, load_average, log
 
-BENCHMARKS = ("pipeline_10m", "step_overhead")
+BENCHMARKS = ("pipeline_10m", "step_overhead", "planner")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         outcomes.append(pipeline_10m.run(args.rows, args.repeat, args.profile))
     if "step_overhead" in selected:
         outcomes.extend(step_overhead.run(args.steps, args.repeat, args.profile))
+    if "planner" in selected:
+        outcomes.extend(planner.run(1 if args.quick else args.repeat, args.profile))
     elapsed = time.perf_counter() - started
     load_after = load_average()
 

@@ -25,7 +25,7 @@ from .planner.providers import get_provider
 from .planner.service import AskOutcome, AskService, CostPolicy
 from .runs.executor import Executor, RunOutcome, staged_from_json
 from .runs.explain import explain
-from .runs.plan import CheckStage, Compiler, ExecutionPlan, ExtractStage, StageLoadStage
+from .runs.plan import CheckStage, Compiler, ExecutionPlan, ExtractStage, StageLoadStage, readable_dirs
 from .runs.reporter import Reporter
 from .scaffold import create_workspace
 from .spec.loader import BoundPipeline, PipelineSource, load_file
@@ -114,8 +114,8 @@ class Workspace:
     def compile(self, bound: BoundPipeline, *, estimate: bool = False) -> ExecutionPlan:
         """The execution plan; with `estimate`, also the engine's estimate of the rows it will scan."""
         engine = get_engine(self.config.engine)
-        scratch = engine.session(None)
         connections = self.connections()
+        scratch = engine.session(None, allowed_dirs=readable_dirs(bound.pipeline, connections))
         try:
             plan = Compiler(bound, scratch, connections).compile()
             if estimate:
@@ -298,7 +298,7 @@ class Workspace:
         self,
         request: str,
         *,
-        consent: Callable[[AskOutcome], bool],
+        consent: Callable[[AskOutcome], bool | None],
         reporter: Reporter | None = None,
         provider: str | None = None,
         approve_cost: bool = False,

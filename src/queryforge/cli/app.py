@@ -387,11 +387,11 @@ def ask(
     """Turn a plain-English request into a pipeline: draft, check, rehearse, repair, publish on your word."""
     with handled(as_json, debug), open_workspace(workspace) as ws:
 
-        def consent(outcome: AskOutcome) -> bool:
+        def consent(outcome: AskOutcome) -> bool | None:
             if commit_ or yes:
                 return True
             if as_json or not sys.stdin.isatty():
-                return False
+                return None  # nobody to ask: the run stays audited for a later queryforge commit
             show_ask(outcome)
             return typer.confirm("Publish?", default=False)
 

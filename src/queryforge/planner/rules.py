@@ -299,11 +299,15 @@ class _Drafting:
 
     def target_name(self) -> str | None:
         patterns = [
-            rf"\binto\s+(?:the\s+|a\s+|an\s+)?(?:new\s+)?(?:table\s+)?[`\"']?({IDENT})[`\"']?",
+            rf"\binto\s+(?:the\s+|a\s+|an\s+)?(?:new\s+)?(?:table\s+)?(?:called\s+|named\s+)?[`\"']?({IDENT})[`\"']?",
+            rf"\b(?:called|named)\s+[`\"']?({IDENT})",
+            rf"\bsave\s+(?:it|them|that|this|the result)?\s*(?:as|to|in|into)\s+(?:the\s+)?"
+            rf"(?:table\s+)?({IDENT})",
             rf"^(?:create|build|make)\s+(?:a\s+|the\s+)?(?:table\s+)?({IDENT})\b",
             rf"\b(?:append|add|insert|upsert|merge)\b.*?\bto\s+(?:the\s+)?(?:table\s+)?({IDENT})\b",
             rf"\bto\s+(?:the\s+)?({IDENT})\s+table\b",
             rf"\b(?:as|called|named)\s+(?:table\s+)?({IDENT})\s*$",
+            rf"\b(?:copy|move|write|load|put|keep|store|bring)\b.*\b(?:to|in)\s+(?:the\s+)?(?:table\s+)?({IDENT})\s*$",
         ]
         for pattern in patterns:
             m = re.search(pattern, self.text, re.I)
@@ -503,6 +507,10 @@ class _Drafting:
         for pattern, op in COMPARATORS:
             for m in re.finditer(rf"\b({IDENT}(?:\s{IDENT})?)\s+{pattern}\s+\$?({NUMBER})", clause, re.I):
                 c = cols.find(m.group(1), numeric=True) or self.last_numeric_word(m.group(1), cols)
+                said = m.group(1).split()[-1].lower()
+                if c is None or (c.lower().endswith("_id") and said != c.lower()):
+                    # "orders over 250": the entity word is not a key to compare; the money column is
+                    c = self.only_measure(cols) or c
                 if c:
                     out.append(f"{qident(c)} {op} {m.group(2)}")
         between = re.search(rf"\b({IDENT})\s+(?:is\s+)?between\s+({NUMBER})\s+and\s+({NUMBER})", clause, re.I)
@@ -538,9 +546,23 @@ class _Drafting:
                 cond = self.equals(c, values, cols, negated=bool(negate))
                 if cond not in out:
                     out.append(cond)
-        if not out:
-            out += self.domain_words(cols, negate=bool(negate))
+        # Bare category values ("shipped orders") add a condition on a column not yet constrained.
+        constrained = {
+            c.lower() for c in cols.names if any(re.search(rf"\b{re.escape(qident(c))}\b", o) for o in out)
+        }
+        out += [
+            d
+            for d in self.domain_words(cols, negate=bool(negate))
+            if d.split()[0].strip('"').lower() not in constrained
+        ]
         return list(dict.fromkeys(out))
+
+    def only_measure(self, cols: Columns) -> str | None:
+        """'orders over 250': the one numeric column that is not a key, if there is exactly one."""
+        measures = [
+            c for c in cols.names if cols.is_numeric(c) and not re.search(r"(_id|_key|id)$", c.lower())
+        ]
+        return measures[0] if len(measures) == 1 else None
 
     def last_numeric_word(self, phrase: str, cols: Columns) -> str | None:
         words = phrase.split()
@@ -712,11 +734,9 @@ class _Drafting:
             # "by total amount" ranks; it is not a dimension
             if words[0] in ("total", "sum", "amount", "average") or words[0] in AGG_WORDS:
                 continue
-            c = cols.find(phrase, numeric=False) or (
-                cols.find(words[-1], numeric=False) if len(words) > 1 else None
-            )
+            c = cols.find(phrase) or (cols.find(words[-1]) if len(words) > 1 else None)
             if c is None and len(words) > 1:
-                c = cols.find(words[0], numeric=False)
+                c = cols.find(words[0])
             if c and c not in dims and (not cols.is_numeric(c) or c.lower().endswith("_id")):
                 dims.append(c)
         return dims
@@ -725,7 +745,7 @@ class _Drafting:
         out: dict[str, str] = {}
         entity = singular(sources[0].stem) if sources else ""
         for m in re.finditer(
-            r"\b(?:count(?:s)?|number)\s+(?:of\s+)?(distinct\s+|unique\s+|different\s+)?"
+            r"\b(?:count(?:s)?|number|how many)\s+(?:of\s+)?(distinct\s+|unique\s+|different\s+)?"
             r"((?:[a-z_][\w]*)(?:\s+[a-z_][\w]*)?)",
             self.low,
         ):
@@ -771,6 +791,7 @@ class _Drafting:
         return cols.find(entity + "_id") or cols.find(entity)
 
     def top_n(self, current: str, cols: Columns, aggregated: bool) -> str:
+        self.low = re.sub(r"\bmost recent\b", "latest", self.low)
         m = re.search(
             r"\b(?:top|first|the)\s+(\d+)\s+(largest|biggest|highest|smallest|lowest|most|least|latest|"
             r"newest|oldest|earliest)?\s*([a-z_]+)?(?:\s+by\s+((?:[a-z_]+)(?:\s+[a-z_]+)?))?",

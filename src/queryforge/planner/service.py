@@ -143,7 +143,7 @@ def user_sql_of(pipeline: dict[str, Any]) -> list[tuple[str, str, str]]:
                 out += [(sid, "expression", str(t)) for t in texts if isinstance(t, str)]
         extract = step.get("extract")
         if isinstance(extract, dict) and isinstance(extract.get("query"), str):
-            out.append((sid, "query", extract["query"]))
+            out.append((sid, "extract_query", extract["query"]))
     return out
 
 
@@ -203,7 +203,10 @@ class AskService:
         for sid, kind, text in user_sql_of(pipeline):
             try:
                 if kind == "query":
-                    check_query(text, allowed_tables=step_ids if sid != "extract" else None)
+                    # A sql step reads only other steps; an extract query reads its connection's tables.
+                    check_query(text, allowed_tables=step_ids)
+                elif kind == "extract_query":
+                    check_query(text)
                 else:
                     check_expression(text)
             except UnsafeSql as exc:
@@ -275,7 +278,7 @@ class AskService:
         self.cost_gate(plan)
 
     # ------------------------------------------------------------ the loop
-    def ask(self, request: str, *, consent: Callable[[AskOutcome], bool]) -> AskOutcome:
+    def ask(self, request: str, *, consent: Callable[[AskOutcome], bool | None]) -> AskOutcome:
         outcome = AskOutcome(ask_id=self.repo.new_ask_id(), request=request)
         try:
             draft = self.provider.draft(request, self.ctx)
@@ -317,8 +320,9 @@ class AskService:
         else:
             return outcome
         outcome.error = None
-        if not consent(outcome):
-            outcome.status = "declined"
+        decision = consent(outcome)
+        if not decision:
+            outcome.status = "declined" if decision is False else "audited"
             return outcome
         assert outcome.run_id is not None
         published = self.ws.commit(outcome.run_id, reporter=self.reporter)

@@ -205,6 +205,19 @@ def topo_order(bound: BoundPipeline, deps: dict[str, list[str]]) -> list[str]:
     return result
 
 
+def readable_dirs(pipeline: m.Pipeline, connections: ConnectionSet) -> list[Path]:
+    """The workspace and the folders the pipeline's own extracts name: nothing else is readable."""
+    dirs = [connections.root.resolve()]
+    for step in pipeline.steps:
+        if isinstance(step, m.ExtractStep) and step.extract.path:
+            folder = connections.files.resolve_path(step.extract.path).parent
+            while any(ch in str(folder) for ch in "*?["):
+                folder = folder.parent
+            if not any(folder.resolve().is_relative_to(d) for d in dirs):
+                dirs.append(folder.resolve())
+    return dirs
+
+
 class Compiler:
     def __init__(self, bound: BoundPipeline, scratch: EngineSession, connections: ConnectionSet) -> None:
         self.bound = bound
@@ -261,16 +274,7 @@ class Compiler:
         )
 
     def allowed_dirs(self) -> list[Path]:
-        """The workspace and the folders the pipeline's own extracts name: nothing else is readable."""
-        dirs = [self.connections.root.resolve()]
-        for step in self.pipeline.steps:
-            if isinstance(step, m.ExtractStep) and step.extract.path:
-                folder = self.connections.files.resolve_path(step.extract.path).parent
-                while any(ch in str(folder) for ch in "*?["):
-                    folder = folder.parent
-                if not any(folder.resolve().is_relative_to(d) for d in dirs):
-                    dirs.append(folder.resolve())
-        return dirs
+        return readable_dirs(self.pipeline, self.connections)
 
     def step_hash(self, stage: Stage, deps: list[str]) -> str:
         """Identity of a step's output: its compiled form plus its inputs' identities."""

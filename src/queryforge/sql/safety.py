@@ -95,6 +95,7 @@ DANGEROUS_FUNCTIONS = {
     "pragma_version",
     "sqlite_version",
     "version",
+    "current_version",
     "pg_backend_pid",
     "txid_current",
     "system",
@@ -130,7 +131,7 @@ def _depth(node: exp.Expr) -> int:
     depth = 0
     parent = node.parent
     while parent is not None:
-        if isinstance(parent, exp.Subquery | exp.Exists) or (
+        if isinstance(parent, exp.Subquery | exp.Exists | exp.CTE) or (
             isinstance(parent, exp.Query) and isinstance(parent.parent, exp.In | exp.Any | exp.All)
         ):
             depth += 1
