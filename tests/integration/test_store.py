@@ -7,7 +7,7 @@ PostgreSQL fails these tests (it is never skipped): deselect them with `-m "not 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -25,37 +25,10 @@ from queryforge.errors import ConfigError
 from queryforge.store import RecordNotFound, Repo, RunRecord, StepRecord, Store
 from queryforge.store.repo import alembic_config
 from queryforge.store.tables import metadata
-from tests.services import postgres_database
 
 RUN_ID = re.compile(r"^r[0-9a-f]{12}[0-9a-f]{8}$")
 
 MakeRun = Callable[..., str]
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-    ]
-)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'meta' / 'queryforge.db'}"
-        return
-    with postgres_database() as url:
-        yield url
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    with Store(store_url) as migrated:
-        migrated.migrate()
-        yield migrated
-
-
-@pytest.fixture
-def repo(store: Store) -> Repo:
-    return store.repo("default", user="alice")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -22,36 +21,9 @@ from sqlalchemy import inspect, text
 
 from queryforge.store import RecordNotFound, Repo, Store
 from queryforge.store.repo import alembic_config, audit_hash
-from tests.services import postgres_database
 
 ASK_ID = re.compile(r"^a[0-9a-f]{12}[0-9a-f]{8}$")
 HASH = re.compile(r"^[0-9a-f]{64}$")
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-    ]
-)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'meta' / 'queryforge.db'}"
-        return
-    with postgres_database() as url:
-        yield url
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    with Store(store_url) as migrated:
-        migrated.migrate()
-        yield migrated
-
-
-@pytest.fixture
-def repo(store: Store) -> Repo:
-    return store.repo("default", user="alice")
 
 
 def make_run(repo: Repo, name: str = "asked") -> str:
