@@ -101,14 +101,11 @@ class DuckDBSession:
     def create(self, name: str, query: exp.Query, *, table: bool) -> int | None:
         target = exp.Table(this=ident(name))
         create = exp.Create(this=target, kind="TABLE" if table else "VIEW", replace=True, expression=query)
-        self._run(name, create.sql(dialect="duckdb"))
+        result = self._run(name, create.sql(dialect="duckdb")).fetchall()
         if not table:
             return None
-        # A freshly created table has no deletes, so DuckDB's estimate is its exact row count.
-        rows = self.con.execute(
-            "SELECT estimated_size FROM duckdb_tables() WHERE table_name = ? AND schema_name = 'main'", [name]
-        ).fetchall()
-        return int(rows[0][0]) if rows else 0
+        # DuckDB answers CREATE TABLE ... AS with the number of rows it wrote.
+        return int(result[0][0]) if result and result[0] else 0
 
     def create_from_arrow(self, name: str, data: pa.RecordBatchReader) -> int:
         self.con.register("_qf_arrow_in", data)

@@ -349,6 +349,7 @@ class Repo:
         self.org_id = org_id
         self.user = user
         self._postgres = engine.dialect.name == "postgresql"
+        self._known_runs: set[str] = set()  # runs already checked to be this org's; ownership never changes
 
     # -- transactions -----------------------------------------------------------------------------
 
@@ -364,9 +365,12 @@ class Repo:
             yield conn
 
     def _require_run(self, conn: Connection, run_id: str) -> None:
+        if run_id in self._known_runs:
+            return
         found = conn.scalar(select(t.runs.c.id).where(t.runs.c.id == run_id, t.runs.c.org_id == self.org_id))
         if found is None:
             raise self._run_not_found(run_id)
+        self._known_runs.add(run_id)
 
     def _run_not_found(self, run_id: str) -> RecordNotFound:
         return RecordNotFound(
