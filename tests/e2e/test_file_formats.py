@@ -73,3 +73,15 @@ steps:
     copy = pq.read_table(demo / "out" / "products_copy.parquet")
     assert copy.num_rows == pq.read_table(data / "products.parquet").num_rows
     assert copy.schema.names == pq.read_table(data / "products.parquet").schema.names
+
+
+def test_every_publish_is_written_to_the_audit_log(demo: Path) -> None:
+    with Workspace(demo) as ws:
+        sandbox = ws.run("customers_clean", sandbox=True)
+        assert ws.repo.list_audit(action="publish") == []
+        ws.commit(sandbox.run_id)
+        direct = ws.run("daily_sales")
+        entries = ws.repo.list_audit(action="publish")
+        assert {e["details"]["run_id"] for e in entries} == {sandbox.run_id, direct.run_id}
+        assert any("warehouse.customers" in e["reason"] for e in entries)
+        assert ws.repo.verify_audit_chain() is None

@@ -327,14 +327,7 @@ class AskService:
         assert outcome.run_id is not None
         published = self.ws.commit(outcome.run_id, reporter=self.reporter)
         outcome.published = published.published
-        outcome.status = published.status
-        for target in outcome.published:
-            self.repo.audit(
-                action="publish",
-                decision="info",
-                reason=f"published {target.connection}.{target.table} from ask {outcome.ask_id}",
-                details={"run_id": outcome.run_id},
-            )
+        outcome.status = published.status  # the executor audits every publish
         return outcome
 
     def rehearse(self, attempt: Attempt, outcome: AskOutcome) -> Failure | None:

@@ -416,6 +416,12 @@ class Executor:
         connector.publish(loads)
         for load in loads:
             self._snapshot(run_id, connector, load.target, "after")
+            self.repo.audit(
+                action="publish",
+                decision="info",
+                reason=f"published {connection}.{load.target.table} ({load.mode}, {load.rows} rows)",
+                details={"run_id": run_id, "step": load.step_id, "diff": load.diff},
+            )
 
     def _snapshot(self, run_id: str, connector: Any, target: TargetRef, phase: str) -> None:
         snap = connector.snapshot(target)
