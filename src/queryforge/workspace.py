@@ -15,7 +15,7 @@ from sqlglot import exp
 from . import connectors as _connectors  # noqa: F401 -- registers built-in connectors
 from . import engine as _engines  # noqa: F401 -- registers built-in engines
 from .config import CONFIG_FILE, STATE_DIR, Settings, WorkspaceConfig, load_config
-from .connectors.base import ConnectionConfig, StagedLoad
+from .connectors.base import ConnectionConfig
 from .connectors.registry import ConnectionSet
 from .engine.base import get_engine
 from .engine.duckdb import run_readonly
@@ -214,8 +214,7 @@ class Workspace:
         source = PipelineSource(
             raw=json.loads(version["spec_json"]), origin=version["source_path"] or run.pipeline_name
         )
-        discarded = self.executor(self.connections(), None)
-        discarded._discard(staged_from_json(run.staged))
+        self.executor(self.connections(), None).discard(staged_from_json(run.staged))
         self.repo.update_run(run.id, status="cancelled", staged=[], error_message="superseded by a re-run")
         return self.run_source(source, run.params, reporter=reporter)
 
@@ -270,9 +269,6 @@ class Workspace:
             "snapshots": self.repo.list_schema_snapshots(run.id),
             "staged": previews,
         }
-
-    def staged(self, run_id: str) -> list[StagedLoad]:
-        return staged_from_json(self.get_run(run_id).staged)
 
     @contextmanager
     def _connections(self) -> Iterator[ConnectionSet]:

@@ -146,21 +146,6 @@ class DuckDBSession:
 
         return sum(scanned(n) for n in plan)
 
-    def exists(self, name: str) -> bool:
-        row = self.con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND schema_name = 'main'"
-            " UNION ALL SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND NOT internal",
-            [name, name],
-        ).fetchall()
-        return any(r[0] for r in row)
-
-    def drop(self, name: str) -> None:
-        for kind in ("VIEW", "TABLE"):
-            try:
-                self.con.execute(f"DROP {kind} IF EXISTS {ident(name).sql('duckdb')}")
-            except duckdb.CatalogException:
-                continue
-
     def close(self) -> None:
         self.con.close()
 

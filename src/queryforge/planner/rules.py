@@ -695,7 +695,6 @@ class _Drafting:
             not dims and not re.search(r"\b(count|number of|how many|total|sum|average)\b", self.low)
         ):
             return current, False
-        group_cols = [d for d in dims if not d.startswith("__")]
         derived = {}
         group_by: list[str] = []
         for d in dims:
@@ -711,7 +710,6 @@ class _Drafting:
         if derived:
             current = self.add("bucketed", "derive", {"input": current, "columns": derived})
         body = {"input": current, "group_by": [*group_by], "measures": measures}
-        del group_cols
         return self.add("aggregated", "aggregate", body), True
 
     def dimensions(self, cols: Columns) -> list[str]:

@@ -160,7 +160,7 @@ class Executor:
                 "publishes in its own transaction"
             )
         outcome.staged = [s for s in outcome.staged if s.target not in outcome.published]
-        self._discard(outcome.staged)
+        self.discard(outcome.staged)
         self.repo.update_run(
             outcome.run_id,
             status="failed",
@@ -171,7 +171,7 @@ class Executor:
             result=self._result(outcome),
         )
 
-    def _discard(self, staged: list[StagedLoad]) -> None:
+    def discard(self, staged: list[StagedLoad]) -> None:
         by_connection: dict[str, list[StagedLoad]] = {}
         for load in staged:
             by_connection.setdefault(load.target.connection, []).append(load)

@@ -183,8 +183,9 @@ def dependencies(bound: BoundPipeline) -> dict[str, list[str]]:
 
 
 def topo_order(bound: BoundPipeline, deps: dict[str, list[str]]) -> list[str]:
+    sorter = TopologicalSorter(deps)
     try:
-        order = list(TopologicalSorter(deps).static_order())
+        sorter.prepare()
     except CycleError as exc:
         cycle = list(dict.fromkeys(exc.args[1]))
         raise SpecError(
@@ -194,14 +195,11 @@ def topo_order(bound: BoundPipeline, deps: dict[str, list[str]]) -> list[str]:
         ) from None
     position = {s.id: i for i, s in enumerate(bound.pipeline.steps)}
     # Stable: keep the author's order where the DAG allows it.
-    ts = TopologicalSorter(deps)
-    ts.prepare()
     result: list[str] = []
-    while ts.is_active():
-        ready = sorted(ts.get_ready(), key=position.__getitem__)
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=position.__getitem__)
         result.extend(ready)
-        ts.done(*ready)
-    assert set(result) == set(order)
+        sorter.done(*ready)
     return result
 
 
