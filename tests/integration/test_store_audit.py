@@ -48,7 +48,7 @@ def test_upgrade_from_0001_keeps_runs(store_url: str) -> None:
 
         store.migrate()
 
-        assert store.revision() == ScriptDirectory.from_config(alembic_config()).get_current_head() == "0002"
+        assert store.revision() == ScriptDirectory.from_config(alembic_config()).get_current_head() == "0003"
         repo = store.repo("default", user="bob")
         assert repo.get_run(run_id).pipeline_name == "asked"
         assert [s.step_id for s in repo.list_steps(run_id)] == ["orders"]
@@ -348,9 +348,9 @@ def test_ensure_schema_reaches_the_new_head(tmp_path: Path) -> None:
 
     with Store(f"sqlite:///{tmp_path / 'm.db'}") as store:
         store.ensure_schema()
-        assert store.revision() == HEAD_REVISION == "0002"
+        assert store.revision() == HEAD_REVISION == "0003"
         with store.engine.begin() as conn:
             command.downgrade(alembic_config(conn), "0001")
         assert store.revision() == "0001"
         store.ensure_schema()
-        assert store.revision() == "0002"
+        assert store.revision() == "0003"

@@ -23,17 +23,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import secrets
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, Row, Select, create_engine, event, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    Select,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, CursorResult, make_url
 from sqlalchemy.exc import IntegrityError
@@ -47,7 +61,7 @@ if TYPE_CHECKING:  # alembic is imported lazily: it costs ~0.2 s of every CLI st
 
 from queryforge.store import tables as t
 
-HEAD_REVISION = "0002"  # the newest migration; a test keeps it equal to alembic's head
+HEAD_REVISION = "0003"  # the newest migration; a test keeps it equal to alembic's head
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 MIN_PREFIX = 6
@@ -240,6 +254,83 @@ def audit_hash(
         }
     )
     return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
+
+
+def encode_watermark(value: Any) -> tuple[str, str]:
+    """`(value_type, text)`: how `Repo.set_watermark` stores a high-water mark.
+
+    - bool → `bool`: `true` or `false`
+    - int → `int`: its decimal digits, e.g. `-42`
+    - float → `float`: its `repr`, the shortest text that parses back exactly, e.g. `0.1`, `1e+100`
+    - Decimal → `decimal`: its `str`, which keeps the scale: `1.50`, `1E+3`, `-0.00`
+    - str → `string`: the string itself
+    - datetime.date → `date`: `2024-05-01`
+    - naive datetime → `timestamp`: `2024-05-01T12:00:00.000001` (always 6 fraction digits)
+    - aware datetime → `timestamptz`: `2024-05-01T12:00:00.000001+02:00` (its own UTC offset)
+
+    `decode_watermark` turns the pair back into an equal value of the same type (aware datetimes
+    come back with a fixed-offset `timezone` of the same UTC offset).
+
+    Raises:
+        TypeError: any other type (subclasses of the types above are stored as the base type).
+        ValueError: a NaN or infinite float or Decimal (meaningless as a mark), or a string
+            containing NUL (PostgreSQL text cannot hold it).
+    """
+    # A bool is an int and a datetime is a date: test the subclass first.
+    if isinstance(value, bool):
+        return "bool", "true" if value else "false"
+    if isinstance(value, int):
+        return "int", str(int(value))
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"watermark {value!r} is not a finite number")
+        return "float", repr(float(value))
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"watermark {value!r} is not a finite number")
+        return "decimal", str(value)
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"watermark {value[:80]!r} contains a NUL character")
+        return "string", str.__str__(value)
+    if isinstance(value, datetime):
+        kind = "timestamp" if value.utcoffset() is None else "timestamptz"
+        # `datetime.isoformat` itself: subclasses such as pandas.Timestamp format differently.
+        return kind, datetime.isoformat(value, timespec="microseconds")
+    if isinstance(value, date):
+        return "date", date.isoformat(value)
+    raise TypeError(
+        f"Unsupported watermark type {type(value).__name__}: expected int, float, Decimal, str, "
+        "date, datetime or bool"
+    )
+
+
+def decode_watermark(value_type: str, text: str) -> Any:
+    """The Python value of a stored `(value_type, text)` pair; see `encode_watermark`.
+
+    Raises:
+        ValueError: an unknown `value_type` (written by a newer release?) or text it cannot parse.
+    """
+    if value_type == "bool":
+        if text not in ("true", "false"):
+            raise ValueError(f"invalid bool watermark {text!r}")
+        return text == "true"
+    if value_type == "int":
+        return int(text)
+    if value_type == "float":
+        return float(text)
+    if value_type == "decimal":
+        return Decimal(text)
+    if value_type == "string":
+        return text
+    if value_type == "date":
+        return date.fromisoformat(text)
+    if value_type in ("timestamp", "timestamptz"):
+        parsed = datetime.fromisoformat(text)
+        if (parsed.utcoffset() is None) != (value_type == "timestamp"):
+            raise ValueError(f"invalid {value_type} watermark {text!r}")
+        return parsed
+    raise ValueError(f"Unknown watermark type '{value_type}': expected one of {', '.join(t.WATERMARK_TYPES)}")
 
 
 def _check_length(field: str, value: str | None, limit: int) -> None:
@@ -1072,6 +1163,104 @@ class Repo:
                     return int(row.seq)
                 expected_seq, prev_hash = expected_seq + 1, row.hash
         return None
+
+    # -- watermarks (high-water marks of incremental extracts) -----------------------------------
+
+    def get_watermark(self, pipeline: str, step_id: str) -> Any | None:
+        """The high-water mark of `pipeline`'s step `step_id`, or None if it has none yet.
+
+        Returns:
+            The value `set_watermark` stored, as its own type again: int, float, Decimal (with its
+            scale), str, date, datetime (naive, or aware with the stored UTC offset) or bool.
+
+        Raises:
+            ValueError: the stored row cannot be decoded (see `decode_watermark`).
+        """
+        w = t.watermarks
+        query = select(w.c.value_type, w.c.value).where(
+            w.c.org_id == self.org_id, w.c.pipeline == pipeline, w.c.step_id == step_id
+        )
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else decode_watermark(row.value_type, row.value)
+
+    def set_watermark(self, pipeline: str, step_id: str, value: Any, run_id: str | None = None) -> None:
+        """Store `value` as the high-water mark of `pipeline`'s step `step_id`, replacing any earlier one.
+
+        The caller decides when a mark advances (only when its run publishes); this method does not
+        compare with the previous value. `run_id` records the run that advanced it. See
+        `encode_watermark` for the supported types and how they are stored.
+
+        Raises:
+            TypeError: `value` is not an int, float, Decimal, str, date, datetime or bool.
+            ValueError: `value` is NaN, infinite or a string with NUL; `pipeline` or `step_id` is
+                longer than 255 characters.
+            RecordNotFound: `run_id` is not a run of this org.
+        """
+        value_type, text = encode_watermark(value)
+        _check_length("pipeline", pipeline, 255)
+        _check_length("step_id", step_id, 255)
+        w = t.watermarks
+        values = {"value_type": value_type, "value": text, "run_id": run_id, "updated_at": _now()}
+        statement = (
+            update(w)
+            .where(w.c.org_id == self.org_id, w.c.pipeline == pipeline, w.c.step_id == step_id)
+            .values(values)
+        )
+        for attempt in range(2):
+            try:
+                with self._write() as conn:
+                    if run_id is not None:
+                        self._require_run(conn, run_id)
+                    if conn.execute(statement).rowcount == 0:
+                        conn.execute(
+                            insert(w).values(org_id=self.org_id, pipeline=pipeline, step_id=step_id, **values)
+                        )
+                return
+            except IntegrityError:
+                # A concurrent writer inserted the same mark first (PostgreSQL): now the update hits it.
+                if attempt == 1:
+                    raise
+
+    def list_watermarks(self, pipeline: str | None = None) -> list[dict[str, Any]]:
+        """The org's high-water marks (only `pipeline`'s, if given), ordered by pipeline, step_id.
+
+        Returns:
+            Dicts with keys pipeline, step_id, value_type, value (decoded as by `get_watermark`),
+            run_id, updated_at.
+
+        Raises:
+            ValueError: a stored row cannot be decoded (see `decode_watermark`).
+        """
+        w = t.watermarks
+        query = select(w.c.pipeline, w.c.step_id, w.c.value_type, w.c.value, w.c.run_id, w.c.updated_at)
+        query = query.where(w.c.org_id == self.org_id)
+        if pipeline is not None:
+            query = query.where(w.c.pipeline == pipeline)
+        query = query.order_by(w.c.pipeline, w.c.step_id)
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        marks = []
+        for row in rows:
+            mark = dict(row._mapping)
+            mark["value"] = decode_watermark(row.value_type, row.value)
+            marks.append(mark)
+        return marks
+
+    def delete_watermark(self, pipeline: str, step_id: str | None = None) -> int:
+        """Forget the high-water mark of one step, or of every step of `pipeline` (`step_id` None).
+
+        The next incremental run of those steps reads everything again (a full refresh).
+
+        Returns:
+            The number of marks deleted (0 if there were none).
+        """
+        w = t.watermarks
+        statement = delete(w).where(w.c.org_id == self.org_id, w.c.pipeline == pipeline)
+        if step_id is not None:
+            statement = statement.where(w.c.step_id == step_id)
+        with self._write() as conn:
+            return int(conn.execute(statement).rowcount)
 
     def __repr__(self) -> str:
         return f"Repo(org_id={self.org_id!r}, user={self.user!r})"

@@ -45,6 +45,7 @@ metadata = MetaData(naming_convention=NAMING_CONVENTION)
 RUN_MODES = ("sandbox", "publish")
 SNAPSHOT_PHASES = ("before", "after")
 AUDIT_DECISIONS = ("allow", "rewrite", "block", "info")
+WATERMARK_TYPES = ("int", "float", "decimal", "string", "date", "timestamp", "timestamptz", "bool")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -242,10 +243,27 @@ audit_log = Table(
     CheckConstraint(_in("decision", AUDIT_DECISIONS), name="decision"),
 )
 
+# The high-water mark of one incremental extract step: the largest cursor value a published run read.
+# `value` is the canonical text of a `value_type` value (see `queryforge.store.repo.encode_watermark`).
+watermarks = Table(
+    "watermarks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _org_id(),
+    Column("pipeline", String(255), nullable=False),
+    Column("step_id", String(255), nullable=False),
+    Column("value_type", String(16), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("run_id", String(32), ForeignKey("runs.id"), nullable=True),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("org_id", "pipeline", "step_id"),
+)
+
 __all__ = [
     "AUDIT_DECISIONS",
     "RUN_MODES",
     "SNAPSHOT_PHASES",
+    "WATERMARK_TYPES",
     "UTCDateTime",
     "audit_log",
     "check_results",
@@ -257,4 +275,5 @@ __all__ = [
     "run_steps",
     "runs",
     "schema_snapshots",
+    "watermarks",
 ]
