@@ -46,3 +46,35 @@ def postgres_database() -> Iterator[str]:
                 [name],
             )
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+MYSQL_START = "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd"
+
+
+def mysql_admin() -> Any:
+    import pymysql
+
+    try:
+        return pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", autocommit=True)
+    except pymysql.err.OperationalError as exc:
+        problem = str(exc).strip()
+    pytest.fail(
+        f"MariaDB is unreachable at 127.0.0.1:3306 (root, empty password): {problem}\n"
+        f"Start it with: {MYSQL_START}",
+        pytrace=False,
+    )
+
+
+@contextmanager
+def mysql_database() -> Iterator[str]:
+    """A new empty MariaDB database; yields its URL (mysql://root@127.0.0.1:3306/NAME)."""
+    name = f"qf_test_{secrets.token_hex(6)}"
+    admin = mysql_admin()
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}`")
+        yield f"mysql://root@127.0.0.1:3306/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     cost_cap_rows: int = Field(
         default=100_000_000, description="rows one ask may scan before it needs --approve-cost"
     )
+    catalog_ttl_s: float = Field(
+        default=600.0, description="seconds a cached catalog listing is reused; --refresh skips the cache"
+    )
     cost_budget_rows_per_hour: int = Field(
         default=1_000_000_000, description="rows all asks of an org may scan in a rolling hour"
     )

@@ -52,6 +52,12 @@ class TransientError(QueryForgeError):
     exit_code = 3
 
 
+class QueryTimeout(TransientError):
+    """A statement or request ran past its time limit."""
+
+    failure_class = FailureClass.TIMEOUT
+
+
 class TerminalError(QueryForgeError):
     """Trying again cannot help."""
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +16,17 @@ from sqlglot import exp
 
 from . import connectors as _connectors  # noqa: F401 -- registers built-in connectors
 from . import engine as _engines  # noqa: F401 -- registers built-in engines
+from .catalog import CatalogCache, CatalogEntry
 from .config import CONFIG_FILE, STATE_DIR, Settings, WorkspaceConfig, load_config
-from .connectors.base import ConnectionConfig
-from .connectors.registry import ConnectionSet
+from .connectors.base import ConnectionConfig, ReadRequest
+from .connectors.files import FilesConnector
+from .connectors.mysql import MySQLConnector
+from .connectors.postgres import PostgresConnector
+from .connectors.registry import FILES, ConnectionSet
+from .connectors.sql import SqlConnector, transpile
 from .engine.base import get_engine
 from .engine.duckdb import run_readonly
-from .errors import NotFoundError, ProductionChanged, QueryBlocked, UserError, did_you_mean
+from .errors import NotFoundError, ProductionChanged, QueryBlocked, QueryForgeError, UserError, did_you_mean
 from .planner.catalog import build_context
 from .planner.providers import get_provider
 from .planner.service import AskOutcome, AskService, CostPolicy
@@ -28,9 +35,10 @@ from .runs.explain import explain
 from .runs.plan import CheckStage, Compiler, ExecutionPlan, ExtractStage, StageLoadStage, readable_dirs
 from .runs.reporter import Reporter
 from .scaffold import create_workspace
+from .secrets import scrub
 from .spec.loader import BoundPipeline, PipelineSource, load_file
-from .sql.parse import table
-from .sql.safety import DEFAULT_PREVIEW_LIMIT, UnsafeSql, vet_preview
+from .sql.parse import SqlProblem, parse_select, table, table_references
+from .sql.safety import DEFAULT_PREVIEW_LIMIT, UnsafeSql, Verdict, vet_preview
 from .store import Repo, RunRecord, Store
 
 
@@ -185,9 +193,17 @@ class Workspace:
             mode="sandbox" if sandbox else "publish",
             params=bound.params,
         )
-        return self.executor(self.connections(), reporter).execute(
+        outcome = self.executor(self.connections(), reporter).execute(
             plan, run_id, "sandbox" if sandbox else "publish"
         )
+        self._published(outcome)
+        return outcome
+
+    def _published(self, outcome: RunOutcome) -> RunOutcome:
+        """A publish changes what a connection holds: its cached catalog is stale from now on."""
+        for name in {t.connection for t in outcome.published}:
+            self.catalog_cache().invalidate(name)
+        return outcome
 
     def commit(
         self, run_id: str | None = None, reporter: Reporter | None = None, *, rerun: bool = False
@@ -206,7 +222,7 @@ class Workspace:
             run_id = audited[0].id
         run = self.get_run(run_id)
         try:
-            return self.executor(self.connections(), reporter).commit(run.id)
+            return self._published(self.executor(self.connections(), reporter).commit(run.id))
         except ProductionChanged:
             if not rerun:
                 raise
@@ -284,7 +300,7 @@ class Workspace:
         """All rows of a production table (tests and small previews; ad-hoc SQL comes with the planner)."""
         with self._connections() as conns:
             connector = conns.sql(connection or self.config.target)
-            data = connector.read(table=table).read_all()
+            data = connector.read(ReadRequest(table=table)).read_all()
         if data is None:
             raise UserError(f"Table '{table}' could not be read")
         return data.schema.names, [tuple(r.values()) for r in data.to_pylist()]
@@ -301,7 +317,7 @@ class Workspace:
     ) -> AskOutcome:
         """Draft a pipeline from a request, gate and rehearse it, repair up to 3 times, publish on consent."""
         with self._connections() as conns:
-            ctx = build_context(conns, self.root)
+            ctx = build_context(conns, self.root, catalog=self.catalog_cache())
         cost = CostPolicy(
             cap_rows=self.settings.cost_cap_rows,
             budget_rows_per_hour=self.settings.cost_budget_rows_per_hour,
@@ -318,14 +334,26 @@ class Workspace:
         return service.ask(request, consent=consent)
 
     def query(
-        self, sql: str, *, limit: int = DEFAULT_PREVIEW_LIMIT
+        self, sql: str, *, limit: int = DEFAULT_PREVIEW_LIMIT, connection: str | None = None
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """A read-only, policy-checked query over the target warehouse (sandboxed DuckDB underneath)."""
+        """A read-only, policy-checked query over the warehouse or a database connection.
+
+        Two walls: the AST policy first, then the engine: the warehouse runs in a sandboxed DuckDB,
+        PostgreSQL and MySQL run the query as one prepared statement in a READ ONLY transaction with
+        a time limit (and the database role's privileges are the wall that really holds).
+        """
+        if connection is not None and connection != self.config.target:
+            return self._query_connection(sql, limit, connection)
         tables: set[str] = set()
         if (self.root / self._warehouse_path()).exists():
             with self._connections() as conns:
                 for t in conns.sql(self.config.target).introspect():
                     tables |= {t.name.lower(), t.qualified.lower()}
+        verdict = self._vet(sql, tables, limit)
+        return run_readonly(self.root / self._warehouse_path(), verdict.sql, allowed_dirs=[self.root])
+
+    def _vet(self, sql: str, tables: set[str], limit: int) -> Verdict:
+        """The SQL policy's verdict on an ad-hoc query, audited either way."""
         try:
             verdict = vet_preview(sql, allowed_tables=tables, limit=limit)
         except UnsafeSql as exc:
@@ -335,7 +363,7 @@ class Workspace:
             hint = (
                 "load the table first, or check its name"
                 if "unknown table" in str(exc)
-                else "QueryForge runs only single read-only SELECT queries over warehouse tables"
+                else "QueryForge runs only single read-only SELECT queries over known tables"
             )
             raise QueryBlocked(f"Query blocked: {exc}", hint=hint) from None
         self.repo.audit(
@@ -344,7 +372,35 @@ class Workspace:
             reason="; ".join(verdict.reasons) or "read-only query",
             details={"sql": sql[:2000]},
         )
-        return run_readonly(self.root / self._warehouse_path(), verdict.sql, allowed_dirs=[self.root])
+        return verdict
+
+    @staticmethod
+    def _names_known(sql: str, entry: CatalogEntry) -> bool:
+        try:
+            wanted = {name.lower() for name in table_references(parse_select(sql))}
+        except SqlProblem:
+            return True  # the policy will say what is wrong with it
+        known = {n.lower() for t in entry.tables for n in (t.name, t.qualified)}
+        return wanted <= known
+
+    def _query_connection(
+        self, sql: str, limit: int, connection: str
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        with self._connections() as conns:
+            connector = conns.sql(connection)
+            if not isinstance(connector, PostgresConnector | MySQLConnector):
+                raise UserError(
+                    f"Ad-hoc queries run on the warehouse, PostgreSQL and MySQL connections; "
+                    f"'{connection}' is {connector.scheme}",
+                    hint="load the table into the warehouse first",
+                )
+            entry = self.catalog(connection)[0]
+            if entry.cache_hit and not self._names_known(sql, entry):
+                entry = self.catalog(connection, refresh=True)[0]  # a table may be newer than the cache
+            tables = {n.lower() for t in entry.tables for n in (t.name, t.qualified)}
+            verdict = self._vet(sql, tables, limit)
+            data = connector.fetch_arrow(transpile(verdict.sql, connector.dialect))
+        return data.schema.names, [tuple(r.values()) for r in data.to_pylist()]
 
     def _warehouse_path(self) -> str:
         spec = self.config.connections[self.config.target]
@@ -357,3 +413,94 @@ class Workspace:
     def repairs(self, run_id: str) -> list[dict[str, Any]]:
         """The repair log of the ask a run belongs to: every attempt, its error and the fix tried."""
         return self.repo.list_repair_logs(run_id=self.get_run(run_id).id)
+
+    # ------------------------------------------------------------ connections and catalog
+    def connection_list(self) -> list[dict[str, Any]]:
+        """Each configured connection: name, kind, url (passwords masked), writable."""
+        conns = self.connections()
+        return [
+            {
+                "name": c.name,
+                "scheme": c.url.split(":", 1)[0] if ":" in c.url else "file",
+                "url": scrub(c.url),
+                "writable": c.writable,
+                "default_target": c.name == self.config.target,
+            }
+            for c in conns.configs.values()
+            if c.name != FILES
+        ]
+
+    def connection_test(self, name: str) -> dict[str, Any]:
+        """Connect to one connection and say what answered; raises the mapped error if nothing did."""
+        started = time.perf_counter()
+        with self._connections() as conns:
+            detail = conns.get(name).test()
+        return {
+            "connection": name,
+            "ok": True,
+            "detail": scrub(detail),
+            "seconds": time.perf_counter() - started,
+        }
+
+    def catalog_cache(self) -> CatalogCache:
+        return CatalogCache(self.state / "catalog", ttl_s=self.settings.catalog_ttl_s)
+
+    def catalog(self, connection: str | None = None, *, refresh: bool = False) -> list[CatalogEntry]:
+        """Tables, columns, types, keys and row estimates of one connection (or all), cached with a TTL.
+
+        `files` lists the data folder's files with their inferred schemas.
+        """
+        cache = self.catalog_cache()
+        with self._connections() as conns:
+            names = [connection] if connection else [n for n in conns.configs if n != FILES] + [FILES]
+            entries = []
+            for name in names:
+                try:
+                    if name == FILES:
+                        files = FilesConnector(ConnectionConfig(name=FILES, url="file:data"), self.root)
+                        entries.append(cache.get(FILES, files.introspect, refresh=refresh))
+                    else:
+                        entries.append(cache.get(name, conns.get(name).introspect, refresh=refresh))
+                except QueryForgeError as exc:
+                    if connection is not None:
+                        raise
+                    entries.append(CatalogEntry(name, (), time.time(), False, error=scrub(exc.render())))
+        return entries
+
+    def gc(self, *, dry_run: bool = False, stale_after_s: float = 6 * 3600) -> list[dict[str, Any]]:
+        """Drop staging tables no run needs: those of this workspace's runs that ended.
+
+        An audited run keeps its staging (it waits for `commit`). A run still marked running that
+        started more than `stale_after_s` ago is taken for dead (its process was killed) and loses
+        its staging too. Staging tables of runs this workspace does not know are never touched: the
+        staging schema may be shared with other workspaces.
+        """
+        keep = {"audited", "running", "queued"}
+        cutoff = datetime.now(UTC) - timedelta(seconds=stale_after_s)
+        removed: list[dict[str, Any]] = []
+        with self._connections() as conns:
+            for name in list(conns.configs):
+                try:
+                    connector = conns.get(name)
+                    if not isinstance(connector, SqlConnector) or not connector.config.writable:
+                        continue
+                    staging = connector.staging_tables()
+                except QueryForgeError as exc:
+                    removed.append({"connection": name, "error": scrub(exc.render())})
+                    continue
+                for staged in staging:
+                    run_id = staged.split("__", 1)[0]
+                    try:
+                        run = self.repo.get_run(run_id)
+                        status = run.status
+                        started = run.started_at or run.created_at
+                    except QueryForgeError:
+                        continue  # another workspace's run
+                    if status in keep and not (status == "running" and started and started <= cutoff):
+                        continue
+                    if not dry_run:
+                        connector.drop_staging(staged)
+                    removed.append(
+                        {"connection": name, "table": staged, "run_id": run_id, "run_status": status}
+                    )
+        return removed

@@ -15,6 +15,7 @@ import typer
 from ..errors import ChecksFailed, InternalError, QueryForgeError, UserError
 from ..planner.service import AskOutcome
 from ..runs.executor import RunOutcome
+from ..secrets import scrub
 from ..spec.models import json_schema
 from ..sql.safety import DEFAULT_PREVIEW_LIMIT
 from ..workspace import Workspace
@@ -30,6 +31,8 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(help="Inspect runs.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
+connections_app = typer.Typer(help="List and test the connections of queryforge.yaml.", no_args_is_help=True)
+app.add_typer(connections_app, name="connections")
 
 WorkspaceOpt = Annotated[
     Path | None,
@@ -57,10 +60,21 @@ def parse_params(items: list[str] | None) -> dict[str, str]:
     return params
 
 
+class ScrubSecrets(logging.Filter):
+    """Log records leave the process with remembered secrets masked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = scrub(record.getMessage())
+        record.args = None
+        return True
+
+
 @contextmanager
 def handled(as_json: bool, debug: bool) -> Iterator[None]:
     """The one error boundary: user errors exit 2, failed checks 1, our bugs 3."""
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ScrubSecrets())
     try:
         yield
     except QueryForgeError as exc:
@@ -434,13 +448,18 @@ def query(
             f"{JSON_LIMIT:,} with --json)"
         ),
     ] = None,
+    connection: Annotated[
+        str | None,
+        typer.Option("--connection", "-c", help="a PostgreSQL or MySQL connection (default: the warehouse)"),
+    ] = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Run a read-only, safety-checked query on the warehouse and print the rows."""
+    """Run a read-only, safety-checked query on the warehouse (or a database) and print the rows."""
     with handled(as_json, debug), open_workspace(workspace) as ws:
-        names, rows = ws.query(sql, limit=limit or (JSON_LIMIT if as_json else DEFAULT_PREVIEW_LIMIT))
+        cap = limit or (JSON_LIMIT if as_json else DEFAULT_PREVIEW_LIMIT)
+        names, rows = ws.query(sql, limit=cap, connection=connection)
         if as_json:
             render.print_json([dict(zip(names, r, strict=True)) for r in rows])
             return
@@ -478,6 +497,87 @@ def repairs(
                 str(log.get("repair_successful")),
             )
         render.out.print(table)
+
+
+@connections_app.command("list")
+def connections_list(
+    workspace: WorkspaceOpt = None, as_json: JsonOpt = False, debug: DebugOpt = False
+) -> None:
+    """List the connections: name, kind, url (passwords masked), writable."""
+    with handled(as_json, debug), open_workspace(workspace) as ws:
+        items = ws.connection_list()
+        if as_json:
+            render.print_json(items)
+            return
+        table = render.Table(header_style="bold")
+        for name in ("name", "kind", "url", "writable"):
+            table.add_column(name)
+        for c in items:
+            mark = " (default target)" if c["default_target"] else ""
+            table.add_row(c["name"] + mark, c["scheme"], c["url"], "yes" if c["writable"] else "no")
+        render.out.print(table)
+
+
+@connections_app.command("test")
+def connections_test(
+    name: Annotated[str, typer.Argument(help="connection name from queryforge.yaml")],
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Connect once and report what answered (exit 0), or the failure and its class (exit 2 or 3)."""
+    with handled(as_json, debug), open_workspace(workspace) as ws:
+        result = ws.connection_test(name)
+        if as_json:
+            render.print_json(result)
+            return
+        render.out.print(f"{name}: ok, {result['detail']} ({result['seconds'] * 1000:.0f} ms)")
+
+
+@app.command()
+def catalog(
+    connection: Annotated[
+        str | None, typer.Argument(help="one connection (default: all; 'files' is the data folder)")
+    ] = None,
+    refresh: Annotated[bool, typer.Option("--refresh", help="ignore the cache and introspect again")] = False,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Schemas, tables, columns, types, keys and row estimates of the connections (cached; see --refresh)."""
+    with handled(as_json, debug), open_workspace(workspace) as ws:
+        entries = ws.catalog(connection, refresh=refresh)
+        if as_json:
+            render.print_json([e.to_json() for e in entries] if connection is None else entries[0].to_json())
+            return
+        for entry in entries:
+            render.show_catalog(entry)
+
+
+@app.command()
+def gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be dropped")] = False,
+    stale_after: Annotated[
+        float, typer.Option(help="seconds after which a run still marked running is taken for dead")
+    ] = 6 * 3600,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Drop staging tables left by runs that ended (a crash, a kill); audited runs keep theirs."""
+    with handled(as_json, debug), open_workspace(workspace) as ws:
+        removed = ws.gc(dry_run=dry_run, stale_after_s=stale_after)
+        if as_json:
+            render.print_json({"dry_run": dry_run, "removed": removed})
+            return
+        verb = "would be dropped" if dry_run else "dropped"
+        tables = [r for r in removed if "error" not in r]
+        for r in removed:
+            if "error" in r:
+                render.err.print(f"{r['connection']}: skipped, {r['error']}", soft_wrap=True)
+            else:
+                render.out.print(f"{r['connection']}: {r['table']} (run {r['run_id']}, {r['run_status']})")
+        render.out.print(f"{len(tables)} staging table{'s' if len(tables) != 1 else ''} {verb}.")
 
 
 @app.command()

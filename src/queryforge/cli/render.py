@@ -14,7 +14,9 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from ..catalog import CatalogEntry
 from ..errors import QueryForgeError
+from ..secrets import scrub, scrub_data
 
 out = Console()
 err = Console(stderr=True)
@@ -48,7 +50,8 @@ def to_jsonable(value: Any) -> Any:
 
 
 def print_json(value: Any) -> None:
-    print(json.dumps(to_jsonable(value), indent=2, default=str))
+    """JSON on stdout, with every remembered secret masked."""
+    print(json.dumps(scrub_data(to_jsonable(value)), indent=2, default=str))
 
 
 def render_error(exc: QueryForgeError, *, as_json: bool) -> None:
@@ -69,14 +72,14 @@ def render_error(exc: QueryForgeError, *, as_json: bool) -> None:
         )
         return
     text = Text("Error: ", style="bold red")
-    text.append(exc.message)
+    text.append(scrub(exc.message))
     if exc.where:
         text.append(f" ({exc.where})", style="dim")
     if not exc.message.endswith("."):
         text.append(".")
     if exc.hint:
         text.append(" Hint: ", style="bold")
-        text.append(exc.hint)
+        text.append(scrub(exc.hint))
     err.print(text, soft_wrap=True)
 
 
@@ -227,3 +230,26 @@ def run_detail(detail: dict[str, Any]) -> None:
             f"snapshot {snap['phase']:6} {snap['connection']}.{snap['table']}: "
             f"{snap['rows']:,} rows, {len(snap['columns'])} columns"
         )
+
+
+def show_catalog(entry: CatalogEntry) -> None:
+    """One connection's tables: a line per table, then its columns with type, nullability and keys."""
+    if entry.error:
+        err.print(f"[bold]{entry.connection}[/bold]: [red]{entry.error}[/red]", soft_wrap=True)
+        return
+    age = time.time() - entry.fetched_at
+    source = f"cached {age:.0f} s ago" if entry.cache_hit else "introspected now"
+    out.print(f"[bold]{entry.connection}[/bold] [dim]({len(entry.tables)} tables, {source})[/dim]")
+    for t in entry.tables:
+        rows = f"~{t.row_estimate:,} rows" if t.row_estimate is not None else "rows unknown"
+        out.print(f"  [bold]{t.qualified}[/bold] [dim]{rows}[/dim]")
+        fks = dict(t.foreign_keys)
+        for c in t.columns:
+            notes = []
+            if c.name in t.primary_key:
+                notes.append("PK")
+            if c.name in fks:
+                notes.append(f"-> {fks[c.name]}")
+            if not c.nullable:
+                notes.append("NOT NULL")
+            out.print(f"    {c.name:<28} {c.type:<24} [dim]{' '.join(notes)}[/dim]")

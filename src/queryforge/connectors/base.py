@@ -7,7 +7,7 @@ dialect and transpiled, so a new database mostly declares its dialect and how to
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,7 @@ class TableInfo:
     columns: tuple[ColumnInfo, ...] = ()
     row_estimate: int | None = None
     primary_key: tuple[str, ...] = ()
+    foreign_keys: tuple[tuple[str, str], ...] = ()  # (column, "table.column" it references)
 
     @property
     def qualified(self) -> str:
@@ -66,6 +67,7 @@ class StagedLoad:
     columns: list[tuple[str, str]]
     fingerprint_before: str | None = None
     diff: dict[str, int] = field(default_factory=dict)
+    on_schema_change: str = "fail"  # or "add_columns": new columns of the data are added to the table
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,33 @@ class Snapshot:
     exists: bool
     columns: tuple[tuple[str, str], ...] = ()
     rows: int = 0
+
+
+@dataclass(frozen=True)
+class ReadRequest:
+    """What an extract step asks of a connection: a table, a query, or an API endpoint.
+
+    `cursor`/`since` make it incremental: only rows whose cursor column is greater than `since`
+    are wanted (connectors push this down where they can; the executor filters again).
+    """
+
+    table: str | None = None
+    query: str | None = None
+    columns: tuple[str, ...] | None = None
+    endpoint: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    cursor: str | None = None
+    since: Any = None
+    batch_rows: int = 100_000
+
+
+def duckdb_columns(schema: pa.Schema) -> list[tuple[str, str]]:
+    """Column names and DuckDB type names of an Arrow schema (how the engine will see the data)."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        con.register("sample", schema.empty_table())
+        return [(r[0], r[1]) for r in con.execute("DESCRIBE sample").fetchall()]
 
 
 @dataclass(frozen=True)
@@ -118,9 +147,16 @@ class Connector:
     def introspect(self) -> list[TableInfo]:
         raise NotImplementedError
 
-    def read(
-        self, table: str | None = None, query: str | None = None, columns: list[str] | None = None
-    ) -> pa.RecordBatchReader:
+    def read(self, request: ReadRequest) -> pa.RecordBatchReader:
+        """Stream what `request` names as Arrow batches (never the whole source in memory at once)."""
+        raise NotImplementedError
+
+    def describe(self, request: ReadRequest, where: str) -> list[tuple[str, str]]:
+        """Column names and DuckDB types of what `read(request)` would return, for static validation."""
+        raise NotImplementedError
+
+    def test(self) -> str:
+        """Connect and say what answered (e.g. the server version); raise a QueryForgeError if nothing did."""
         raise NotImplementedError
 
     # --------------------------------------------------------- writing (write-audit-publish)

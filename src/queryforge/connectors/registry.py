@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError, UserError, did_you_mean
+from ..secrets import remember
 from ..spec.params import substitute
 from .base import ConnectionConfig, Connector, connector_for
 from .files import FilesConnector
@@ -13,6 +16,18 @@ from .sql import SqlConnector
 
 DATABASE_FILES = (".sqlite", ".sqlite3", ".db", ".duckdb")
 FILES = "files"  # the implicit connection for `path:` extracts and loads: the workspace folder
+
+
+def _pairs(raw: Any, resolved: Any) -> Iterator[tuple[Any, Any]]:
+    """(raw, resolved) for every string leaf of two parallel nested structures."""
+    if isinstance(raw, dict) and isinstance(resolved, dict):
+        for key, value in raw.items():
+            yield from _pairs(value, resolved.get(key))
+    elif isinstance(raw, list) and isinstance(resolved, list):
+        for a, b in zip(raw, resolved, strict=False):
+            yield from _pairs(a, b)
+    else:
+        yield raw, resolved
 
 
 class ConnectionSet:
@@ -36,8 +51,15 @@ class ConnectionSet:
                     or "define it under 'connections:' in queryforge.yaml",
                 )
             # Secrets (${env:...}) are resolved only for a connection that is used.
-            options = substitute(config.options, {}, where=f"queryforge.yaml: connections.{name}")
-            self._open[name] = connector_for(replace(config, options=options), self.root)
+            where_ = f"queryforge.yaml: connections.{name}"
+            options = substitute(config.options, {}, where=where_)
+            url = substitute(config.url, {}, where=where_)
+            for raw, value in [(config.url, url), *_pairs(config.options, options)]:
+                if raw != value:
+                    remember(value)
+            if "password" in options:
+                remember(options["password"])
+            self._open[name] = connector_for(replace(config, url=url, options=options), self.root)
         return self._open[name]
 
     @staticmethod

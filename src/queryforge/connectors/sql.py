@@ -7,6 +7,10 @@ as sqlglot expressions transpiled to the connector's dialect.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import decimal
+import hashlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,14 +18,20 @@ from typing import Any, ClassVar
 
 import duckdb
 import pyarrow as pa
+import sqlglot
 from sqlglot import exp
 
 from .. import faults
-from ..errors import SpecError, StepFailed, UserError, did_you_mean
+from ..errors import QueryForgeError, SpecError, StepFailed, UserError, did_you_mean
 from ..sql.parse import DIALECT, SqlProblem, ident, parse_select
-from .base import Connector, Snapshot, StagedLoad, TargetRef
+from .base import Connector, ReadRequest, Snapshot, StagedLoad, TargetRef, duckdb_columns
 
 STAGING_SCHEMA = "_qf_staging"
+
+
+def transpile(sql: str, dialect: str) -> str:
+    """Internal SQL written in DuckDB's dialect, in `dialect`."""
+    return sql if dialect == DIALECT else sqlglot.transpile(sql, read=DIALECT, write=dialect)[0]
 
 
 def _safe(text: str) -> str:
@@ -75,10 +85,17 @@ class SqlConnector(Connector):
             )
         return self.table_expr(schema, name)
 
+    @property
+    def staging_schema(self) -> str:
+        """Where runs stage their loads (connection option `staging_schema`)."""
+        return str(self.config.options.get("staging_schema", STAGING_SCHEMA))
+
     def staging_location(self, run_id: str, step_id: str) -> tuple[str | None, str]:
         name = f"{_safe(run_id)}__{_safe(step_id)}"
+        if len(name) > 60:  # identifiers are short (63 in PostgreSQL): cut, but keep loads apart
+            name = f"{name[:51]}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
         if self.supports_schemas:
-            return STAGING_SCHEMA, name
+            return self.staging_schema, name
         return None, f"{STAGING_SCHEMA}__{name}"
 
     def staging_expr(self, load: StagedLoad) -> exp.Table:
@@ -90,65 +107,71 @@ class SqlConnector(Connector):
         return table.column(0)[0].as_py() if table.num_rows else None
 
     # ------------------------------------------------------------ reading
-    def read(
-        self, table: str | None = None, query: str | None = None, columns: list[str] | None = None
-    ) -> pa.RecordBatchReader:
-        if query is not None:
-            return self.fetch_arrow(query).to_reader()
-        assert table is not None
-        target = self.target_expr(TargetRef(self.name, table))
-        schema, name = TargetRef(self.name, table).schema_and_name
-        if self.table_columns(schema, name) is None:
-            raise UserError(
-                f"Table '{table}' does not exist in connection '{self.name}'",
-                hint=f"run 'queryforge catalog {self.name}' to list its tables",
-            )
-        cols: list[exp.Expr] = [exp.column(ident(c)) for c in columns] if columns else [exp.Star()]
-        return self.fetch_arrow(self.sql(exp.select(*cols).from_(target))).to_reader()
+    def stream_arrow(self, sql: str, batch_rows: int) -> pa.RecordBatchReader:
+        """Run a query and stream its result; backends that can stream override this."""
+        return self.fetch_arrow(sql).to_reader(max_chunksize=batch_rows)
 
-    def describe(
-        self, *, table: str | None, query: str | None, columns: list[str] | None, where: str
-    ) -> list[tuple[str, str]]:
-        """Column names and DuckDB types of what an extract would read, without reading the data."""
-        if query is not None:
-            sample = self.fetch_arrow(
-                self.sql(
-                    exp.select(exp.Star())
-                    .from_(
-                        exp.Subquery(
-                            this=parse_select_for(query, where), alias=exp.TableAlias(this=ident("q"))
-                        )
-                    )
-                    .limit(0)
-                )
+    def test(self) -> str:
+        value = self.scalar(exp.select(exp.Literal.number(1)))
+        return f"{self.scheme} answered SELECT 1 = {value}"
+
+    def source_query(self, request: ReadRequest, where: str = "") -> exp.Select:
+        """The SELECT an extract runs: a table or the user's query, its columns, the incremental filter."""
+        if request.query is not None:
+            source: exp.Expr = exp.Subquery(
+                this=parse_select_for(request.query, where), alias=exp.TableAlias(this=ident("q"))
             )
         else:
-            assert table is not None
-            schema, name = TargetRef(self.name, table).schema_and_name
-            existing = self.table_columns(schema, name)
-            if existing is None:
-                names = [t.qualified for t in self.introspect()]
-                raise UserError(
-                    f"Table '{table}' does not exist in connection '{self.name}'",
-                    where=where,
-                    hint=did_you_mean(table, names),
-                )
-            if columns:
-                known = [c for c, _ in existing]
-                for c in columns:
-                    if c.lower() not in {k.lower() for k in known}:
-                        raise UserError(
-                            f"Column '{c}' does not exist in table '{table}' of connection '{self.name}'",
-                            where=where,
-                            hint=did_you_mean(c, known),
-                        )
-            cols: list[exp.Expr] = [exp.column(ident(c)) for c in columns] if columns else [exp.Star()]
-            sample = self.fetch_arrow(
-                self.sql(exp.select(*cols).from_(self.target_expr(TargetRef(self.name, table))).limit(0))
+            assert request.table is not None
+            source = self.target_expr(TargetRef(self.name, request.table))
+        cols: list[exp.Expr] = (
+            [exp.column(ident(c)) for c in request.columns] if request.columns else [exp.Star()]
+        )
+        select = exp.select(*cols).from_(source)
+        if request.cursor and request.since is not None:
+            select = select.where(
+                exp.GT(this=exp.column(ident(request.cursor)), expression=self.mark_literal(request.since))
             )
-        with duckdb.connect() as con:
-            con.register("sample", sample)
-            return [(r[0], r[1]) for r in con.execute("DESCRIBE sample").fetchall()]
+        return select
+
+    def mark_literal(self, value: Any) -> exp.Expr:
+        """A high-water mark as a literal of this database (see `literal`)."""
+        return literal(value)
+
+    def read(self, request: ReadRequest) -> pa.RecordBatchReader:
+        if request.query is None:
+            self._require_table(request, "")
+        return self.stream_arrow(self.sql(self.source_query(request)), request.batch_rows)
+
+    def _require_table(self, request: ReadRequest, where: str) -> list[tuple[str, str]]:
+        assert request.table is not None
+        schema, name = TargetRef(self.name, request.table).schema_and_name
+        existing = self.table_columns(schema, name)
+        if existing is None:
+            names = [t.qualified for t in self.introspect()]
+            raise UserError(
+                f"Table '{request.table}' does not exist in connection '{self.name}'",
+                where=where or None,
+                hint=did_you_mean(request.table, names)
+                or f"run 'queryforge catalog {self.name}' to list its tables",
+            )
+        return existing
+
+    def describe(self, request: ReadRequest, where: str) -> list[tuple[str, str]]:
+        """Column names and DuckDB types of what an extract would read, without reading the data."""
+        if request.query is None:
+            known = [c for c, _ in self._require_table(request, where)]
+            wanted = list(request.columns or ()) + ([request.cursor] if request.cursor else [])
+            for c in wanted:
+                if c.lower() not in {k.lower() for k in known}:
+                    raise UserError(
+                        f"Column '{c}' does not exist in table '{request.table}' of connection '{self.name}'",
+                        where=where,
+                        hint=did_you_mean(c, known),
+                    )
+        bare = dataclasses.replace(request, since=None)
+        sample = self.fetch_arrow(self.sql(self.source_query(bare, where).limit(0)))
+        return duckdb_columns(sample.schema)
 
     # ------------------------------------------------------------ write
     def stage(self, run_id: str, load: StagedLoad, data: pa.RecordBatchReader) -> StagedLoad:
@@ -158,8 +181,15 @@ class SqlConnector(Connector):
                 self.sql(exp.Create(this=exp.Schema(this=ident(schema)), kind="SCHEMA", exists=True))
             )
         self.execute(self.sql(exp.Drop(tables=[self.table_expr(schema, name)], kind="TABLE", exists=True)))
-        rows = self.ingest(schema, name, data)
+        # Named before the data goes in, so that a failed ingest is discarded too.
         load.staging_name = f"{schema}.{name}" if schema else name
+        try:
+            rows = self.ingest(schema, name, data)
+        except BaseException as exc:
+            data.close()  # release the engine's open result, so the run can go on to report the failure
+            if isinstance(exc, QueryForgeError) and exc.where is None:
+                exc.where = f"step '{load.step_id}'"
+            raise
         load.rows = rows
         load.columns = self.table_columns(schema, name) or []
         if load.mode == "merge":
@@ -204,7 +234,22 @@ class SqlConnector(Connector):
         return self.diff_relations(load)
 
     def diff_relations(self, load: StagedLoad) -> dict[str, int]:
-        """Generic diff: both tables copied into an in-process DuckDB (backends override with native SQL)."""
+        """The diff computed inside the database (no data leaves it)."""
+        schema, name = load.target.schema_and_name
+        prod_cols = {c.lower() for c, _ in self.table_columns(schema, name) or []}
+        query = diff_query(
+            self.staging_expr(load).sql("duckdb"),
+            self.target_expr(load.target).sql("duckdb"),
+            load.mode,
+            load.keys,
+            load.columns,
+            prod_cols,
+        )
+        result = self.fetch_arrow(transpile(query, self.dialect))
+        return diff_counts([c[0].as_py() for c in result.columns], load.mode, load.keys)
+
+    def diff_by_copy(self, load: StagedLoad) -> dict[str, int]:
+        """Both tables copied into an in-process DuckDB, for backends whose SQL lacks EXCEPT ALL."""
         with duckdb.connect() as con:
             con.register(
                 "staged", self.fetch_arrow(self.sql(exp.select(exp.Star()).from_(self.staging_expr(load))))
@@ -233,45 +278,105 @@ class SqlConnector(Connector):
                 self.sql(exp.Create(this=exp.Schema(this=ident(schema)), kind="SCHEMA", exists=True))
             )
         if load.mode == "replace" or existing is None:
+            self.replace_table(load, existing is not None)
+            return
+        self.evolve(load, existing)
+        if load.mode == "merge":
+            self.merge_into(load, target, staged)
+        else:
+            self.insert_from(load, target, staged)
+
+    def replace_table(self, load: StagedLoad, exists: bool) -> None:
+        """Production becomes exactly the staged rows (inside the publish transaction)."""
+        target = self.target_expr(load.target)
+        if exists:
             self.execute(self.sql(exp.Drop(tables=[target], kind="TABLE", exists=True)))
-            self.execute(
-                self.sql(
-                    exp.Create(this=target, kind="TABLE", expression=exp.select(exp.Star()).from_(staged))
+        self.execute(
+            self.sql(
+                exp.Create(
+                    this=target,
+                    kind="TABLE",
+                    expression=exp.select(exp.Star()).from_(self.staging_expr(load)),
                 )
             )
-            return
-        staged_names = [c for c, _ in load.columns]
-        self._check_evolution(load, existing)
-        cols = [exp.column(ident(c)) for c in staged_names]
-        if load.mode == "merge":
-            keys = [exp.column(ident(k)) for k in load.keys]
-            key_tuple = keys[0] if len(keys) == 1 else exp.Tuple(expressions=keys)
-            delete = exp.Delete(
-                this=target,
-                where=exp.Where(
-                    this=exp.In(
-                        this=key_tuple,
-                        query=exp.select(*[k.copy() for k in keys]).from_(staged.copy()).subquery(),
-                    )
-                ),
-            )
-            self.execute(self.sql(delete))
+        )
+
+    def staged_values(self, load: StagedLoad, target: exp.Table, names: list[str]) -> list[exp.Expr]:
+        """Staged columns as values for the same columns of `target`; backends whose assignment
+        does not convert every type implicitly (PostgreSQL: text into json or uuid) cast here."""
+        return [exp.column(ident(c)) for c in names]
+
+    def insert_from(self, load: StagedLoad, target: exp.Table, staged: exp.Table) -> None:
+        names = [c for c, _ in load.columns]
         insert = exp.Insert(
-            this=exp.Schema(this=target, expressions=[ident(c) for c in staged_names]),
-            expression=exp.select(*cols).from_(staged),
+            this=exp.Schema(this=target, expressions=[ident(c) for c in names]),
+            expression=exp.select(*self.staged_values(load, target, names)).from_(staged),
         )
         self.execute(self.sql(insert))
 
-    def _check_evolution(self, load: StagedLoad, existing: list[tuple[str, str]]) -> None:
+    def merge_into(self, load: StagedLoad, target: exp.Table, staged: exp.Table) -> None:
+        """Merge by delete-then-insert on the keys; backends with an upsert statement may override."""
+        keys = [exp.column(ident(k)) for k in load.keys]
+        key_tuple = keys[0] if len(keys) == 1 else exp.Tuple(expressions=keys)
+        delete = exp.Delete(
+            this=target.copy(),
+            where=exp.Where(
+                this=exp.In(
+                    this=key_tuple,
+                    query=exp.select(*self.staged_values(load, target, load.keys))
+                    .from_(staged.copy())
+                    .subquery(),
+                )
+            ),
+        )
+        self.execute(self.sql(delete))
+        self.insert_from(load, target, staged)
+
+    def new_columns(self, load: StagedLoad, existing: list[tuple[str, str]]) -> list[tuple[str, str]]:
         have = {c.lower() for c, _ in existing}
-        new = [c for c, _ in load.columns if c.lower() not in have]
-        if new:
+        return [(c, t) for c, t in load.columns if c.lower() not in have]
+
+    def evolve(
+        self, load: StagedLoad, existing: list[tuple[str, str]], table: exp.Table | None = None
+    ) -> None:
+        """Apply the load's schema policy to columns the data has and the table lacks."""
+        new = self.new_columns(load, existing)
+        if not new:
+            return
+        if load.on_schema_change != "add_columns":
+            names = ", ".join(c for c, _ in new)
             raise StepFailed(
                 f"Step '{load.step_id}' would add column{'s' if len(new) > 1 else ''} "
-                f"{', '.join(new)} to {load.target.connection}.{load.target.table}, and its schema "
+                f"{names} to {load.target.connection}.{load.target.table}, and its schema "
                 f"policy is 'fail'",
-                hint="use mode: replace, or add the column to the table first",
+                hint="set 'on_schema_change: add_columns' on the load, or use mode: replace",
             )
+        for column, kind in new:
+            self.add_column(table or self.target_expr(load.target), column, kind)
+
+    def add_column(self, target: exp.Table, column: str, kind: str) -> None:
+        self.execute(f"ALTER TABLE {self.sql(target)} ADD COLUMN {self.sql(ident(column))} {kind}")
+
+    # ------------------------------------------------------------ garbage collection
+    def staging_tables(self) -> list[str]:
+        """Names of the staging tables in this connection (each starts with the id of its run)."""
+        rows = self.fetch_arrow(
+            self.sql(
+                exp.select(exp.column("table_name"))
+                .from_(exp.table_("tables", db="information_schema"))
+                .where(
+                    exp.EQ(
+                        this=exp.column("table_schema"), expression=exp.Literal.string(self.staging_schema)
+                    )
+                )
+            )
+        )
+        return sorted(str(v) for v in rows.column(0).to_pylist())
+
+    def drop_staging(self, name: str) -> None:
+        self.execute(
+            self.sql(exp.Drop(tables=[self.table_expr(self.staging_schema, name)], kind="TABLE", exists=True))
+        )
 
     def discard(self, loads: list[StagedLoad]) -> None:
         for load in loads:
@@ -300,36 +405,72 @@ class SqlConnector(Connector):
         return self.fetch_arrow(self.sql(exp.select(exp.Star()).from_(self.staging_expr(load)).limit(limit)))
 
 
+def literal(value: Any) -> exp.Expr:
+    """A high-water mark as a SQL literal of the right kind (dates and times as typed literals)."""
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, int | float | decimal.Decimal):
+        return exp.Literal.number(value)
+    if isinstance(value, dt.datetime):
+        return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), exp.DataType.build("timestamp"))
+    if isinstance(value, dt.date):
+        return exp.cast(exp.Literal.string(value.isoformat()), exp.DataType.build("date"))
+    return exp.Literal.string(str(value))
+
+
+def diff_query(
+    staged: str,
+    prod: str,
+    mode: str,
+    keys: list[str],
+    staged_cols: list[tuple[str, str]],
+    prod_cols: set[str],
+) -> str:
+    """The diff as one portable query (DuckDB dialect, to be transpiled); names are trusted internal names.
+
+    Merge: rows added (key not in production) and changed (key present, some value differs).
+    Otherwise: rows only in staged (added) and only in production (removed), as multisets.
+    """
+    if mode == "merge" and keys:
+        on = " AND ".join(f's."{k}" IS NOT DISTINCT FROM p."{k}"' for k in keys)
+        same = " AND ".join(
+            _same_value(name, kind) if name.lower() in prod_cols else "false" for name, kind in staged_cols
+        )
+        return (
+            "SELECT coalesce(sum(CASE WHEN NOT EXISTS "
+            f"(SELECT 1 FROM {prod} p WHERE {on}) THEN 1 ELSE 0 END), 0),"
+            f" coalesce(sum(CASE WHEN EXISTS (SELECT 1 FROM {prod} p WHERE {on}) AND NOT EXISTS ("
+            f"SELECT 1 FROM {prod} p WHERE {on} AND {same}) THEN 1 ELSE 0 END), 0) FROM {staged} s"
+        )
+    return (
+        f"SELECT (SELECT count(*) FROM (SELECT * FROM {staged} EXCEPT ALL SELECT * FROM {prod}) a),"
+        f" (SELECT count(*) FROM (SELECT * FROM {prod} EXCEPT ALL SELECT * FROM {staged}) r)"
+    )
+
+
+def diff_counts(row: tuple[Any, ...] | list[Any], mode: str, keys: list[str]) -> dict[str, int]:
+    if mode == "merge" and keys:
+        return {"added": int(row[0]), "removed": 0, "changed": int(row[1])}
+    return {"added": int(row[0]), "removed": int(row[1]), "changed": 0}
+
+
 def diff_in_duckdb(
     con: duckdb.DuckDBPyConnection, staged: str, prod: str, mode: str, keys: list[str]
 ) -> dict[str, int]:
     """Diff two relations visible to one DuckDB connection (names are trusted internal names)."""
-    if mode == "merge" and keys:
-        on = " AND ".join(f's."{k}" IS NOT DISTINCT FROM p."{k}"' for k in keys)
-        prod_cols = {r[0].lower() for r in con.execute(f"DESCRIBE {prod}").fetchall()}
-        same = " AND ".join(
-            _same_value(name, kind) if name.lower() in prod_cols else "false"
-            for name, kind, *_ in con.execute(f"DESCRIBE {staged}").fetchall()
-        )
-        row = con.execute(
-            f"SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM {prod} p WHERE {on})),"
-            f" count(*) FILTER (WHERE EXISTS (SELECT 1 FROM {prod} p WHERE {on}) AND NOT EXISTS ("
-            f"SELECT 1 FROM {prod} p WHERE {on} AND {same})) FROM {staged} s"
-        ).fetchall()[0]
-        assert row is not None
-        return {"added": int(row[0]), "removed": 0, "changed": int(row[1])}
-    row = con.execute(
-        f"SELECT (SELECT count(*) FROM (SELECT * FROM {staged} EXCEPT ALL SELECT * FROM {prod})),"
-        f" (SELECT count(*) FROM (SELECT * FROM {prod} EXCEPT ALL SELECT * FROM {staged}))"
-    ).fetchall()[0]
-    assert row is not None
-    return {"added": int(row[0]), "removed": int(row[1]), "changed": 0}
+    staged_cols = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {staged}").fetchall()]
+    prod_cols = {r[0].lower() for r in con.execute(f"DESCRIBE {prod}").fetchall()}
+    row = con.execute(diff_query(staged, prod, mode, keys, staged_cols, prod_cols)).fetchall()[0]
+    return diff_counts(row, mode, keys)
+
+
+FLOATS = ("DOUBLE", "FLOAT", "REAL", "DOUBLE PRECISION", "FLOAT4", "FLOAT8")
 
 
 def _same_value(column: str, kind: str) -> str:
     """Equality for the diff; floating sums differ in the last bits between runs, so they get a tolerance."""
     c = column.replace('"', '""')
-    if kind.upper() in ("DOUBLE", "FLOAT", "REAL"):
+    if kind.upper() in FLOATS:
         return (
             f'((s."{c}" IS NULL AND p."{c}" IS NULL) OR abs(s."{c}" - p."{c}") <= '
             f'1e-9 * greatest(abs(s."{c}"), abs(p."{c}"), 1))'

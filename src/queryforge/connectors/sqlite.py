@@ -8,8 +8,8 @@ from typing import ClassVar
 import adbc_driver_sqlite.dbapi as adbc_sqlite
 import pyarrow as pa
 
-from .base import ColumnInfo, TableInfo
-from .sql import SqlConnector
+from .base import ColumnInfo, StagedLoad, TableInfo
+from .sql import STAGING_SCHEMA, SqlConnector
 
 
 class SQLiteConnector(SqlConnector):
@@ -55,6 +55,20 @@ class SQLiteConnector(SqlConnector):
     def table_columns(self, schema: str | None, name: str) -> list[tuple[str, str]] | None:
         rows = self.con.execute("SELECT name, type FROM pragma_table_info(?)", [name]).fetchall()
         return [(r[0], r[1] or "ANY") for r in rows] or None
+
+    def diff_relations(self, load: StagedLoad) -> dict[str, int]:
+        return self.diff_by_copy(load)  # SQLite has no EXCEPT ALL
+
+    def staging_tables(self) -> list[str]:
+        prefix = f"{STAGING_SCHEMA}__"
+        rows = self.con.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, ?) = ? ORDER BY name",
+            [len(prefix), prefix],
+        ).fetchall()
+        return [r[0].removeprefix(prefix) for r in rows]
+
+    def drop_staging(self, name: str) -> None:
+        self.execute(f'DROP TABLE IF EXISTS "{STAGING_SCHEMA}__{name}"')
 
     def introspect(self) -> list[TableInfo]:
         names = [

@@ -1,11 +1,13 @@
 """JSON over HTTP on the standard library: a timeout per request, bounded retries, Retry-After.
 
-Only what the LLM planner providers need: POST a JSON body, get a JSON body back. Retries are for
-what may pass when tried again (429, 5xx, a reset or refused connection: at most `tries` requests;
-a timed-out request is tried once more at most), waiting as the server's `Retry-After` asks or
-else 1 s, 4 s, ... and never longer than `max_delay`. Redirects are not followed, so credentials in
-the headers never travel to another host. Errors here are plain transport facts (status, body,
-reason); callers turn them into QueryForge errors with a failure class.
+`post_json` serves the LLM planner providers (POST a JSON body, get a JSON body back); `get_json`
+serves the HTTP API connector (GET with a query string; the JSON body comes back with the response
+headers, which carry `Link` pagination). Retries are for what may pass when tried again (429, 5xx,
+a reset or refused connection: at most `tries` requests; a timed-out request is tried once more at
+most), waiting as the server's `Retry-After` asks or else 1 s, 4 s, ... and never longer than
+`max_delay`. Redirects are not followed, so credentials in the headers never travel to another
+host. Errors here are plain transport facts (status, body, reason); callers turn them into
+QueryForge errors with a failure class.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .. import __version__
 
@@ -58,7 +60,28 @@ class HttpUnreachable(HttpFailure):
 
 
 class HttpBadBody(HttpFailure):
-    """A 2xx answer whose body is not JSON (or is too large)."""
+    """A 2xx answer whose body is not JSON (or is too large).
+
+    `snippet` is the start of the body and `content_type` its declared type, so callers can say
+    what came instead (an HTML login page is the usual suspect); `too_large` marks a body over MAX_BODY.
+    """
+
+    def __init__(
+        self, url: str, message: str, *, snippet: str = "", content_type: str = "", too_large: bool = False
+    ) -> None:
+        self.snippet = snippet
+        self.content_type = content_type
+        self.too_large = too_large
+        super().__init__(url, message)
+
+
+@dataclass(frozen=True)
+class JsonResponse:
+    """A decoded 2xx answer to `get_json`: header names are lower-case, repeated ones joined by ", "."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: Any
 
 
 @dataclass(frozen=True)
@@ -118,44 +141,26 @@ def _read(response: Any) -> bytes:
     return data
 
 
-def post_json(
-    url: str,
-    payload: Any,
+def _exchange(
+    request: Callable[[], urllib.request.Request],
+    shown: str,
     *,
-    headers: Mapping[str, str] | None = None,
-    timeout: float = 60.0,
-    policy: RetryPolicy = DEFAULT_POLICY,
-    sleep: Callable[[float], None] = time.sleep,
-) -> Any:
-    """POST `payload` as JSON and return the decoded JSON answer.
+    timeout: float,
+    policy: RetryPolicy,
+    sleep: Callable[[float], None],
+) -> tuple[int, Any, bytes]:
+    """Send `request()` (a fresh Request per attempt) with the retry policy; (status, headers, body) of a 2xx.
 
-    Raises:
-        HttpStatusError: a non-2xx answer (retryable statuses only after `policy.tries` requests).
-        HttpTimeout: the request timed out `policy.timeout_tries` times.
-        HttpUnreachable: the connection failed `policy.tries` times.
-        HttpBadBody: the answer is not JSON.
+    Raises HttpStatusError, HttpTimeout or HttpUnreachable as `post_json` documents.
     """
-    shown = display_url(url)
-    scheme = urlsplit(url).scheme
-    if scheme not in ("http", "https"):
-        raise HttpUnreachable(shown, f"unsupported URL scheme '{scheme}' (use http or https)")
-    data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-    all_headers = {
-        "Content-Type": "application/json",
-        "Accept": "application/json",
-        "User-Agent": f"queryforge/{__version__}",
-        **(headers or {}),
-    }
     timeouts = 0
     attempt = 0
     while True:
         attempt += 1
-        request = urllib.request.Request(url, data=data, headers=all_headers, method="POST")
         retry_after: float | None = None
         try:
-            with _OPENER.open(request, timeout=timeout) as response:
-                body = _read(response)
-            break
+            with _OPENER.open(request(), timeout=timeout) as response:
+                return int(response.status), response.headers, _read(response)
         except urllib.error.HTTPError as exc:
             try:
                 text = _read(exc).decode("utf-8", "replace") if exc.fp is not None else ""
@@ -181,9 +186,125 @@ def post_json(
         wait = policy.delay(attempt, retry_after)
         log.info("%s; trying again in %.1f s (attempt %d of %d)", failure, wait, attempt + 1, policy.tries)
         sleep(wait)
+
+
+def _check_scheme(url: str, shown: str) -> None:
+    scheme = urlsplit(url).scheme
+    if scheme not in ("http", "https"):
+        raise HttpUnreachable(shown, f"unsupported URL scheme '{scheme}' (use http or https)")
+
+
+def _check_size(body: bytes, shown: str) -> None:
     if len(body) > MAX_BODY:
-        raise HttpBadBody(shown, f"the answer from {shown} is larger than {MAX_BODY:,} bytes")
+        raise HttpBadBody(shown, f"the answer from {shown} is larger than {MAX_BODY:,} bytes", too_large=True)
+
+
+def post_json(
+    url: str,
+    payload: Any,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """POST `payload` as JSON and return the decoded JSON answer.
+
+    Raises:
+        HttpStatusError: a non-2xx answer (retryable statuses only after `policy.tries` requests).
+        HttpTimeout: the request timed out `policy.timeout_tries` times.
+        HttpUnreachable: the connection failed `policy.tries` times.
+        HttpBadBody: the answer is not JSON.
+    """
+    shown = display_url(url)
+    _check_scheme(url, shown)
+    data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    all_headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "User-Agent": f"queryforge/{__version__}",
+        **(headers or {}),
+    }
+    _, _, body = _exchange(
+        lambda: urllib.request.Request(url, data=data, headers=all_headers, method="POST"),
+        shown,
+        timeout=timeout,
+        policy=policy,
+        sleep=sleep,
+    )
+    _check_size(body, shown)
     try:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HttpBadBody(shown, f"the answer from {shown} is not JSON ({exc})") from None
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def with_query(url: str, params: Mapping[str, Any] | None) -> str:
+    """`url` with `params` added to its query string (lists repeat the name; None values are left out)."""
+    if not params:
+        return url
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    for name, value in params.items():
+        values = value if isinstance(value, list | tuple) else [value]
+        pairs += [(name, _query_value(v)) for v in values if v is not None]
+    return urlunsplit(parts._replace(query=urlencode(pairs)))
+
+
+def _header_map(headers: Any) -> dict[str, str]:
+    """Lower-cased header names; a repeated header (two Link lines) becomes one comma-joined value."""
+    merged: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        merged[key] = f"{merged[key]}, {value}" if key in merged else value
+    return merged
+
+
+def _decode_get(body: bytes, headers: Mapping[str, str], shown: str) -> Any:
+    """The JSON of a GET answer; None for an empty body (204 No Content)."""
+    _check_size(body, shown)
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HttpBadBody(
+            shown,
+            f"the answer from {shown} is not JSON ({exc})",
+            snippet=body[:500].decode("utf-8", "replace"),
+            content_type=headers.get("content-type", ""),
+        ) from None
+
+
+def get_json(
+    url: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    sleep: Callable[[float], None] = time.sleep,
+) -> JsonResponse:
+    """GET `url` (with `params` added to its query string) and return the decoded JSON and headers.
+
+    Raises the same errors as `post_json`; an HttpBadBody here carries the start of the body.
+    """
+    full = with_query(url, params)
+    shown = display_url(full)
+    _check_scheme(full, shown)
+    all_headers = {"Accept": "application/json", "User-Agent": f"queryforge/{__version__}", **(headers or {})}
+    status, raw_headers, body = _exchange(
+        lambda: urllib.request.Request(full, headers=all_headers, method="GET"),
+        shown,
+        timeout=timeout,
+        policy=policy,
+        sleep=sleep,
+    )
+    answer_headers = _header_map(raw_headers)
+    return JsonResponse(status, answer_headers, _decode_get(body, answer_headers, shown))

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import duckdb
 
+from ..catalog.cache import CatalogCache
 from ..connectors.base import ConnectionConfig, TargetRef, connector_for
 from ..connectors.files import READERS, FilesConnector, file_format
-from ..connectors.registry import DATABASE_FILES, ConnectionSet
+from ..connectors.registry import DATABASE_FILES, FILES, ConnectionSet
 from ..connectors.sql import SqlConnector
 from ..errors import QueryForgeError
 from .context import PlannerContext, Source
@@ -120,8 +121,50 @@ def table_sources(connections: ConnectionSet) -> list[Source]:
     return out
 
 
-def build_context(connections: ConnectionSet, root: Path, data_dir: str = "data") -> PlannerContext:
-    sources = file_sources(root, data_dir) + table_sources(connections)
+def connection_sources(connections: ConnectionSet, catalog: CatalogCache | None) -> list[Source]:
+    """Tables of the other database connections, from the catalog cache (names and types only).
+
+    A connection that is down or not configured completely offers nothing, and the ask goes on.
+    """
+    out: list[Source] = []
+    for name, config in connections.configs.items():
+        if name in (FILES, connections.default_target) or config.url.split(":", 1)[0] in (
+            "http",
+            "https",
+            "file",
+        ):
+            continue
+        try:
+            connector = connections.get(name)
+            if not isinstance(connector, SqlConnector):
+                continue
+            tables = (
+                catalog.get(name, connector.introspect).tables
+                if catalog is not None
+                else connector.introspect()
+            )
+        except Exception:  # an unreachable database must not stop the planner
+            continue
+        out.extend(
+            Source(
+                name=f"{name}.{table.qualified}",
+                kind="table",
+                connection=name,
+                table=table.qualified,
+                rows=table.row_estimate,
+                columns=tuple((c.name, c.type) for c in table.columns),
+            )
+            for table in tables
+        )
+    return out
+
+
+def build_context(
+    connections: ConnectionSet, root: Path, data_dir: str = "data", catalog: CatalogCache | None = None
+) -> PlannerContext:
+    sources = (
+        file_sources(root, data_dir) + table_sources(connections) + connection_sources(connections, catalog)
+    )
     return PlannerContext(
         sources=tuple(sources), target_connection=connections.default_target, data_dir=data_dir
     )

@@ -23,6 +23,7 @@ FILE_RE = re.compile(
     re.I,
 )
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+QUALIFIED = rf"{IDENT}(?:\.{IDENT})?"  # table, or connection.table
 NUMBER = r"-?\d+(?:\.\d+)?"
 STOP = {
     "the",
@@ -280,13 +281,19 @@ class _Drafting:
         return found
 
     def table_sources(self) -> list[Source]:
+        """A table named in the request: the target's first, then 'crm.customers' of another connection."""
         tables = [s for s in self.ctx.tables() if s.connection == self.ctx.target_connection]
         by_name = {(s.table or "").lower(): s for s in tables}
+        others = [s for s in self.ctx.tables() if s.connection and s.connection != self.ctx.target_connection]
+        for s in others:
+            by_name.setdefault(s.name.lower(), s)  # connection.table
+            if sum((o.table or "").lower() == (s.table or "").lower() for o in others) == 1:
+                by_name.setdefault((s.table or "").lower(), s)  # a bare name only when it is unambiguous
         for pattern in (
-            rf"\bfrom\s+(?:the\s+)?({IDENT})\s+table\b",
-            rf"\bfrom\s+(?:the\s+)?table\s+({IDENT})\b",
-            rf"\b(?:the\s+)?({IDENT})\s+table\b",
-            rf"\bfrom\s+(?:the\s+)?({IDENT})\b",
+            rf"\bfrom\s+(?:the\s+)?({QUALIFIED})\s+table\b",
+            rf"\bfrom\s+(?:the\s+)?table\s+({QUALIFIED})\b",
+            rf"\b(?:the\s+)?({QUALIFIED})\s+table\b",
+            rf"\bfrom\s+(?:the\s+)?({QUALIFIED})\b",
         ):
             for m in re.finditer(pattern, self.text, re.I):
                 name = m.group(1).lower()

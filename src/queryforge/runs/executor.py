@@ -23,6 +23,7 @@ from sqlglot import exp
 
 from ..connectors.base import StagedLoad, TargetRef
 from ..connectors.registry import ConnectionSet
+from ..connectors.sql import SqlConnector, literal
 from ..engine.base import Engine, EngineSession
 from ..errors import (
     ChecksFailed,
@@ -32,8 +33,10 @@ from ..errors import (
     StepFailed,
     UserError,
 )
+from ..secrets import scrub
 from ..sql.parse import ident, table, table_references
 from ..store import Repo
+from ..store.repo import decode_watermark, encode_watermark
 from .plan import CheckStage, ExecutionPlan, ExtractStage, PublishStage, Stage, StageLoadStage, TransformStage
 from .reporter import NullReporter, Reporter
 
@@ -49,6 +52,7 @@ class RunOutcome:
     staged: list[StagedLoad] = field(default_factory=list)
     published: list[TargetRef] = field(default_factory=list)
     error: QueryForgeError | None = None
+    watermarks: dict[str, Any] = field(default_factory=dict)  # step id -> new high-water mark
 
     @property
     def failed_checks(self) -> list[dict[str, Any]]:
@@ -109,6 +113,8 @@ class Executor:
                 self._visit(stage, session, outcome, plan)
             if outcome.failed_checks:
                 raise self._checks_failed(outcome)
+            if mode != "sandbox":
+                self.advance_watermarks(run_id, plan.pipeline, outcome.watermarks)
             outcome.status = "audited" if mode == "sandbox" else "succeeded"
             self.repo.update_run(
                 run_id,
@@ -122,7 +128,7 @@ class Executor:
         except Exception as exc:  # a bug of ours: keep the traceback in the log only
             trace = traceback.format_exc()
             (self.runs_dir / run_id).mkdir(parents=True, exist_ok=True)
-            (self.runs_dir / run_id / "traceback.txt").write_text(trace)
+            (self.runs_dir / run_id / "traceback.txt").write_text(scrub(trace))
             log.debug("run %s failed with an internal error:\n%s", run_id, trace)
             self._fail(
                 outcome,
@@ -171,6 +177,17 @@ class Executor:
             result=self._result(outcome),
         )
 
+    def advance_watermarks(self, run_id: str, pipeline: str, marks: dict[str, Any]) -> None:
+        """Incremental extracts move on only once their run has published."""
+        for step_id, value in marks.items():
+            current = self.repo.get_watermark(pipeline, step_id)
+            try:
+                if current is not None and not value > current:
+                    continue  # an older sandbox run committed late must not move the mark back
+            except TypeError:  # the cursor's type changed: the newest run decides
+                pass
+            self.repo.set_watermark(pipeline, step_id, value, run_id=run_id)
+
     def discard(self, staged: list[StagedLoad]) -> None:
         by_connection: dict[str, list[StagedLoad]] = {}
         for load in staged:
@@ -198,6 +215,7 @@ class Executor:
                 "passed": sum(c["passed"] for c in outcome.checks),
                 "failed": sum(not c["passed"] for c in outcome.checks),
             },
+            "watermarks": {k: list(encode_watermark(v)) for k, v in outcome.watermarks.items()},
         }
 
     def _visit(self, stage: Stage, session: EngineSession, outcome: RunOutcome, plan: ExecutionPlan) -> None:
@@ -309,11 +327,32 @@ class Executor:
     ) -> Result:
         if stage.query is not None:
             return None, self._produce(session, stage.step_id, stage.query, stage.materialize), None
-        assert stage.connection is not None
-        connector = self.connections.sql(stage.connection)
-        reader = connector.read(table=stage.table, query=stage.sql, columns=list(stage.columns or []) or None)
-        rows = session.create_from_arrow(stage.step_id, reader)
-        return None, rows, None
+        assert stage.connection is not None and stage.request is not None
+        connector = self.connections.get(stage.connection)
+        request = stage.request
+        since = None
+        if stage.incremental is not None:
+            since = self.repo.get_watermark(plan.pipeline, stage.step_id)
+            since = stage.incremental.initial if since is None else since
+            request = dataclasses.replace(request, since=since)
+        reader = connector.read(request)
+        if since is None or isinstance(connector, SqlConnector):  # databases filter at the source
+            rows = session.create_from_arrow(stage.step_id, reader)
+        else:
+            assert stage.incremental is not None
+            session.create_from_arrow(f"{stage.step_id}__raw", reader)
+            newer = exp.GT(this=exp.column(ident(stage.incremental.cursor)), expression=literal(since))
+            query = exp.select(exp.Star()).from_(table(f"{stage.step_id}__raw")).where(newer)
+            rows = session.create(stage.step_id, query, table=True) or 0
+        detail = None
+        if stage.incremental is not None:
+            cursor = exp.column(ident(stage.incremental.cursor))
+            _, found = session.fetch(exp.select(exp.func("max", cursor)).from_(table(stage.step_id)))
+            mark = found[0][0] if found[0][0] is not None else since
+            if mark is not None:
+                outcome.watermarks[stage.step_id] = mark
+            detail = f"incremental: {rows} rows with {stage.incremental.cursor} > {since}"
+        return None, rows, detail
 
     def visit_transform(
         self, stage: TransformStage, session: EngineSession, outcome: RunOutcome, plan: ExecutionPlan
@@ -377,6 +416,7 @@ class Executor:
             target=stage.target,
             mode=stage.mode,
             keys=list(stage.keys),
+            on_schema_change=stage.on_schema_change,
             staging_name="",
             rows=0,
             columns=[],
@@ -466,6 +506,9 @@ class Executor:
                 rows = sum(s.rows for s in loads)
                 self.repo.finish_step(run.id, step_id, status="succeeded", rows_in=rows)
                 self.reporter.step_finished(step_id, "succeeded", rows, time.perf_counter() - started)
+            marks = (run.result or {}).get("watermarks") or {}
+            outcome.watermarks = {k: decode_watermark(*v) for k, v in marks.items()}
+            self.advance_watermarks(run.id, run.pipeline_name, outcome.watermarks)
         finally:
             self.connections.close()
         outcome.status = "succeeded"

@@ -14,8 +14,11 @@ def _detail(stage: Stage, dialect: str) -> str:
     if isinstance(stage, ExtractStage):
         if stage.query is not None:
             return ("TABLE " if stage.materialize else "VIEW ") + stage.query.sql(dialect=dialect)
-        what = stage.sql or f"table {stage.table}"
-        return f"read {what} from connection {stage.connection} as Arrow"
+        r = stage.request
+        assert r is not None
+        what = r.query or (f"table {r.table}" if r.table else f"endpoint {r.endpoint}")
+        since = f" where {stage.incremental.cursor} > the last published mark" if stage.incremental else ""
+        return f"read {what}{since} from connection {stage.connection} as Arrow"
     if isinstance(stage, TransformStage):
         return ("TABLE " if stage.materialize else "VIEW ") + stage.query.sql(dialect=dialect)
     if isinstance(stage, CheckStage):

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from ..connectors.base import TargetRef
+from ..connectors.base import ReadRequest, TargetRef
 from ..connectors.files import FilesConnector, file_format
 from ..connectors.registry import FILES, ConnectionSet
 from ..engine.base import EngineSession
@@ -45,10 +45,9 @@ class Stage:
 @dataclass(frozen=True)
 class ExtractStage(Stage):
     query: exp.Query | None  # files: read directly by the engine
-    connection: str | None = None  # databases: read as Arrow through the connector
-    table: str | None = None
-    sql: str | None = None
-    columns: tuple[str, ...] | None = None
+    connection: str | None = None  # databases and APIs: read as Arrow through the connector
+    request: ReadRequest | None = None
+    incremental: m.Incremental | None = None
     materialize: bool = False
     fingerprint: str = ""
     path: str | None = None  # the file pattern, for files
@@ -74,6 +73,7 @@ class StageLoadStage(Stage):
     target: TargetRef
     mode: str
     keys: tuple[str, ...]
+    on_schema_change: str = "fail"
 
 
 @dataclass(frozen=True)
@@ -322,6 +322,15 @@ class Compiler:
         database = ConnectionSet.database_file_name(body.path) if body.path else None
         if database is not None:
             body = body.model_copy(update={"connection": database, "path": None})
+        if body.path and (body.incremental or body.endpoint or body.table or body.query):
+            extra = next(
+                k for k in ("incremental", "endpoint", "table", "query") if getattr(body, k) is not None
+            )
+            raise SpecError(
+                f"Extract step '{step.id}' reads a file, which has no '{extra}'",
+                where=where,
+                hint="'incremental', 'endpoint', 'table' and 'query' are for connections",
+            )
         if body.path:
             files = self.connections.files
             cols: list[exp.Expr] = (
@@ -341,22 +350,44 @@ class Compiler:
                 path=body.path,
             )
         assert body.connection is not None
-        connector = self.connections.sql(body.connection, where)
-        if not body.table and not body.query:
+        connector = self.connections.get(body.connection, where)
+        if isinstance(connector, FilesConnector):
             raise SpecError(
-                f"Extract step '{step.id}' needs 'table' or 'query' for connection '{body.connection}'",
+                f"Extract step '{step.id}' reads connection '{body.connection}', which holds files",
+                where=where,
+                hint="read files with 'extract: {path: ...}'",
+            )
+        wanted = [body.table, body.query, body.endpoint]
+        if sum(x is not None for x in wanted) != 1:
+            raise SpecError(
+                f"Extract step '{step.id}' needs exactly one of 'table', 'query' or 'endpoint' for "
+                f"connection '{body.connection}'",
                 where=where,
             )
-        schema = connector.describe(table=body.table, query=body.query, columns=body.columns, where=where)
+        request = ReadRequest(
+            table=body.table,
+            query=body.query,
+            endpoint=body.endpoint,
+            columns=tuple(body.columns) if body.columns else None,
+            options=body.options,
+            cursor=body.incremental.cursor if body.incremental else None,
+        )
+        schema = connector.describe(request, where)
+        if body.incremental and body.incremental.cursor.lower() not in {c.lower() for c, _ in schema}:
+            raise SpecError(
+                f"Incremental cursor '{body.incremental.cursor}' of step '{step.id}' is not a column "
+                "it reads",
+                where=where,
+                hint=did_you_mean(body.incremental.cursor, [c for c, _ in schema]),
+            )
         self.scratch.create_empty(step.id, schema)
         self.schemas[step.id] = self.scratch.describe(step.id)
         return ExtractStage(
             step_id=step.id,
             query=None,
             connection=body.connection,
-            table=body.table,
-            sql=body.query,
-            columns=tuple(body.columns) if body.columns else None,
+            request=request,
+            incremental=body.incremental,
             materialize=True,
         )
 
@@ -422,4 +453,11 @@ class Compiler:
                         where=where,
                         hint=did_you_mean(k, known),
                     )
-        return StageLoadStage(step_id=step.id, input=body.input, target=target, mode=body.mode, keys=keys)
+        return StageLoadStage(
+            step_id=step.id,
+            input=body.input,
+            target=target,
+            mode=body.mode,
+            keys=keys,
+            on_schema_change=body.on_schema_change,
+        )

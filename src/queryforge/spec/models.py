@@ -23,16 +23,29 @@ class Strict(BaseModel):
 # ---------------------------------------------------------------- step bodies
 
 
+class Incremental(Strict):
+    """Read only rows newer than the last published high-water mark of `cursor`."""
+
+    cursor: str = Field(description="a column that only grows, e.g. updated_at or id")
+    initial: Any = Field(
+        default=None, description="the mark to start from on the first run (all rows if unset)"
+    )
+
+
 class Extract(Strict):
-    """Read a file (path, globs allowed) or a table/query of a named connection."""
+    """Read a file (path, globs allowed), a table/query of a named connection, or an API endpoint."""
 
     path: str | None = None
     format: Literal["csv", "json", "ndjson", "parquet"] | None = None
-    options: dict[str, Any] = Field(default_factory=dict, description="reader options, e.g. delim, header")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="reader options, e.g. delim, header; pagination for APIs"
+    )
     connection: str | None = None
     table: str | None = None
     query: str | None = None
+    endpoint: str | None = Field(default=None, description="API path, relative to the connection's url")
     columns: list[str] | None = None
+    incremental: Incremental | None = None
 
 
 class Filter(Strict):
@@ -131,6 +144,9 @@ class Load(Strict):
     )
     mode: Literal["append", "replace", "merge"] = "replace"
     keys: list[str] | None = None
+    on_schema_change: Literal["fail", "add_columns"] = Field(
+        default="fail", description="what an append or merge does when the data has new columns"
+    )
 
 
 class RetryPolicy(Strict):

@@ -1,0 +1,454 @@
+"""MySQL and MariaDB (`mysql://user@host:3306/db`, `mariadb://...`).
+
+Reads stream as Arrow from connectorx (binary protocol: a prepared statement, so one statement
+only) in a READ ONLY session with a statement time limit. Writes never go row by row: each Arrow
+batch is rendered to MySQL's tab-separated format with Arrow compute kernels and sent with
+`LOAD DATA LOCAL INFILE`. Control statements use PyMySQL.
+
+MySQL commits implicitly on DDL, so a publish cannot `DROP`/`CREATE` inside a transaction. A publish
+of appends and merges into existing tables is one InnoDB transaction; any publish that replaces,
+creates or widens a table instead builds every new table beside production and swaps all of them
+in with one `RENAME TABLE` statement, which MySQL performs atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any, ClassVar
+from urllib.parse import quote, unquote, urlsplit
+
+import connectorx as cx
+import pyarrow as pa
+import pyarrow.compute as pc
+import pymysql
+from sqlglot import exp
+
+from .. import faults
+from ..errors import QueryForgeError, StepFailed
+from .base import ColumnInfo, StagedLoad, TableInfo, TargetRef
+from .driver_errors import map_mysql_error
+from .sql import SqlConnector, diff_counts, diff_query, transpile
+
+READ_TIMEOUT_S = 15 * 60
+_TEXT_TYPES = ("char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set", "json")
+NULL = "\\N"
+_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"), ("\x00", "\\0"))
+
+
+class MySQLConnector(SqlConnector):
+    scheme = "mysql"
+    aliases = ("mariadb",)
+    dialect: ClassVar[str] = "mysql"
+
+    _con: pymysql.connections.Connection[Any] | None = None
+    _mariadb: bool = False
+
+    # ------------------------------------------------------------ connecting
+    @property
+    def parts(self) -> dict[str, Any]:
+        url = urlsplit(self.config.url)
+        password = self.config.options.get("password", unquote(url.password) if url.password else "")
+        return {
+            "host": url.hostname or "127.0.0.1",
+            "port": url.port or 3306,
+            "user": unquote(url.username or "root"),
+            "password": str(password or ""),
+            "database": unquote(url.path.lstrip("/")) or None,
+        }
+
+    @property
+    def con(self) -> pymysql.connections.Connection[Any]:
+        if self._con is None:
+            p = self.parts
+            with map_mysql_error(self.name):
+                self._con = pymysql.connect(
+                    **p,
+                    autocommit=True,
+                    local_infile=True,
+                    connect_timeout=10,
+                    charset="utf8mb4",
+                    init_command="SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')",
+                )
+                self._mariadb = "mariadb" in self._con.get_server_info().lower()
+        return self._con
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    @property
+    def cx_url(self) -> str:
+        p = self.parts
+        auth = quote(p["user"], safe="") + (f":{quote(p['password'], safe='')}" if p["password"] else "")
+        return f"mysql://{auth}@{p['host']}:{p['port']}/{quote(p['database'] or '', safe='')}"
+
+    # ------------------------------------------------------------ primitives
+    def _cursor_run(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+        with map_mysql_error(self.name), self.con.cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+
+    def execute(self, sql: str) -> None:
+        self._cursor_run(sql)
+
+    def fetch_arrow(self, sql: str) -> pa.Table:
+        return self.stream_arrow(sql, 100_000).read_all()
+
+    def stream_arrow(self, sql: str, batch_rows: int) -> pa.RecordBatchReader:
+        self.con  # noqa: B018 -- fail fast with a clear error: connectorx waits 30 s on a dead server
+        seconds = int(self.config.options.get("statement_timeout_ms", READ_TIMEOUT_S * 1000)) / 1000
+        limit = (
+            f"SET SESSION max_statement_time = {seconds:g}"
+            if self._mariadb
+            else f"SET SESSION max_execution_time = {int(seconds * 1000)}"
+        )
+        with map_mysql_error(self.name):
+            reader: pa.RecordBatchReader = cx.read_sql(
+                self.cx_url,
+                sql,
+                return_type="arrow_stream",
+                batch_size=batch_rows,
+                pre_execution_query=["SET SESSION TRANSACTION READ ONLY", limit],
+            )
+            # The query runs while the first batch is produced; connectorx reports a failure then
+            # (a time limit, a write refused by READ ONLY) by panicking, so map it here, classified.
+            first = _next_batch(reader)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            with map_mysql_error(self.name):
+                if first is not None:
+                    yield first
+                yield from reader
+
+        return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+    def mark_literal(self, value: Any) -> exp.Expr:
+        """Datetimes as DATETIME(6): a bare DATETIME cast drops the microseconds of the mark."""
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is not None:  # MySQL datetimes hold UTC wall clocks (see `_text`)
+                value = value.astimezone(dt.UTC).replace(tzinfo=None)
+            return exp.cast(
+                exp.Literal.string(value.isoformat(sep=" ")),
+                exp.DataType.build("DATETIME(6)", dialect="mysql"),
+            )
+        return super().mark_literal(value)
+
+    def ingest(self, schema: str | None, name: str, data: pa.RecordBatchReader) -> int:
+        table = self.sql(self.table_expr(schema, name))
+        columns = ", ".join(f"{self.sql(_ident(f.name))} {mysql_type(f, self.name)}" for f in data.schema)
+        self.execute(f"CREATE TABLE {table} ({columns}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+        fd, path = tempfile.mkstemp(prefix="qf_load_", suffix=".tsv")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for batch in data:
+                    if batch.num_rows:
+                        out.write(tsv_bytes(batch))
+            names = ", ".join(self.sql(_ident(f.name)) for f in data.schema)
+            with map_mysql_error(self.name), self.con.cursor() as cur:
+                rows = cur.execute(
+                    f"LOAD DATA LOCAL INFILE %s INTO TABLE {table} CHARACTER SET utf8mb4 "
+                    "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
+                    f"({names})",
+                    [path],
+                )
+                cur.execute("SHOW WARNINGS LIMIT 1")
+                warning = cur.fetchone()
+        finally:
+            os.unlink(path)
+        if warning:
+            raise StepFailed(
+                f"Connection '{self.name}' (MySQL) rejected a value while loading {table}: {warning[2]}",
+                hint="cast the column to a type the table accepts",
+            )
+        return int(rows)
+
+    def table_columns(self, schema: str | None, name: str) -> list[tuple[str, str]] | None:
+        rows = self._cursor_run(
+            "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+            [schema, name],
+        )
+        return [(str(r[0]), str(r[1])) for r in rows] or None
+
+    def test(self) -> str:
+        row = self._cursor_run("SELECT CURRENT_USER(), VERSION()")[0]
+        return f"connected as {row[0]} to {'MariaDB' if self._mariadb else 'MySQL'} {row[1]}"
+
+    # ------------------------------------------------------------ catalog
+    def introspect(self) -> list[TableInfo]:
+        tables = self._cursor_run(
+            "SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME"
+        )
+        columns = self._cursor_run(
+            "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE = 'YES' "
+            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+            "ORDER BY TABLE_NAME, ORDINAL_POSITION"
+        )
+        keys = self._cursor_run(
+            "SELECT TABLE_NAME, COLUMN_NAME, CONSTRAINT_NAME, REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME "
+            "FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = DATABASE() "
+            "AND (CONSTRAINT_NAME = 'PRIMARY' OR REFERENCED_TABLE_NAME IS NOT NULL) "
+            "ORDER BY TABLE_NAME, CONSTRAINT_NAME, ORDINAL_POSITION"
+        )
+        cols: dict[str, list[ColumnInfo]] = {}
+        for table, column, kind, nullable in columns:
+            cols.setdefault(table, []).append(ColumnInfo(column, kind, bool(nullable)))
+        pks: dict[str, list[str]] = {}
+        fks: dict[str, list[tuple[str, str]]] = {}
+        for table, column, constraint, ref_table, ref_column in keys:
+            if constraint == "PRIMARY":
+                pks.setdefault(table, []).append(column)
+            else:
+                fks.setdefault(table, []).append((column, f"{ref_table}.{ref_column}"))
+        return [
+            TableInfo(
+                name=table,
+                columns=tuple(cols.get(table, ())),
+                row_estimate=None if rows is None else int(rows),
+                primary_key=tuple(pks.get(table, ())),
+                foreign_keys=tuple(fks.get(table, ())),
+            )
+            for table, rows in tables
+        ]
+
+    # ------------------------------------------------------------ native audit and publish
+    def diff_relations(self, load: StagedLoad) -> dict[str, int]:
+        """The diff inside the database, comparing text by its bytes.
+
+        Text columns default to case-insensitive, space-padded collations, under which 'ann' equals
+        'Ann ' -- but publishing would still change the stored value, so the diff must count it.
+        """
+        schema, name = load.target.schema_and_name
+        prod_cols = self.table_columns(schema, name) or []
+
+        def exact(column: str, kind: str) -> str:
+            quoted = self.sql(_ident(column))
+            if kind.lower().startswith(_TEXT_TYPES):
+                return f"CAST(CONVERT({quoted} USING utf8mb4) AS BINARY) AS {quoted}"
+            return quoted
+
+        staged = ", ".join(exact(c, t) for c, t in load.columns)
+        prod = ", ".join(exact(c, t) for c, t in prod_cols)
+        query = diff_query(
+            "qf_staged", "qf_prod", load.mode, load.keys, load.columns, {c.lower() for c, _ in prod_cols}
+        )
+        result = self.fetch_arrow(
+            f"WITH qf_staged AS (SELECT {staged} FROM {self.sql(self.staging_expr(load))}), "
+            f"qf_prod AS (SELECT {prod} FROM {self.sql(self.target_expr(load.target))}) "
+            f"{transpile(query, self.dialect)}"
+        )
+        return diff_counts([c[0].as_py() for c in result.columns], load.mode, load.keys)
+
+    def fingerprint(self, target: TargetRef) -> str | None:
+        schema, name = target.schema_and_name
+        cols = self.table_columns(schema, name)
+        if cols is None:
+            return None
+        values = ", ".join(f"IFNULL(CAST({self.sql(_ident(c))} AS CHAR), CHAR(0))" for c, _ in cols)
+        row = self._cursor_run(
+            "SELECT COUNT(*), IFNULL(BIT_XOR(CAST(CONV(SUBSTRING(MD5(CONCAT_WS(CHAR(31), "
+            f"{values})), 1, 16), 16, 10) AS UNSIGNED)), 0) FROM {self.sql(self.target_expr(target))}"
+        )[0]
+        return f"{row[0]}:{row[1]}:{','.join(c for c, _ in cols)}"
+
+    def publish(self, loads: list[StagedLoad]) -> None:
+        current = {id(load): self._existing(load) for load in loads}
+        in_place = all(
+            load.mode != "replace"
+            and (cols := current[id(load)]) is not None
+            and not self.new_columns(load, cols)
+            for load in loads
+        )
+        if in_place:
+            super().publish(loads)
+        else:
+            self._publish_by_swap(loads, current)
+
+    def _existing(self, load: StagedLoad) -> list[tuple[str, str]] | None:
+        schema, name = load.target.schema_and_name
+        return self.table_columns(schema, name)
+
+    def _publish_by_swap(self, loads: list[StagedLoad], current: dict[int, Any]) -> None:
+        """Build each new production table beside it, then swap them all in with one RENAME TABLE."""
+        for load in loads:
+            if current[id(load)] is not None and (children := self._referenced_by(load)):
+                # RENAME would carry those foreign keys over to the retired table, and dropping it fails.
+                raise StepFailed(
+                    f"Table {self.name}.{load.target.table} is referenced by foreign keys of "
+                    f"{', '.join(children)}, so step '{load.step_id}' cannot swap a new table in for it",
+                    hint="append or merge rows with the table's own columns (published in place), "
+                    "or drop those foreign keys first",
+                )
+        renames: list[tuple[exp.Table, exp.Table]] = []
+        retired: list[exp.Table] = []
+        scratch: list[exp.Table] = []
+        try:
+            self._build_beside(loads, current, renames, retired, scratch)
+            faults.point("publish.in_transaction")
+            self.execute("RENAME TABLE " + ", ".join(f"{self.sql(a)} TO {self.sql(b)}" for a, b in renames))
+        except BaseException:
+            for table in scratch:  # production is untouched; the tables built beside it must go
+                with contextlib.suppress(QueryForgeError):
+                    self.execute(f"DROP TABLE IF EXISTS {self.sql(table)}")
+            raise
+        for table in [*retired, *scratch, *(self.staging_expr(load) for load in loads)]:
+            self.execute(f"DROP TABLE IF EXISTS {self.sql(table)}")
+
+    def _build_beside(
+        self,
+        loads: list[StagedLoad],
+        current: dict[int, Any],
+        renames: list[tuple[exp.Table, exp.Table]],
+        retired: list[exp.Table],
+        scratch: list[exp.Table],
+    ) -> None:
+        for load in loads:
+            staged = self.staging_expr(load)
+            target = self.target_expr(load.target)
+            existing = current[id(load)]
+            new = staged
+            if load.mode != "replace" and existing is not None:
+                new = self._sibling(load, "next")
+                scratch.append(new)
+                self.execute(f"DROP TABLE IF EXISTS {self.sql(new)}")
+                self.execute(f"CREATE TABLE {self.sql(new)} LIKE {self.sql(target)}")
+                self.execute(f"INSERT INTO {self.sql(new)} SELECT * FROM {self.sql(target)}")
+                self.evolve(load, existing, new)
+                if load.mode == "merge":
+                    self.merge_into(load, new, staged)
+                else:
+                    self.insert_from(load, new, staged)
+            schema, _ = load.target.schema_and_name
+            if schema:
+                self.execute(f"CREATE DATABASE IF NOT EXISTS {self.sql(_ident(schema))}")
+            if existing is not None:
+                old = self._sibling(load, "old")
+                self.execute(f"DROP TABLE IF EXISTS {self.sql(old)}")
+                renames.append((target, old))
+                retired.append(old)
+            renames.append((new, target))
+
+    def _referenced_by(self, load: StagedLoad) -> list[str]:
+        """Other tables whose foreign keys reference the load's target."""
+        schema, name = load.target.schema_and_name
+        rows = self._cursor_run(
+            "SELECT DISTINCT TABLE_SCHEMA, TABLE_NAME FROM information_schema.KEY_COLUMN_USAGE "
+            "WHERE REFERENCED_TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND REFERENCED_TABLE_NAME = %s "
+            "AND NOT (TABLE_SCHEMA = REFERENCED_TABLE_SCHEMA AND TABLE_NAME = REFERENCED_TABLE_NAME) "
+            "ORDER BY 1, 2",
+            [schema, name],
+        )
+        return [f"{r[0]}.{r[1]}" for r in rows]
+
+    def _sibling(self, load: StagedLoad, suffix: str) -> exp.Table:
+        schema, _, name = load.staging_name.rpartition(".")
+        return self.table_expr(schema or None, f"{name}__{suffix}"[:64])
+
+    def merge_into(self, load: StagedLoad, target: exp.Table, staged: exp.Table) -> None:
+        """`INSERT ... ON DUPLICATE KEY UPDATE` when the primary key is exactly the merge keys."""
+        schema = target.db or None
+        if sorted(k.lower() for k in self._primary_key(schema, target.name)) != sorted(
+            k.lower() for k in load.keys
+        ):
+            super().merge_into(load, target, staged)
+            return
+        names = [c for c, _ in load.columns]
+        keys = {k.lower() for k in load.keys}
+        quoted = ", ".join(self.sql(_ident(c)) for c in names)
+        updates = ", ".join(
+            f"{self.sql(_ident(c))} = VALUES({self.sql(_ident(c))})" for c in names if c.lower() not in keys
+        )
+        first = self.sql(_ident(load.keys[0]))
+        self.execute(
+            f"INSERT INTO {self.sql(target)} ({quoted}) SELECT {quoted} FROM {self.sql(staged)} "
+            f"ON DUPLICATE KEY UPDATE {updates or f'{first} = {first}'}"
+        )
+
+    def _primary_key(self, schema: str | None, name: str) -> list[str]:
+        rows = self._cursor_run(
+            "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE CONSTRAINT_NAME = 'PRIMARY' "
+            "AND TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+            [schema, name],
+        )
+        return [str(r[0]) for r in rows]
+
+
+def _next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
+    try:
+        return reader.read_next_batch()
+    except StopIteration:
+        return None
+
+
+def _ident(name: str) -> exp.Identifier:
+    return exp.to_identifier(name, quoted=True)
+
+
+# ------------------------------------------------------------ Arrow -> MySQL
+
+
+def mysql_type(field: pa.Field, connection: str | None = None) -> str:
+    """The column type a table created from this Arrow field gets; unmappable types are refused."""
+    t = field.type
+    ints = {8: "TINYINT", 16: "SMALLINT", 32: "INT", 64: "BIGINT"}
+    if pa.types.is_boolean(t):
+        return "BOOLEAN"
+    if pa.types.is_signed_integer(t):
+        return ints[t.bit_width]
+    if pa.types.is_unsigned_integer(t):
+        return f"{ints[t.bit_width]} UNSIGNED"
+    if pa.types.is_float16(t) or pa.types.is_float32(t):
+        return "FLOAT"
+    if pa.types.is_float64(t):
+        return "DOUBLE"
+    if pa.types.is_decimal(t) and t.precision <= 65:
+        return f"DECIMAL({t.precision},{t.scale})"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "LONGTEXT"
+    if pa.types.is_date(t):
+        return "DATE"
+    if pa.types.is_timestamp(t):
+        return "DATETIME(6)"
+    if pa.types.is_time(t):
+        return "TIME(6)"
+    where = f"connection '{connection}' (MySQL)" if connection else "MySQL"
+    raise StepFailed(
+        f"Column '{field.name}' has type {t}, which QueryForge cannot store in {where}",
+        hint=f"cast it first, e.g. a 'cast' step with {field.name}: VARCHAR",
+    )
+
+
+def _text(column: pa.Array) -> pa.Array:
+    """One column in MySQL's LOAD DATA text form (escaped, \\N for NULL), by Arrow kernels only."""
+    t = column.type
+    if pa.types.is_boolean(t):
+        text = pc.if_else(column, "1", "0")
+    elif pa.types.is_timestamp(t):
+        text = pc.cast(pc.cast(column, pa.timestamp("us")) if t.tz else column, pa.string())
+    elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        text = pc.cast(column, pa.string())
+        for raw, escaped in _ESCAPES:
+            text = pc.replace_substring(text, raw, escaped)
+    else:
+        text = pc.cast(column, pa.string())
+    return pc.fill_null(text, NULL)
+
+
+def tsv_bytes(batch: pa.RecordBatch) -> bytes:
+    """A batch as tab-separated lines: joined element-wise, so the result's data buffer is the file."""
+    for field in batch.schema:
+        mysql_type(field)  # refuse unmappable types before writing anything
+    lines = pc.binary_join_element_wise(*[_text(c) for c in batch.columns], "\t")
+    lines = pc.binary_join_element_wise(lines, pa.scalar("\n"), "")
+    lines = lines.cast(pa.large_string())
+    offsets = lines.buffers()[1]
+    data = lines.buffers()[2]
+    start = pa.Array.from_buffers(pa.int64(), 1, [None, offsets], offset=lines.offset)[0].as_py()
+    end = pa.Array.from_buffers(pa.int64(), 1, [None, offsets], offset=lines.offset + len(lines))[0].as_py()
+    return data[start:end].to_pybytes() if data is not None else b""

@@ -1,0 +1,411 @@
+"""PostgreSQL (`postgresql://user@host:5432/db`): Arrow in and out through ADBC (binary COPY).
+
+Control statements (DDL, the publish transaction) go through psycopg; data never does: reads are
+streamed by ADBC's `COPY (query) TO STDOUT` and staging is filled by `adbc_ingest` (binary COPY
+FROM). Reads run in a READ ONLY transaction with `SET LOCAL` time limits; COPY takes exactly one
+SELECT, so a read can never be a second statement. Replace is an atomic swap: inside the publish
+transaction the staged table is renamed into place, so a replace costs no copy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import adbc_driver_postgresql.dbapi as adbc_pg
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlglot import exp
+
+from ..errors import StepFailed
+from ..sql.parse import ident
+from .base import ColumnInfo, StagedLoad, TableInfo, TargetRef
+from .driver_errors import map_postgres_error
+from .sql import SqlConnector, diff_counts, diff_query, literal, transpile
+
+READ_TIMEOUT_MS = (
+    15 * 60 * 1000
+)  # a read statement may run this long (connection option `statement_timeout_ms`)
+LOCK_TIMEOUT_MS = 60 * 1000
+
+
+class PostgresConnector(SqlConnector):
+    scheme = "postgresql"
+    aliases = ("postgres",)
+    dialect: ClassVar[str] = "postgres"
+    default_schema = "public"
+
+    _con: psycopg.Connection[Any] | None = None
+
+    # ------------------------------------------------------------ connecting
+    @property
+    def uri(self) -> str:
+        """The libpq URI with the `password` option (a resolved secret) put in."""
+        parts = urlsplit(self.config.url.replace("postgres://", "postgresql://", 1))
+        password = self.config.options.get("password")
+        if password is None or "@" not in parts.netloc:
+            return urlunsplit(parts._replace(scheme="postgresql"))
+        user, host = parts.netloc.rsplit("@", 1)
+        user = user.split(":", 1)[0]
+        netloc = f"{user}:{quote(str(password), safe='')}@{host}"
+        return urlunsplit(parts._replace(scheme="postgresql", netloc=netloc))
+
+    @property
+    def database(self) -> str:
+        return unquote(urlsplit(self.config.url).path.lstrip("/")) or "postgres"
+
+    @property
+    def con(self) -> psycopg.Connection[Any]:
+        if self._con is None:
+            with map_postgres_error(self.name):
+                self._con = psycopg.connect(self.uri, autocommit=True, connect_timeout=10)
+        return self._con
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    @contextmanager
+    def _adbc(self) -> Iterator[Any]:
+        with map_postgres_error(self.name), adbc_pg.connect(self.uri) as con:
+            yield con
+
+    # ------------------------------------------------------------ primitives
+    def execute(self, sql: str) -> None:
+        with map_postgres_error(self.name):
+            self.con.execute(sql.encode())
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with map_postgres_error(self.name), self.con.transaction():
+            self.con.execute(f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}".encode())
+            yield
+
+    def fetch_arrow(self, sql: str) -> pa.Table:
+        return self.stream_arrow(sql, 100_000).read_all()
+
+    def stream_arrow(self, sql: str, batch_rows: int) -> pa.RecordBatchReader:
+        """Stream a read-only query; the ADBC connection lives as long as the reader is consumed."""
+        timeout = int(self.config.options.get("statement_timeout_ms", READ_TIMEOUT_MS))
+        stack = self._adbc()
+        con = stack.__enter__()
+        try:
+            cur = con.cursor()
+            with map_postgres_error(self.name):
+                cur.execute("SET TRANSACTION READ ONLY")
+                cur.execute(f"SET LOCAL statement_timeout = {timeout}")
+                cur.execute(sql)
+                source = cur.fetch_record_batch()
+                # The query runs while the first batch is produced: its failure (a timeout, a write
+                # refused by READ ONLY) is raised here, classified, not later inside the consumer.
+                first = _next_batch(source)
+        except BaseException as exc:
+            stack.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        schema = arrow_schema(source.schema)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                with map_postgres_error(self.name):
+                    if first is not None:
+                        yield normalize(first, schema)
+                    for batch in source:
+                        yield normalize(batch, schema)
+            finally:
+                cur.close()
+                con.rollback()
+                stack.__exit__(None, None, None)
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
+
+    def ingest(self, schema: str | None, name: str, data: pa.RecordBatchReader) -> int:
+        """Create the table from the Arrow schema, then COPY the data in.
+
+        ADBC creates decimal columns as unconstrained `numeric`, which reads back as DOUBLE; each
+        gets the precision and scale of its Arrow type before any row is copied. ADBC would store
+        uint64 in a bigint (wrapping values above 2^63), so those become numeric(20,0).
+        """
+        for f in data.schema:
+            postgres_storable(f, self.name)
+        if any(pa.types.is_uint64(f.type) for f in data.schema):
+            wide = pa.schema(
+                [f.with_type(pa.decimal128(20, 0)) if pa.types.is_uint64(f.type) else f for f in data.schema]
+            )
+            data = pa.RecordBatchReader.from_batches(wide, (batch.cast(wide) for batch in data))
+        where = schema or self.default_schema
+        table = self.sql(self.table_expr(where, name))
+        with self._adbc() as con, con.cursor() as cur:
+            cur.adbc_ingest(name, data.schema.empty_table(), mode="create", db_schema_name=where)
+            for f in data.schema:
+                if pa.types.is_decimal(f.type) and f.type.precision <= 1000:
+                    column = self.sql(ident(f.name))
+                    kind = f"numeric({f.type.precision},{f.type.scale})"
+                    cur.execute(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {kind}")
+            rows = cur.adbc_ingest(name, data, mode="append", db_schema_name=where)
+            con.commit()
+        return int(rows)
+
+    def table_columns(self, schema: str | None, name: str) -> list[tuple[str, str]] | None:
+        with map_postgres_error(self.name):
+            rows = self.con.execute(
+                "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f') "
+                "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                [schema or self.default_schema, name],
+            ).fetchall()
+        return [(r[0], r[1]) for r in rows] or None
+
+    def test(self) -> str:
+        with map_postgres_error(self.name):
+            row = self.con.execute("SELECT current_user, version()").fetchone()
+        assert row is not None
+        return f"connected as {row[0]} to {row[1].split(',')[0]}"
+
+    # ------------------------------------------------------------ catalog
+    def introspect(self) -> list[TableInfo]:
+        with map_postgres_error(self.name):
+            tables = self.con.execute(
+                "SELECT n.nspname, c.relname, greatest(c.reltuples, 0)::bigint, c.reltuples < 0 "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind IN ('r', 'p', 'v', 'm') AND n.nspname NOT IN "
+                "('pg_catalog', 'information_schema', %s) AND n.nspname NOT LIKE 'pg\\_%%' "
+                "AND NOT c.relispartition ORDER BY 1, 2",
+                [self.staging_schema],
+            ).fetchall()
+            columns = self.con.execute(
+                "SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), "
+                "NOT a.attnotnull FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE a.attnum > 0 AND NOT a.attisdropped "
+                "AND c.relkind IN ('r', 'p', 'v', 'm') ORDER BY n.nspname, c.relname, a.attnum"
+            ).fetchall()
+            keys = self.con.execute(
+                "SELECT n.nspname, c.relname, con.contype, a.attname, fn.nspname, fc.relname, fa.attname "
+                "FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "CROSS JOIN LATERAL unnest(con.conkey, coalesce(con.confkey, con.conkey)) "
+                "WITH ORDINALITY AS k(attnum, fattnum, ord) "
+                "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum "
+                "LEFT JOIN pg_class fc ON fc.oid = con.confrelid "
+                "LEFT JOIN pg_namespace fn ON fn.oid = fc.relnamespace "
+                "LEFT JOIN pg_attribute fa ON fa.attrelid = fc.oid AND fa.attnum = k.fattnum "
+                "WHERE con.contype IN ('p', 'f') ORDER BY con.conname, k.ord"
+            ).fetchall()
+        cols: dict[tuple[str, str], list[ColumnInfo]] = {}
+        for schema, table, column, kind, nullable in columns:
+            cols.setdefault((schema, table), []).append(ColumnInfo(column, kind, bool(nullable)))
+        pks: dict[tuple[str, str], list[str]] = {}
+        fks: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for schema, table, kind, column, fschema, ftable, fcolumn in keys:
+            if kind == "p":
+                pks.setdefault((schema, table), []).append(column)
+            else:
+                ref = (
+                    f"{ftable}.{fcolumn}"
+                    if fschema == self.default_schema
+                    else f"{fschema}.{ftable}.{fcolumn}"
+                )
+                fks.setdefault((schema, table), []).append((column, ref))
+        return [
+            TableInfo(
+                name=table,
+                schema=None if schema == self.default_schema else schema,
+                columns=tuple(cols.get((schema, table), ())),
+                row_estimate=None if unknown else int(estimate),
+                primary_key=tuple(pks.get((schema, table), ())),
+                foreign_keys=tuple(fks.get((schema, table), ())),
+            )
+            for schema, table, estimate, unknown in tables
+        ]
+
+    # ------------------------------------------------------------ native audit and publish
+    def fingerprint(self, target: TargetRef) -> str | None:
+        schema, name = target.schema_and_name
+        cols = self.table_columns(schema, name)
+        if cols is None:
+            return None
+        table = self.sql(self.target_expr(target))
+        with map_postgres_error(self.name):
+            row = self.con.execute(
+                f"SELECT count(*), coalesce(bit_xor(hashtextextended(t::text, 0)), 0) FROM {table} t".encode()
+            ).fetchone()
+        assert row is not None
+        return f"{row[0]}:{row[1]}:{','.join(c for c, _ in cols)}"
+
+    def replace_table(self, load: StagedLoad, exists: bool) -> None:
+        """Swap: drop production and rename the staged table into its place (no copy)."""
+        target = self.target_expr(load.target)
+        schema, name = load.target.schema_and_name
+        staging_schema, staging_name = load.staging_name.split(".", 1)
+        if exists:
+            self.execute(self.sql(exp.Drop(tables=[target], kind="TABLE", exists=True)))
+        staged = self.sql(self.table_expr(staging_schema, staging_name))
+        self.execute(f"ALTER TABLE {staged} SET SCHEMA {self.sql(ident(schema or self.default_schema))}")
+        moved = self.sql(self.table_expr(schema or self.default_schema, staging_name))
+        self.execute(f"ALTER TABLE {moved} RENAME TO {self.sql(ident(name))}")
+
+    def merge_into(self, load: StagedLoad, target: exp.Table, staged: exp.Table) -> None:
+        """`INSERT ... ON CONFLICT (keys) DO UPDATE` when a unique index covers exactly the keys."""
+        schema, name = load.target.schema_and_name
+        if not self._has_unique(schema or self.default_schema, name, load.keys):
+            super().merge_into(load, target, staged)
+            return
+        names = [c for c, _ in load.columns]
+        keys = {k.lower() for k in load.keys}
+        quoted = ", ".join(self.sql(ident(c)) for c in names)
+        values = ", ".join(self.sql(v) for v in self.staged_values(load, target, names))
+        updates = ", ".join(
+            f"{self.sql(ident(c))} = EXCLUDED.{self.sql(ident(c))}" for c in names if c.lower() not in keys
+        )
+        conflict = ", ".join(self.sql(ident(k)) for k in load.keys)
+        action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+        self.execute(
+            f"INSERT INTO {self.sql(target)} ({quoted}) SELECT {values} FROM {self.sql(staged)} "
+            f"ON CONFLICT ({conflict}) {action}"
+        )
+
+    def mark_literal(self, value: Any) -> exp.Expr:
+        """An aware high-water mark is an instant: a timestamptz literal, whatever the session's zone."""
+        if isinstance(value, dt.datetime) and value.tzinfo is not None:
+            return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), exp.DataType.build("timestamptz"))
+        return literal(value)
+
+    # ------------------------------------------------------------ type conversions
+    def staged_values(self, load: StagedLoad, target: exp.Table, names: list[str]) -> list[exp.Expr]:
+        """Staged columns converted to the target's column types where they differ.
+
+        Data reaches staging through Arrow, so json, jsonb, uuid (and enums, ...) arrive as text,
+        and PostgreSQL assigns text to them only with an explicit cast.
+        """
+        existing = self.table_columns(target.db or None, target.name) or []
+        wanted = {c.lower(): t for c, t in existing}
+        have = {c.lower(): t for c, t in load.columns}
+        return [self._convert(c, have.get(c.lower()), wanted.get(c.lower())) for c in names]
+
+    def _convert(self, column: str, source: str | None, target: str | None) -> exp.Expr:
+        """`column` of type `source` as type `target`: a cast where PostgreSQL has one, else through text."""
+        value: exp.Expr = exp.column(ident(column))
+        if source is None or target is None or source == target:
+            return value
+        with map_postgres_error(self.name):
+            row = self.con.execute(
+                "SELECT %s::regtype = %s::regtype OR EXISTS (SELECT 1 FROM pg_cast "
+                "WHERE castsource = %s::regtype AND casttarget = %s::regtype)",
+                [source, target, source, target],
+            ).fetchone()
+        if not (row and row[0]):
+            value = exp.cast(value, exp.DataType.build("text"))
+        return exp.Cast(this=value, to=exp.DataType(this=exp.DataType.Type.USERDEFINED, kind=target))
+
+    def diff_relations(self, load: StagedLoad) -> dict[str, int]:
+        """The diff inside the database, with both sides in comparable types.
+
+        A merge compares staged values converted to production's types (as publishing will store
+        them); a replace compares columns whose types differ as text. json, which has no equality,
+        is compared as jsonb.
+        """
+        schema, name = load.target.schema_and_name
+        prod_cols = self.table_columns(schema, name) or []
+        target = self.target_expr(load.target)
+        q = self.sql
+
+        def comparable(kind: str) -> str:
+            return "jsonb" if kind == "json" else kind
+
+        def as_type(column: str, source: str, kind: str) -> str:
+            return f"{q(self._convert(column, source, kind))} AS {q(ident(column))}"
+
+        if load.mode == "merge":
+            prod = {c.lower(): t for c, t in prod_cols}
+            staged_list = [
+                as_type(c, t, comparable(prod.get(c.lower(), t))) if c.lower() in prod else q(ident(c))
+                for c, t in load.columns
+            ]
+            prod_list = [as_type(c, t, comparable(t)) for c, t in prod_cols]
+        else:
+            staged_list, prod_list = [], []
+            for (c, t), (p, pt) in zip(load.columns, prod_cols, strict=True):
+                same = t == pt and comparable(t) == t
+                staged_list.append(q(ident(c)) if same else as_type(c, t, "text"))
+                prod_list.append(q(ident(p)) if same else as_type(p, pt, "text"))
+        query = diff_query(
+            "qf_staged", "qf_prod", load.mode, load.keys, load.columns, {c.lower() for c, _ in prod_cols}
+        )
+        sql = (
+            f"WITH qf_staged AS (SELECT {', '.join(staged_list)} FROM {q(self.staging_expr(load))}), "
+            f"qf_prod AS (SELECT {', '.join(prod_list)} FROM {q(target)}) {transpile(query, self.dialect)}"
+        )
+        result = self.fetch_arrow(sql)
+        return diff_counts([c[0].as_py() for c in result.columns], load.mode, load.keys)
+
+    def _has_unique(self, schema: str, name: str, keys: list[str]) -> bool:
+        with map_postgres_error(self.name):
+            rows = self.con.execute(
+                "SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey) "
+                "WHERE n.nspname = %s AND c.relname = %s AND i.indisunique AND i.indpred IS NULL "
+                "AND i.indexprs IS NULL GROUP BY i.indexrelid",
+                [schema, name],
+            ).fetchall()
+        wanted = sorted(keys)
+        return any(sorted(r[0]) == wanted for r in rows)
+
+
+# ------------------------------------------------------------ Arrow types PostgreSQL takes and sends
+
+
+def postgres_storable(field: pa.Field, connection: str) -> None:
+    """Refuse, by name, a column ADBC cannot create in PostgreSQL (structs, maps, unions)."""
+    t = field.type
+    inner = t
+    while pa.types.is_list(inner) or pa.types.is_large_list(inner) or pa.types.is_fixed_size_list(inner):
+        inner = inner.value_type
+    if pa.types.is_struct(inner) or pa.types.is_map(inner) or pa.types.is_union(inner):
+        raise StepFailed(
+            f"Column '{field.name}' has type {t}, which QueryForge cannot store in connection "
+            f"'{connection}' (PostgreSQL)",
+            hint=f"turn it into text first, e.g. a 'derive' step with {field.name}: to_json({field.name})",
+        )
+
+
+def _numeric_type(field: pa.Field) -> pa.DataType:
+    """numeric(p,s) becomes decimal128(p,s); an unconstrained numeric has no fixed scale, so DOUBLE."""
+    typmod = int((field.metadata or {}).get(b"POSTGRESQL:typmod", b"-1"))
+    if typmod >= 4:
+        precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF
+        if 0 < precision <= 38:
+            return pa.decimal128(precision, scale)
+    return pa.float64()
+
+
+def arrow_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema readers expose: PostgreSQL's opaque numeric becomes a real number type."""
+    fields = []
+    for f in schema:
+        if isinstance(f.type, pa.OpaqueType) and f.type.type_name == "numeric":
+            fields.append(pa.field(f.name, _numeric_type(f), f.nullable))
+        else:
+            fields.append(f.remove_metadata())
+    return pa.schema(fields)
+
+
+def _next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
+    try:
+        return reader.read_next_batch()
+    except StopIteration:
+        return None
+
+
+def normalize(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    columns = []
+    for column, field in zip(batch.columns, schema, strict=True):
+        if isinstance(column.type, pa.OpaqueType):
+            column = pc.cast(column.storage, field.type)
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
