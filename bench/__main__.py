@@ -20,15 +20,21 @@ from typing import Any
 
 import duckdb
 
-from . import pipeline_10m, planner, step_overhead
+from . import pipeline_10m, planner, postgres_io, step_overhead
 from .common import Outcome, fmt_load, load_average, log
 
-BENCHMARKS = ("pipeline_10m", "step_overhead", "planner")
+BENCHMARKS = ("pipeline_10m", "step_overhead", "planner", "postgres_io")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=None, help="orders rows (default 10_000_000; quick 1M)")
+    parser.add_argument(
+        "--pg-rows",
+        type=int,
+        default=None,
+        help="rows into PostgreSQL (5_000_000; quick 500k)",
+    )
     parser.add_argument("--steps", type=int, default=None, help="steps per overhead pipeline (200; quick 50)")
     parser.add_argument("--repeat", type=int, default=3, help="timed repetitions per side (default 3)")
     parser.add_argument("--quick", action="store_true", help="1M rows and 50 steps")
@@ -42,6 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.rows is None:
         args.rows = 1_000_000 if args.quick else 10_000_000
+    if args.pg_rows is None:
+        args.pg_rows = 500_000 if args.quick else 5_000_000
     if args.steps is None:
         args.steps = 50 if args.quick else 200
     if args.rows < 1 or args.steps < 3 or args.repeat < 1:
@@ -68,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         outcomes.append(pipeline_10m.run(args.rows, args.repeat, args.profile))
     if "step_overhead" in selected:
         outcomes.extend(step_overhead.run(args.steps, args.repeat, args.profile))
+    if "postgres_io" in selected:
+        outcomes.extend(postgres_io.run(args.pg_rows, args.repeat, args.profile))
     if "planner" in selected:
         outcomes.extend(planner.run(1 if args.quick else args.repeat, args.profile))
     elapsed = time.perf_counter() - started
