@@ -137,11 +137,25 @@ class Workspace:
                     for s in plan.stages
                     if isinstance(s, ExtractStage) and s.path
                 )
-                plan = dataclasses.replace(plan, estimated_rows=max(explained, files))
+                tables = sum(self._table_estimate(connections, s) for s in plan.stages_of(ExtractStage))
+                plan = dataclasses.replace(plan, estimated_rows=max(explained, files + tables))
             return plan
         finally:
             scratch.close()
             connections.close()
+
+    def _table_estimate(self, connections: ConnectionSet, stage: ExtractStage) -> int:
+        """Rows a database-table extract reads, from the catalog's row estimate (0 when unknown)."""
+        if stage.connection is None or stage.request is None or stage.request.table is None:
+            return 0
+        wanted = stage.request.table.lower()
+        try:
+            connector = connections.get(stage.connection)
+            entry = self.catalog_cache().get(stage.connection, connector.introspect)
+        except QueryForgeError:
+            return 0
+        found = [t.row_estimate for t in entry.tables if wanted in (t.name.lower(), t.qualified.lower())]
+        return int(found[0] or 0) if found else 0
 
     def validate(self, ref: str, params: dict[str, Any] | None = None) -> ExecutionPlan:
         return self.compile(self.bind(ref, params))

@@ -137,3 +137,22 @@ def test_catalog_reports_cache_hits_and_refresh(
     assert cached["cache_hit"] is True and "later" not in [t["name"] for t in cached["tables"]]
     fresh = json.loads(qf("catalog", "crm", "--refresh", "--json", cwd=root, env=ENV).stdout)
     assert fresh["cache_hit"] is False and "later" in [t["name"] for t in fresh["tables"]]
+
+
+def test_cost_gate_counts_rows_of_database_tables(
+    pg_ws: tuple[Path, str], qf: Callable[..., CliResult]
+) -> None:
+    root, url = pg_ws
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute("ANALYZE customers")  # the row estimate the catalog reports (30)
+    request = "Load the crm.customers table into all_customers"
+    capped = {**ENV, "QUERYFORGE_COST_CAP_ROWS": "10"}
+    blocked = qf("ask", request, "--commit", "--yes", "--json", cwd=root, env=capped)
+    assert blocked.code == 2, blocked.stdout + blocked.stderr
+    assert "over the per-query cap of 10" in blocked.stdout
+    approved = qf("ask", request, "--commit", "--yes", "--approve-cost", "--json", cwd=root, env=capped)
+    assert approved.code == 0, approved.stdout + approved.stderr
+    assert json.loads(approved.stdout)["status"] == "succeeded"
+    budget = {**ENV, "QUERYFORGE_COST_BUDGET_ROWS_PER_HOUR": "40"}  # 30 of 40 already spent this hour
+    over = qf("ask", request, "--commit", "--yes", "--json", cwd=root, env=budget)
+    assert over.code == 2 and "left in this hour's budget" in over.stdout, over.stdout
