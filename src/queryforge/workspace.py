@@ -8,7 +8,6 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,8 @@ from .catalog import CatalogCache, CatalogEntry
 from .config import CONFIG_FILE, STATE_DIR, Settings, WorkspaceConfig, load_config
 from .connectors.base import ConnectionConfig, ReadRequest
 from .connectors.files import FilesConnector
-from .connectors.mysql import MySQLConnector
-from .connectors.postgres import PostgresConnector
 from .connectors.registry import FILES, ConnectionSet
-from .connectors.sql import SqlConnector, transpile
+from .connectors.sql import transpile
 from .engine.base import get_engine
 from .engine.duckdb import run_readonly
 from .errors import NotFoundError, ProductionChanged, QueryBlocked, QueryForgeError, UserError, did_you_mean
@@ -32,6 +29,7 @@ from .planner.providers import get_provider
 from .planner.service import AskOutcome, AskService, CostPolicy
 from .runs.executor import Executor, RunOutcome, staged_from_json
 from .runs.explain import explain
+from .runs.gc import collect_staging
 from .runs.plan import CheckStage, Compiler, ExecutionPlan, ExtractStage, StageLoadStage, readable_dirs
 from .runs.reporter import Reporter
 from .scaffold import create_workspace
@@ -394,15 +392,14 @@ class Workspace:
             wanted = {name.lower() for name in table_references(parse_select(sql))}
         except SqlProblem:
             return True  # the policy will say what is wrong with it
-        known = {n.lower() for t in entry.tables for n in (t.name, t.qualified)}
-        return wanted <= known
+        return wanted <= entry.names()
 
     def _query_connection(
         self, sql: str, limit: int, connection: str
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         with self._connections() as conns:
             connector = conns.sql(connection)
-            if not isinstance(connector, PostgresConnector | MySQLConnector):
+            if not connector.guarded_reads:
                 raise UserError(
                     f"Ad-hoc queries run on the warehouse, PostgreSQL and MySQL connections; "
                     f"'{connection}' is {connector.scheme}",
@@ -411,8 +408,7 @@ class Workspace:
             entry = self.catalog(connection)[0]
             if entry.cache_hit and not self._names_known(sql, entry):
                 entry = self.catalog(connection, refresh=True)[0]  # a table may be newer than the cache
-            tables = {n.lower() for t in entry.tables for n in (t.name, t.qualified)}
-            verdict = self._vet(sql, tables, limit)
+            verdict = self._vet(sql, entry.names(), limit)
             data = connector.fetch_arrow(transpile(verdict.sql, connector.dialect))
         return data.schema.names, [tuple(r.values()) for r in data.to_pylist()]
 
@@ -482,39 +478,6 @@ class Workspace:
         return entries
 
     def gc(self, *, dry_run: bool = False, stale_after_s: float = 6 * 3600) -> list[dict[str, Any]]:
-        """Drop staging tables no run needs: those of this workspace's runs that ended.
-
-        An audited run keeps its staging (it waits for `commit`). A run still marked running that
-        started more than `stale_after_s` ago is taken for dead (its process was killed) and loses
-        its staging too. Staging tables of runs this workspace does not know are never touched: the
-        staging schema may be shared with other workspaces.
-        """
-        keep = {"audited", "running", "queued"}
-        cutoff = datetime.now(UTC) - timedelta(seconds=stale_after_s)
-        removed: list[dict[str, Any]] = []
+        """Drop staging tables no run of this workspace needs any more (see `runs.gc`)."""
         with self._connections() as conns:
-            for name in list(conns.configs):
-                try:
-                    connector = conns.get(name)
-                    if not isinstance(connector, SqlConnector) or not connector.config.writable:
-                        continue
-                    staging = connector.staging_tables()
-                except QueryForgeError as exc:
-                    removed.append({"connection": name, "error": scrub(exc.render())})
-                    continue
-                for staged in staging:
-                    run_id = staged.split("__", 1)[0]
-                    try:
-                        run = self.repo.get_run(run_id)
-                        status = run.status
-                        started = run.started_at or run.created_at
-                    except QueryForgeError:
-                        continue  # another workspace's run
-                    if status in keep and not (status == "running" and started and started <= cutoff):
-                        continue
-                    if not dry_run:
-                        connector.drop_staging(staged)
-                    removed.append(
-                        {"connection": name, "table": staged, "run_id": run_id, "run_status": status}
-                    )
-        return removed
+            return collect_staging(self.repo, conns, dry_run=dry_run, stale_after_s=stale_after_s)

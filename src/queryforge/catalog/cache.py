@@ -30,6 +30,10 @@ class CatalogEntry:
     cache_hit: bool
     error: str | None = None  # set when the connection could not be introspected (nothing cached)
 
+    def names(self) -> set[str]:
+        """Every table by its bare and its schema-qualified name, lower-cased (for lookups)."""
+        return {n.lower() for t in self.tables for n in (t.name, t.qualified)}
+
     def to_json(self) -> dict[str, Any]:
         return {
             "connection": self.connection,

@@ -29,9 +29,10 @@ from sqlglot import exp
 
 from .. import faults
 from ..errors import QueryForgeError, StepFailed
+from ..sql.parse import ident
 from .base import ColumnInfo, StagedLoad, TableInfo, TargetRef
 from .driver_errors import map_mysql_error
-from .sql import SqlConnector, diff_counts, diff_query, transpile
+from .sql import SqlConnector, diff_counts, diff_query, next_batch, transpile
 
 READ_TIMEOUT_S = 15 * 60
 _TEXT_TYPES = ("char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set", "json")
@@ -43,6 +44,7 @@ class MySQLConnector(SqlConnector):
     scheme = "mysql"
     aliases = ("mariadb",)
     dialect: ClassVar[str] = "mysql"
+    guarded_reads: ClassVar[bool] = True
 
     _con: pymysql.connections.Connection[Any] | None = None
     _mariadb: bool = False
@@ -117,7 +119,7 @@ class MySQLConnector(SqlConnector):
             )
             # The query runs while the first batch is produced; connectorx reports a failure then
             # (a time limit, a write refused by READ ONLY) by panicking, so map it here, classified.
-            first = _next_batch(reader)
+            first = next_batch(reader)
 
         def batches() -> Iterator[pa.RecordBatch]:
             with map_mysql_error(self.name):
@@ -140,7 +142,7 @@ class MySQLConnector(SqlConnector):
 
     def ingest(self, schema: str | None, name: str, data: pa.RecordBatchReader) -> int:
         table = self.sql(self.table_expr(schema, name))
-        columns = ", ".join(f"{self.sql(_ident(f.name))} {mysql_type(f, self.name)}" for f in data.schema)
+        columns = ", ".join(f"{self.sql(ident(f.name))} {mysql_type(f, self.name)}" for f in data.schema)
         self.execute(f"CREATE TABLE {table} ({columns}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
         fd, path = tempfile.mkstemp(prefix="qf_load_", suffix=".tsv")
         try:
@@ -148,7 +150,7 @@ class MySQLConnector(SqlConnector):
                 for batch in data:
                     if batch.num_rows:
                         out.write(tsv_bytes(batch))
-            names = ", ".join(self.sql(_ident(f.name)) for f in data.schema)
+            names = ", ".join(self.sql(ident(f.name)) for f in data.schema)
             with map_mysql_error(self.name), self.con.cursor() as cur:
                 rows = cur.execute(
                     f"LOAD DATA LOCAL INFILE %s INTO TABLE {table} CHARACTER SET utf8mb4 "
@@ -228,7 +230,7 @@ class MySQLConnector(SqlConnector):
         prod_cols = self.table_columns(schema, name) or []
 
         def exact(column: str, kind: str) -> str:
-            quoted = self.sql(_ident(column))
+            quoted = self.sql(ident(column))
             if kind.lower().startswith(_TEXT_TYPES):
                 return f"CAST(CONVERT({quoted} USING utf8mb4) AS BINARY) AS {quoted}"
             return quoted
@@ -250,7 +252,7 @@ class MySQLConnector(SqlConnector):
         cols = self.table_columns(schema, name)
         if cols is None:
             return None
-        values = ", ".join(f"IFNULL(CAST({self.sql(_ident(c))} AS CHAR), CHAR(0))" for c, _ in cols)
+        values = ", ".join(f"IFNULL(CAST({self.sql(ident(c))} AS CHAR), CHAR(0))" for c, _ in cols)
         row = self._cursor_run(
             "SELECT COUNT(*), IFNULL(BIT_XOR(CAST(CONV(SUBSTRING(MD5(CONCAT_WS(CHAR(31), "
             f"{values})), 1, 16), 16, 10) AS UNSIGNED)), 0) FROM {self.sql(self.target_expr(target))}"
@@ -295,10 +297,10 @@ class MySQLConnector(SqlConnector):
         except BaseException:
             for table in scratch:  # production is untouched; the tables built beside it must go
                 with contextlib.suppress(QueryForgeError):
-                    self.execute(f"DROP TABLE IF EXISTS {self.sql(table)}")
+                    self.drop_table(table)
             raise
         for table in [*retired, *scratch, *(self.staging_expr(load) for load in loads)]:
-            self.execute(f"DROP TABLE IF EXISTS {self.sql(table)}")
+            self.drop_table(table)
 
     def _build_beside(
         self,
@@ -316,7 +318,7 @@ class MySQLConnector(SqlConnector):
             if load.mode != "replace" and existing is not None:
                 new = self._sibling(load, "next")
                 scratch.append(new)
-                self.execute(f"DROP TABLE IF EXISTS {self.sql(new)}")
+                self.drop_table(new)
                 self.execute(f"CREATE TABLE {self.sql(new)} LIKE {self.sql(target)}")
                 self.execute(f"INSERT INTO {self.sql(new)} SELECT * FROM {self.sql(target)}")
                 self.evolve(load, existing, new)
@@ -326,10 +328,10 @@ class MySQLConnector(SqlConnector):
                     self.insert_from(load, new, staged)
             schema, _ = load.target.schema_and_name
             if schema:
-                self.execute(f"CREATE DATABASE IF NOT EXISTS {self.sql(_ident(schema))}")
+                self.execute(f"CREATE DATABASE IF NOT EXISTS {self.sql(ident(schema))}")
             if existing is not None:
                 old = self._sibling(load, "old")
-                self.execute(f"DROP TABLE IF EXISTS {self.sql(old)}")
+                self.drop_table(old)
                 renames.append((target, old))
                 retired.append(old)
             renames.append((new, target))
@@ -360,11 +362,11 @@ class MySQLConnector(SqlConnector):
             return
         names = [c for c, _ in load.columns]
         keys = {k.lower() for k in load.keys}
-        quoted = ", ".join(self.sql(_ident(c)) for c in names)
+        quoted = ", ".join(self.sql(ident(c)) for c in names)
         updates = ", ".join(
-            f"{self.sql(_ident(c))} = VALUES({self.sql(_ident(c))})" for c in names if c.lower() not in keys
+            f"{self.sql(ident(c))} = VALUES({self.sql(ident(c))})" for c in names if c.lower() not in keys
         )
-        first = self.sql(_ident(load.keys[0]))
+        first = self.sql(ident(load.keys[0]))
         self.execute(
             f"INSERT INTO {self.sql(target)} ({quoted}) SELECT {quoted} FROM {self.sql(staged)} "
             f"ON DUPLICATE KEY UPDATE {updates or f'{first} = {first}'}"
@@ -377,17 +379,6 @@ class MySQLConnector(SqlConnector):
             [schema, name],
         )
         return [str(r[0]) for r in rows]
-
-
-def _next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
-    try:
-        return reader.read_next_batch()
-    except StopIteration:
-        return None
-
-
-def _ident(name: str) -> exp.Identifier:
-    return exp.to_identifier(name, quoted=True)
 
 
 # ------------------------------------------------------------ Arrow -> MySQL

@@ -25,7 +25,7 @@ from ..errors import StepFailed
 from ..sql.parse import ident
 from .base import ColumnInfo, StagedLoad, TableInfo, TargetRef
 from .driver_errors import map_postgres_error
-from .sql import SqlConnector, diff_counts, diff_query, literal, transpile
+from .sql import SqlConnector, diff_counts, diff_query, literal, next_batch, transpile
 
 READ_TIMEOUT_MS = (
     15 * 60 * 1000
@@ -37,6 +37,7 @@ class PostgresConnector(SqlConnector):
     scheme = "postgresql"
     aliases = ("postgres",)
     dialect: ClassVar[str] = "postgres"
+    guarded_reads: ClassVar[bool] = True
     default_schema = "public"
 
     _con: psycopg.Connection[Any] | None = None
@@ -103,7 +104,7 @@ class PostgresConnector(SqlConnector):
                 source = cur.fetch_record_batch()
                 # The query runs while the first batch is produced: its failure (a timeout, a write
                 # refused by READ ONLY) is raised here, classified, not later inside the consumer.
-                first = _next_batch(source)
+                first = next_batch(source)
         except BaseException as exc:
             stack.__exit__(type(exc), exc, exc.__traceback__)
             raise
@@ -243,7 +244,7 @@ class PostgresConnector(SqlConnector):
         schema, name = load.target.schema_and_name
         staging_schema, staging_name = load.staging_name.split(".", 1)
         if exists:
-            self.execute(self.sql(exp.Drop(tables=[target], kind="TABLE", exists=True)))
+            self.drop_table(target)
         staged = self.sql(self.table_expr(staging_schema, staging_name))
         self.execute(f"ALTER TABLE {staged} SET SCHEMA {self.sql(ident(schema or self.default_schema))}")
         moved = self.sql(self.table_expr(schema or self.default_schema, staging_name))
@@ -393,13 +394,6 @@ def arrow_schema(schema: pa.Schema) -> pa.Schema:
         else:
             fields.append(f.remove_metadata())
     return pa.schema(fields)
-
-
-def _next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
-    try:
-        return reader.read_next_batch()
-    except StopIteration:
-        return None
 
 
 def normalize(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:

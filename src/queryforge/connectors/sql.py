@@ -44,6 +44,9 @@ class SqlConnector(Connector):
     dialect: ClassVar[str] = DIALECT
     supports_schemas: ClassVar[bool] = True
     can_write = True
+    # Reads run as one statement in a READ ONLY transaction with a time limit, so ad-hoc queries
+    # (`queryforge query --connection`) have the database as a second wall below the SQL policy.
+    guarded_reads: ClassVar[bool] = False
 
     # ------------------------------------------------------------ per-backend primitives
     def execute(self, sql: str) -> None:
@@ -101,6 +104,12 @@ class SqlConnector(Connector):
     def staging_expr(self, load: StagedLoad) -> exp.Table:
         schema, _, name = load.staging_name.rpartition(".")
         return self.table_expr(schema or None, name)
+
+    def drop_table(self, table: exp.Table) -> None:
+        self.execute(self.sql(exp.Drop(tables=[table], kind="TABLE", exists=True)))
+
+    def ensure_schema(self, schema: str) -> None:
+        self.execute(self.sql(exp.Create(this=exp.Schema(this=ident(schema)), kind="SCHEMA", exists=True)))
 
     def scalar(self, expression: exp.Expr) -> Any:
         table = self.fetch_arrow(self.sql(expression))
@@ -177,10 +186,8 @@ class SqlConnector(Connector):
     def stage(self, run_id: str, load: StagedLoad, data: pa.RecordBatchReader) -> StagedLoad:
         schema, name = self.staging_location(run_id, load.step_id)
         if schema:
-            self.execute(
-                self.sql(exp.Create(this=exp.Schema(this=ident(schema)), kind="SCHEMA", exists=True))
-            )
-        self.execute(self.sql(exp.Drop(tables=[self.table_expr(schema, name)], kind="TABLE", exists=True)))
+            self.ensure_schema(schema)
+        self.drop_table(self.table_expr(schema, name))
         # Named before the data goes in, so that a failed ingest is discarded too.
         load.staging_name = f"{schema}.{name}" if schema else name
         try:
@@ -266,7 +273,7 @@ class SqlConnector(Connector):
                 self._publish_one(load)
                 faults.point("publish.in_transaction")
         for load in loads:
-            self.execute(self.sql(exp.Drop(tables=[self.staging_expr(load)], kind="TABLE", exists=True)))
+            self.drop_table(self.staging_expr(load))
 
     def _publish_one(self, load: StagedLoad) -> None:
         target = self.target_expr(load.target)
@@ -274,9 +281,7 @@ class SqlConnector(Connector):
         schema, name = load.target.schema_and_name
         existing = self.table_columns(schema, name)
         if schema and existing is None:
-            self.execute(
-                self.sql(exp.Create(this=exp.Schema(this=ident(schema)), kind="SCHEMA", exists=True))
-            )
+            self.ensure_schema(schema)
         if load.mode == "replace" or existing is None:
             self.replace_table(load, existing is not None)
             return
@@ -290,7 +295,7 @@ class SqlConnector(Connector):
         """Production becomes exactly the staged rows (inside the publish transaction)."""
         target = self.target_expr(load.target)
         if exists:
-            self.execute(self.sql(exp.Drop(tables=[target], kind="TABLE", exists=True)))
+            self.drop_table(target)
         self.execute(
             self.sql(
                 exp.Create(
@@ -374,14 +379,12 @@ class SqlConnector(Connector):
         return sorted(str(v) for v in rows.column(0).to_pylist())
 
     def drop_staging(self, name: str) -> None:
-        self.execute(
-            self.sql(exp.Drop(tables=[self.table_expr(self.staging_schema, name)], kind="TABLE", exists=True))
-        )
+        self.drop_table(self.table_expr(self.staging_schema, name))
 
     def discard(self, loads: list[StagedLoad]) -> None:
         for load in loads:
             if load.staging_name:
-                self.execute(self.sql(exp.Drop(tables=[self.staging_expr(load)], kind="TABLE", exists=True)))
+                self.drop_table(self.staging_expr(load))
 
     def snapshot(self, target: TargetRef) -> Snapshot:
         schema, name = target.schema_and_name
@@ -403,6 +406,14 @@ class SqlConnector(Connector):
 
     def preview(self, load: StagedLoad, limit: int = 10) -> pa.Table:
         return self.fetch_arrow(self.sql(exp.select(exp.Star()).from_(self.staging_expr(load)).limit(limit)))
+
+
+def next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
+    """The reader's next batch, or None at its end (a driver runs the query while producing the first)."""
+    try:
+        return reader.read_next_batch()
+    except StopIteration:
+        return None
 
 
 def literal(value: Any) -> exp.Expr:

@@ -127,12 +127,8 @@ def connection_sources(connections: ConnectionSet, catalog: CatalogCache | None)
     A connection that is down or not configured completely offers nothing, and the ask goes on.
     """
     out: list[Source] = []
-    for name, config in connections.configs.items():
-        if name in (FILES, connections.default_target) or config.url.split(":", 1)[0] in (
-            "http",
-            "https",
-            "file",
-        ):
+    for name in connections.configs:
+        if name in (FILES, connections.default_target):
             continue
         try:
             connector = connections.get(name)
