@@ -79,7 +79,10 @@ MYSQL_CODES: dict[int, ErrorType] = {
 }
 
 HINTS: dict[ErrorType, str] = {
-    TransientError: "the database may be down or busy; QueryForge retries transient failures",
+    TransientError: (
+        "the database may be down or busy; reads and staging were retried as the step's retry "
+        "policy says, so run the pipeline again later"
+    ),
     QueryTimeout: "narrow the query, or raise the connection's statement_timeout_ms",
     PermissionDenied: "check the user, the password (${env:...}) and the role's privileges",
     UserError: "check table and column names with 'queryforge catalog CONNECTION'",

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,12 +84,14 @@ class Executor:
         engine: Engine,
         runs_dir: Path,
         reporter: Reporter | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.repo = repo
         self.connections = connections
         self.engine = engine
         self.runs_dir = runs_dir
         self.reporter = reporter or NullReporter()
+        self.sleep = sleep  # injectable, so retry tests need not wait
 
     # ------------------------------------------------------------ run
     def execute(self, plan: ExecutionPlan, run_id: str, mode: str) -> RunOutcome:
@@ -110,7 +113,7 @@ class Executor:
                     raise self._checks_failed(outcome)
                 if isinstance(stage, PublishStage) and mode == "sandbox":
                     continue
-                self._visit(stage, session, outcome, plan)
+                self._visit_with_retries(stage, session, outcome, plan)
             if outcome.failed_checks:
                 raise self._checks_failed(outcome)
             if mode != "sandbox":
@@ -217,6 +220,26 @@ class Executor:
             },
             "watermarks": {k: list(encode_watermark(v)) for k, v in outcome.watermarks.items()},
         }
+
+    def _visit_with_retries(
+        self, stage: Stage, session: EngineSession, outcome: RunOutcome, plan: ExecutionPlan
+    ) -> None:
+        """Visit a stage; reads and staging, which touch other systems and can be redone, are retried
+        as the step's retry policy says (publish never is: a lost COMMIT answer may have committed)."""
+        policy = plan.retries.get(stage.step_id)
+        attempt = 1
+        while True:
+            try:
+                self._visit(stage, session, outcome, plan)
+                return
+            except QueryForgeError as exc:
+                redo = isinstance(stage, ExtractStage | StageLoadStage) and policy is not None
+                wait = policy.delay(exc.failure_class, attempt) if redo and policy else None
+                if wait is None:
+                    raise
+                log.info("step %s failed (%s), try %d again in %.1f s", stage.step_id, exc, attempt + 1, wait)
+                self.sleep(wait)
+                attempt += 1
 
     def _visit(self, stage: Stage, session: EngineSession, outcome: RunOutcome, plan: ExecutionPlan) -> None:
         self.repo.start_step(outcome.run_id, stage.step_id, stage.kind)
@@ -421,7 +444,8 @@ class Executor:
             rows=0,
             columns=[],
         )
-        outcome.staged.append(load)  # registered first, so a failure half-way still discards it
+        # Registered first, so a failure half-way still discards it (once, when the step is retried).
+        outcome.staged = [s for s in outcome.staged if s.step_id != stage.step_id] + [load]
         connector.stage(outcome.run_id, load, reader)
         d = load.diff
         return load.rows, load.rows, f"+{d.get('added', 0)} -{d.get('removed', 0)} ~{d.get('changed', 0)}"

@@ -26,6 +26,7 @@ from ..quality.checks import CompiledRule, RuleContext, compile_rule
 from ..spec import models as m
 from ..spec.loader import BoundPipeline
 from ..sql.parse import SqlProblem, ident, parse_select, table_references
+from .failures import Retry
 
 Schema = list[tuple[str, str]]
 
@@ -94,6 +95,7 @@ class ExecutionPlan:
     locations: dict[str, str] = field(default_factory=dict)  # step id -> "file:line, step 'x'"
     estimated_rows: int | None = None  # rows the engine expects to scan (ask's cost gate)
     allowed_dirs: list[Path] = field(default_factory=list)  # the engine may read files only here
+    retries: dict[str, Retry] = field(default_factory=dict)  # step id -> its retry policy
 
     def stages_of(self, cls: type[Stage]) -> list[Any]:
         return [s for s in self.stages if isinstance(s, cls)]
@@ -269,6 +271,7 @@ class Compiler:
             step_hashes=dict(self.hashes),
             locations=dict(self.locations),
             allowed_dirs=self.allowed_dirs(),
+            retries={s.id: Retry.of(s.retry, self.pipeline.retry) for s in self.pipeline.steps},
         )
 
     def allowed_dirs(self) -> list[Path]:
