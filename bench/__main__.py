@@ -20,10 +20,10 @@ from typing import Any
 
 import duckdb
 
-from . import pipeline_10m, planner, postgres_io, step_overhead
+from . import pipeline_10m, planner, postgres_io, queue_throughput, step_overhead
 from .common import Outcome, fmt_load, load_average, log
 
-BENCHMARKS = ("pipeline_10m", "step_overhead", "planner", "postgres_io")
+BENCHMARKS = ("pipeline_10m", "step_overhead", "planner", "postgres_io", "queue_throughput")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,6 +34,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help="rows into PostgreSQL (5_000_000; quick 500k)",
+    )
+    parser.add_argument(
+        "--queue-runs",
+        type=int,
+        default=None,
+        help="trivial runs per queue_throughput cell (200 end to end, 500 queue-only; quick 50/125)",
     )
     parser.add_argument("--steps", type=int, default=None, help="steps per overhead pipeline (200; quick 50)")
     parser.add_argument("--repeat", type=int, default=3, help="timed repetitions per side (default 3)")
@@ -50,6 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.rows = 1_000_000 if args.quick else 10_000_000
     if args.pg_rows is None:
         args.pg_rows = 500_000 if args.quick else 5_000_000
+    if args.queue_runs is None:
+        args.queue_runs = 50 if args.quick else 200
     if args.steps is None:
         args.steps = 50 if args.quick else 200
     if args.rows < 1 or args.steps < 3 or args.repeat < 1:
@@ -78,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         outcomes.extend(step_overhead.run(args.steps, args.repeat, args.profile))
     if "postgres_io" in selected:
         outcomes.extend(postgres_io.run(args.pg_rows, args.repeat, args.profile))
+    if "queue_throughput" in selected:
+        outcomes.extend(queue_throughput.run(args.queue_runs, args.queue_runs * 5 // 2, args.profile))
     if "planner" in selected:
         outcomes.extend(planner.run(1 if args.quick else args.repeat, args.profile))
     elapsed = time.perf_counter() - started

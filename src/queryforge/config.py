@@ -71,6 +71,18 @@ class Settings(BaseSettings):
     cost_budget_rows_per_hour: int = Field(
         default=1_000_000_000, description="rows all asks of an org may scan in a rolling hour"
     )
+    org_concurrency: int = Field(default=3, ge=1, description="runs of one org that may run at once")
+    lease_s: float = Field(default=30.0, gt=0, description="seconds a worker owns a run without a heartbeat")
+    heartbeat_s: float = Field(default=10.0, gt=0, description="seconds between a worker's heartbeats")
+    max_lost_leases: int = Field(
+        default=3, ge=1, description="lost leases after which a run is dead-lettered"
+    )
+    cancel_grace_s: float = Field(
+        default=30.0, ge=0, description="seconds a cancelled run may take to stop before it is killed"
+    )
+    run_attempts: int = Field(
+        default=3, ge=1, description="times a worker runs a run that keeps failing with TRANSIENT errors"
+    )
 
 
 def load_config(root: Path) -> WorkspaceConfig:

@@ -116,6 +116,12 @@ class InternalError(TerminalError):
     """A bug of ours."""
 
 
+class RunCancelled(TerminalError):
+    """Somebody cancelled the run; it stopped between steps and production was not touched."""
+
+    exit_code = 1
+
+
 def suggest(value: str, options: Iterable[str], cutoff: float = 60.0) -> str | None:
     """The closest option to a misspelled name, or None when nothing is close."""
     choices = list(options)

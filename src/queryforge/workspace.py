@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from sqlglot import exp
 
@@ -27,17 +30,41 @@ from .errors import NotFoundError, ProductionChanged, QueryBlocked, QueryForgeEr
 from .planner.catalog import build_context
 from .planner.providers import get_provider
 from .planner.service import AskOutcome, AskService, CostPolicy
-from .runs.executor import Executor, RunOutcome, staged_from_json
+from .runs.control import RunControl, record_hard_stop, worker_failure_status
+from .runs.events import follow as follow_events
+from .runs.executor import Executor, Prior, RunOutcome, staged_from_json
 from .runs.explain import explain
 from .runs.gc import collect_staging
 from .runs.plan import CheckStage, Compiler, ExecutionPlan, ExtractStage, StageLoadStage, readable_dirs
 from .runs.reporter import Reporter
+from .runs.triggers import check_dependencies, derived_key, downstream, expand_values
+from .runs.worker import Slot, Watchdog, die, owner_name
 from .scaffold import create_workspace
 from .secrets import scrub
 from .spec.loader import BoundPipeline, PipelineSource, load_file
 from .sql.parse import SqlProblem, parse_select, table, table_references
 from .sql.safety import DEFAULT_PREVIEW_LIMIT, UnsafeSql, Verdict, vet_preview
 from .store import Repo, RunRecord, Store
+from .store.queue import Claim, RunQueue, utcnow
+
+
+@dataclasses.dataclass(frozen=True)
+class Submitted:
+    """A submission's answer: the run, whether this call created it, and its place in the queue."""
+
+    run_id: str
+    created: bool
+    status: str
+    position: int | None
+
+
+if TYPE_CHECKING:  # the scheduler is imported where it is used
+    from .runs.scheduler import Scheduler
+    from .store.schedules import ScheduleRecord, ScheduleRepo
+
+
+log = logging.getLogger(__name__)
+PLAN_CACHE_S = 60.0
 
 
 class Workspace:
@@ -53,6 +80,7 @@ class Workspace:
         self.store = Store(url)
         self.store.ensure_schema()
         self.repo: Repo = self.store.repo(self.settings.org, self.settings.user)
+        self._plans: dict[tuple[str, int, str], tuple[float, ExecutionPlan]] = {}
 
     # ------------------------------------------------------------ opening
     @classmethod
@@ -162,13 +190,23 @@ class Workspace:
         return explain(self.validate(ref, params), get_engine(self.config.engine).dialect)
 
     # ------------------------------------------------------------ runs
-    def executor(self, connections: ConnectionSet, reporter: Reporter | None) -> Executor:
+    def executor(
+        self,
+        connections: ConnectionSet,
+        reporter: Reporter | None,
+        *,
+        repo: Repo | None = None,
+        control: RunControl | None = None,
+        failure_status: Callable[[QueryForgeError], tuple[str, datetime | None]] | None = None,
+    ) -> Executor:
         return Executor(
-            repo=self.repo,
+            repo=repo or self.repo,
             connections=connections,
             engine=get_engine(self.config.engine),
             runs_dir=self.state / "runs",
             reporter=reporter,
+            control=control,
+            failure_status=failure_status,
         )
 
     def run(
@@ -192,24 +230,69 @@ class Workspace:
     ) -> RunOutcome:
         bound = source.bind(params)
         plan = self.compile(bound)
-        pipeline_id, version_id, _ = self.repo.save_pipeline_version(
+        run_id = self._create_run(bound, sandbox=sandbox, key=None, trigger="cli")
+        return self._run_here(run_id, reporter, plan=plan)
+
+    def _create_run(
+        self,
+        bound: BoundPipeline,
+        *,
+        sandbox: bool,
+        key: str | None,
+        trigger: str,
+        backfill_id: str | None = None,
+        resumed_from: str | None = None,
+        version_id: int | None = None,
+    ) -> str:
+        pipeline_id, saved_version, _ = self.repo.save_pipeline_version(
             bound.pipeline.name,
             bound.source.content_hash(),
             bound.source.canonical_text(),
             bound.source.origin,
         )
-        run_id = self.repo.create_run(
+        return self.repo.create_run(
             pipeline_id=pipeline_id,
-            version_id=version_id,
+            version_id=version_id or saved_version,
             pipeline_name=bound.pipeline.name,
             mode="sandbox" if sandbox else "publish",
             params=bound.params,
+            idempotency_key=key,
+            trigger=trigger,
+            max_concurrent=bound.pipeline.concurrency,
+            backfill_id=backfill_id,
+            resumed_from=resumed_from,
         )
-        outcome = self.executor(self.connections(), reporter).execute(
-            plan, run_id, "sandbox" if sandbox else "publish"
-        )
-        self._published(outcome)
-        return outcome
+
+    def _run_here(
+        self, run_id: str, reporter: Reporter | None, *, plan: ExecutionPlan | None = None
+    ) -> RunOutcome:
+        """Execute a queued run in this process, holding its lease like a worker would: if this
+        process dies, the lease runs out and a worker (or `runs resume`) continues the run."""
+        queue = self.queue()
+        claim = queue.take(run_id, owner_name("cli"))
+        if claim is None:
+            run = self.get_run(run_id)
+            raise UserError(
+                f"Run {run.id} is {run.status}" + (f", held by {run.lease_owner}" if run.lease_owner else ""),
+                hint="see it with 'queryforge runs show'",
+            )
+        control = RunControl()
+        settings = self.settings
+
+        def stopped(code: int) -> None:
+            run = self.get_run(claim.run_id)
+            log.error(
+                "Run %s stopped: %s (%s)", run.id, run.error_message or "its lease was lost", run.status
+            )
+            die(code)
+
+        try:
+            with Watchdog(
+                queue, claim, control, self._hard_stop, settings.heartbeat_s, settings.cancel_grace_s, stopped
+            ):
+                return self.execute_claim(claim, control, reporter=reporter, plan=plan, requeue=False)
+        finally:  # after the watchdog stopped (see Slot.execute)
+            queue.release(claim.run_id, claim.owner)
 
     def _published(self, outcome: RunOutcome) -> RunOutcome:
         """A publish changes what a connection holds: its cached catalog is stale from now on."""
@@ -238,10 +321,7 @@ class Workspace:
         except ProductionChanged:
             if not rerun:
                 raise
-        version = self.repo.get_pipeline_version(run.pipeline_version_id)
-        source = PipelineSource(
-            raw=json.loads(version["spec_json"]), origin=version["source_path"] or run.pipeline_name
-        )
+        source = self._stored_source(self.repo, run)
         self.executor(self.connections(), None).discard(staged_from_json(run.staged))
         self.repo.update_run(run.id, status="cancelled", staged=[], error_message="superseded by a re-run")
         return self.run_source(source, run.params, reporter=reporter)
@@ -278,18 +358,21 @@ class Workspace:
         if staged:
             with self._connections() as conns:
                 for load in staged:
-                    table = conns.get(load.target.connection).preview(load, preview_rows)
-                    previews.append(
-                        {
-                            "step_id": load.step_id,
-                            "target": dataclasses.asdict(load.target),
-                            "mode": load.mode,
-                            "rows": load.rows,
-                            "diff": load.diff,
-                            "columns": table.schema.names,
-                            "preview": table.to_pylist(),
-                        }
-                    )
+                    item: dict[str, Any] = {
+                        "step_id": load.step_id,
+                        "target": dataclasses.asdict(load.target),
+                        "mode": load.mode,
+                        "rows": load.rows,
+                        "diff": load.diff,
+                        "columns": [],
+                        "preview": [],
+                    }
+                    try:
+                        table = conns.get(load.target.connection).preview(load, preview_rows)
+                        item |= {"columns": table.schema.names, "preview": table.to_pylist()}
+                    except QueryForgeError as exc:  # a running run's worker may hold the DuckDB file
+                        item["preview_error"] = exc.message
+                    previews.append(item)
         return {
             "run": dataclasses.asdict(run),
             "steps": [dataclasses.asdict(s) for s in self.repo.list_steps(run.id)],
@@ -316,6 +399,491 @@ class Workspace:
         if data is None:
             raise UserError(f"Table '{table}' could not be read")
         return data.schema.names, [tuple(r.values()) for r in data.to_pylist()]
+
+    # ------------------------------------------------------------ the queue
+    def queue(self) -> RunQueue:
+        return RunQueue(
+            self.store.engine,
+            lease_s=self.settings.lease_s,
+            max_lost_leases=self.settings.max_lost_leases,
+            org_limit=self.settings.org_concurrency,
+        )
+
+    def submit(
+        self,
+        ref: str,
+        params: dict[str, Any] | None = None,
+        *,
+        sandbox: bool = False,
+        idempotency_key: str | None = None,
+        force: bool = False,
+        trigger: str = "cli",
+    ) -> Submitted:
+        """Validate and queue a run; the same key (given, or derived from org + version + params)
+        returns the run already submitted instead of a second one. `force` queues a new run anyway."""
+        return self.submit_source(
+            self.load(ref),
+            params,
+            sandbox=sandbox,
+            idempotency_key=idempotency_key,
+            force=force,
+            trigger=trigger,
+        )
+
+    def submit_source(
+        self,
+        source: PipelineSource,
+        params: dict[str, Any] | None = None,
+        *,
+        sandbox: bool = False,
+        idempotency_key: str | None = None,
+        force: bool = False,
+        trigger: str = "cli",
+        backfill_id: str | None = None,
+        version_id: int | None = None,
+        validate: bool = True,
+    ) -> Submitted:
+        bound = source.bind(params)
+        mode = "sandbox" if sandbox else "publish"
+        key = (
+            None
+            if force
+            else idempotency_key or derived_key(self.repo.org_id, source.content_hash(), bound.params, mode)
+        )
+        existing = self.repo.run_by_key(key) if key else None
+        if existing is None:
+            if validate:
+                self.compile(bound)  # a broken pipeline fails here, not later on a worker
+                self.check_dependencies()
+            run_id = self._create_run(
+                bound,
+                sandbox=sandbox,
+                key=key,
+                trigger=trigger,
+                backfill_id=backfill_id,
+                version_id=version_id,
+            )
+        else:
+            run_id = existing
+        return self._submitted(run_id, created=existing is None)
+
+    def worker_slot(self, index: int, stop: Any = None) -> Slot:
+        """One slot of `queryforge worker`: claims runs of this metadata DB and executes them here."""
+        slot = Slot(
+            self.queue(),
+            lambda claim, control: self.execute_claim(claim, control, requeue=True).status,
+            self._hard_stop,
+            owner_name(index),
+            heartbeat_s=self.settings.heartbeat_s,
+            grace_s=self.settings.cancel_grace_s,
+        )
+        if stop is not None:
+            slot.stop = stop
+        return slot
+
+    def execute_claim(
+        self,
+        claim: Claim,
+        control: RunControl,
+        *,
+        reporter: Reporter | None = None,
+        plan: ExecutionPlan | None = None,
+        requeue: bool,
+    ) -> RunOutcome:
+        """Execute a claimed run: resume it where an earlier attempt stopped, reusing what it left."""
+        repo = self.store.repo(claim.org_id, self.settings.user)
+        run = repo.get_run(claim.run_id)
+        executor = self.executor(
+            self.connections(),
+            reporter,
+            repo=repo,
+            control=control,
+            failure_status=worker_failure_status(claim.attempt, self.settings.run_attempts)
+            if requeue
+            else None,
+        )
+        try:
+            plan = plan or self._plan_of(repo, run)
+        except QueryForgeError as exc:  # the pipeline no longer validates (a table went away...)
+            failed = RunOutcome(run_id=run.id, status="failed")
+            executor.fail(failed, exc)
+            return failed
+        steps = {s.step_id: s for s in repo.list_steps(run.id)}
+        prior = None
+        if steps:
+            prior = Prior(run.id, steps, staged_from_json(run.staged), same_run=True)
+        elif run.resumed_from:
+            earlier = {s.step_id: s for s in repo.list_steps(run.resumed_from)}
+            prior = Prior(run.resumed_from, earlier, [], same_run=False)
+        outcome = executor.execute(plan, run.id, run.mode, prior=prior)
+        self._published(outcome)
+        if outcome.status == "succeeded" and run.mode == "publish":
+            self._start_downstream(repo, run)
+        return outcome
+
+    def _plan_of(self, repo: Repo, run: RunRecord) -> ExecutionPlan:
+        """The compiled plan of a stored version with the run's params. A worker keeps plans for
+        PLAN_CACHE_S: runs of one pipeline (a backfill, a busy schedule) compile and validate once."""
+        key = (run.org_id, run.pipeline_version_id, json.dumps(run.params, sort_keys=True, default=str))
+        cached = self._plans.get(key)
+        if cached is not None and time.monotonic() - cached[0] < PLAN_CACHE_S:
+            return cached[1]
+        plan = self.compile(self._stored_source(repo, run).bind(run.params))
+        if len(self._plans) > 256:
+            self._plans.clear()
+        self._plans[key] = (time.monotonic(), plan)
+        return plan
+
+    def _hard_stop(self, claim: Claim, reason: str, step: str | None) -> None:
+        record_hard_stop(self.store.repo(claim.org_id, self.settings.user), claim.run_id, reason, step)
+
+    def _stored_source(self, repo: Repo, run: RunRecord) -> PipelineSource:
+        version = repo.get_pipeline_version(run.pipeline_version_id)
+        return PipelineSource(
+            raw=json.loads(version["spec_json"]), origin=version["source_path"] or run.pipeline_name
+        )
+
+    # ------------------------------------------------------------ dependencies
+    def pipeline_graph(self) -> dict[str, list[str]]:
+        """Pipeline name -> the pipelines it runs after (from pipelines/*.yaml)."""
+        graph: dict[str, list[str]] = {}
+        for path in sorted((self.root / "pipelines").glob("*.y*ml")):
+            try:
+                raw = load_file(path).raw
+            except QueryForgeError:
+                continue  # a broken file is reported when it is used
+            after = raw.get("after") or []
+            graph[str(raw.get("name") or path.stem)] = (
+                [str(a) for a in after] if isinstance(after, list) else []
+            )
+        return graph
+
+    def check_dependencies(self) -> None:
+        check_dependencies(self.pipeline_graph())
+
+    def _start_downstream(self, repo: Repo, run: RunRecord) -> None:
+        """Queue the pipelines that run `after:` this one, once per upstream run."""
+        graph = self.pipeline_graph()
+        for name in downstream(graph, run.pipeline_name):
+            try:
+                source = self.load(name)
+                declared = source.raw.get("params") or {}
+                params = {k: v for k, v in run.params.items() if k in declared}
+                self.submit_source(
+                    source, params, idempotency_key=f"after:{run.id}:{name}", trigger=f"after:{run.id}"
+                )
+            except QueryForgeError as exc:
+                repo.audit(
+                    action="trigger",
+                    decision="block",
+                    reason=f"could not queue '{name}' after run {run.id}: {exc.render()}",
+                )
+
+    # ------------------------------------------------------------ resume, retry, cancel
+    def resume(
+        self,
+        run_id: str,
+        *,
+        params: dict[str, Any] | None = None,
+        pipeline: str | None = None,
+        queue: bool = False,
+        retry: bool = False,
+        reporter: Reporter | None = None,
+    ) -> RunOutcome | Submitted:
+        """Continue a run from its first unfinished step, reusing what earlier attempts produced.
+
+        With `params` or an edited `pipeline`, a new run of the new version starts instead and reuses
+        the outputs of steps whose spec and inputs are unchanged (same content hash). With `queue`,
+        a worker runs it; otherwise it runs here. `retry` insists the run has a failed step.
+        """
+        run = self.get_run(run_id)
+        if params or pipeline:
+            source = self.load(pipeline) if pipeline else self._stored_source(self.repo, run)
+            bound = source.bind({**run.params, **(params or {})})
+            plan = self.compile(bound)
+            new_id = self._create_run(
+                bound,
+                sandbox=run.mode == "sandbox",
+                key=None,
+                trigger=f"resume:{run.id}",
+                resumed_from=run.id,
+            )
+            if queue:
+                return self._submitted(new_id)
+            return self._run_here(new_id, reporter, plan=plan)
+        if retry and not any(s.status == "failed" for s in self.repo.list_steps(run.id)):
+            raise UserError(
+                f"Run {run.id} has no failed step to retry (it is {run.status})",
+                hint=f"use 'queryforge runs resume {run.id}' to continue an interrupted run",
+            )
+        self._requeue(run)
+        if queue:
+            return self._submitted(run.id)
+        return self._run_here(run.id, reporter)
+
+    def _requeue(self, run: RunRecord, *, audit: str | None = None) -> None:
+        if run.status == "running":
+            self.queue().reap()
+            run = self.get_run(run.id)
+            if run.status == "running":
+                raise UserError(
+                    f"Run {run.id} is running, held by {run.lease_owner} until "
+                    f"{run.lease_expires_at:%H:%M:%S} UTC",
+                    hint="cancel it first, or wait: a worker resumes a run whose lease ran out",
+                )
+        if run.status in ("succeeded", "audited"):
+            raise UserError(
+                f"Run {run.id} already {run.status}; there is nothing to resume",
+                hint="pass --param or --pipeline to run an edited version, reusing unchanged steps"
+                if run.status == "succeeded"
+                else f"publish it with 'queryforge commit {run.id}'",
+            )
+        if run.status != "queued":
+            self.repo.update_run(
+                run.id,
+                status="queued",
+                ended_at=None,
+                not_before=None,
+                cancel_requested_at=None,
+                lost_leases=0,
+            )
+        if audit:
+            self.repo.audit(action=audit, decision="info", reason=f"re-queued run {run.id} ({run.status})")
+
+    def _submitted(self, run_id: str, *, created: bool = True) -> Submitted:
+        run = self.repo.get_run(run_id)
+        return Submitted(run.id, created, run.status, self.queue().positions(run.org_id).get(run.id))
+
+    def cancel(self, run_id: str) -> str:
+        """Cancel a queued run now, or ask a running one to stop (between steps; killed after the
+        grace period). Returns `cancelled` or `cancelling`."""
+        run = self.get_run(run_id)
+        answer = self.queue().cancel(run.id)
+        if answer is None:
+            raise UserError(
+                f"Run {run.id} is {run.status}; only queued or running runs can be cancelled",
+                hint="see it with 'queryforge runs show'",
+            )
+        if answer == "cancelled":
+            staged = staged_from_json(run.staged)
+            if staged:
+                with self._connections() as conns:
+                    self.executor(conns, None).discard(staged)
+        return answer
+
+    def positions(self) -> dict[str, int]:
+        return self.queue().positions(self.repo.org_id)
+
+    # ------------------------------------------------------------ dead-letter queue
+    def dead_letters(
+        self, *, since: timedelta | None = None, pipeline: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Dead-lettered runs of this org, newest first: the run, the step that failed, and the
+        input hash (pipeline version + params) that identifies exactly what was run."""
+        runs = self.repo.list_runs(limit=10_000, status="dead_lettered", pipeline=pipeline)
+        if since is not None:
+            cutoff = utcnow() - since
+            runs = [r for r in runs if (r.ended_at or r.created_at) >= cutoff]
+        entries = []
+        for run in runs:
+            version = self.repo.get_pipeline_version(run.pipeline_version_id)
+            failed = [s.step_id for s in self.repo.list_steps(run.id) if s.status == "failed"]
+            entries.append(
+                {
+                    **dataclasses.asdict(run),
+                    "failed_steps": failed,
+                    "input_hash": derived_key(run.org_id, version["content_hash"], run.params, run.mode)[5:],
+                }
+            )
+        return entries
+
+    def requeue_dead_letter(self, run_id: str) -> Submitted:
+        run = self.get_run(run_id)
+        if run.status != "dead_lettered":
+            raise UserError(
+                f"Run {run.id} is {run.status}, not in the dead-letter queue",
+                hint="list dead-lettered runs with 'queryforge dlq list'",
+            )
+        self._requeue(run, audit="dlq_requeue")
+        return self._submitted(run.id)
+
+    # ------------------------------------------------------------ backfills
+    def backfill(
+        self,
+        ref: str,
+        param: str,
+        values_spec: str,
+        params: dict[str, Any] | None = None,
+        *,
+        only: set[str] | None = None,
+    ) -> dict[str, Any]:
+        """One queued run per value of `param`, all pinned to the pipeline's current version.
+
+        `only` (`failed`, `missing`) keeps just the values whose newest run of this pipeline failed
+        (failed, dead-lettered, cancelled) or that have no run at all.
+        """
+        source = self.load(ref)
+        declared = source.raw.get("params") or {}
+        if param not in declared:
+            raise UserError(
+                f"Pipeline '{ref}' has no parameter '{param}'",
+                hint=did_you_mean(param, declared) or "backfill one of the parameters under 'params:'",
+            )
+        values = expand_values(values_spec)
+        base = dict(params or {})
+        first = source.bind({**base, param: values[0]})
+        self.compile(first)
+        name = first.pipeline.name
+        if only:
+            latest: dict[str, str] = {}
+            for run in reversed(self.repo.list_runs(limit=100_000, pipeline=name)):
+                latest[str(run.params.get(param))] = run.status
+            keep = []
+            for value in values:
+                status = latest.get(value)
+                if ("missing" in only and status is None) or (
+                    "failed" in only and status in ("failed", "dead_lettered", "cancelled")
+                ):
+                    keep.append(value)
+            values = keep
+        _, version_id, _ = self.repo.save_pipeline_version(
+            name, source.content_hash(), source.canonical_text(), source.origin
+        )
+        backfill_id = self.repo.create_backfill(
+            pipeline_name=name, version_id=version_id, param=param, values=values, params=base
+        )
+        for value in values:
+            self.submit_source(
+                source,
+                {**base, param: value},
+                idempotency_key=f"backfill:{backfill_id}:{value}",
+                trigger=f"backfill:{backfill_id}",
+                backfill_id=backfill_id,
+                version_id=version_id,
+                validate=False,
+            )
+        return self.backfill_status(backfill_id)
+
+    def backfill_status(self, backfill_id: str) -> dict[str, Any]:
+        """The backfill and, per value, the state of its run."""
+        info = self.repo.get_backfill(backfill_id)
+        runs = {str(r.params.get(info["param"])): r for r in self.repo.runs_of_backfill(info["id"])}
+        positions = self.queue().positions(self.repo.org_id)
+        per_value = [
+            {
+                "value": v,
+                "run_id": runs[v].id if v in runs else None,
+                "status": runs[v].status if v in runs else "missing",
+                "position": positions.get(runs[v].id) if v in runs else None,
+            }
+            for v in (str(x) for x in info["values"])
+        ]
+        counts: dict[str, int] = {}
+        for item in per_value:
+            status = str(item["status"])
+            counts[status] = counts.get(status, 0) + 1
+        return {**info, "runs": per_value, "counts": counts}
+
+    def backfills(self) -> list[dict[str, Any]]:
+        return [self.backfill_status(b["id"]) for b in self.repo.list_backfills()]
+
+    def cancel_backfill(self, backfill_id: str) -> dict[str, Any]:
+        info = self.repo.get_backfill(backfill_id)
+        self.repo.set_backfill_status(info["id"], "cancelled")
+        for run in self.repo.runs_of_backfill(info["id"]):
+            if run.status in ("queued", "running"):
+                self.cancel(run.id)
+        return self.backfill_status(info["id"])
+
+    # ------------------------------------------------------------ events and schedules
+    def events(self, run_id: str, *, follow: bool = False) -> Iterator[dict[str, Any]]:
+        """A run's state changes in order; with `follow`, live until it ends."""
+        return follow_events(self.repo, self.get_run(run_id).id, live=follow)
+
+    def _schedule_repo(self) -> ScheduleRepo:
+        from .store.schedules import ScheduleRepo
+
+        return ScheduleRepo(self.store.engine, org_id=self.repo.org_id, user=self.repo.user)
+
+    def _schedule_info(self, record: ScheduleRecord, count: int = 3) -> dict[str, Any]:
+        from .runs.scheduler import next_fires
+
+        zone = ZoneInfo(record.timezone)
+        upcoming = [] if record.paused else next_fires(record.cron, record.timezone, utcnow(), count)
+        return {
+            **dataclasses.asdict(record),
+            "next": [t.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z") for t in upcoming],
+        }
+
+    def add_schedule(
+        self,
+        pipeline: str,
+        cron: str,
+        timezone: str,
+        *,
+        name: str | None = None,
+        params: dict[str, Any] | None = None,
+        catch_up: str = "latest",
+    ) -> dict[str, Any]:
+        """Fire `pipeline` on a cron in a time zone; validated now (the pipeline and its params too)."""
+        from .runs.scheduler import CATCH_UP, next_fires
+        from .runs.scheduler import validate as validate_cron
+
+        validate_cron(cron, timezone)
+        if catch_up not in CATCH_UP:
+            raise UserError(
+                f"Unknown catch-up policy '{catch_up}'",
+                hint=did_you_mean(catch_up, CATCH_UP) or "none, latest or all",
+            )
+        source = self.load(pipeline)
+        bound = source.bind(params)
+        self.compile(bound)
+        record = self._schedule_repo().add(
+            name=name or bound.pipeline.name,
+            pipeline=pipeline,
+            cron=cron,
+            timezone=timezone,
+            params=dict(params or {}),
+            catch_up=catch_up,
+            next_fire_at=next_fires(cron, timezone, utcnow(), 1)[0],
+        )
+        return self._schedule_info(record)
+
+    def schedules(self, count: int = 3) -> list[dict[str, Any]]:
+        return [self._schedule_info(r, count) for r in self._schedule_repo().list()]
+
+    def change_schedule(self, name: str, action: str) -> dict[str, Any]:
+        """pause, resume (from the next tick after now: paused ticks never fire) or remove."""
+        from .runs.scheduler import next_fires
+
+        schedules = self._schedule_repo()
+        record = schedules.get(name)
+        if action == "remove":
+            schedules.remove(name)
+            return {**dataclasses.asdict(record), "removed": True}
+        if action == "pause":
+            record = schedules.set_paused(name, True, record.next_fire_at)
+        else:
+            record = schedules.set_paused(
+                name, False, next_fires(record.cron, record.timezone, utcnow(), 1)[0]
+            )
+        return self._schedule_info(record)
+
+    def scheduler(self) -> Scheduler:
+        """The scheduler loop of this metadata DB: it queues one run per due tick."""
+        from .runs.scheduler import Scheduler
+
+        def submit(schedule: ScheduleRecord, tick: datetime, key: str) -> str:
+            ws = self if schedule.org_id == self.repo.org_id else self.for_org(schedule.org_id)
+            return ws.submit(
+                schedule.pipeline, schedule.params, idempotency_key=key, trigger=f"schedule:{schedule.name}"
+            ).run_id
+
+        return Scheduler(self.store.engine, submit)
+
+    def for_org(self, org: str) -> Workspace:
+        """The same folder seen by another org (a worker or scheduler serving every org)."""
+        return Workspace(self.root, self.settings.model_copy(update={"org": org}))
 
     # ------------------------------------------------------------ plain English and ad-hoc SQL
     def ask(
@@ -481,3 +1049,14 @@ class Workspace:
         """Drop staging tables no run of this workspace needs any more (see `runs.gc`)."""
         with self._connections() as conns:
             return collect_staging(self.repo, conns, dry_run=dry_run, stale_after_s=stale_after_s)
+
+
+def collect_after_crash(root: str, settings: dict[str, Any]) -> None:
+    """After a slot process died: drop staged data of runs that ended with it (a hard cancel)."""
+    with Workspace(Path(root), Settings(**settings)) as ws:
+        ws.gc()
+
+
+def worker_slot(root: str, settings: dict[str, Any], *, index: int, stop: Any = None) -> Slot:
+    """A slot of `queryforge worker`, built inside its own process (picklable for `spawn`)."""
+    return Workspace(Path(root), Settings(**settings)).worker_slot(index, stop)

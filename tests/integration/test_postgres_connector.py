@@ -339,7 +339,7 @@ def test_a_failed_run_does_not_advance_the_watermark(
     pg.execute("INSERT INTO events VALUES (3, 'c')")
     monkeypatch.setenv("QUERYFORGE_FAULTS", "publish.in_transaction=raise")
     failed = ws.run(path)
-    assert failed.status == "failed"
+    assert failed.status == "dead_lettered"  # a TRANSIENT failure, retries exhausted
     assert ws.repo.get_watermark("inc", "src") == 2
     assert pg.rows("SELECT id FROM copy ORDER BY id") == [(1,), (2,)]
     monkeypatch.delenv("QUERYFORGE_FAULTS")
@@ -695,7 +695,7 @@ def test_a_failing_publish_rolls_back_every_load_of_the_connection(
     )
     monkeypatch.setenv("QUERYFORGE_FAULTS", "publish.in_transaction=raise")
     outcome = ws.run(path)
-    assert outcome.status == "failed"
+    assert outcome.status == "dead_lettered"  # a TRANSIENT failure, retries exhausted
     assert pg.rows("SELECT * FROM target ORDER BY id") == before
     assert pg.tables() == ["incoming", "target"]
     assert staging_tables(ws, "pg") == []

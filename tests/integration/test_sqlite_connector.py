@@ -70,7 +70,9 @@ def sqlite_rows(ws: Workspace, sql: str) -> list[tuple[Any, ...]]:
 
 
 def sqlite_tables(ws: Workspace) -> list[str]:
-    return [r[0] for r in sqlite_rows(ws, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")]
+    # the publish ledger (`_qf_staging___qf_published`) is QueryForge's, not a table of the user's
+    rows = sqlite_rows(ws, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")
+    return [r[0] for r in rows if r[0] != "_qf_staging___qf_published"]
 
 
 def warehouse_rows(ws: Workspace, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -201,7 +203,7 @@ def test_a_failing_publish_rolls_the_sqlite_transaction_back(
 ) -> None:
     monkeypatch.setenv("QUERYFORGE_FAULTS", "publish.in_transaction=raise")
     outcome = ws.run(load_new(ws, "merge", ["id"]))
-    assert outcome.status == "failed"
+    assert outcome.status == "dead_lettered"  # a TRANSIENT failure, retries exhausted
     assert Counter(sqlite_rows(ws, "SELECT id, region, name, score FROM target")) == Counter(OLD)
 
 

@@ -103,7 +103,7 @@ def test_retries_stop_at_the_policy_and_the_run_fails_transient(tmp_path: Path, 
         ws.executor = _with_sleep(ws, waits)  # type: ignore[method-assign]
         api.failing = range(2, 100)
         outcome = ws.run("pipelines/p.yaml")
-        assert outcome.status == "failed" and outcome.error is not None
+        assert outcome.status == "dead_lettered" and outcome.error is not None  # retries exhausted
         assert outcome.error.failure_class.value == "TRANSIENT"
         step = next(s for s in ws.repo.list_steps(outcome.run_id) if s.step_id == "src")
         assert step.retry_count == 1 and step.status == "failed"

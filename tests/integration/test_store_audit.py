@@ -36,21 +36,44 @@ def make_run(repo: Repo, name: str = "asked") -> str:
 # -- migration ------------------------------------------------------------------------------------
 
 
-def test_upgrade_from_0001_keeps_runs(store_url: str) -> None:
+def test_upgrade_keeps_runs(store_url: str) -> None:
+    """Runs written before the queue columns existed (revision 0003) survive the upgrade."""
     with Store(store_url) as store:
         with store.engine.begin() as conn:
-            command.upgrade(alembic_config(conn), "0001")
-        old = store.repo("default", user="bob")
-        run_id = make_run(old)  # only touches tables of revision 0001
-        old.start_step(run_id, "orders", "extract")
+            command.upgrade(alembic_config(conn), "0003")
+            version = conn.execute(
+                text(
+                    "INSERT INTO pipelines (org_id, name, created_at, created_by) "
+                    "VALUES ('default', 'asked', CURRENT_TIMESTAMP, 'bob') RETURNING id"
+                )
+            ).scalar_one()
+            version_id = conn.execute(
+                text(
+                    "INSERT INTO pipeline_versions (org_id, pipeline_id, version, content_hash, spec_json, "
+                    "created_at, created_by) VALUES ('default', :p, 1, 'h', '{}', CURRENT_TIMESTAMP, 'bob') "
+                    "RETURNING id"
+                ),
+                {"p": version},
+            ).scalar_one()
+            conn.execute(
+                text(
+                    "INSERT INTO runs (id, org_id, pipeline_id, pipeline_version_id, pipeline_name, mode, "
+                    "status, params_json, created_at, created_by, attempt) VALUES ('r0003', 'default', :p, "
+                    ":v, 'asked', 'publish', 'succeeded', '{}', CURRENT_TIMESTAMP, 'bob', 0)"
+                ),
+                {"p": version, "v": version_id},
+            )
         with store.engine.connect() as conn:
-            assert not inspect(conn).has_table("audit_log")
+            assert not inspect(conn).has_table("run_events")
+        run_id = "r0003"
 
         store.migrate()
 
-        assert store.revision() == ScriptDirectory.from_config(alembic_config()).get_current_head() == "0003"
+        assert store.revision() == ScriptDirectory.from_config(alembic_config()).get_current_head() == "0004"
         repo = store.repo("default", user="bob")
         assert repo.get_run(run_id).pipeline_name == "asked"
+        assert repo.get_run(run_id).lost_leases == 0
+        repo.start_step(run_id, "orders", "extract")
         assert [s.step_id for s in repo.list_steps(run_id)] == ["orders"]
         log_id = repo.add_repair_log(ask_id=repo.new_ask_id(), attempt=1, request="q", pipeline_json="{}")
         repo.update_repair_log(log_id, run_id=run_id)
@@ -348,9 +371,9 @@ def test_ensure_schema_reaches_the_new_head(tmp_path: Path) -> None:
 
     with Store(f"sqlite:///{tmp_path / 'm.db'}") as store:
         store.ensure_schema()
-        assert store.revision() == HEAD_REVISION == "0003"
+        assert store.revision() == HEAD_REVISION == "0004"
         with store.engine.begin() as conn:
             command.downgrade(alembic_config(conn), "0001")
         assert store.revision() == "0001"
         store.ensure_schema()
-        assert store.revision() == "0003"
+        assert store.revision() == "0004"

@@ -70,9 +70,9 @@ def same(stored: Any, original: Any) -> bool:
 
 
 def test_head_is_0003(store: Store) -> None:
-    assert HEAD_REVISION == "0003"
-    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == "0003"
-    assert store.revision() == "0003"
+    assert HEAD_REVISION == "0004"
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == "0004"
+    assert store.revision() == "0004"
     with store.engine.connect() as conn:
         inspector = inspect(conn)
         assert inspector.has_table("watermarks")
@@ -94,11 +94,11 @@ def test_downgrade_to_0002_drops_the_table_and_upgrade_restores_it(store: Store,
     with store.engine.connect() as conn:
         assert not inspect(conn).has_table("watermarks")
         assert inspect(conn).has_table("audit_log")  # 0002's tables stay
-    assert repo.get_run(run_id).status == "queued"
+        assert conn.execute(text("SELECT status FROM runs WHERE id = :r"), {"r": run_id}).scalar() == "queued"
 
     store.migrate()
 
-    assert store.revision() == "0003"
+    assert store.revision() == "0004"
     assert repo.get_watermark("orders_incremental", "extract") is None  # the marks went with the table
     repo.set_watermark("orders_incremental", "extract", 8, run_id=run_id)
     assert repo.get_watermark("orders_incremental", "extract") == 8

@@ -277,6 +277,16 @@ def test_content_hash_is_stable_across_key_order_and_format() -> None:
     assert parse_text("# a comment\n" + BASE).content_hash() == source.content_hash()
 
 
+def test_the_order_of_derived_columns_is_content() -> None:
+    text = (
+        "name: p\nsteps:\n  - id: a\n    extract: {path: data/orders.csv}\n"
+        "  - id: b\n    derive: {input: a, columns: {x: '1', y: '2'}}\n"
+    )
+    swapped = parse_text(text.replace("{x: '1', y: '2'}", "{y: '2', x: '1'}"))
+    assert swapped.content_hash() != parse_text(text).content_hash()
+    assert json.loads(swapped.canonical_text())["steps"][1]["derive"]["columns"] == {"y": "2", "x": "1"}
+
+
 def test_content_hash_changes_with_content() -> None:
     source = parse_text(BASE)
     changed = parse_text(BASE.replace("how: left", "how: inner"))

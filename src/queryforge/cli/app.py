@@ -288,10 +288,11 @@ def runs_list(
     """List recent runs, newest first."""
     with handled(as_json, debug), open_workspace(workspace) as ws:
         runs = ws.list_runs(limit=limit, status=status, pipeline=pipeline)
+        positions = ws.positions()
         if as_json:
-            render.print_json([dataclasses.asdict(r) for r in runs])
+            render.print_json([{**dataclasses.asdict(r), "position": positions.get(r.id)} for r in runs])
             return
-        render.out.print(render.runs_table(runs))
+        render.out.print(render.runs_table(runs, positions))
 
 
 @runs_app.command("show")
@@ -585,6 +586,9 @@ def schema(debug: DebugOpt = False) -> None:
     """Print the JSON Schema of pipeline files (for editors and LLM structured output)."""
     with handled(True, debug):
         render.print_json(json_schema())
+
+
+from . import queue as _queue  # noqa: E402,F401 -- registers the queue commands
 
 
 def main() -> None:

@@ -32,6 +32,8 @@ STATUS_STYLE = {
     "queued": "dim",
     "pending": "dim",
     "cancelled": "magenta",
+    "dead_lettered": "bold red",
+    "reused": "cyan",
 }
 
 
@@ -149,10 +151,12 @@ class LiveReporter:
             self.live = None
 
 
-def runs_table(runs: list[Any]) -> Table:
+def runs_table(runs: list[Any], positions: dict[str, int] | None = None) -> Table:
+    """Runs as a table; queued runs show their place in the queue (1 = claimed next)."""
     table = Table(show_header=True, header_style="bold", box=None)
-    for name in ("run", "pipeline", "mode", "status", "created", "duration"):
+    for name in ("run", "pipeline", "mode", "status", "queue", "created", "duration"):
         table.add_column(name)
+    positions = positions or {}
     for r in runs:
         duration = ""
         if r.started_at and r.ended_at:
@@ -162,6 +166,7 @@ def runs_table(runs: list[Any]) -> Table:
             f"{r.pipeline_name} v{r.version}",
             r.mode,
             Text(r.status, style=STATUS_STYLE.get(r.status, "")),
+            str(positions.get(r.id, "")),
             r.created_at.strftime("%Y-%m-%d %H:%M:%S") if r.created_at else "",
             duration,
         )
@@ -219,6 +224,9 @@ def run_detail(detail: dict[str, Any]) -> None:
                 style="bold",
             )
         )
+        if staged.get("preview_error"):
+            out.print(f"  (no preview: {staged['preview_error']})")
+            continue
         preview = Table(header_style="bold")
         for c in staged["columns"]:
             preview.add_column(c)

@@ -179,6 +179,16 @@ class Connector:
     def discard(self, loads: list[StagedLoad]) -> None:
         raise NotImplementedError
 
+    def was_published(self, load: StagedLoad) -> bool | None:
+        """Whether this load's publish committed, from a record written in the publish transaction;
+        None when the connector keeps no such record (then staging and fingerprints tell)."""
+        return None
+
+    def staged_exists(self, load: StagedLoad) -> bool:
+        """Whether the load's staged data is still there. Publishing removes it in the same transaction
+        (or atomic rename), so after a crash mid-publish its absence is the sign the publish committed."""
+        raise NotImplementedError
+
     def snapshot(self, target: TargetRef) -> Snapshot:
         raise NotImplementedError
 

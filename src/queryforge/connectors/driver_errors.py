@@ -91,7 +91,8 @@ HINTS: dict[ErrorType, str] = {
 _CONNECT_TEXT = re.compile(
     r"connection refused|could not connect|connection reset|server closed the connection|"
     r"timeout expired|no route to host|name or service not known|could not translate host name|"
-    r"can't connect|broken pipe|os error 111|connection to server .* failed",
+    r"can't connect|broken pipe|os error 111|connection to server .* failed|the connection is closed|"
+    r"terminating connection due to administrator command|the database system is (starting up|shutting down)",
     re.IGNORECASE,
 )
 # Failures ADBC reports without their SQLSTATE (raised while a result streams): the server's words.

@@ -51,10 +51,23 @@ class DuckDBConnector(SqlConnector):
             self._con = None
 
     def execute(self, sql: str) -> None:
-        self.con.execute(sql)
+        try:
+            self.con.execute(sql)
+        except duckdb.TransactionException as exc:
+            raise self._conflict(exc) from exc
 
     def fetch_arrow(self, sql: str) -> pa.Table:
-        return self.con.sql(sql).to_arrow_table()
+        try:
+            return self.con.sql(sql).to_arrow_table()
+        except duckdb.TransactionException as exc:
+            raise self._conflict(exc) from exc
+
+    def _conflict(self, exc: duckdb.TransactionException) -> TransientError:
+        """Two runs wrote the same rows at once: the later one rolls back and may simply try again."""
+        return TransientError(
+            f"Write conflict in DuckDB connection '{self.name}' with another run: {str(exc).splitlines()[0]}",
+            hint="it is tried again; runs that write one table are best not run at the same time",
+        )
 
     def ingest(self, schema: str | None, name: str, data: pa.RecordBatchReader) -> int:
         self.con.register("_qf_ingest", data)

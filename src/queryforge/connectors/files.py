@@ -236,6 +236,9 @@ class FilesConnector(Connector):
             faults.point("publish.in_transaction")
             os.replace(load.staging_name, self.target_path(load.target))
 
+    def staged_exists(self, load: StagedLoad) -> bool:
+        return bool(load.staging_name) and Path(load.staging_name).exists()
+
     def discard(self, loads: list[StagedLoad]) -> None:
         for load in loads:
             if load.staging_name:

@@ -41,6 +41,7 @@ _ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"), ("\x00"
 
 
 class MySQLConnector(SqlConnector):
+    transactional_ddl = False  # DROP TABLE commits implicitly
     scheme = "mysql"
     aliases = ("mariadb",)
     dialect: ClassVar[str] = "mysql"
@@ -64,7 +65,7 @@ class MySQLConnector(SqlConnector):
 
     @property
     def con(self) -> pymysql.connections.Connection[Any]:
-        if self._con is None:
+        if self._con is None or not self._con.open:
             p = self.parts
             with map_mysql_error(self.name):
                 self._con = pymysql.connect(
@@ -290,10 +291,12 @@ class MySQLConnector(SqlConnector):
         renames: list[tuple[exp.Table, exp.Table]] = []
         retired: list[exp.Table] = []
         scratch: list[exp.Table] = []
+        self.ensure_ledger()
         try:
             self._build_beside(loads, current, renames, retired, scratch)
             faults.point("publish.in_transaction")
             self.execute("RENAME TABLE " + ", ".join(f"{self.sql(a)} TO {self.sql(b)}" for a, b in renames))
+            self.record_published(loads)  # not atomic with the RENAME (MySQL DDL commits on its own)
         except BaseException:
             for table in scratch:  # production is untouched; the tables built beside it must go
                 with contextlib.suppress(QueryForgeError):

@@ -61,7 +61,7 @@ class PostgresConnector(SqlConnector):
 
     @property
     def con(self) -> psycopg.Connection[Any]:
-        if self._con is None:
+        if self._con is None or self._con.closed:  # a restarted server leaves a closed connection
             with map_postgres_error(self.name):
                 self._con = psycopg.connect(self.uri, autocommit=True, connect_timeout=10)
         return self._con

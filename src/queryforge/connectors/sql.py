@@ -27,6 +27,7 @@ from ..sql.parse import DIALECT, SqlProblem, ident, parse_select
 from .base import Connector, ReadRequest, Snapshot, StagedLoad, TargetRef, duckdb_columns
 
 STAGING_SCHEMA = "_qf_staging"
+LEDGER = "_qf_published"
 
 
 def transpile(sql: str, dialect: str) -> str:
@@ -43,6 +44,8 @@ class SqlConnector(Connector):
 
     dialect: ClassVar[str] = DIALECT
     supports_schemas: ClassVar[bool] = True
+    # DDL inside a transaction commits or rolls back with it (DuckDB, SQLite, PostgreSQL; not MySQL).
+    transactional_ddl: ClassVar[bool] = True
     can_write = True
     # Reads run as one statement in a READ ONLY transaction with a time limit, so ad-hoc queries
     # (`queryforge query --connection`) have the database as a second wall below the SQL policy.
@@ -268,12 +271,63 @@ class SqlConnector(Connector):
             return diff_in_duckdb(con, "staged", "prod", load.mode, load.keys)
 
     def publish(self, loads: list[StagedLoad]) -> None:
+        self.ensure_ledger()
         with self.transaction():
             for load in loads:
                 self._publish_one(load)
                 faults.point("publish.in_transaction")
-        for load in loads:
-            self.drop_table(self.staging_expr(load))
+            self.record_published(loads)
+            if self.transactional_ddl:  # the staging tables vanish exactly when the publish commits
+                for load in loads:
+                    self.drop_table(self.staging_expr(load))
+        if not self.transactional_ddl:
+            for load in loads:
+                self.drop_table(self.staging_expr(load))
+
+    def staged_exists(self, load: StagedLoad) -> bool:
+        schema, _, name = load.staging_name.rpartition(".")
+        return self.table_columns(schema or None, name) is not None
+
+    # The publish ledger: one row per published load, written inside the publish transaction, so a
+    # resume knows for sure whether an interrupted publish committed (other runs writing the same
+    # table make production's fingerprint useless for that).
+    def ledger_expr(self) -> exp.Table:
+        if self.supports_schemas:
+            return self.table_expr(self.staging_schema, LEDGER)
+        return self.table_expr(None, f"{STAGING_SCHEMA}__{LEDGER}")
+
+    def ensure_ledger(self) -> None:
+        if self.supports_schemas:
+            self.ensure_schema(self.staging_schema)
+        ledger = self.ledger_expr().sql(dialect=DIALECT)
+        self.execute(
+            transpile(
+                f"CREATE TABLE IF NOT EXISTS {ledger} (staging_name VARCHAR(255), published_at VARCHAR(40))",
+                self.dialect,
+            )
+        )
+
+    def record_published(self, loads: list[StagedLoad]) -> None:
+        now = dt.datetime.now(dt.UTC).isoformat()
+        rows = [
+            exp.Tuple(expressions=[exp.Literal.string(s.staging_name), exp.Literal.string(now)])
+            for s in loads
+        ]
+        if rows:
+            self.execute(self.sql(exp.insert(exp.Values(expressions=rows), self.ledger_expr())))
+
+    def was_published(self, load: StagedLoad) -> bool | None:
+        schema, name = (
+            (self.staging_schema, LEDGER) if self.supports_schemas else (None, f"{STAGING_SCHEMA}__{LEDGER}")
+        )
+        if self.table_columns(schema, name) is None:
+            return False
+        found = self.scalar(
+            exp.select(exp.func("count", exp.Star()))
+            .from_(self.ledger_expr())
+            .where(exp.EQ(this=exp.column("staging_name"), expression=exp.Literal.string(load.staging_name)))
+        )
+        return bool(found)
 
     def _publish_one(self, load: StagedLoad) -> None:
         target = self.target_expr(load.target)
@@ -376,7 +430,7 @@ class SqlConnector(Connector):
                 )
             )
         )
-        return sorted(str(v) for v in rows.column(0).to_pylist())
+        return sorted(str(v) for v in rows.column(0).to_pylist() if v != LEDGER)
 
     def drop_staging(self, name: str) -> None:
         self.drop_table(self.table_expr(self.staging_schema, name))

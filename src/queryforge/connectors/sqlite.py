@@ -9,7 +9,7 @@ import adbc_driver_sqlite.dbapi as adbc_sqlite
 import pyarrow as pa
 
 from .base import ColumnInfo, StagedLoad, TableInfo
-from .sql import STAGING_SCHEMA, SqlConnector
+from .sql import LEDGER, STAGING_SCHEMA, SqlConnector
 
 
 class SQLiteConnector(SqlConnector):
@@ -65,7 +65,7 @@ class SQLiteConnector(SqlConnector):
             "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, ?) = ? ORDER BY name",
             [len(prefix), prefix],
         ).fetchall()
-        return [r[0].removeprefix(prefix) for r in rows]
+        return [r[0].removeprefix(prefix) for r in rows if r[0] != f"{prefix}{LEDGER}"]
 
     def drop_staging(self, name: str) -> None:
         self.execute(f'DROP TABLE IF EXISTS "{STAGING_SCHEMA}__{name}"')

@@ -4,12 +4,18 @@ Visits the plan's stages in order (`visit_<kind>`). Checks run before anything i
 error-severity check fails, nothing is staged or published. A sandbox run stops after staging
 (status `audited`) and keeps its staged data for `commit`, which publishes exactly that data
 and refuses if production changed in between.
+
+Resuming: given what an earlier attempt left (`Prior`), steps whose output hash is unchanged and whose
+output still exists are reused instead of run again: tables in the run's work area, check results,
+staged loads. A publish an earlier attempt started is recovered, never repeated blindly: the
+publish ledger written in the publish transaction says whether it committed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -22,6 +28,7 @@ import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
+from .. import faults
 from ..connectors.base import StagedLoad, TargetRef
 from ..connectors.registry import ConnectionSet
 from ..connectors.sql import SqlConnector, literal
@@ -31,13 +38,16 @@ from ..errors import (
     InternalError,
     ProductionChanged,
     QueryForgeError,
+    RunCancelled,
     StepFailed,
+    TransientError,
     UserError,
 )
 from ..secrets import scrub
 from ..sql.parse import ident, table, table_references
 from ..store import Repo
-from ..store.repo import decode_watermark, encode_watermark
+from ..store.repo import StepRecord, decode_watermark, encode_watermark
+from .control import RunControl, final_status
 from .plan import CheckStage, ExecutionPlan, ExtractStage, PublishStage, Stage, StageLoadStage, TransformStage
 from .reporter import NullReporter, Reporter
 
@@ -58,6 +68,19 @@ class RunOutcome:
     @property
     def failed_checks(self) -> list[dict[str, Any]]:
         return [c for c in self.checks if not c["passed"] and c["severity"] == "error"]
+
+
+OK_STATUSES = frozenset({"succeeded", "warn"})
+
+
+@dataclass(frozen=True)
+class Prior:
+    """What an earlier attempt left behind, to be reused where the plan did not change."""
+
+    run_id: str  # this run (a resume) or the run an edited resume continues from
+    steps: dict[str, StepRecord]
+    staged: list[StagedLoad]
+    same_run: bool
 
 
 def now() -> datetime:
@@ -85,6 +108,8 @@ class Executor:
         runs_dir: Path,
         reporter: Reporter | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        control: RunControl | None = None,
+        failure_status: Callable[[QueryForgeError], tuple[str, datetime | None]] | None = None,
     ) -> None:
         self.repo = repo
         self.connections = connections
@@ -92,26 +117,42 @@ class Executor:
         self.runs_dir = runs_dir
         self.reporter = reporter or NullReporter()
         self.sleep = sleep  # injectable, so retry tests need not wait
+        self.control = control or RunControl()
+        # Where a failed run ends up: a worker may give a transient failure back to the queue.
+        self.failure_status = failure_status or (lambda exc: (final_status(exc.failure_class), None))
+        self.prior: Prior | None = None
 
     # ------------------------------------------------------------ run
-    def execute(self, plan: ExecutionPlan, run_id: str, mode: str) -> RunOutcome:
+    def execute(
+        self, plan: ExecutionPlan, run_id: str, mode: str, *, prior: Prior | None = None
+    ) -> RunOutcome:
+        """Run a claimed run (status `running`) to its end; with `prior`, reuse what is unchanged."""
         outcome = RunOutcome(run_id=run_id, status="running")
-        self.repo.update_run(run_id, status="running", started_at=now())
+        self.prior = prior
+        self.control.timeouts = {k: v for k, v in plan.timeouts.items() if v}
+        if prior is not None and not prior.same_run:
+            self._copy_work_area(prior.run_id, run_id)
         steps = [
             (s.step_id, s.kind)
             for s in plan.stages
             if not (mode == "sandbox" and isinstance(s, PublishStage))
         ]
         self.reporter.run_started(run_id, plan.pipeline, steps)
-        session = self.engine.session(
-            self.runs_dir / run_id, preserve_order=plan.preserve_order, allowed_dirs=plan.allowed_dirs
-        )
+        session: EngineSession | None = None
         self.inlined: dict[str, exp.Query] = {}
         try:
+            session = self._open_session(plan, run_id)
             for stage in plan.stages:
                 if isinstance(stage, StageLoadStage) and outcome.failed_checks:
                     raise self._checks_failed(outcome)
                 if isinstance(stage, PublishStage) and mode == "sandbox":
+                    continue
+                if self.control.cancel.is_set() and not outcome.published:
+                    raise RunCancelled(
+                        f"Run {run_id} was cancelled before step '{stage.step_id}'; nothing was published",
+                        hint=f"start it again with 'queryforge runs resume {run_id}'",
+                    )
+                if prior is not None and self._reuse(stage, session, outcome, plan, prior):
                     continue
                 self._visit_with_retries(stage, session, outcome, plan)
             if outcome.failed_checks:
@@ -126,14 +167,16 @@ class Executor:
                 staged=staged_to_json(outcome.staged) if mode == "sandbox" else [],
                 result=self._result(outcome),
             )
+        except RunCancelled as exc:
+            self._cancelled(outcome, exc)
         except QueryForgeError as exc:
-            self._fail(outcome, exc)
+            self.fail(outcome, exc)
         except Exception as exc:  # a bug of ours: keep the traceback in the log only
             trace = traceback.format_exc()
             (self.runs_dir / run_id).mkdir(parents=True, exist_ok=True)
             (self.runs_dir / run_id / "traceback.txt").write_text(scrub(trace))
             log.debug("run %s failed with an internal error:\n%s", run_id, trace)
-            self._fail(
+            self.fail(
                 outcome,
                 InternalError(
                     f"Internal error while running: {type(exc).__name__}: {exc}",
@@ -141,10 +184,24 @@ class Executor:
                 ),
             )
         finally:
-            session.close()
+            if session is not None:
+                session.close()
             self.connections.close()
         self.reporter.run_finished(run_id, outcome.status)
         return outcome
+
+    def _open_session(self, plan: ExecutionPlan, run_id: str) -> EngineSession:
+        """The run's work area; failing to open it (a file still locked by a process that is being
+        killed) is worth another try, not a person's attention."""
+        try:
+            return self.engine.session(
+                self.runs_dir / run_id, preserve_order=plan.preserve_order, allowed_dirs=plan.allowed_dirs
+            )
+        except duckdb.Error as exc:
+            raise TransientError(
+                f"Could not open the work area of run {run_id}: {str(exc).splitlines()[0]}",
+                hint="it is tried again",
+            ) from exc
 
     def _checks_failed(self, outcome: RunOutcome) -> ChecksFailed:
         failed = outcome.failed_checks
@@ -159,8 +216,9 @@ class Executor:
             hint=f"see the failing rows with 'queryforge runs show {outcome.run_id}'",
         )
 
-    def _fail(self, outcome: RunOutcome, exc: QueryForgeError) -> None:
-        outcome.status = "failed"
+    def fail(self, outcome: RunOutcome, exc: QueryForgeError) -> None:
+        status, not_before = self.failure_status(exc)
+        outcome.status = status
         outcome.error = exc
         if outcome.published:
             done = ", ".join(f"{t.connection}.{t.table}" for t in outcome.published)
@@ -169,16 +227,154 @@ class Executor:
                 "publishes in its own transaction"
             )
         outcome.staged = [s for s in outcome.staged if s.target not in outcome.published]
+        # A run going back to the queue keeps its staged data for the resume. Discarding otherwise is
+        # safe even after a publish was under way: _recover_publish tells a committed publish (staging
+        # gone, production moved) from a discarded one (staging gone, production unchanged).
+        keep = outcome.staged if status == "queued" else []
+        self.discard([s for s in outcome.staged if s not in keep])
+        # The lease stays until the worker's watchdog has stopped (Slot.release): a heartbeat that
+        # found it gone would take the run for lost. `not_before` keeps other workers off till then.
+        requeue = {"not_before": not_before}
+        self.repo.update_run(
+            outcome.run_id,
+            status=status,
+            ended_at=None if status == "queued" else now(),
+            error_class=exc.failure_class.value,
+            error_message=exc.render(),
+            staged=staged_to_json(keep),
+            result=self._result(outcome),
+            **(requeue if status == "queued" else {}),
+        )
+
+    def _cancelled(self, outcome: RunOutcome, exc: RunCancelled) -> None:
+        outcome.status = "cancelled"
+        outcome.error = exc
         self.discard(outcome.staged)
         self.repo.update_run(
             outcome.run_id,
-            status="failed",
+            status="cancelled",
             ended_at=now(),
-            error_class=exc.failure_class.value,
             error_message=exc.render(),
             staged=[],
             result=self._result(outcome),
         )
+
+    # ------------------------------------------------------------ resume
+    def _copy_work_area(self, source: str, target: str) -> None:
+        """An edited resume starts from the earlier run's work tables (reused where unchanged)."""
+        src, dst = self.runs_dir / source, self.runs_dir / target
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in ("work.duckdb", "work.duckdb.wal"):
+            if (src / name).exists():
+                shutil.copyfile(src / name, dst / name)
+
+    def _reuse(
+        self, stage: Stage, session: EngineSession, outcome: RunOutcome, plan: ExecutionPlan, prior: Prior
+    ) -> bool:
+        """Take the stage's output from the earlier attempt when it is unchanged and still there."""
+        done = prior.steps.get(stage.step_id)
+        if isinstance(stage, PublishStage):
+            if done is None or done.status != "succeeded" or not prior.same_run:
+                return False  # visit_publish recovers a publish an earlier attempt started
+            outcome.published.extend(s.target for s in outcome.staged if s.step_id in stage.loads)
+        elif (
+            done is None
+            or done.status not in OK_STATUSES
+            or done.output_hash != plan.step_hashes.get(stage.step_id)
+        ):
+            return False
+        elif isinstance(stage, StageLoadStage):
+            load = next((s for s in prior.staged if s.step_id == stage.step_id), None)
+            if load is None or not prior.same_run:
+                return False
+            publish_started = f"publish:{stage.target.connection}" in prior.steps
+            if not publish_started and not self.connections.get(stage.target.connection).staged_exists(load):
+                return False
+            outcome.staged = [s for s in outcome.staged if s.step_id != stage.step_id] + [load]
+        elif isinstance(stage, CheckStage):
+            results = [c for c in self.repo.list_check_results(prior.run_id) if c["step_id"] == stage.step_id]
+            if not prior.same_run:
+                self.repo.add_check_results(outcome.run_id, results)
+            outcome.checks.extend(results)
+        elif isinstance(stage, ExtractStage | TransformStage):
+            materialized = stage.materialize or (isinstance(stage, ExtractStage) and stage.query is None)
+            if materialized and not self._has_table(session, stage.step_id):
+                return False
+            if not materialized:
+                assert stage.query is not None
+                self.inlined[stage.step_id] = stage.query
+            if isinstance(stage, ExtractStage) and stage.incremental is not None:
+                self._mark(stage, session, outcome, plan)
+        note = "reused from the earlier attempt" if prior.same_run else f"reused from run {prior.run_id}"
+        if not prior.same_run:
+            self.repo.start_step(outcome.run_id, stage.step_id, stage.kind)
+            assert done is not None
+            self.repo.finish_step(
+                outcome.run_id,
+                stage.step_id,
+                status=done.status,
+                rows_in=done.rows_in,
+                rows_out=done.rows_out,
+                output_hash=done.output_hash,
+                message=note,
+            )
+        self.reporter.step_finished(stage.step_id, "reused", done.rows_out if done else None, 0.0, note)
+        return True
+
+    @staticmethod
+    def _has_table(session: EngineSession, name: str) -> bool:
+        try:
+            session.describe(name)
+        except (QueryForgeError, duckdb.Error):
+            return False
+        return True
+
+    def _mark(
+        self, stage: ExtractStage, session: EngineSession, outcome: RunOutcome, plan: ExecutionPlan
+    ) -> None:
+        """The new high-water mark of an incremental extract: the largest cursor value it read."""
+        assert stage.incremental is not None
+        cursor = exp.column(ident(stage.incremental.cursor))
+        _, found = session.fetch(exp.select(exp.func("max", cursor)).from_(table(stage.step_id)))
+        since = self.repo.get_watermark(plan.pipeline, stage.step_id)
+        since = stage.incremental.initial if since is None else since
+        mark = found[0][0] if found[0][0] is not None else since
+        if mark is not None:
+            outcome.watermarks[stage.step_id] = mark
+
+    def _recover_publish(
+        self,
+        stage: PublishStage,
+        loads: list[StagedLoad],
+        session: EngineSession,
+        outcome: RunOutcome,
+        plan: ExecutionPlan,
+    ) -> list[StagedLoad]:
+        """The loads an interrupted publish still has to publish.
+
+        Database connectors write a ledger row per load inside the publish transaction: it says for
+        sure whether the publish committed. Without a ledger (files), staged data that is gone while
+        production's fingerprint moved means published. A load neither published nor still staged
+        (gc dropped it) is staged again.
+        """
+        connector = self.connections.get(stage.connection)
+        pending: list[StagedLoad] = []
+        for load in loads:
+            committed = connector.was_published(load)
+            if committed is None:  # no ledger (files): staging, then the fingerprint, tell
+                committed = not connector.staged_exists(load) and (
+                    connector.fingerprint(load.target) != load.fingerprint_before
+                )
+            if committed:
+                log.info("publish of %s was committed by an earlier attempt", load.step_id)
+                outcome.published.append(load.target)
+            elif connector.staged_exists(load):
+                pending.append(load)
+            else:
+                again = next(s for s in plan.stages_of(StageLoadStage) if s.step_id == load.step_id)
+                self.visit_stageload(again, session, outcome, plan)
+                pending.extend(s for s in outcome.staged if s.step_id == load.step_id)
+        return pending
 
     def advance_watermarks(self, run_id: str, pipeline: str, marks: dict[str, Any]) -> None:
         """Incremental extracts move on only once their run has published."""
@@ -238,6 +434,7 @@ class Executor:
                 if wait is None:
                     raise
                 log.info("step %s failed (%s), try %d again in %.1f s", stage.step_id, exc, attempt + 1, wait)
+                self.connections.close()  # the next try connects afresh (a server may have restarted)
                 self.sleep(wait)
                 attempt += 1
 
@@ -245,7 +442,9 @@ class Executor:
         self.repo.start_step(outcome.run_id, stage.step_id, stage.kind)
         self.reporter.step_started(stage.step_id, stage.kind)
         started = time.perf_counter()
+        self.control.entered(stage.step_id, stage.kind)
         try:
+            faults.point(f"step.{stage.step_id}")
             rows_in, rows_out, detail = getattr(self, f"visit_{stage.kind}")(stage, session, outcome, plan)
         except (StepFailed, duckdb.Error, pa.ArrowException) as exc:
             # A data error surfaces where a view chain is finally computed; name the step that causes it.
@@ -262,6 +461,8 @@ class Executor:
         except Exception as exc:
             self._step_failed(outcome.run_id, stage, started, InternalError(str(exc)))
             raise
+        finally:
+            self.control.left()
         status = detail.split(":")[0] if detail and detail.startswith(("warn:", "failed:")) else "succeeded"
         self.repo.finish_step(
             outcome.run_id,
@@ -369,11 +570,7 @@ class Executor:
             rows = session.create(stage.step_id, query, table=True) or 0
         detail = None
         if stage.incremental is not None:
-            cursor = exp.column(ident(stage.incremental.cursor))
-            _, found = session.fetch(exp.select(exp.func("max", cursor)).from_(table(stage.step_id)))
-            mark = found[0][0] if found[0][0] is not None else since
-            if mark is not None:
-                outcome.watermarks[stage.step_id] = mark
+            self._mark(stage, session, outcome, plan)
             detail = f"incremental: {rows} rows with {stage.incremental.cursor} > {since}"
         return None, rows, detail
 
@@ -447,6 +644,7 @@ class Executor:
         # Registered first, so a failure half-way still discards it (once, when the step is retried).
         outcome.staged = [s for s in outcome.staged if s.step_id != stage.step_id] + [load]
         connector.stage(outcome.run_id, load, reader)
+        self.repo.update_run(outcome.run_id, staged=staged_to_json(outcome.staged))  # for a resume
         d = load.diff
         return load.rows, load.rows, f"+{d.get('added', 0)} -{d.get('removed', 0)} ~{d.get('changed', 0)}"
 
@@ -458,9 +656,18 @@ class Executor:
         plan: ExecutionPlan | None,
     ) -> Result:
         loads = [s for s in outcome.staged if s.step_id in stage.loads]
-        self.publish(outcome.run_id, stage.connection, loads, verify=False)
+        rows = sum(s.rows for s in loads)
+        if self.prior is not None and self.prior.same_run and stage.step_id in self.prior.steps:
+            assert session is not None and plan is not None
+            loads = self._recover_publish(stage, loads, session, outcome, plan)
+        self.control.publishing = True
+        try:
+            if loads:
+                self.publish(outcome.run_id, stage.connection, loads, verify=False)
+        finally:
+            self.control.publishing = False
         outcome.published.extend(s.target for s in loads)
-        return sum(s.rows for s in loads), None, None
+        return rows, None, None
 
     # ------------------------------------------------------------ publish and commit
     def publish(self, run_id: str, connection: str, loads: list[StagedLoad], *, verify: bool) -> None:

@@ -96,6 +96,7 @@ class ExecutionPlan:
     estimated_rows: int | None = None  # rows the engine expects to scan (ask's cost gate)
     allowed_dirs: list[Path] = field(default_factory=list)  # the engine may read files only here
     retries: dict[str, Retry] = field(default_factory=dict)  # step id -> its retry policy
+    timeouts: dict[str, float | None] = field(default_factory=dict)  # step id -> its timeout_s
 
     def stages_of(self, cls: type[Stage]) -> list[Any]:
         return [s for s in self.stages if isinstance(s, cls)]
@@ -272,6 +273,7 @@ class Compiler:
             locations=dict(self.locations),
             allowed_dirs=self.allowed_dirs(),
             retries={s.id: Retry.of(s.retry, self.pipeline.retry) for s in self.pipeline.steps},
+            timeouts={s.id: s.timeout_s for s in self.pipeline.steps},
         )
 
     def allowed_dirs(self) -> list[Path]:

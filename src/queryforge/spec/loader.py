@@ -73,11 +73,14 @@ class PipelineSource:
         return self.origin
 
     def content_hash(self) -> str:
-        text = json.dumps(self.raw, sort_keys=True, separators=(",", ":"), default=str)
+        """Identity of a version: formatting, comments and key order do not count, except where
+        order is output (the columns a `derive` adds come out in the order written)."""
+        text = json.dumps(_structural_order(self.raw), separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
     def canonical_text(self) -> str:
-        return json.dumps(self.raw, sort_keys=True, indent=2, default=str)
+        """The stored text of a version: workers run exactly this, so it keeps the written order."""
+        return json.dumps(self.raw, indent=2, default=str)
 
     def bind(self, params: Mapping[str, Any] | None = None, now: datetime | None = None) -> BoundPipeline:
         declared = self.raw.get("params") or {}
@@ -90,6 +93,21 @@ class PipelineSource:
         pipeline = validate_model(body, self)
         shown = {k: v for k, v in values.items() if k in declared}
         return BoundPipeline(pipeline=pipeline, source=self, params=shown)
+
+
+# Mappings whose order is output order: the columns a derive adds, the measures of an aggregate.
+_ORDERED = {("derive", "columns"), ("aggregate", "measures")}
+
+
+def _structural_order(value: Any, parent: str = "") -> Any:
+    """Keys sorted, except inside the mappings of _ORDERED, which keep the order written."""
+    if isinstance(value, dict):
+        return {
+            k: value[k] if (parent, k) in _ORDERED else _structural_order(value[k], k) for k in sorted(value)
+        }
+    if isinstance(value, list):
+        return [_structural_order(v, parent) for v in value]
+    return value
 
 
 @dataclass(frozen=True)

@@ -301,6 +301,12 @@ class Pipeline(Strict):
     description: str | None = None
     params: dict[str, Param | str | int | float | bool | None] = Field(default_factory=dict)
     retry: RetryPolicy | None = None
+    after: list[str] = Field(
+        default_factory=list, description="pipelines whose successful publish runs this one"
+    )
+    concurrency: int | None = Field(
+        default=None, ge=1, description="at most this many runs of this pipeline at once"
+    )
     steps: list[Step] = Field(min_length=1)
 
     @field_validator("params", mode="after")

@@ -61,7 +61,7 @@ if TYPE_CHECKING:  # alembic is imported lazily: it costs ~0.2 s of every CLI st
 
 from queryforge.store import tables as t
 
-HEAD_REVISION = "0003"  # the newest migration; a test keeps it equal to alembic's head
+HEAD_REVISION = "0004"  # the newest migration; a test keeps it equal to alembic's head
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 MIN_PREFIX = 6
@@ -72,8 +72,14 @@ _READ = "queryforge_read_only"
 _PG_MIGRATE_LOCK = 0x5146_6D69_6772_6174  # "QFmigrat"
 _SAVE_ATTEMPTS = 5
 _RUN_FIELDS = frozenset(
-    {"status", "started_at", "ended_at", "error_class", "error_message", "staged", "result", "attempt"}
-)
+    {
+        "status", "started_at", "ended_at", "error_class", "error_message", "staged", "result", "attempt",
+        "lease_owner", "lease_expires_at", "heartbeat_at", "lost_leases", "cancel_requested_at",
+        "not_before",
+    }
+)  # fmt: skip
+EVENTS_CHANNEL = "queryforge_run_events"
+"""PostgreSQL NOTIFY channel every run and step event is published on (payload: the event as JSON)."""
 _REPAIR_FIELDS = frozenset({"run_id", "error_class", "original_error", "fix_reason", "repair_successful"})
 MAX_REQUEST_CHARS = 4000
 """`add_repair_log` keeps only this many characters of the user's prompt."""
@@ -106,6 +112,16 @@ class RunRecord:
     idempotency_key: str | None
     attempt: int
     created_by: str
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    lost_leases: int = 0
+    cancel_requested_at: datetime | None = None
+    not_before: datetime | None = None
+    max_concurrent: int | None = None
+    trigger: str | None = None
+    backfill_id: str | None = None
+    resumed_from: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +355,38 @@ def _check_length(field: str, value: str | None, limit: int) -> None:
         raise ValueError(f"{field} is {len(value)} characters long; at most {limit} fit: {value[:80]!r}")
 
 
+def record_event(
+    conn: Connection,
+    org_id: str,
+    run_id: str,
+    kind: str,
+    status: str,
+    *,
+    step_id: str | None = None,
+    detail: str | None = None,
+) -> None:
+    """Insert one run event and, on PostgreSQL, NOTIFY it (delivered when the transaction commits)."""
+    ts = _now()
+    conn.execute(
+        insert(t.run_events).values(
+            org_id=org_id, run_id=run_id, ts=ts, kind=kind, step_id=step_id, status=status, detail=detail
+        )
+    )
+    if conn.dialect.name == "postgresql":
+        payload = _dumps(
+            {
+                "org_id": org_id,
+                "run_id": run_id,
+                "ts": ts.isoformat(),
+                "kind": kind,
+                "step_id": step_id,
+                "status": status,
+                "detail": detail,
+            }
+        )
+        conn.execute(select(func.pg_notify(EVENTS_CHANNEL, payload[:7900])))
+
+
 def _new_id(result: CursorResult[Any]) -> int:
     key = result.inserted_primary_key
     if key is None:  # pragma: no cover - only for statements that are not single-row inserts
@@ -564,6 +612,10 @@ class Repo:
         params: Mapping[str, Any],
         status: str = "queued",
         idempotency_key: str | None = None,
+        trigger: str | None = None,
+        max_concurrent: int | None = None,
+        backfill_id: str | None = None,
+        resumed_from: str | None = None,
     ) -> str:
         """Create a run and return its id; a known `idempotency_key` returns the existing run's id.
 
@@ -605,8 +657,13 @@ class Repo:
                         created_at=_now(),
                         created_by=self.user,
                         attempt=0,
+                        trigger=trigger,
+                        max_concurrent=max_concurrent,
+                        backfill_id=backfill_id,
+                        resumed_from=resumed_from,
                     )
                 )
+                self._event(conn, run_id, "run", status, detail=trigger)
                 return run_id
         except IntegrityError:
             # A concurrent submission with the same key won the race: it is the run to return.
@@ -652,6 +709,16 @@ class Repo:
             idempotency_key=m["idempotency_key"],
             attempt=m["attempt"],
             created_by=m["created_by"],
+            lease_owner=m["lease_owner"],
+            lease_expires_at=m["lease_expires_at"],
+            heartbeat_at=m["heartbeat_at"],
+            lost_leases=m["lost_leases"],
+            cancel_requested_at=m["cancel_requested_at"],
+            not_before=m["not_before"],
+            max_concurrent=m["max_concurrent"],
+            trigger=m["trigger"],
+            backfill_id=m["backfill_id"],
+            resumed_from=m["resumed_from"],
         )
 
     def get_run(self, run_id: str) -> RunRecord:
@@ -724,6 +791,9 @@ class Repo:
             done = conn.execute(update(r).where(r.c.id == run_id, r.c.org_id == self.org_id).values(values))
             if done.rowcount == 0:
                 raise self._run_not_found(run_id)
+            if "status" in values:
+                detail = values.get("error_class") or values.get("lease_owner")
+                self._event(conn, run_id, "run", values["status"], detail=detail)
 
     # -- steps ------------------------------------------------------------------------------------
 
@@ -771,6 +841,7 @@ class Repo:
         with self._write() as conn:
             self._require_run(conn, run_id)
             conn.execute(statement)
+            self._event(conn, run_id, "step", "running", step_id=step_id, detail=kind)
 
     def finish_step(
         self,
@@ -821,6 +892,7 @@ class Repo:
                     message=message,
                 )
             )
+            self._event(conn, run_id, "step", status, step_id=step_id, detail=failure_class)
 
     def list_steps(self, run_id: str) -> list[StepRecord]:
         """The run's steps in the order they were first started."""
@@ -1165,6 +1237,108 @@ class Repo:
         return None
 
     # -- watermarks (high-water marks of incremental extracts) -----------------------------------
+
+    # -- backfills --------------------------------------------------------------------------------
+
+    def create_backfill(
+        self, *, pipeline_name: str, version_id: int, param: str, values: list[Any], params: Mapping[str, Any]
+    ) -> str:
+        backfill_id = "bf_" + secrets.token_hex(6)
+        with self._write() as conn:
+            conn.execute(
+                insert(t.backfills).values(
+                    id=backfill_id,
+                    org_id=self.org_id,
+                    pipeline_name=pipeline_name,
+                    pipeline_version_id=version_id,
+                    param=param,
+                    values_json=_dumps(values),
+                    params_json=_dumps(dict(params)),
+                    status="active",
+                    created_at=_now(),
+                    created_by=self.user,
+                )
+            )
+        return backfill_id
+
+    def get_backfill(self, backfill_id: str) -> dict[str, Any]:
+        b = t.backfills
+        with self._read() as conn:
+            row = conn.execute(
+                select(b).where(b.c.org_id == self.org_id, b.c.id.startswith(backfill_id, autoescape=True))
+            ).first()
+        if row is None:
+            raise RecordNotFound(
+                f"Backfill '{backfill_id}' not found", hint="list them with 'queryforge backfills list'"
+            )
+        return self._backfill(row)
+
+    def list_backfills(self, limit: int = 50) -> list[dict[str, Any]]:
+        b = t.backfills
+        query = select(b).where(b.c.org_id == self.org_id).order_by(b.c.created_at.desc()).limit(limit)
+        with self._read() as conn:
+            return [self._backfill(row) for row in conn.execute(query)]
+
+    def set_backfill_status(self, backfill_id: str, status: str) -> None:
+        b = t.backfills
+        with self._write() as conn:
+            conn.execute(
+                update(b).where(b.c.id == backfill_id, b.c.org_id == self.org_id).values(status=status)
+            )
+
+    def runs_of_backfill(self, backfill_id: str) -> list[RunRecord]:
+        r = t.runs
+        query = self._run_query().where(r.c.org_id == self.org_id, r.c.backfill_id == backfill_id)
+        with self._read() as conn:
+            return [self._to_run(row) for row in conn.execute(query.order_by(r.c.created_at, r.c.id))]
+
+    @staticmethod
+    def _backfill(row: Row[Any]) -> dict[str, Any]:
+        m = row._mapping
+        return {
+            "id": m["id"],
+            "pipeline": m["pipeline_name"],
+            "pipeline_version_id": m["pipeline_version_id"],
+            "param": m["param"],
+            "values": json.loads(m["values_json"]),
+            "params": json.loads(m["params_json"]),
+            "status": m["status"],
+            "created_at": m["created_at"],
+            "created_by": m["created_by"],
+        }
+
+    def run_by_key(self, key: str) -> str | None:
+        """The run submitted with this idempotency key, if any."""
+        with self._read() as conn:
+            return self._run_by_key(conn, key)
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def _event(
+        self,
+        conn: Connection,
+        run_id: str,
+        kind: str,
+        status: str,
+        *,
+        step_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Record a state change in the same transaction as the change itself (the source of truth),
+        and on PostgreSQL announce it to listeners once that transaction commits."""
+        record_event(conn, self.org_id, run_id, kind, status, step_id=step_id, detail=detail)
+
+    def list_events(self, run_id: str, *, after_id: int = 0) -> list[dict[str, Any]]:
+        """The run's events in order; `after_id` continues where a previous call stopped."""
+        e = t.run_events
+        query = (
+            select(e.c.id, e.c.run_id, e.c.ts, e.c.kind, e.c.step_id, e.c.status, e.c.detail)
+            .where(e.c.run_id == run_id, e.c.org_id == self.org_id, e.c.id > after_id)
+            .order_by(e.c.id)
+        )
+        with self._read() as conn:
+            self._require_run(conn, run_id)
+            return [dict(row._mapping) for row in conn.execute(query)]
 
     def get_watermark(self, pipeline: str, step_id: str) -> Any | None:
         """The high-water mark of `pipeline`'s step `step_id`, or None if it has none yet.

@@ -45,6 +45,7 @@ metadata = MetaData(naming_convention=NAMING_CONVENTION)
 RUN_MODES = ("sandbox", "publish")
 SNAPSHOT_PHASES = ("before", "after")
 AUDIT_DECISIONS = ("allow", "rewrite", "block", "info")
+CATCH_UP_POLICIES = ("none", "latest", "all")
 WATERMARK_TYPES = ("int", "float", "decimal", "string", "date", "timestamp", "timestamptz", "bool")
 
 
@@ -142,10 +143,23 @@ runs = Table(
     Column("result_json", Text, nullable=True),
     _created_by(),
     Column("attempt", Integer, nullable=False, server_default="0"),
+    # The queue (migration 0004): a worker owns a claimed run until `lease_expires_at`, renewing it
+    # with heartbeats; a run whose lease ran out `max_lost_leases` times is dead-lettered.
+    Column("lease_owner", String(255), nullable=True),
+    Column("lease_expires_at", UTCDateTime(), nullable=True),
+    Column("heartbeat_at", UTCDateTime(), nullable=True),
+    Column("lost_leases", Integer, nullable=False, server_default="0"),
+    Column("cancel_requested_at", UTCDateTime(), nullable=True),
+    Column("not_before", UTCDateTime(), nullable=True),
+    Column("max_concurrent", Integer, nullable=True),  # the pipeline's own limit, copied at submit
+    Column("trigger", String(255), nullable=True),  # cli, schedule:<name>, after:<run>, backfill:<id>
+    Column("backfill_id", String(32), nullable=True, index=True),
+    Column("resumed_from", String(32), nullable=True),
     UniqueConstraint("org_id", "idempotency_key"),
     CheckConstraint(_in("mode", RUN_MODES), name="mode"),
     Index("ix_runs_org_id_created_at", "org_id", "created_at"),
     Index("ix_runs_org_id_status", "org_id", "status"),
+    Index("ix_runs_status_created_at", "status", "created_at"),
 )
 
 run_steps = Table(
@@ -259,21 +273,77 @@ watermarks = Table(
     UniqueConstraint("org_id", "pipeline", "step_id"),
 )
 
+# Every state change of a run or step, in order: the source of truth that event streams replay.
+run_events = Table(
+    "run_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _org_id(),
+    Column("run_id", String(32), ForeignKey("runs.id"), nullable=False),
+    Column("ts", UTCDateTime(), nullable=False),
+    Column("kind", String(16), nullable=False),  # run | step
+    Column("step_id", String(255), nullable=True),
+    Column("status", String(32), nullable=False),
+    Column("detail", Text, nullable=True),
+    Index("ix_run_events_run_id_id", "run_id", "id"),
+)
+
+# A cron schedule of one pipeline; `next_fire_at` is the next tick (UTC) it has not fired yet.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _org_id(),
+    Column("name", String(255), nullable=False),
+    Column("pipeline", Text, nullable=False),
+    Column("cron", String(255), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("params_json", Text, nullable=False),
+    Column("catch_up", String(16), nullable=False),
+    Column("paused", Boolean, nullable=False),
+    Column("next_fire_at", UTCDateTime(), nullable=True),
+    Column("last_fire_at", UTCDateTime(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    _created_by(),
+    UniqueConstraint("org_id", "name"),
+    CheckConstraint(_in("catch_up", CATCH_UP_POLICIES), name="catch_up"),
+)
+
+# One backfill: a run per value of one parameter, all pinned to one pipeline version.
+backfills = Table(
+    "backfills",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    _org_id(),
+    Column("pipeline_name", String(255), nullable=False),
+    Column("pipeline_version_id", Integer, ForeignKey("pipeline_versions.id"), nullable=False),
+    Column("param", String(255), nullable=False),
+    Column("values_json", Text, nullable=False),
+    Column("params_json", Text, nullable=False),
+    Column("status", String(32), nullable=False),  # active | cancelled
+    Column("created_at", UTCDateTime(), nullable=False),
+    _created_by(),
+)
+
 __all__ = [
     "AUDIT_DECISIONS",
+    "CATCH_UP_POLICIES",
     "RUN_MODES",
     "SNAPSHOT_PHASES",
     "WATERMARK_TYPES",
     "UTCDateTime",
     "audit_log",
+    "backfills",
     "check_results",
     "metadata",
     "orgs",
     "pipeline_versions",
     "pipelines",
     "repair_logs",
+    "run_events",
     "run_steps",
     "runs",
+    "schedules",
     "schema_snapshots",
     "watermarks",
 ]

@@ -1,0 +1,267 @@
+"""Workers: claim runs from the queue, keep their leases alive, enforce limits, execute them.
+
+A `Slot` runs one claimed run at a time. While it runs, a watchdog thread heartbeats the lease
+every `heartbeat_s` and:
+- stops the process at once when the lease was lost (another worker may own the run now: two
+  executions of one run must never overlap);
+- on a cancel request, asks the executor to stop between steps, and after `grace_s` stops the
+  process (hard cancel), never inside a publish;
+- when a step runs past its `timeout_s`, records a TIMEOUT and stops the process; the run goes back
+  to the queue once (TIMEOUT is retried once), then fails.
+"Stopping the process" is `os._exit`: a step may be inside a driver call nothing else can interrupt.
+The supervisor (`Pool`) starts a fresh slot process in its place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..store.queue import Claim, RunQueue
+from .control import RunControl
+
+log = logging.getLogger(__name__)
+
+EXIT_LEASE_LOST = 70
+EXIT_HARD_STOP = 75
+
+
+def owner_name(slot: int | str = 0) -> str:
+    """Who holds a lease: host, process and slot (shown in `runs show` and in events)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{slot}"
+
+
+class ClaimRunner(Protocol):
+    """Executes one claimed run (the workspace provides this), returning its final status."""
+
+    def __call__(self, claim: Claim, control: RunControl) -> str: ...
+
+
+class HardStop(Protocol):
+    """Records why a run is being stopped from outside (cancel, timeout) before the process exits."""
+
+    def __call__(self, claim: Claim, reason: str, step: str | None) -> None: ...
+
+
+def die(code: int) -> None:
+    """Leave now, without cleanup that could touch the run (another worker may own it already)."""
+    logging.shutdown()
+    os._exit(code)
+
+
+@dataclass
+class Watchdog:
+    queue: RunQueue
+    claim: Claim
+    control: RunControl
+    hard_stop: HardStop
+    heartbeat_s: float
+    grace_s: float
+    exit: Callable[[int], None] = die
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    cancel_seen_at: float | None = None
+
+    def __enter__(self) -> Watchdog:
+        self._thread = threading.Thread(target=self._watch, name=f"watchdog-{self.claim.run_id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _watch(self) -> None:
+        tick = min(self.heartbeat_s, 0.5)
+        next_beat = time.monotonic() + self.heartbeat_s
+        while not self._stop.wait(tick):
+            overdue = self.control.overdue()
+            if overdue is not None:
+                late, limit = overdue
+                self.hard_stop(
+                    self.claim, f"step '{late}' ran longer than its timeout_s of {limit:g} s", late
+                )
+                self.exit(EXIT_HARD_STOP)
+                return
+            seen = self.cancel_seen_at
+            if seen is not None and not self.control.publishing and time.monotonic() - seen > self.grace_s:
+                current = self.control.step
+                self.hard_stop(
+                    self.claim,
+                    "cancelled (hard stop after the grace period)",
+                    current[0] if current else None,
+                )
+                self.exit(EXIT_HARD_STOP)
+                return
+            if time.monotonic() < next_beat:
+                continue
+            next_beat = time.monotonic() + self.heartbeat_s
+            try:
+                beat = self.queue.heartbeat(self.claim.run_id, self.claim.owner)
+            except Exception:  # the metadata DB may be restarting: keep trying until the lease runs out
+                log.warning("heartbeat of run %s failed", self.claim.run_id, exc_info=True)
+                continue
+            if beat is None:
+                log.error("lease of run %s was lost; stopping this worker process", self.claim.run_id)
+                self.exit(EXIT_LEASE_LOST)
+                return
+            if beat.cancel_requested and self.cancel_seen_at is None:
+                self.cancel_seen_at = time.monotonic()
+                self.control.cancel.set()
+
+
+@dataclass
+class Slot:
+    """Claims and runs one run at a time until told to stop."""
+
+    queue: RunQueue
+    runner: ClaimRunner
+    hard_stop: HardStop
+    owner: str
+    heartbeat_s: float = 10.0
+    grace_s: float = 30.0
+    poll_s: float = 0.5
+    stop: threading.Event = field(default_factory=threading.Event)
+    exit: Callable[[int], None] = die
+
+    def run_one(self) -> tuple[str, str] | None:
+        """Claim and execute one run: (run id, final status), or None when nothing was runnable."""
+        claim = self.queue.claim(self.owner)
+        if claim is None:
+            return None
+        return claim.run_id, self.execute(claim)
+
+    def execute(self, claim: Claim) -> str:
+        control = RunControl()
+        try:
+            with Watchdog(
+                self.queue, claim, control, self.hard_stop, self.heartbeat_s, self.grace_s, self.exit
+            ):
+                status = self.runner(claim, control)
+        finally:  # after the watchdog stopped: a heartbeat without the lease would mean "lost"
+            with contextlib.suppress(Exception):
+                self.queue.release(claim.run_id, claim.owner)
+        return status
+
+    def run_forever(self, max_runs: int | None = None, drain: bool = False) -> int:
+        """Claim and run until stopped; with `drain`, until nothing is claimable."""
+        done = 0
+        while not self.stop.is_set() and (max_runs is None or done < max_runs):
+            try:
+                ran = self.run_one()
+            except Exception:  # the metadata DB is down or restarting: wait and try again
+                log.warning("claiming or running a run failed; trying again", exc_info=True)
+                self.stop.wait(min(5.0, self.poll_s * 4))
+                continue
+            if ran is None:
+                if drain:
+                    break
+                self.stop.wait(self.poll_s)
+            else:
+                done += 1
+                log.info("run %s %s", *ran)
+        return done
+
+
+# ---------------------------------------------------------------- processes
+
+SlotFactory = Callable[[int, threading.Event], Slot]
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel kills this process when its parent dies, so a SIGKILLed supervisor never
+    leaves slot processes behind. A parent that died while this process was still starting is
+    caught by comparing the parent's pid."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        die(EXIT_LEASE_LOST)
+
+
+def slot_main(
+    factory: Callable[..., Slot],
+    args: tuple[Any, ...],
+    index: int,
+    drain: bool,
+    max_runs: int | None,
+    parent: int,
+) -> None:
+    """Entry point of a slot process: run until SIGTERM (finish the current run first), or until
+    the queue is drained / `max_runs` are done (then exit 0: the supervisor does not replace it)."""
+    _die_with_parent(parent)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(processName)s %(message)s", stream=sys.stderr
+    )
+    stop = threading.Event()
+
+    def graceful(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            die(EXIT_HARD_STOP)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, graceful)
+    signal.signal(signal.SIGINT, graceful)
+    slot = factory(*args, index=index, stop=stop)
+    slot.run_forever(max_runs=max_runs, drain=drain)
+
+
+@dataclass
+class Pool:
+    """`queryforge worker --concurrency N`: N slot processes, each replaced when it dies (a kill, a
+    lost lease, a step stopped by its time limit or a hard cancel)."""
+
+    factory: Callable[..., Slot]  # picklable: a module-level function
+    args: tuple[Any, ...]
+    concurrency: int
+    drain: bool = False
+    max_runs: int | None = None
+    on_slot_died: Callable[[int], None] | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        procs: dict[int, Any] = {}
+
+        def start(i: int) -> None:
+            procs[i] = ctx.Process(
+                target=slot_main,
+                args=(self.factory, self.args, i, self.drain, self.max_runs, os.getpid()),
+                name=f"qf-slot-{i}",
+            )
+            procs[i].start()
+
+        for i in range(self.concurrency):
+            start(i)
+        if threading.current_thread() is threading.main_thread():  # SIGTERM: stop like Ctrl-C does
+            signal.signal(signal.SIGTERM, lambda signum, frame: self.stop.set())
+        try:
+            while procs and not self.stop.wait(0.2):
+                for i, proc in list(procs.items()):
+                    if proc.is_alive():
+                        continue
+                    if proc.exitcode == 0:  # drained, or did its max_runs
+                        del procs[i]
+                        continue
+                    log.warning("slot %d exited with %s; starting a new one", i, proc.exitcode)
+                    if self.on_slot_died is not None:
+                        self.on_slot_died(proc.exitcode)
+                    start(i)
+        finally:
+            for proc in procs.values():
+                if proc.is_alive():
+                    proc.terminate()  # SIGTERM: finish the current run, then exit
+            for proc in procs.values():
+                proc.join()
