@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
@@ -83,6 +83,29 @@ class Settings(BaseSettings):
     run_attempts: int = Field(
         default=3, ge=1, description="times a worker runs a run that keeps failing with TRANSIENT errors"
     )
+
+    @model_validator(mode="after")
+    def _heartbeats_fit_in_a_lease(self) -> Settings:
+        # A worker stops itself when it could not renew its lease for 3/4 of it: with heartbeats
+        # further apart than half a lease, one late heartbeat would stop a healthy worker.
+        if self.heartbeat_s > self.lease_s / 2:
+            raise ValueError(
+                f"heartbeat_s ({self.heartbeat_s:g}) must be at most half of lease_s ({self.lease_s:g})"
+            )
+        return self
+
+
+def process_settings() -> Settings:
+    """Settings from the QUERYFORGE_* environment, with a readable error when one is wrong."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(x) for x in err["loc"])
+        where = f"QUERYFORGE_{name.upper()}" if name else "QUERYFORGE_* environment variables"
+        raise ConfigError(
+            f"Invalid setting {where}: {err['msg']}", where="environment", hint="fix or unset the variable"
+        ) from None
 
 
 def load_config(root: Path) -> WorkspaceConfig:

@@ -19,7 +19,7 @@ from sqlglot import exp
 from . import connectors as _connectors  # noqa: F401 -- registers built-in connectors
 from . import engine as _engines  # noqa: F401 -- registers built-in engines
 from .catalog import CatalogCache, CatalogEntry
-from .config import CONFIG_FILE, STATE_DIR, Settings, WorkspaceConfig, load_config
+from .config import CONFIG_FILE, STATE_DIR, Settings, WorkspaceConfig, load_config, process_settings
 from .connectors.base import ConnectionConfig, ReadRequest
 from .connectors.files import FilesConnector
 from .connectors.registry import FILES, ConnectionSet
@@ -72,7 +72,7 @@ class Workspace:
 
     def __init__(self, root: Path, settings: Settings | None = None) -> None:
         self.root = root.resolve()
-        self.settings = settings or Settings()
+        self.settings = settings or process_settings()
         self.config: WorkspaceConfig = load_config(self.root)
         self.state = self.root / STATE_DIR
         self.state.mkdir(exist_ok=True)
@@ -91,7 +91,7 @@ class Workspace:
     @classmethod
     def find(cls, start: Path | None = None, settings: Settings | None = None) -> Workspace:
         """The workspace containing `start` (default: the current folder or QUERYFORGE_WORKSPACE)."""
-        settings = settings or Settings()
+        settings = settings or process_settings()
         here = (start or Path(settings.workspace or os.getcwd())).resolve()
         for folder in (here, *here.parents):
             if (folder / CONFIG_FILE).is_file():
@@ -280,11 +280,13 @@ class Workspace:
         settings = self.settings
 
         def stopped(code: int) -> None:
-            run = self.get_run(claim.run_id)
-            log.error(
-                "Run %s stopped: %s (%s)", run.id, run.error_message or "its lease was lost", run.status
-            )
-            die(code)
+            try:
+                run = self.get_run(claim.run_id)
+                log.error(
+                    "Run %s stopped: %s (%s)", run.id, run.error_message or "its lease was lost", run.status
+                )
+            finally:  # the metadata DB may be unreachable: stop all the same
+                die(code)
 
         try:
             with Watchdog(

@@ -107,20 +107,15 @@ def test_ten_runs_with_limit_three_run_three_at_a_time_and_all_complete(ws: Work
 
     def work(index: int) -> None:
         slot = Slot(ws.queue(), runner, ws._hard_stop, f"test:{index}", heartbeat_s=0.1, poll_s=0.05)
-        while sum(r.status == "succeeded" for r in ws.list_runs(limit=20)) < 10:
+        give_up = time.monotonic() + 60  # a thread must not outlive the test (its database is dropped)
+        while time.monotonic() < give_up and any(
+            r.status in ("queued", "running") for r in ws.list_runs(limit=20)
+        ):
             slot.run_one() or time.sleep(0.05)
 
     threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(10)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 20
-    while running < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.3)  # 7 idle slots keep trying: none may get a fourth run
-    statuses = {r.id: r.status for r in ws.list_runs(limit=20)}
-    assert sorted(statuses.values()) == ["queued"] * 7 + ["running"] * 3
-    assert [statuses[i] for i in ids[:3]] == ["running"] * 3  # first come, first served
-    assert ws.positions() == {run_id: n for n, run_id in enumerate(ids[3:], 1)}
     seen: list[int] = []  # running runs, sampled from the store while the queue drains
     sampling = threading.Event()
 
@@ -130,14 +125,29 @@ def test_ten_runs_with_limit_three_run_three_at_a_time_and_all_complete(ws: Work
             time.sleep(0.01)
 
     sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    gate.set()
-    for t in threads:
-        t.join(60)
-    sampling.set()
-    sampler.join()
+    try:
+        deadline = time.monotonic() + 20
+        while running < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # 7 idle slots keep trying: none may get a fourth run
+        statuses = {r.id: r.status for r in ws.list_runs(limit=20)}
+        assert sorted(statuses.values()) == ["queued"] * 7 + ["running"] * 3
+        assert [statuses[i] for i in ids[:3]] == ["running"] * 3  # first come, first served
+        assert ws.positions() == {run_id: n for n, run_id in enumerate(ids[3:], 1)}
+        sampler.start()
+    finally:  # even after a failed assertion: the threads must end before the database is dropped
+        gate.set()
+        for t in threads:
+            t.join(65)
+        sampling.set()
+        if sampler.is_alive():
+            sampler.join()
+    assert not any(t.is_alive() for t in threads), "the queue did not drain within a minute"
     assert max(seen) == 3
-    assert {r.status for r in ws.list_runs(limit=20)} == {"succeeded"}
+    ended = ws.list_runs(limit=20)
+    assert {r.status for r in ended} == {"succeeded"}, [
+        (r.id, r.status, r.error_class, r.error_message) for r in ended if r.status != "succeeded"
+    ]
     assert ws.positions() == {}
     assert out_rows(ws) == expected_rows(days)
 
@@ -389,6 +399,38 @@ def test_watchdog_hard_cancels_after_the_grace_period_and_exits_when_the_lease_i
         while not lost and time.monotonic() < deadline:
             time.sleep(0.05)
     assert lost == [70]
+
+
+def test_watchdog_stops_its_worker_before_the_lease_runs_out_when_it_cannot_renew(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Self-fencing: a worker that cannot heartbeat (metadata DB unreachable, starved machine) stops
+    itself at 3/4 of its lease, so it is gone before any other worker may reap and claim the run."""
+    run_id = ws.submit("sales").run_id
+    queue = ws.queue()
+    queue.lease = timedelta(seconds=2)
+    claim = queue.claim("w")
+    assert claim is not None
+
+    def unreachable(run_id: str, owner: str) -> None:
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(queue, "heartbeat", unreachable)
+    exits: list[int] = []
+    with Watchdog(queue, claim, RunControl(), ws._hard_stop, 0.05, 10.0, exit=exits.append):
+        deadline = time.monotonic() + 5
+        while not exits and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stopped_after = time.monotonic() - claim.at
+    assert exits == [70]
+    assert 1.5 <= stopped_after < 2.0
+    assert queue.reap() == []  # at that moment the lease had not run out: nobody could claim the run
+    assert ws.get_run(run_id).status == "running"
+
+
+def test_heartbeats_must_fit_in_a_lease() -> None:
+    with pytest.raises(ValueError, match=r"heartbeat_s .* at most half of lease_s"):
+        Settings(lease_s=4, heartbeat_s=3)
 
 
 def test_expired_leases_requeue_then_dead_letter(ws: Workspace) -> None:

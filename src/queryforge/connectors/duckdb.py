@@ -9,6 +9,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from ..errors import TransientError
+from ..libs.duckdb_open import open_duckdb
 from .base import ColumnInfo, ConnectionConfig, StagedLoad, TableInfo, TargetRef
 from .sql import SqlConnector, content_hash, diff_in_duckdb
 
@@ -32,7 +33,7 @@ class DuckDBConnector(SqlConnector):
             if self.path != ":memory:":
                 self.resolve_path(self.location()).parent.mkdir(parents=True, exist_ok=True)
             try:
-                self._con = duckdb.connect(self.path, read_only=not self.config.writable and self._exists())
+                self._con = open_duckdb(self.path, read_only=not self.config.writable and self._exists())
             except duckdb.IOException as exc:
                 if "lock" in str(exc).lower():
                     raise TransientError(

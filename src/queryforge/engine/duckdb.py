@@ -12,6 +12,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from ..errors import InternalError, PermissionDenied, StepFailed, TransientError, suggest
+from ..libs.duckdb_open import open_duckdb
 from ..sql.parse import ident, table
 from .base import Engine, Schema
 
@@ -85,7 +86,7 @@ class DuckDBSession:
         temp_dir: Path | None,
         allowed_dirs: list[Path] | None = None,
     ) -> None:
-        self.con = duckdb.connect(path)
+        self.con = open_duckdb(path)
         self.con.execute(f"SET preserve_insertion_order = {'true' if preserve_order else 'false'}")
         if temp_dir is not None:
             self.con.execute("SET temp_directory = ?", [str(temp_dir)])
@@ -183,7 +184,7 @@ def run_readonly(
             "The warehouse is empty: nothing has been published yet",
             hint='load a table first, e.g. queryforge ask "Load data/orders.csv into orders"',
         )
-    con = duckdb.connect(str(database), read_only=True)
+    con = open_duckdb(str(database), read_only=True)
     try:
         fence(con, allowed_dirs)
         try:

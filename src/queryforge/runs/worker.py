@@ -4,6 +4,9 @@ A `Slot` runs one claimed run at a time. While it runs, a watchdog thread heartb
 every `heartbeat_s` and:
 - stops the process at once when the lease was lost (another worker may own the run now: two
   executions of one run must never overlap);
+- stops the process when it could not renew the lease for `FENCE` of its length (the metadata DB is
+  unreachable, or this machine is so loaded that heartbeats came late): it fences itself off before
+  the lease can run out and another worker may claim the run;
 - on a cancel request, asks the executor to stop between steps, and after `grace_s` stops the
   process (hard cancel), never inside a publish;
 - when a step runs past its `timeout_s`, records a TIMEOUT and stops the process; the run goes back
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 
 EXIT_LEASE_LOST = 70
 EXIT_HARD_STOP = 75
+FENCE = 0.75  # a worker that could not renew its lease for this part of it stops itself
 
 
 def owner_name(slot: int | str = 0) -> str:
@@ -72,6 +76,7 @@ class Watchdog:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     cancel_seen_at: float | None = None
+    renewed_at: float | None = None  # monotonic: when the last successful renewal was sent
 
     def __enter__(self) -> Watchdog:
         self._thread = threading.Thread(target=self._watch, name=f"watchdog-{self.claim.run_id}", daemon=True)
@@ -86,7 +91,18 @@ class Watchdog:
     def _watch(self) -> None:
         tick = min(self.heartbeat_s, 0.5)
         next_beat = time.monotonic() + self.heartbeat_s
+        self.renewed_at = self.claim.at
+        fence = self.queue.lease.total_seconds() * FENCE
         while not self._stop.wait(tick):
+            if time.monotonic() - self.renewed_at > fence:
+                log.error(
+                    "could not renew the lease of run %s for %.1f s; stopping this worker process "
+                    "before another worker may claim it",
+                    self.claim.run_id,
+                    time.monotonic() - self.renewed_at,
+                )
+                self.exit(EXIT_LEASE_LOST)
+                return
             overdue = self.control.overdue()
             if overdue is not None:
                 late, limit = overdue
@@ -108,11 +124,14 @@ class Watchdog:
             if time.monotonic() < next_beat:
                 continue
             next_beat = time.monotonic() + self.heartbeat_s
+            sent = time.monotonic()
             try:
                 beat = self.queue.heartbeat(self.claim.run_id, self.claim.owner)
-            except Exception:  # the metadata DB may be restarting: keep trying until the lease runs out
+            except Exception:  # the metadata DB may be restarting: keep trying until the fence
                 log.warning("heartbeat of run %s failed", self.claim.run_id, exc_info=True)
                 continue
+            if beat is not None:
+                self.renewed_at = sent
             if beat is None:
                 log.error("lease of run %s was lost; stopping this worker process", self.claim.run_id)
                 self.exit(EXIT_LEASE_LOST)

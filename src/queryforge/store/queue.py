@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,6 +40,9 @@ class Claim:
     owner: str
     attempt: int  # 1 for the first claim of a run, 2 after a resume, ...
     lost_leases: int
+    # This process's monotonic clock just before the lease was written: the lease runs at least
+    # `lease_s` from here, which is what the worker's self-fencing counts from.
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -75,12 +78,13 @@ class RunQueue:
         if time.monotonic() - self._reaped >= self.reap_every_s:
             self.reap()
             self._reaped = time.monotonic()
+        at = time.monotonic()
         now = self.clock()
         for org in self._orgs_in_turn(now):
             with self.engine.begin() as conn:
                 claim = self._claim_in(conn, org, owner, now)
             if claim is not None:
-                return claim
+                return replace(claim, at=at)
         return None
 
     def _orgs_in_turn(self, now: datetime) -> list[str]:
@@ -153,6 +157,7 @@ class RunQueue:
     def take(self, run_id: str, owner: str) -> Claim | None:
         """Claim one particular queued run now, outside the limits (a run started from the command line)."""
         r = t.runs
+        at = time.monotonic()
         now = self.clock()
         with self.engine.begin() as conn:
             row = conn.execute(
@@ -162,7 +167,9 @@ class RunQueue:
             ).first()
             if row is None or row.status != QUEUED:
                 return None
-            return self._start(conn, run_id, row.org_id, owner, now, row.attempt, row.lost_leases)
+            return replace(
+                self._start(conn, run_id, row.org_id, owner, now, row.attempt, row.lost_leases), at=at
+            )
 
     # ------------------------------------------------------------ owning
     def heartbeat(self, run_id: str, owner: str) -> Beat | None:
