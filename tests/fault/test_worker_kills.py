@@ -9,7 +9,10 @@ run back to the queue and another slot resumes it.
 Then:
 - every run ended `succeeded` (resumed) or `dead_lettered` (after 3 lost leases);
 - no run was ever claimed by a second process while the first one was alive (from the run events:
-  each claim names its pid, and the test knows when it killed which pid);
+  each claim names its pid; the test knows when it killed which pid, and watches every slot process
+  to see when it ended, for slots that stopped themselves, e.g. fencing off a lease they could not
+  renew in time). A run the first process gave back itself (a failure sent it back to the queue)
+  may of course be claimed again while that process lives on;
 - every succeeded run's part is in production exactly once; a dead-lettered part 0 or 1 times;
 - after `dlq requeue` of the dead letters and a worker without kills, production equals the source
   exactly (EXCEPT ALL both ways, computed by PostgreSQL itself, independently of QueryForge).
@@ -149,8 +152,17 @@ def test_fifty_runs_survive_killed_workers(tmp_path: Path, databases: tuple[str,
         for _ in range(2)
     ]
     killed: dict[int, datetime] = {}
+    gone: dict[int, datetime] = {}  # slot processes seen ending, and when (at most 50 ms late)
     stop = threading.Event()
     rng = random.Random(SEED)
+
+    def watcher() -> None:
+        alive: set[int] = set()
+        while not stop.wait(0.05):
+            now_alive = {p for w in workers for p in slot_pids(w)}
+            for pid in alive - now_alive:
+                gone.setdefault(pid, datetime.now(UTC))
+            alive = now_alive
 
     def killer() -> None:
         while not stop.wait(rng.uniform(0.2, 1.2)):
@@ -167,15 +179,17 @@ def test_fifty_runs_survive_killed_workers(tmp_path: Path, databases: tuple[str,
             except ProcessLookupError:
                 killed.pop(pid)
 
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
+    threads = [threading.Thread(target=f, daemon=True) for f in (killer, watcher)]
+    for thread in threads:
+        thread.start()
     deadline = time.monotonic() + 600
     try:
         while open_runs(meta) and time.monotonic() < deadline:
             time.sleep(0.5)
     finally:
         stop.set()
-        thread.join()
+        for thread in threads:
+            thread.join()
         for w in workers:
             w.send_signal(signal.SIGTERM)
         for w in workers:
@@ -195,6 +209,14 @@ def test_fifty_runs_survive_killed_workers(tmp_path: Path, databases: tuple[str,
         claims = con.execute(
             "SELECT run_id, ts, detail FROM run_events WHERE detail LIKE 'claimed by %%' ORDER BY id"
         ).fetchall()
+        # Run events that gave a run back to the queue without a lost lease (the attempt ended itself).
+        given_back = con.execute(
+            "SELECT run_id, ts FROM run_events WHERE kind = 'run' AND status = 'queued' "
+            "AND (detail IS NULL OR detail NOT LIKE 'lease of %%')"
+        ).fetchall()
+        history = con.execute(
+            "SELECT run_id, ts, kind, step_id, status, detail FROM run_events ORDER BY id"
+        ).fetchall()
     statuses = {status for _, status, _ in runs}
     assert statuses <= {"succeeded", "dead_lettered"}, statuses
     part_of = {run_id: int(re.search(r'"part":\s*(\d+)', params).group(1)) for run_id, _, params in runs}  # type: ignore[union-attr]
@@ -204,9 +226,13 @@ def test_fifty_runs_survive_killed_workers(tmp_path: Path, databases: tuple[str,
     for run_id, ts, detail in claims:
         pid = int(detail.split(":")[-2])
         if run_id in last_owner:
-            previous, _ = last_owner[run_id]
-            assert previous in killed and killed[previous] <= ts, (
-                f"run {run_id} was claimed by pid {pid} while pid {previous} (not killed before) held it"
+            previous, since = last_owner[run_id]
+            ended = killed.get(previous) or gone.get(previous)
+            released = any(r == run_id and since <= at <= ts for r, at in given_back)
+            assert released or (ended is not None and ended <= ts), (
+                f"run {run_id} was claimed by pid {pid} at {ts} while pid {previous} held it "
+                f"(killed at {killed.get(previous)}, seen ending at {gone.get(previous)}); its events:\n"
+                + "\n".join(str(e[1:]) for e in history if e[0] == run_id)
             )
         last_owner[run_id] = (pid, ts)
     resumed = {run_id for run_id, *_ in claims if sum(1 for c in claims if c[0] == run_id) > 1}
