@@ -35,7 +35,15 @@ from .runs.events import follow as follow_events
 from .runs.executor import Executor, Prior, RunOutcome, staged_from_json
 from .runs.explain import explain
 from .runs.gc import collect_staging
-from .runs.plan import CheckStage, Compiler, ExecutionPlan, ExtractStage, StageLoadStage, readable_dirs
+from .runs.plan import (
+    CheckStage,
+    Compiler,
+    ExecutionPlan,
+    ExtractStage,
+    PublishStage,
+    StageLoadStage,
+    readable_dirs,
+)
 from .runs.reporter import Reporter
 from .runs.triggers import check_dependencies, derived_key, downstream, expand_values
 from .runs.worker import Slot, Watchdog, die, owner_name
@@ -517,7 +525,7 @@ class Workspace:
         elif run.resumed_from:
             earlier = {s.step_id: s for s in repo.list_steps(run.resumed_from)}
             prior = Prior(run.resumed_from, earlier, [], same_run=False)
-        outcome = executor.execute(plan, run.id, run.mode, prior=prior)
+        outcome = executor.execute(plan, run.id, run.mode, prior=prior, skip=run.skip)
         self._published(outcome)
         if outcome.status == "succeeded" and run.mode == "publish":
             self._start_downstream(repo, run)
@@ -590,15 +598,23 @@ class Workspace:
         pipeline: str | None = None,
         queue: bool = False,
         retry: bool = False,
+        skip: list[str] | None = None,
         reporter: Reporter | None = None,
     ) -> RunOutcome | Submitted:
         """Continue a run from its first unfinished step, reusing what earlier attempts produced.
 
         With `params` or an edited `pipeline`, a new run of the new version starts instead and reuses
         the outputs of steps whose spec and inputs are unchanged (same content hash). With `queue`,
-        a worker runs it; otherwise it runs here. `retry` insists the run has a failed step.
+        a worker runs it; otherwise it runs here. `retry` insists the run has a failed step. `skip`
+        (skip_and_continue) leaves out those steps and everything that depends on them; the rest
+        runs and publishes.
         """
         run = self.get_run(run_id)
+        if skip and (params or pipeline):
+            raise UserError(
+                "--skip cannot be combined with --param or --pipeline",
+                hint="resume the edited run first, then skip a step of it",
+            )
         if params or pipeline:
             source = self.load(pipeline) if pipeline else self._stored_source(self.repo, run)
             bound = source.bind({**run.params, **(params or {})})
@@ -618,10 +634,51 @@ class Workspace:
                 f"Run {run.id} has no failed step to retry (it is {run.status})",
                 hint=f"use 'queryforge runs resume {run.id}' to continue an interrupted run",
             )
+        if skip and run.status not in ("succeeded", "audited"):
+            self._skip_steps(run, skip)
         self._requeue(run)
         if queue:
             return self._submitted(run.id)
         return self._run_here(run.id, reporter)
+
+    def _skip_steps(self, run: RunRecord, skip: list[str]) -> None:
+        """Record steps to leave out of a resumed run, after checking the DAG allows it: a real step,
+        not a check (it guards the publish), not one that already succeeded, and something is left
+        to publish."""
+        plan = self._plan_of(self.repo, run)
+        steps = {s.step_id: s.status for s in self.repo.list_steps(run.id)}
+        stages = {s.step_id: s for s in plan.stages if not isinstance(s, PublishStage)}
+        for step_id in skip:
+            if step_id not in stages:
+                raise UserError(
+                    f"Run {run.id} has no step '{step_id}'",
+                    hint=did_you_mean(step_id, stages)
+                    or f"see its steps with 'queryforge runs show {run.id}'",
+                )
+            if isinstance(stages[step_id], CheckStage):
+                raise UserError(
+                    f"Check '{step_id}' cannot be skipped: checks guard what is published",
+                    hint="fix the data or the rule, or give the rule severity: warn",
+                )
+            if steps.get(step_id) in ("succeeded", "warn"):
+                raise UserError(
+                    f"Step '{step_id}' of run {run.id} already succeeded; only unfinished steps can be "
+                    "skipped",
+                    hint=f"resume without --skip: 'queryforge runs resume {run.id}'",
+                )
+        skipped = plan.skipped_with([*run.skip, *skip])
+        if all(load.step_id in skipped for load in plan.stages_of(StageLoadStage)):
+            raise UserError(
+                f"Skipping {', '.join(repr(s) for s in skip)} would skip every load of run {run.id}: "
+                "nothing would be published",
+                hint="fix the failing step and resume, or cancel the run",
+            )
+        self.repo.update_run(run.id, skip=sorted({*run.skip, *skip}))
+        self.repo.audit(
+            action="skip",
+            decision="info",
+            reason=f"run {run.id} resumes without {', '.join(sorted(skipped))} (skip_and_continue)",
+        )
 
     def _requeue(self, run: RunRecord, *, audit: str | None = None) -> None:
         if run.status == "running":

@@ -115,6 +115,38 @@ def test_submit_then_a_worker_drains_the_queue(ws: Path) -> None:
     assert [e["status"] for e in events if e["kind"] == "run"] == ["queued", "running", "succeeded"]
 
 
+def test_the_in_process_pool_drains_the_queue_with_threads_of_one_process(ws: Path) -> None:
+    """The embedded pool of the local default: slots are threads, so every claim names one pid."""
+    statuses = ["shipped", "cancelled", "pending", "returned", "delivered", "lost"]
+    ids = [qf_json(ws, "submit", "orders_copy", "--param", f"status={s}")["run_id"] for s in statuses]
+
+    qf(ws, "worker", "--drain", "--in-process", "--concurrency", "3")
+
+    assert {r["id"]: r["status"] for r in qf_json(ws, "runs", "list")} == dict.fromkeys(ids, "succeeded")
+    owners = set()
+    for run_id in ids:
+        events = [json.loads(line) for line in qf(ws, "runs", "events", run_id, "--json").stdout.splitlines()]
+        owners |= {
+            e["detail"].removeprefix("claimed by ")
+            for e in events
+            if (e["detail"] or "").startswith("claimed")
+        }
+    assert len({o.split(":")[-2] for o in owners}) == 1  # one process ...
+    assert {o.split(":")[-1] for o in owners} <= {"0", "1", "2"}  # ... three slots
+    for run_id, status in zip(ids, statuses, strict=True):  # each run loaded its own rows
+        loads = qf_json(ws, "runs", "show", run_id)["run"]["result"]["loads"]
+        assert [load["rows"] for load in loads] == [len(orders_with_status(ws, status))], status
+
+
+def orders_with_status(ws: Path, status: str) -> list[tuple[Any, ...]]:
+    """Computed by plain DuckDB from the CSV, independently of QueryForge."""
+    with closing(duckdb.connect()) as con:
+        return con.execute(
+            "SELECT order_id FROM read_csv_auto(?) WHERE status = ?",
+            [str(ws / "data" / "orders.csv"), status],
+        ).fetchall()
+
+
 def test_a_step_over_its_timeout_is_stopped_retried_once_then_failed(ws: Path) -> None:
     run_id = qf_json(ws, "submit", "orders_copy")["run_id"]
     started = time.monotonic()

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from queryforge.config import Settings
-from queryforge.errors import SpecError
+from queryforge.errors import SpecError, UserError
 from queryforge.runs.control import RunControl
 from queryforge.runs.worker import EXIT_HARD_STOP, Slot, Watchdog
 from queryforge.store.queue import Claim
@@ -514,3 +514,70 @@ def test_resume_after_other_runs_wrote_the_table_publishes_exactly_once(
         )  # type: ignore[attr-defined]
     assert sum(failed.run_id in name for name in ledger) == 1
     assert sum(committed.run_id in name for name in ledger) == 1
+
+
+# ---------------------------------------------------------------- skip_and_continue
+
+BRANCHES = """
+name: branches
+steps:
+  - id: src
+    extract: {connection: shop, table: sales}
+  - id: doubled
+    derive: {input: src, columns: {twice: "amount * 2"}}
+  - id: ok
+    check: {input: doubled, rules: [{not_null: [id]}]}
+  - id: out
+    load: {input: doubled, table: branch_good}
+  - id: broken
+    derive: {input: src, columns: {n: "CAST('x' || id AS INTEGER)"}}
+    materialize: table
+  - id: broken_rows
+    sql: "SELECT id, n FROM broken"
+  - id: out_broken
+    load: {input: broken_rows, table: branch_bad}
+"""
+
+
+def test_skip_and_continue_leaves_out_the_failed_branch_and_publishes_the_rest(ws: Workspace) -> None:
+    (ws.root / "pipelines" / "branches.yaml").write_text(BRANCHES)
+    failed = ws.run("branches")
+    assert failed.status == "failed"
+    assert {s.step_id: s.status for s in ws.repo.list_steps(failed.run_id)}["broken"] == "failed"
+    grow_source(ws.root)  # a resume that extracted again would publish these rows too
+
+    # What the DAG does not allow is refused, and nothing is recorded.
+    refusals = [
+        (["ok"], "checks guard what is published"),
+        (["doubled_typo"], "has no step"),
+        (["broken", "out"], "would skip every load"),
+        (["src"], "already succeeded"),
+    ]
+    for skip, message in refusals:
+        with pytest.raises(UserError, match=message):
+            ws.resume(failed.run_id, skip=skip)
+    assert ws.get_run(failed.run_id).skip == [] and ws.get_run(failed.run_id).status == "failed"
+
+    resumed = ws.resume(failed.run_id, skip=["broken"])
+
+    assert resumed.status == "succeeded"  # type: ignore[union-attr]
+    steps = {s.step_id: s for s in ws.repo.list_steps(failed.run_id)}
+    assert {k: v.status for k, v in steps.items()} == {
+        "src": "succeeded",
+        "doubled": "succeeded",
+        "ok": "succeeded",
+        "out": "succeeded",
+        "broken": "skipped",
+        "broken_rows": "skipped",
+        "out_broken": "skipped",
+        "publish:warehouse": "succeeded",
+    }
+    assert steps["out_broken"].message == "skipped: it depends on 'broken', which was skipped"
+    assert steps["src"].retry_count == 0  # reused, not extracted again
+    tables = {t.name for t in ws.catalog("warehouse", refresh=True)[0].tables}
+    assert "branch_good" in tables and "branch_bad" not in tables
+    assert sorted(ws.read_table("branch_good")[1]) == [(i, i * 10, i * 20) for i in range(1, ROWS + 1)]
+    run = ws.get_run(failed.run_id)
+    assert run.skip == ["broken"] and run.result is not None
+    assert run.result["skipped"] == ["broken", "broken_rows", "out_broken"]
+    assert any(a["action"] == "skip" and "broken_rows" in a["reason"] for a in ws.repo.list_audit())

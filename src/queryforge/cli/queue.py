@@ -102,20 +102,41 @@ def worker(
         int, typer.Option("--concurrency", "-c", min=1, help="runs at once (processes)")
     ] = 1,
     drain: Annotated[bool, typer.Option("--drain", help="exit once nothing is left to claim")] = False,
-    max_runs: Annotated[int | None, typer.Option(help="exit after this many runs (per process)")] = None,
+    max_runs: Annotated[int | None, typer.Option(help="exit after this many runs (per slot)")] = None,
+    in_process: Annotated[
+        bool,
+        typer.Option(
+            "--in-process",
+            help="run the slots as threads of this process (embedded pool: no start-up cost; a lost "
+            "lease or a hard stop then stops the whole worker)",
+        ),
+    ] = False,
     workspace: WorkspaceOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Claim queued runs and execute them in N slot processes; resumes runs whose worker died.
-    Stop with Ctrl-C (the current runs finish first; a second Ctrl-C stops at once)."""
+    """Claim queued runs and execute them in N slot processes (or threads); resumes runs whose worker
+    died. Stop with Ctrl-C (the current runs finish first; a second Ctrl-C stops at once)."""
     with handled(False, debug), open_workspace(workspace) as ws:
         logging.getLogger("queryforge").setLevel(logging.DEBUG if debug else logging.INFO)
         root = str(ws.root)
         settings = ws.settings.model_dump()
         render.err.print(
-            f"worker: {concurrency} slot{'s' if concurrency > 1 else ''} on {ws.store.url} "
+            f"worker: {concurrency} slot{'s' if concurrency > 1 else ''} "
+            f"({'threads' if in_process else 'processes'}) on {ws.store.url} "
             f"(org limit {ws.settings.org_concurrency}, lease {ws.settings.lease_s:g} s)"
         )
+        if in_process:
+            from ..runs.worker import ThreadPool
+
+            threads = ThreadPool(
+                [ws.worker_slot(i) for i in range(concurrency)], drain=drain, max_runs=max_runs
+            )
+            try:
+                threads.run()
+            except KeyboardInterrupt:
+                render.err.print("stopping after the current runs")
+                threads.stop.set()
+            return
     from ..runs.worker import Pool
 
     pool = Pool(
@@ -151,17 +172,31 @@ def runs_resume(
     queue: Annotated[
         bool, typer.Option("--queue", help="hand it to a worker instead of running it here")
     ] = False,
+    skip: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--skip",
+            help="skip_and_continue: leave out this unfinished step and everything that depends on "
+            "it; the other branches run and publish (repeatable; not checks)",
+        ),
+    ] = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Continue a failed, cancelled, dead-lettered or abandoned run from its first unfinished step,
     reusing the outputs of finished steps. With --param or --pipeline: a new run of the edited
-    version that reuses every step whose spec and inputs are unchanged."""
+    version that reuses every step whose spec and inputs are unchanged. With --skip: the run goes on
+    without that step and what depends on it."""
     with handled(as_json, debug), open_workspace(workspace) as ws:
         reporter = None if as_json or not render.err.is_terminal else render.LiveReporter()
         result = ws.resume(
-            run_id, params=parse_params(param), pipeline=pipeline, queue=queue, reporter=reporter
+            run_id,
+            params=parse_params(param),
+            pipeline=pipeline,
+            queue=queue,
+            skip=skip,
+            reporter=reporter,
         )
         _resumed(ws, result, as_json)
 

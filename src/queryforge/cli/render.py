@@ -34,6 +34,7 @@ STATUS_STYLE = {
     "cancelled": "magenta",
     "dead_lettered": "bold red",
     "reused": "cyan",
+    "skipped": "dim",
 }
 
 

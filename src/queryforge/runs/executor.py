@@ -18,7 +18,7 @@ import logging
 import shutil
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +64,7 @@ class RunOutcome:
     published: list[TargetRef] = field(default_factory=list)
     error: QueryForgeError | None = None
     watermarks: dict[str, Any] = field(default_factory=dict)  # step id -> new high-water mark
+    skipped: list[str] = field(default_factory=list)  # steps not run (skip_and_continue)
 
     @property
     def failed_checks(self) -> list[dict[str, Any]]:
@@ -124,10 +125,18 @@ class Executor:
 
     # ------------------------------------------------------------ run
     def execute(
-        self, plan: ExecutionPlan, run_id: str, mode: str, *, prior: Prior | None = None
+        self,
+        plan: ExecutionPlan,
+        run_id: str,
+        mode: str,
+        *,
+        prior: Prior | None = None,
+        skip: Collection[str] = (),
     ) -> RunOutcome:
-        """Run a claimed run (status `running`) to its end; with `prior`, reuse what is unchanged."""
+        """Run a claimed run (status `running`) to its end; with `prior`, reuse what is unchanged;
+        `skip` steps (skip_and_continue) are not run, nor is anything that depends on them."""
         outcome = RunOutcome(run_id=run_id, status="running")
+        skipped = plan.skipped_with(skip)
         self.prior = prior
         self.control.timeouts = {k: v for k, v in plan.timeouts.items() if v}
         if prior is not None and not prior.same_run:
@@ -152,6 +161,9 @@ class Executor:
                         f"Run {run_id} was cancelled before step '{stage.step_id}'; nothing was published",
                         hint=f"start it again with 'queryforge runs resume {run_id}'",
                     )
+                if stage.step_id in skipped:
+                    self._skip(stage, outcome, skipped[stage.step_id])
+                    continue
                 if prior is not None and self._reuse(stage, session, outcome, plan, prior):
                     continue
                 self._visit_with_retries(stage, session, outcome, plan)
@@ -189,6 +201,17 @@ class Executor:
             self.connections.close()
         self.reporter.run_finished(run_id, outcome.status)
         return outcome
+
+    def _skip(self, stage: Stage, outcome: RunOutcome, cause: str) -> None:
+        note = (
+            "skipped on request (skip_and_continue)"
+            if cause == stage.step_id
+            else f"skipped: it depends on '{cause}', which was skipped"
+        )
+        outcome.skipped.append(stage.step_id)
+        self.repo.start_step(outcome.run_id, stage.step_id, stage.kind)
+        self.repo.finish_step(outcome.run_id, stage.step_id, status="skipped", message=note)
+        self.reporter.step_finished(stage.step_id, "skipped", None, 0.0, note)
 
     def _open_session(self, plan: ExecutionPlan, run_id: str) -> EngineSession:
         """The run's work area; failing to open it (a file still locked by a process that is being
@@ -415,6 +438,7 @@ class Executor:
                 "failed": sum(not c["passed"] for c in outcome.checks),
             },
             "watermarks": {k: list(encode_watermark(v)) for k, v in outcome.watermarks.items()},
+            **({"skipped": outcome.skipped} if outcome.skipped else {}),
         }
 
     def _visit_with_retries(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
@@ -101,9 +102,34 @@ class ExecutionPlan:
     def stages_of(self, cls: type[Stage]) -> list[Any]:
         return [s for s in self.stages if isinstance(s, cls)]
 
+    def skipped_with(self, roots: Iterable[str]) -> dict[str, str]:
+        """skip_and_continue: the steps skipped when `roots` are, each with the skipped step it
+        depends on. A publish is skipped when all its loads are; it publishes the rest otherwise."""
+        skipped = {r: r for r in roots}
+        for stage in self.stages:
+            if isinstance(stage, PublishStage):
+                if all(load in skipped for load in stage.loads):
+                    skipped[stage.step_id] = skipped[stage.loads[0]]
+                continue
+            cause = next((skipped[i] for i in inputs_of(stage) if i in skipped), None)
+            if cause is not None:
+                skipped.setdefault(stage.step_id, cause)
+        return skipped
+
     @property
     def targets(self) -> list[TargetRef]:
         return [s.target for s in self.stages_of(StageLoadStage)]
+
+
+def inputs_of(stage: Stage) -> tuple[str, ...]:
+    """The steps a stage reads (a publish: the loads it publishes)."""
+    if isinstance(stage, TransformStage):
+        return stage.inputs
+    if isinstance(stage, CheckStage | StageLoadStage):
+        return (stage.input,)
+    if isinstance(stage, PublishStage):
+        return stage.loads
+    return ()
 
 
 # ---------------------------------------------------------------- compile

@@ -284,3 +284,43 @@ class Pool:
                     proc.terminate()  # SIGTERM: finish the current run, then exit
             for proc in procs.values():
                 proc.join()
+
+
+@dataclass
+class ThreadPool:
+    """`queryforge worker --in-process`: the slots are threads of this process (the embedded pool of
+    the local default: no process start-up, one set of connections to the metadata DB).
+
+    A thread cannot be stopped inside a driver call, so what stops a slot process in `Pool` (a lost
+    lease, a step over its time limit, a hard cancel) stops this whole process here; the other runs
+    it held keep their leases until they run out and are then resumed by the next worker."""
+
+    slots: list[Slot]
+    drain: bool = False
+    max_runs: int | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        for slot in self.slots:
+            slot.stop = self.stop
+        threads = [
+            threading.Thread(
+                target=slot.run_forever,
+                kwargs={"max_runs": self.max_runs, "drain": self.drain},
+                name=f"qf-slot-{i}",
+                daemon=True,
+            )
+            for i, slot in enumerate(self.slots)
+        ]
+        for thread in threads:
+            thread.start()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda signum, frame: self.stop.set())
+        try:
+            while any(t.is_alive() for t in threads):
+                for thread in threads:
+                    thread.join(0.2)
+        finally:  # Ctrl-C: the current runs finish first
+            self.stop.set()
+            for thread in threads:
+                thread.join()

@@ -28,7 +28,7 @@ import secrets
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -75,7 +75,7 @@ _RUN_FIELDS = frozenset(
     {
         "status", "started_at", "ended_at", "error_class", "error_message", "staged", "result", "attempt",
         "lease_owner", "lease_expires_at", "heartbeat_at", "lost_leases", "cancel_requested_at",
-        "not_before",
+        "not_before", "skip",
     }
 )  # fmt: skip
 EVENTS_CHANNEL = "queryforge_run_events"
@@ -122,6 +122,7 @@ class RunRecord:
     trigger: str | None = None
     backfill_id: str | None = None
     resumed_from: str | None = None
+    skip: list[str] = field(default_factory=list)  # steps skipped on purpose (resume --skip)
 
 
 @dataclass(frozen=True, slots=True)
@@ -719,6 +720,7 @@ class Repo:
             trigger=m["trigger"],
             backfill_id=m["backfill_id"],
             resumed_from=m["resumed_from"],
+            skip=_loads(m["skip_json"]) or [],
         )
 
     def get_run(self, run_id: str) -> RunRecord:
@@ -777,7 +779,7 @@ class Repo:
             )
         values: dict[str, Any] = {}
         for name, value in fields.items():
-            if name in ("staged", "result"):
+            if name in ("staged", "result", "skip"):
                 values[f"{name}_json"] = None if value is None else _dumps(value)
             elif isinstance(value, datetime) and value.tzinfo is None:
                 raise ValueError(f"update_run({name}=...) needs a timezone-aware datetime, got {value!r}")

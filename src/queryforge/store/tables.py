@@ -155,6 +155,7 @@ runs = Table(
     Column("trigger", String(255), nullable=True),  # cli, schedule:<name>, after:<run>, backfill:<id>
     Column("backfill_id", String(32), nullable=True, index=True),
     Column("resumed_from", String(32), nullable=True),
+    Column("skip_json", Text, nullable=True),  # steps a user chose to skip (skip_and_continue)
     UniqueConstraint("org_id", "idempotency_key"),
     CheckConstraint(_in("mode", RUN_MODES), name="mode"),
     Index("ix_runs_org_id_created_at", "org_id", "created_at"),

@@ -30,6 +30,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("trigger", sa.String(255), nullable=True))
         batch.add_column(sa.Column("backfill_id", sa.String(32), nullable=True))
         batch.add_column(sa.Column("resumed_from", sa.String(32), nullable=True))
+        batch.add_column(sa.Column("skip_json", sa.Text(), nullable=True))
     op.create_index("ix_runs_status_created_at", "runs", ["status", "created_at"])
     op.create_index(op.f("ix_runs_backfill_id"), "runs", ["backfill_id"])
     op.create_table(
@@ -98,7 +99,7 @@ def downgrade() -> None:
     # Plain ALTER TABLE (SQLite >= 3.35 has DROP COLUMN): batch mode would recreate `runs`, which the
     # foreign keys of run_steps and check_results forbid.
     for name in (
-        "resumed_from", "backfill_id", "trigger", "max_concurrent", "not_before",
+        "skip_json", "resumed_from", "backfill_id", "trigger", "max_concurrent", "not_before",
         "cancel_requested_at", "lost_leases", "heartbeat_at", "lease_expires_at", "lease_owner",
     ):  # fmt: skip
         op.execute(f'ALTER TABLE runs DROP COLUMN "{name}"')
