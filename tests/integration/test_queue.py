@@ -22,6 +22,7 @@ import yaml
 from queryforge.config import Settings
 from queryforge.errors import SpecError, UserError
 from queryforge.runs.control import RunControl
+from queryforge.runs.events import follow as follow_events
 from queryforge.runs.worker import EXIT_HARD_STOP, Slot, Watchdog
 from queryforge.store.queue import Claim
 from queryforge.workspace import Workspace
@@ -581,3 +582,37 @@ def test_skip_and_continue_leaves_out_the_failed_branch_and_publishes_the_rest(w
     assert run.skip == ["broken"] and run.result is not None
     assert run.result["skipped"] == ["broken", "broken_rows", "out_broken"]
     assert any(a["action"] == "skip" and "broken_rows" in a["reason"] for a in ws.repo.list_audit())
+
+
+# ---------------------------------------------------------------- the event interface
+
+
+def test_a_follower_is_woken_by_each_event_not_by_its_poll(ws: Workspace) -> None:
+    """In this process the doorbell (SQLite) or NOTIFY (PostgreSQL) delivers events as they commit:
+    the follower polls only every 30 s, yet sees the whole run within seconds."""
+    run_id = ws.submit("sales").run_id
+    seen: list[dict[str, Any]] = []
+    done = threading.Event()
+
+    def follower() -> None:
+        for e in follow_events(ws.repo, run_id, live=True, poll_s=30):
+            seen.append(e)
+        done.set()
+
+    thread = threading.Thread(target=follower, daemon=True)
+    thread.start()
+    time.sleep(0.3)  # the follower has read the `queued` event and waits
+    slot = ws.worker_slot(0)
+    assert slot.run_one() == (run_id, "succeeded")
+    assert done.wait(10), "the follower was not woken: it would have waited for its 30 s poll"
+    thread.join()
+    run_statuses = [e["status"] for e in seen if e["kind"] == "run"]
+    assert run_statuses == ["queued", "running", "succeeded"]
+    assert [e["id"] for e in seen] == sorted(e["id"] for e in seen)
+    assert {e["step_id"] for e in seen if e["kind"] == "step"} == {
+        "src",
+        "doubled",
+        "ok",
+        "out",
+        "publish:warehouse",
+    }

@@ -1,18 +1,19 @@
 """Following a run's events: the `run_events` rows are the truth; notifications only wake us up.
 
 On PostgreSQL every event is also sent with NOTIFY (see `store.repo.record_event`), so a follower
-LISTENs and reads new rows the moment they commit, whichever process wrote them. On SQLite (one
-machine) the follower polls the table.
+LISTENs and reads new rows the moment they commit, whichever process wrote them. On SQLite the
+in-process doorbell (`store.doorbell`) wakes the follower when this process wrote them (the embedded
+mode); rows written by other processes are found by polling every `poll_s`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..store import Repo
+from ..store.doorbell import DOORBELL
 from ..store.repo import EVENTS_CHANNEL
 
 ENDED = frozenset({"succeeded", "failed", "cancelled", "dead_lettered", "audited"})
@@ -29,8 +30,8 @@ def follow(
     """The run's events in order; with `live`, keep going until the run has ended."""
     last = 0
     with _listener(repo) as waiter:
-        pause = wait or waiter or time.sleep
         while True:
+            rang = DOORBELL.rings
             events = repo.list_events(run_id, after_id=last)
             yield from events
             if events:
@@ -39,7 +40,12 @@ def follow(
                 repo.get_run(run_id).status in ENDED and not repo.list_events(run_id, after_id=last)
             ):
                 return
-            pause(poll_s)
+            if wait is not None:
+                wait(poll_s)
+            elif waiter is not None:
+                waiter(poll_s)
+            else:
+                DOORBELL.wait(rang, poll_s)
 
 
 @contextlib.contextmanager

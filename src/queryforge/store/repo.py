@@ -59,6 +59,7 @@ from queryforge.errors import ConfigError, NotFoundError
 if TYPE_CHECKING:  # alembic is imported lazily: it costs ~0.2 s of every CLI start
     from alembic.config import Config
 
+from queryforge.store import doorbell
 from queryforge.store import tables as t
 
 HEAD_REVISION = "0004"  # the newest migration; a test keeps it equal to alembic's head
@@ -168,13 +169,16 @@ def make_engine(url: str) -> Engine:
     """An engine for the metadata store, with the SQLite settings described in this module."""
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(parsed, pool_pre_ping=True)
+        engine = create_engine(parsed, pool_pre_ping=True)
+        doorbell.install(engine)
+        return engine
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(parsed, connect_args={"timeout": 30})
     event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "begin", _sqlite_on_begin)
+    doorbell.install(engine)
     return engine
 
 
@@ -366,8 +370,10 @@ def record_event(
     step_id: str | None = None,
     detail: str | None = None,
 ) -> None:
-    """Insert one run event and, on PostgreSQL, NOTIFY it (delivered when the transaction commits)."""
+    """Insert one run event and, on PostgreSQL, NOTIFY it (delivered when the transaction commits);
+    in this process, followers are woken when the connection returns to the pool (`doorbell`)."""
     ts = _now()
+    conn.info[doorbell.PENDING] = True
     conn.execute(
         insert(t.run_events).values(
             org_id=org_id, run_id=run_id, ts=ts, kind=kind, step_id=step_id, status=status, detail=detail
