@@ -666,14 +666,14 @@ class Workspace:
                     "skipped",
                     hint=f"resume without --skip: 'queryforge runs resume {run.id}'",
                 )
-        skipped = plan.skipped_with([*run.skip, *skip])
+        skipped = plan.skipped_with(skip)  # replaces an earlier --skip: a wrong choice can be undone
         if all(load.step_id in skipped for load in plan.stages_of(StageLoadStage)):
             raise UserError(
                 f"Skipping {', '.join(repr(s) for s in skip)} would skip every load of run {run.id}: "
                 "nothing would be published",
                 hint="fix the failing step and resume, or cancel the run",
             )
-        self.repo.update_run(run.id, skip=sorted({*run.skip, *skip}))
+        self.repo.update_run(run.id, skip=sorted(set(skip)))
         self.repo.audit(
             action="skip",
             decision="info",

@@ -559,6 +559,11 @@ def test_skip_and_continue_leaves_out_the_failed_branch_and_publishes_the_rest(w
             ws.resume(failed.run_id, skip=skip)
     assert ws.get_run(failed.run_id).skip == [] and ws.get_run(failed.run_id).status == "failed"
 
+    # A wrong choice (skipping the good branch) fails again at 'broken' and can be undone: each
+    # --skip replaces the previous one.
+    wrong = ws.resume(failed.run_id, skip=["out"])
+    assert wrong.status == "failed" and ws.get_run(failed.run_id).skip == ["out"]  # type: ignore[union-attr]
+
     resumed = ws.resume(failed.run_id, skip=["broken"])
 
     assert resumed.status == "succeeded"  # type: ignore[union-attr]
@@ -579,7 +584,7 @@ def test_skip_and_continue_leaves_out_the_failed_branch_and_publishes_the_rest(w
     assert "branch_good" in tables and "branch_bad" not in tables
     assert sorted(ws.read_table("branch_good")[1]) == [(i, i * 10, i * 20) for i in range(1, ROWS + 1)]
     run = ws.get_run(failed.run_id)
-    assert run.skip == ["broken"] and run.result is not None
+    assert run.skip == ["broken"] and run.result is not None and run.error_class is None
     assert run.result["skipped"] == ["broken", "broken_rows", "out_broken"]
     assert any(a["action"] == "skip" and "broken_rows" in a["reason"] for a in ws.repo.list_audit())
 

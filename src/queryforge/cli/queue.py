@@ -128,6 +128,9 @@ def worker(
         if in_process:
             from ..runs.worker import ThreadPool
 
+            for handler in logging.getLogger().handlers:  # as the slot processes log (slot_main)
+                handler.setFormatter(logging.Formatter("%(asctime)s %(threadName)s %(message)s"))
+
             threads = ThreadPool(
                 [ws.worker_slot(i) for i in range(concurrency)], drain=drain, max_runs=max_runs
             )

@@ -176,6 +176,8 @@ class Executor:
                 run_id,
                 status=outcome.status,
                 ended_at=now(),
+                error_class=None,  # an earlier attempt's error (resumed): the run events keep it
+                error_message=None,
                 staged=staged_to_json(outcome.staged) if mode == "sandbox" else [],
                 result=self._result(outcome),
             )
