@@ -122,7 +122,10 @@ def test_the_in_process_pool_drains_the_queue_with_threads_of_one_process(ws: Pa
 
     qf(ws, "worker", "--drain", "--in-process", "--concurrency", "3")
 
-    assert {r["id"]: r["status"] for r in qf_json(ws, "runs", "list")} == dict.fromkeys(ids, "succeeded")
+    runs = qf_json(ws, "runs", "list")
+    assert {r["id"]: r["status"] for r in runs} == dict.fromkeys(ids, "succeeded"), [
+        (r["id"], r["status"], r["attempt"], r["error_message"]) for r in runs if r["status"] != "succeeded"
+    ]
     owners = set()
     for run_id in ids:
         events = [json.loads(line) for line in qf(ws, "runs", "events", run_id, "--json").stdout.splitlines()]

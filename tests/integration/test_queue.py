@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -427,6 +427,16 @@ def test_watchdog_stops_its_worker_before_the_lease_runs_out_when_it_cannot_rene
     assert 1.5 <= stopped_after < 2.0
     assert queue.reap() == []  # at that moment the lease had not run out: nobody could claim the run
     assert ws.get_run(run_id).status == "running"
+
+
+def test_a_draining_slot_waits_for_a_run_in_its_retry_backoff(ws: Workspace) -> None:
+    run_id = ws.submit("sales").run_id
+    ws.repo.update_run(run_id, not_before=datetime.now(UTC) + timedelta(seconds=1.5))
+    slot = ws.worker_slot(0)
+    started = time.monotonic()
+    assert slot.run_forever(drain=True) == 1
+    assert time.monotonic() - started >= 1.4
+    assert ws.get_run(run_id).status == "succeeded"
 
 
 def test_heartbeats_must_fit_in_a_lease() -> None:

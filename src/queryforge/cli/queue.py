@@ -101,7 +101,12 @@ def worker(
     concurrency: Annotated[
         int, typer.Option("--concurrency", "-c", min=1, help="runs at once (processes)")
     ] = 1,
-    drain: Annotated[bool, typer.Option("--drain", help="exit once nothing is left to claim")] = False,
+    drain: Annotated[
+        bool,
+        typer.Option(
+            "--drain", help="exit once nothing is left to claim (runs in a retry backoff are waited for)"
+        ),
+    ] = False,
     max_runs: Annotated[int | None, typer.Option(help="exit after this many runs (per slot)")] = None,
     in_process: Annotated[
         bool,

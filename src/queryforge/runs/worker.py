@@ -174,8 +174,16 @@ class Slot:
                 self.queue.release(claim.run_id, claim.owner)
         return status
 
+    def _backing_off(self) -> bool:
+        try:
+            return self.queue.backing_off()
+        except Exception:  # the metadata DB is unreachable: not drained yet
+            log.warning("looking for runs in a retry backoff failed", exc_info=True)
+            return True
+
     def run_forever(self, max_runs: int | None = None, drain: bool = False) -> int:
-        """Claim and run until stopped; with `drain`, until nothing is claimable."""
+        """Claim and run until stopped; with `drain`, until nothing is claimable and no queued run
+        waits out a retry backoff (it is claimable in a moment: draining means finishing it)."""
         done = 0
         while not self.stop.is_set() and (max_runs is None or done < max_runs):
             try:
@@ -185,7 +193,7 @@ class Slot:
                 self.stop.wait(min(5.0, self.poll_s * 4))
                 continue
             if ran is None:
-                if drain:
+                if drain and not self._backing_off():
                     break
                 self.stop.wait(self.poll_s)
             else:

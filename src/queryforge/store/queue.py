@@ -280,6 +280,15 @@ class RunQueue:
             ).all()
         return {run_id: i for i, run_id in enumerate(ids, 1)}
 
+    def backing_off(self) -> bool:
+        """Whether a queued run waits out a retry backoff (`not_before` in the future)."""
+        r = t.runs
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(r.c.id).where(r.c.status == QUEUED, r.c.not_before > self.clock()).limit(1)
+            ).first()
+        return found is not None
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Per org: how many runs are queued and running."""
         r = t.runs
