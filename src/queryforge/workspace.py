@@ -645,6 +645,14 @@ class Workspace:
         """Record steps to leave out of a resumed run, after checking the DAG allows it: a real step,
         not a check (it guards the publish), not one that already succeeded, and something is left
         to publish."""
+        if run.status == "running":
+            self.queue().reap()  # a run whose worker died is queued again, and can be changed
+            run = self.get_run(run.id)
+        if run.status == "running":
+            raise UserError(
+                f"Run {run.id} is running; steps can be skipped only when it stopped",
+                hint="cancel it first, or wait for it to fail",
+            )
         plan = self._plan_of(self.repo, run)
         steps = {s.step_id: s.status for s in self.repo.list_steps(run.id)}
         stages = {s.step_id: s for s in plan.stages if not isinstance(s, PublishStage)}
@@ -667,6 +675,13 @@ class Workspace:
                     hint=f"resume without --skip: 'queryforge runs resume {run.id}'",
                 )
         skipped = plan.skipped_with(skip)  # replaces an earlier --skip: a wrong choice can be undone
+        for check in plan.stages_of(CheckStage):
+            if check.step_id in skipped and check.input not in skipped:
+                raise UserError(
+                    f"Skipping '{skipped[check.step_id]}' would skip check '{check.step_id}', which "
+                    f"reads it, while '{check.input}' (what the check audits) would still be published",
+                    hint="fix the failing step instead, or skip what the check audits as well",
+                )
         if all(load.step_id in skipped for load in plan.stages_of(StageLoadStage)):
             raise UserError(
                 f"Skipping {', '.join(repr(s) for s in skip)} would skip every load of run {run.id}: "

@@ -402,11 +402,13 @@ def test_watchdog_hard_cancels_after_the_grace_period_and_exits_when_the_lease_i
     assert lost == [70]
 
 
+@pytest.mark.parametrize("failure", ["raises", "hangs"])
 def test_watchdog_stops_its_worker_before_the_lease_runs_out_when_it_cannot_renew(
-    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, failure: str
 ) -> None:
-    """Self-fencing: a worker that cannot heartbeat (metadata DB unreachable, starved machine) stops
-    itself at 3/4 of its lease, so it is gone before any other worker may reap and claim the run."""
+    """Self-fencing: a worker that cannot heartbeat (metadata DB unreachable, a lock wait, a dead
+    network) stops itself at 3/4 of its lease, so it is gone before any other worker may reap and
+    claim the run -- also while the heartbeat call itself is stuck."""
     run_id = ws.submit("sales").run_id
     queue = ws.queue()
     queue.lease = timedelta(seconds=2)
@@ -414,6 +416,8 @@ def test_watchdog_stops_its_worker_before_the_lease_runs_out_when_it_cannot_rene
     assert claim is not None
 
     def unreachable(run_id: str, owner: str) -> None:
+        if failure == "hangs":
+            time.sleep(5)
         raise OSError("connection refused")
 
     monkeypatch.setattr(queue, "heartbeat", unreachable)
@@ -548,6 +552,36 @@ steps:
   - id: out_broken
     load: {input: broken_rows, table: branch_bad}
 """
+
+
+def test_an_incremental_extract_feeding_a_skipped_load_keeps_its_watermark(ws: Workspace) -> None:
+    """The skipped target never got this window's rows: the next run must read them again."""
+    incremental = BRANCHES.replace(
+        "extract: {connection: shop, table: sales}",
+        "extract: {connection: shop, table: sales, incremental: {cursor: id}}",
+    )
+    (ws.root / "pipelines" / "branches.yaml").write_text(incremental)
+    failed = ws.run("branches")
+    assert failed.status == "failed"
+    resumed = ws.resume(failed.run_id, skip=["broken"])
+    assert resumed.status == "succeeded"  # type: ignore[union-attr]
+    assert len(ws.read_table("branch_good")[1]) == ROWS
+    assert ws.repo.get_watermark("branches", "src") is None  # not advanced past the skipped rows
+
+
+def test_skip_is_refused_when_it_would_leave_published_data_unaudited(ws: Workspace) -> None:
+    """A check that also reads the skipped branch (a relationships rule) would be skipped while the
+    data it audits is published: refused."""
+    guarded = BRANCHES.replace(
+        "check: {input: doubled, rules: [{not_null: [id]}]}",
+        "check: {input: doubled, rules: [{relationships: {column: id, to: broken_rows, field: id}}]}",
+    )
+    (ws.root / "pipelines" / "branches.yaml").write_text(guarded)
+    failed = ws.run("branches")
+    assert failed.status == "failed"
+    with pytest.raises(UserError, match="would skip check 'ok'"):
+        ws.resume(failed.run_id, skip=["broken"])
+    assert ws.get_run(failed.run_id).skip == []
 
 
 def test_skip_and_continue_leaves_out_the_failed_branch_and_publishes_the_rest(ws: Workspace) -> None:

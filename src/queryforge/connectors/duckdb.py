@@ -34,10 +34,12 @@ class DuckDBConnector(SqlConnector):
                 self.resolve_path(self.location()).parent.mkdir(parents=True, exist_ok=True)
             try:
                 self._con = open_duckdb(self.path, read_only=not self.config.writable and self._exists())
-            except duckdb.IOException as exc:
-                if "lock" in str(exc).lower():
+            except (duckdb.IOException, duckdb.ConnectionException) as exc:
+                # Another process holds the file (lock), or this one has it open with other
+                # settings (an in-process slot writing while another reads): both pass.
+                if "lock" in str(exc).lower() or "different configuration" in str(exc).lower():
                     raise TransientError(
-                        f"DuckDB file of connection '{self.name}' is locked by another process",
+                        f"DuckDB file of connection '{self.name}' is in use by another run",
                         hint="wait for the other run to finish; it is retried",
                     ) from exc
                 raise

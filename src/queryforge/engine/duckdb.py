@@ -177,13 +177,16 @@ class AttachedSession(DuckDBSession):
             raise
 
     def close(self) -> None:
+        if self._release is None:  # closed already
+            return
+        release, self._release = self._release, None
         healthy = True
         try:
             self.con.execute("USE memory")
             self.con.execute("DETACH work")
         except duckdb.Error:
             healthy = False  # the instance is in an unknown state: not kept
-        self._release(self.con, healthy=healthy)
+        release(self.con, healthy=healthy)
 
 
 class _Instances:
@@ -210,9 +213,13 @@ class _Instances:
         if con is None:
             temp_dir = temp_root / f"{os.getpid()}-{threading.get_ident()}"
             con = open_duckdb(":memory:")
-            con.execute(f"SET preserve_insertion_order = {'true' if preserve_order else 'false'}")
-            con.execute("SET temp_directory = ?", [str(temp_dir)])
-            fence(con, [*allowed_dirs, temp_dir])
+            try:
+                con.execute(f"SET preserve_insertion_order = {'true' if preserve_order else 'false'}")
+                con.execute("SET temp_directory = ?", [str(temp_dir)])
+                fence(con, [*allowed_dirs, temp_dir])
+            except BaseException:
+                con.close()
+                raise
 
         def release(con: duckdb.DuckDBPyConnection, *, healthy: bool) -> None:
             if not healthy:

@@ -169,6 +169,11 @@ class Executor:
                 self._visit_with_retries(stage, session, outcome, plan)
             if outcome.failed_checks:
                 raise self._checks_failed(outcome)
+            if skipped:  # an extract feeding a skipped load keeps its mark: those rows are still owed
+                for step_id in plan.upstream_of(
+                    s.step_id for s in plan.stages_of(StageLoadStage) if s.step_id in skipped
+                ):
+                    outcome.watermarks.pop(step_id, None)
             if mode != "sandbox":
                 self.advance_watermarks(run_id, plan.pipeline, outcome.watermarks)
             outcome.status = "audited" if mode == "sandbox" else "succeeded"

@@ -98,9 +98,22 @@ class ExecutionPlan:
     allowed_dirs: list[Path] = field(default_factory=list)  # the engine may read files only here
     retries: dict[str, Retry] = field(default_factory=dict)  # step id -> its retry policy
     timeouts: dict[str, float | None] = field(default_factory=dict)  # step id -> its timeout_s
+    # step id -> every step it reads (a check's relationship targets too); from the compiler
+    deps: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def stages_of(self, cls: type[Stage]) -> list[Any]:
         return [s for s in self.stages if isinstance(s, cls)]
+
+    def upstream_of(self, step_ids: Iterable[str]) -> set[str]:
+        """Every step the given steps read from, directly or not."""
+        seen: set[str] = set()
+        todo = list(step_ids)
+        while todo:
+            for dep in self.deps.get(todo.pop(), ()):
+                if dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        return seen
 
     def skipped_with(self, roots: Iterable[str]) -> dict[str, str]:
         """skip_and_continue: the steps skipped when `roots` are, each with the skipped step it
@@ -111,7 +124,8 @@ class ExecutionPlan:
                 if all(load in skipped for load in stage.loads):
                     skipped[stage.step_id] = skipped[stage.loads[0]]
                 continue
-            cause = next((skipped[i] for i in inputs_of(stage) if i in skipped), None)
+            reads = self.deps.get(stage.step_id, inputs_of(stage))
+            cause = next((skipped[i] for i in reads if i in skipped), None)
             if cause is not None:
                 skipped.setdefault(stage.step_id, cause)
         return skipped
@@ -300,6 +314,7 @@ class Compiler:
             allowed_dirs=self.allowed_dirs(),
             retries={s.id: Retry.of(s.retry, self.pipeline.retry) for s in self.pipeline.steps},
             timeouts={s.id: s.timeout_s for s in self.pipeline.steps},
+            deps={k: tuple(v) for k, v in deps.items()},
         )
 
     def allowed_dirs(self) -> list[Path]:

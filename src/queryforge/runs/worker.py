@@ -76,7 +76,9 @@ class Watchdog:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     cancel_seen_at: float | None = None
-    renewed_at: float | None = None  # monotonic: when the last successful renewal was sent
+    renewed_at: float = 0.0  # monotonic: when the last successful renewal was sent
+    _lost: bool = False  # a heartbeat found the lease held by somebody else (or by nobody)
+    _failed: bool = False  # the last heartbeat raised
 
     def __enter__(self) -> Watchdog:
         self._thread = threading.Thread(target=self._watch, name=f"watchdog-{self.claim.run_id}", daemon=True)
@@ -93,7 +95,10 @@ class Watchdog:
         next_beat = time.monotonic() + self.heartbeat_s
         self.renewed_at = self.claim.at
         fence = self.queue.lease.total_seconds() * FENCE
+        beater: threading.Thread | None = None
         while not self._stop.wait(tick):
+            # Checked every tick, whatever the heartbeat is doing: a heartbeat stuck in a driver
+            # call (a lock wait, a dead network) must not keep this process past the fence.
             if time.monotonic() - self.renewed_at > fence:
                 log.error(
                     "could not renew the lease of run %s for %.1f s; stopping this worker process "
@@ -101,6 +106,10 @@ class Watchdog:
                     self.claim.run_id,
                     time.monotonic() - self.renewed_at,
                 )
+                self.exit(EXIT_LEASE_LOST)
+                return
+            if self._lost:
+                log.error("lease of run %s was lost; stopping this worker process", self.claim.run_id)
                 self.exit(EXIT_LEASE_LOST)
                 return
             overdue = self.control.overdue()
@@ -121,24 +130,33 @@ class Watchdog:
                 )
                 self.exit(EXIT_HARD_STOP)
                 return
+            if beater is not None and beater.is_alive():
+                continue
+            if self._failed:  # try again soon, not a whole heartbeat later
+                self._failed = False
+                next_beat = min(next_beat, time.monotonic() + tick)
             if time.monotonic() < next_beat:
                 continue
             next_beat = time.monotonic() + self.heartbeat_s
-            sent = time.monotonic()
-            try:
-                beat = self.queue.heartbeat(self.claim.run_id, self.claim.owner)
-            except Exception:  # the metadata DB may be restarting: keep trying until the fence
-                log.warning("heartbeat of run %s failed", self.claim.run_id, exc_info=True)
-                continue
-            if beat is not None:
-                self.renewed_at = sent
-            if beat is None:
-                log.error("lease of run %s was lost; stopping this worker process", self.claim.run_id)
-                self.exit(EXIT_LEASE_LOST)
-                return
-            if beat.cancel_requested and self.cancel_seen_at is None:
-                self.cancel_seen_at = time.monotonic()
-                self.control.cancel.set()
+            beater = threading.Thread(target=self._beat, name=f"heartbeat-{self.claim.run_id}", daemon=True)
+            beater.start()
+
+    def _beat(self) -> None:
+        """One heartbeat, in its own thread so the watchdog keeps its deadlines meanwhile."""
+        sent = time.monotonic()
+        try:
+            beat = self.queue.heartbeat(self.claim.run_id, self.claim.owner)
+        except Exception:  # the metadata DB may be restarting: keep trying until the fence
+            log.warning("heartbeat of run %s failed", self.claim.run_id, exc_info=True)
+            self._failed = True
+            return
+        if beat is None:
+            self._lost = True
+            return
+        self.renewed_at = max(self.renewed_at, sent)
+        if beat.cancel_requested and self.cancel_seen_at is None:
+            self.cancel_seen_at = time.monotonic()
+            self.control.cancel.set()
 
 
 @dataclass
