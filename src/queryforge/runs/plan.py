@@ -124,8 +124,7 @@ class ExecutionPlan:
                 if all(load in skipped for load in stage.loads):
                     skipped[stage.step_id] = skipped[stage.loads[0]]
                 continue
-            reads = self.deps.get(stage.step_id, inputs_of(stage))
-            cause = next((skipped[i] for i in reads if i in skipped), None)
+            cause = next((skipped[i] for i in self.deps.get(stage.step_id, ()) if i in skipped), None)
             if cause is not None:
                 skipped.setdefault(stage.step_id, cause)
         return skipped
@@ -133,17 +132,6 @@ class ExecutionPlan:
     @property
     def targets(self) -> list[TargetRef]:
         return [s.target for s in self.stages_of(StageLoadStage)]
-
-
-def inputs_of(stage: Stage) -> tuple[str, ...]:
-    """The steps a stage reads (a publish: the loads it publishes)."""
-    if isinstance(stage, TransformStage):
-        return stage.inputs
-    if isinstance(stage, CheckStage | StageLoadStage):
-        return (stage.input,)
-    if isinstance(stage, PublishStage):
-        return stage.loads
-    return ()
 
 
 # ---------------------------------------------------------------- compile
