@@ -9,7 +9,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .errors import ConfigError
+from .errors import ConfigError, SpecError
+from .spec.loader import load_yaml_text, read_text_file
 
 CONFIG_FILE = "queryforge.yaml"
 STATE_DIR = ".queryforge"
@@ -71,6 +72,14 @@ class Settings(BaseSettings):
     cost_budget_rows_per_hour: int = Field(
         default=1_000_000_000, description="rows all asks of an org may scan in a rolling hour"
     )
+    max_memory: str = Field(
+        default="75%",
+        pattern=r"(?i)^\s*\d+(\.\d+)?\s*(%|b|[kmgt]i?b)\s*$",
+        description="memory each DuckDB instance of a run or query may use: a share of RAM or a size",
+    )
+    query_timeout_s: float = Field(
+        default=900.0, gt=0, description="seconds a `queryforge query` on the warehouse may run"
+    )
     org_concurrency: int = Field(default=3, ge=1, description="runs of one org that may run at once")
     lease_s: float = Field(default=30.0, gt=0, description="seconds a worker owns a run without a heartbeat")
     heartbeat_s: float = Field(default=10.0, gt=0, description="seconds between a worker's heartbeats")
@@ -111,16 +120,13 @@ def process_settings() -> Settings:
 def load_config(root: Path) -> WorkspaceConfig:
     path = root / CONFIG_FILE
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(
-            f"Malformed YAML in {CONFIG_FILE}",
-            where=f"{path}:{mark.line + 1}" if mark else str(path),
-            hint="check indentation and quoting",
-        ) from None
+        data = load_yaml_text(
+            read_text_file(path, str(path)), str(path), what=CONFIG_FILE, yaml11_booleans=True
+        )
+    except SpecError as exc:  # the same guards as pipelines; here it is a settings error
+        raise ConfigError(exc.message, where=exc.where, hint=exc.hint) from None
     try:
-        return WorkspaceConfig.model_validate(data).with_defaults()
+        return WorkspaceConfig.model_validate(data or {}).with_defaults()
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])

@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -64,6 +64,15 @@ class Submitted:
     created: bool
     status: str
     position: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class QueryResult:
+    """An ad-hoc query's rows; `cut` when the query had more rows than the cap and only the first show."""
+
+    names: list[str]
+    rows: list[tuple[Any, ...]]
+    cut: bool = False
 
 
 if TYPE_CHECKING:  # the scheduler is imported where it is used
@@ -155,24 +164,26 @@ class Workspace:
 
     def compile(self, bound: BoundPipeline, *, estimate: bool = False) -> ExecutionPlan:
         """The execution plan; with `estimate`, also the engine's estimate of the rows it will scan."""
-        engine = get_engine(self.config.engine)
+        engine = get_engine(self.config.engine, max_memory=self.settings.max_memory)
         connections = self.connections()
         scratch = engine.session(None, allowed_dirs=readable_dirs(bound.pipeline, connections))
         try:
             plan = Compiler(bound, scratch, connections).compile()
             if estimate:
+                # DuckDB guesses CSV sizes low before reading them; the files themselves tell better,
+                # and the engine multiplies these through joins and generators by its plan.
+                extracted = {
+                    s.step_id: connections.files.estimate_rows(s.path)
+                    if s.path
+                    else self._table_estimate(connections, s)
+                    for s in plan.stages_of(ExtractStage)
+                }
                 inputs = {s.input for s in plan.stages if isinstance(s, StageLoadStage | CheckStage)}
                 explained = sum(
-                    scratch.estimate_rows(exp.select(exp.Star()).from_(table(i))) for i in sorted(inputs)
+                    scratch.estimate_rows(exp.select(exp.Star()).from_(table(i)), known=extracted)
+                    for i in sorted(inputs)
                 )
-                # DuckDB guesses CSV sizes low before reading them; the files themselves tell better.
-                files = sum(
-                    connections.files.estimate_rows(s.path)
-                    for s in plan.stages
-                    if isinstance(s, ExtractStage) and s.path
-                )
-                tables = sum(self._table_estimate(connections, s) for s in plan.stages_of(ExtractStage))
-                plan = dataclasses.replace(plan, estimated_rows=max(explained, files + tables))
+                plan = dataclasses.replace(plan, estimated_rows=max(explained, sum(extracted.values())))
             return plan
         finally:
             scratch.close()
@@ -210,7 +221,7 @@ class Workspace:
         return Executor(
             repo=repo or self.repo,
             connections=connections,
-            engine=get_engine(self.config.engine),
+            engine=get_engine(self.config.engine, max_memory=self.settings.max_memory),
             runs_dir=self.state / "runs",
             reporter=reporter,
             control=control,
@@ -313,21 +324,21 @@ class Workspace:
     def commit(
         self, run_id: str | None = None, reporter: Reporter | None = None, *, rerun: bool = False
     ) -> RunOutcome:
-        """Publish an audited sandbox run (the newest one when no id is given).
+        """Publish an audited sandbox run: the given one, or else the newest sandbox run if it is audited.
 
-        If production changed since the run staged its data, commit refuses; with `rerun` it runs
-        the same pipeline version with the same parameters again (write, audit, publish) instead.
+        With no id, commit never reaches past a newer sandbox run that failed (or is still running) to
+        an older audited one: that would publish stale data without a word. It refuses and lists the
+        audited runs instead. If production changed since the run staged its data, commit refuses;
+        with `rerun` it runs the same pipeline version with the same parameters again (write, audit,
+        publish) instead.
         """
-        if run_id is None:
-            audited = self.repo.list_runs(limit=1, status="audited")
-            if not audited:
-                raise NotFoundError(
-                    "There is no audited sandbox run to commit", hint="run a pipeline with --sandbox first"
-                )
-            run_id = audited[0].id
-        run = self.get_run(run_id)
+        run = self.get_run(run_id) if run_id is not None else self._newest_sandbox_run()
+        age = _age(run.ended_at or run.created_at)
+        note = f"Committing run {run.id} ({run.pipeline_name}, audited {age})"
         try:
-            return self._published(self.executor(self.connections(), reporter).commit(run.id))
+            outcome = self._published(self.executor(self.connections(), reporter).commit(run.id))
+            outcome.note = note
+            return outcome
         except ProductionChanged:
             if not rerun:
                 raise
@@ -335,6 +346,30 @@ class Workspace:
         self.executor(self.connections(), None).discard(staged_from_json(run.staged))
         self.repo.update_run(run.id, status="cancelled", staged=[], error_message="superseded by a re-run")
         return self.run_source(source, run.params, reporter=reporter)
+
+    def _newest_sandbox_run(self) -> RunRecord:
+        """The newest sandbox run, which `commit` without an id publishes only if it is audited."""
+        newest = self.repo.list_runs(limit=1, mode="sandbox")
+        if not newest:
+            raise NotFoundError(
+                "There is no sandbox run to commit", hint="run a pipeline with --sandbox first"
+            )
+        run = newest[0]
+        if run.status == "audited":
+            return run
+        audited = self.repo.list_runs(limit=5, status="audited", mode="sandbox")
+        candidates = "; ".join(
+            f"{r.id} ({r.pipeline_name}, audited {_age(r.ended_at or r.created_at)})" for r in audited
+        )
+        raise UserError(
+            f"The newest sandbox run, {run.id} ({run.pipeline_name}, {run.status} "
+            f"{_age(run.ended_at or run.created_at)}), is not audited, so commit will not fall back "
+            "to an older run by itself. "
+            + (f"Audited runs: {candidates}." if audited else "There is no audited run."),
+            hint=f"name the run to publish: queryforge commit {audited[0].id}"
+            if audited
+            else "run the pipeline again with --sandbox, then commit that run",
+        )
 
     def get_run(self, run_id: str) -> RunRecord:
         try:
@@ -508,7 +543,7 @@ class Workspace:
             reporter,
             repo=repo,
             control=control,
-            failure_status=worker_failure_status(claim.attempt, self.settings.run_attempts)
+            failure_status=worker_failure_status(claim.tries, self.settings.run_attempts)
             if requeue
             else None,
         )
@@ -989,27 +1024,37 @@ class Workspace:
 
     def query(
         self, sql: str, *, limit: int = DEFAULT_PREVIEW_LIMIT, connection: str | None = None
-    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+    ) -> QueryResult:
         """A read-only, policy-checked query over the warehouse or a database connection.
 
-        Two walls: the AST policy first, then the engine: the warehouse runs in a sandboxed DuckDB,
-        PostgreSQL and MySQL run the query as one prepared statement in a READ ONLY transaction with
-        a time limit (and the database role's privileges are the wall that really holds).
+        Two walls: the AST policy first, then the engine: the warehouse runs in a sandboxed DuckDB
+        with a memory ceiling and a time limit, PostgreSQL and MySQL run the query as one prepared
+        statement in a READ ONLY transaction with a time limit (and the database role's privileges
+        are the wall that really holds). At most `limit` rows come back, aggregated or not.
         """
         if connection is not None and connection != self.config.target:
-            return self._query_connection(sql, limit, connection)
-        tables: set[str] = set()
-        if (self.root / self._warehouse_path()).exists():
-            with self._connections() as conns:
-                for t in conns.sql(self.config.target).introspect():
-                    tables |= {t.name.lower(), t.qualified.lower()}
-        verdict = self._vet(sql, tables, limit)
-        return run_readonly(self.root / self._warehouse_path(), verdict.sql, allowed_dirs=[self.root])
+            names, rows = self._query_connection(sql, limit, connection)
+        else:
+            tables: set[str] = set()
+            if (self.root / self._warehouse_path()).exists():
+                with self._connections() as conns:
+                    for t in conns.sql(self.config.target).introspect():
+                        tables |= {t.name.lower(), t.qualified.lower()}
+            verdict = self._vet(sql, tables, limit)
+            names, rows = run_readonly(
+                self.root / self._warehouse_path(),
+                verdict.sql,
+                allowed_dirs=[self.root],
+                max_rows=limit + 1,  # one more than shown, to know the result was cut
+                timeout_s=self.settings.query_timeout_s,
+                max_memory=self.settings.max_memory,
+            )
+        return QueryResult(names, rows[:limit], cut=len(rows) > limit)
 
-    def _vet(self, sql: str, tables: set[str], limit: int) -> Verdict:
+    def _vet(self, sql: str, tables: set[str], limit: int, dialect: str = "duckdb") -> Verdict:
         """The SQL policy's verdict on an ad-hoc query, audited either way."""
         try:
-            verdict = vet_preview(sql, allowed_tables=tables, limit=limit)
+            verdict = vet_preview(sql, allowed_tables=tables, limit=limit, dialect=dialect)
         except UnsafeSql as exc:
             self.repo.audit(
                 action="sql_policy", decision="block", reason=str(exc), details={"sql": sql[:2000]}
@@ -1050,7 +1095,7 @@ class Workspace:
             entry = self.catalog(connection)[0]
             if entry.cache_hit and not self._names_known(sql, entry):
                 entry = self.catalog(connection, refresh=True)[0]  # a table may be newer than the cache
-            verdict = self._vet(sql, entry.names(), limit)
+            verdict = self._vet(sql, entry.names(), limit, connector.dialect)
             data = connector.fetch_arrow(transpile(verdict.sql, connector.dialect))
         return data.schema.names, [tuple(r.values()) for r in data.to_pylist()]
 
@@ -1083,15 +1128,25 @@ class Workspace:
         ]
 
     def connection_test(self, name: str) -> dict[str, Any]:
-        """Connect to one connection and say what answered; raises the mapped error if nothing did."""
+        """Connect to one connection and say what answered; raises the mapped error if nothing did.
+
+        `privileges` lists what the connection's database role may do beyond the connection's
+        purpose (superuser, server files, writes on a read-only connection, ...): the role is the
+        wall, the SQL policy only a guard rail. `seconds` times the connection alone.
+        """
         started = time.perf_counter()
         with self._connections() as conns:
-            detail = conns.get(name).test()
+            connector = conns.get(name)
+            detail = connector.test()
+            seconds = time.perf_counter() - started
+            findings = connector.role_report()
         return {
             "connection": name,
             "ok": True,
             "detail": scrub(detail),
-            "seconds": time.perf_counter() - started,
+            "seconds": seconds,
+            "privileges_checked": connector.checks_privileges,
+            "privileges": [f.to_json() for f in findings],
         }
 
     def catalog_cache(self) -> CatalogCache:
@@ -1134,3 +1189,14 @@ def collect_after_crash(root: str, settings: dict[str, Any]) -> None:
 def worker_slot(root: str, settings: dict[str, Any], *, index: int, stop: Any = None) -> Slot:
     """A slot of `queryforge worker`, built inside its own process (picklable for `spawn`)."""
     return Workspace(Path(root), Settings(**settings)).worker_slot(index, stop)
+
+
+def _age(when: datetime) -> str:
+    """'3 minutes ago': how long ago a run was audited, for the line that names the run `commit` picks."""
+    aware = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    seconds = max(0, int((datetime.now(UTC) - aware).total_seconds()))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return f"{seconds} second{'s' if seconds != 1 else ''} ago"

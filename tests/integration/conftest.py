@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from queryforge.store import Repo, Store
+from tests.integration.roles import mariadb_least_privilege, pg_least_privilege
 from tests.services import postgres_database
+
+__all__ = ["mariadb_least_privilege", "pg_least_privilege"]  # session fixtures: least-privilege roles
 
 
 @pytest.fixture(

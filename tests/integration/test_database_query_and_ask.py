@@ -14,6 +14,8 @@ import psycopg
 import pytest
 import yaml
 
+from queryforge.errors import QueryForgeError
+from queryforge.workspace import Workspace
 from tests.conftest import CliResult
 from tests.services import postgres_database
 
@@ -53,15 +55,28 @@ def test_query_runs_on_the_connection_and_matches_the_database(
     assert json.loads(done.stdout) == expected
 
 
-def test_sql_that_passes_the_policy_but_writes_is_stopped_by_the_read_only_transaction(
-    pg_ws: tuple[Path, str], qf: Callable[..., CliResult]
+def test_a_write_is_refused_by_the_policy_and_by_the_read_only_transaction_below_it(
+    pg_ws: tuple[Path, str], qf: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root, url = pg_ws
     done = qf("query", "SELECT nextval('ticket') AS t", "--connection", "crm", "--json", cwd=root, env=ENV)
-    assert done.code != 0
+    assert done.code == 2
     error = json.loads(done.stdout)["error"]
-    assert error["class"] == "PERMISSION_DENIED"
-    assert "read-only transaction" in error["message"] and "crm" in error["message"]
+    assert error["type"] == "QueryBlocked" and "nextval" in error["message"]
+    # Below the policy, the connection reads in a READ ONLY transaction: SQL that reached the
+    # database without the policy (called directly here) still cannot write.
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    ws = Workspace(root)
+    conns = ws.connections()
+    try:
+        with pytest.raises(QueryForgeError) as info:
+            conns.sql("crm").fetch_arrow("SELECT nextval('ticket') AS t")
+    finally:
+        conns.close()
+        ws.close()
+    assert info.value.failure_class == "PERMISSION_DENIED"
+    assert "read-only transaction" in info.value.message
     with psycopg.connect(url) as con:  # the sequence never moved
         assert con.execute("SELECT last_value, is_called FROM ticket").fetchone() == (1, False)
 

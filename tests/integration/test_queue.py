@@ -315,6 +315,29 @@ def test_a_transient_failure_on_a_worker_goes_back_to_the_queue_then_dead_letter
     assert out_rows(ws) == expected_rows(["2026-01-01"])
 
 
+def test_a_lost_lease_does_not_use_up_one_of_the_runs_retries(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10 (14): a run whose worker was killed used up one of its QUERYFORGE_RUN_ATTEMPTS,
+    so after the resume two TRANSIENT failures (e.g. the warehouse file busy with the other slot's
+    run) dead-lettered it. Lost leases have their own limit (max_lost_leases)."""
+    run_id = ws.submit("sales").run_id
+    dead = ws.queue()
+    dead.lease = timedelta(milliseconds=50)
+    assert dead.claim("killed:1:0") is not None
+    time.sleep(0.1)
+    assert dead.reap() == [(run_id, "queued")]
+    monkeypatch.setenv("QUERYFORGE_FAULTS", "publish.in_transaction=raise")
+    slot = ws.worker_slot(0)
+    for _ in range(2):  # the 1st and 2nd tries of 3 (claims 2 and 3) go back to the queue
+        ws.repo.update_run(run_id, not_before=None)  # skip the backoff
+        assert slot.run_one() == (run_id, "queued")
+    run = ws.get_run(run_id)
+    assert (run.attempt, run.lost_leases, run.error_class) == (3, 1, "TRANSIENT")
+    ws.repo.update_run(run_id, not_before=None)
+    assert slot.run_one() == (run_id, "dead_lettered")  # the 3rd try was the last
+
+
 # ---------------------------------------------------------------- cancellation and the watchdog
 
 
@@ -441,6 +464,65 @@ def test_a_draining_slot_waits_for_a_run_in_its_retry_backoff(ws: Workspace) -> 
     assert slot.run_forever(drain=True) == 1
     assert time.monotonic() - started >= 1.4
     assert ws.get_run(run_id).status == "succeeded"
+
+
+def test_a_draining_slot_waits_for_the_lease_of_a_dead_worker_then_resumes_its_run(ws: Workspace) -> None:
+    """Issue 10 (14): a drain started while a killed worker's lease still looked alive exited at
+    once and left the run `running` with no owner. It now waits for the lease to run out."""
+    run_id = ws.submit("sales").run_id
+    dead = ws.queue()
+    dead.lease = timedelta(seconds=1.5)
+    assert dead.claim("killed:1:0") is not None  # ... and never heartbeats again
+    left = ws.queue().outstanding()
+    assert (left.queued, left.leased, bool(left)) == (0, 1, True)
+    slot = ws.worker_slot(0)
+    slot.poll_s = 0.1
+    started = time.monotonic()
+    assert slot.run_forever(drain=True) == 1
+    assert time.monotonic() - started >= 1.0  # it had to wait for the lease
+    run = ws.get_run(run_id)
+    assert (run.status, run.lost_leases) == ("succeeded", 1)
+    assert out_rows(ws) == expected_rows(["2026-01-01"])
+    assert not ws.queue().outstanding()
+
+
+def test_a_draining_slot_waits_for_a_run_a_live_worker_holds(ws: Workspace) -> None:
+    """A run under a lease that its (live) worker keeps renewing is that worker's to finish, but
+    it may still come back to the queue if that worker dies: the drain waits until it ended."""
+    run_id = ws.submit("sales").run_id
+    live = ws.queue()
+    claim = live.claim("live:1:0")
+    assert claim is not None
+
+    def other_worker() -> None:
+        for _ in range(8):
+            time.sleep(0.2)
+            assert live.heartbeat(run_id, claim.owner) is not None
+        ws.execute_claim(claim, RunControl(), requeue=True)
+        live.release(run_id, claim.owner)
+
+    thread = threading.Thread(target=other_worker, daemon=True)
+    thread.start()
+    slot = ws.worker_slot(0)
+    slot.poll_s = 0.1
+    started = time.monotonic()
+    assert slot.run_forever(drain=True) == 0  # nothing for this worker to run ...
+    assert time.monotonic() - started >= 1.5  # ... but it waited for the other worker's run
+    thread.join(30)
+    assert ws.get_run(run_id).status == "succeeded"
+
+
+def test_a_drain_ends_at_once_when_no_run_is_left_to_take(ws: Workspace) -> None:
+    """Finished runs, and a run `running` with no lease at all (no claim could ever take it), do
+    not keep a drain waiting."""
+    done = ws.submit("sales").run_id
+    assert ws.worker_slot(0).run_forever(drain=True) == 1
+    orphan = ws.submit("sales", {"day": "2026-01-02"}).run_id
+    ws.repo.update_run(orphan, status="running")
+    started = time.monotonic()
+    assert ws.worker_slot(0).run_forever(drain=True) == 0
+    assert time.monotonic() - started < 2
+    assert ws.get_run(done).status == "succeeded"
 
 
 def test_heartbeats_must_fit_in_a_lease() -> None:

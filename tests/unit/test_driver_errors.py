@@ -219,6 +219,9 @@ PG_REAL = [
     ("22012", "execute", "SELECT 1 / 0", UserError),
     ("2BP01", "execute", "DROP TABLE t", UserError),
     ("0A000", "fetch", "SELECT * FROM (WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d) x", UserError),
+    # ADBC streams this one without its SQLSTATE: classified by the "large object" text entry
+    ("42704", "fetch", "SELECT lo_get(4000000001)", UserError),
+    ("42704", "execute", "SELECT lo_get(4000000001)", UserError),
 ]
 
 
@@ -316,6 +319,8 @@ MY_REAL = [
     (1264, "execute", "INSERT INTO t VALUES (2, 300, NULL)", UserError),
     (1366, "execute", "INSERT INTO t VALUES ('x', 1, NULL)", UserError),
     (1292, "execute", "INSERT INTO t VALUES (3, 1, '2024-13-45')", UserError),
+    (1305, "fetch", "SELECT nope_fn(1)", UserError),
+    (1305, "execute", "SELECT nope_fn(1)", UserError),
 ]
 
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from queryforge.errors import NotFoundError, SpecError
+from queryforge.config import load_config
+from queryforge.errors import ConfigError, NotFoundError, SpecError
 from queryforge.spec import models as m
-from queryforge.spec.loader import load_file, parse_text
+from queryforge.spec.loader import MAX_YAML_DEPTH, MAX_YAML_NODES, load_file, load_yaml_text, parse_text
 from queryforge.spec.models import STEP_KINDS, json_schema
 
 BASE = """\
@@ -211,6 +215,142 @@ def test_more_problems_are_counted_in_the_message() -> None:
     text = "name: p\nsteps:\n  - id: a\n    extract: {path: a.csv, pth: 1, fromat: csv}\n"
     err = spec_error(text)
     assert "and 1 more problem" in err.message
+
+
+# ---------------------------------------------------------------- YAML guards
+
+# The classic "billion laughs": 9 aliases of 9 aliases ... -- about 500 bytes, 10^9 strings expanded.
+BILLION_LAUGHS = (
+    "name: lol\n"
+    'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    + "".join(f"{n}: &{n} [{','.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True))
+    + "steps: [{id: x, extract: {path: '*i'}}]\n"
+)
+
+
+def test_billion_laughs_is_refused_at_once_with_tiny_memory() -> None:
+    """In a child process capped at 2 GB and 60 s: before the guard this needed gigabytes."""
+    assert len(BILLION_LAUGHS.encode()) < 700
+    child = textwrap.dedent(
+        """
+        import resource, sys, time
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+        from queryforge.errors import SpecError
+        from queryforge.spec.loader import parse_text
+        text = sys.stdin.read()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = time.perf_counter()
+        try:
+            parse_text(text, origin="bomb.yaml")
+        except SpecError as exc:
+            grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+            print(f"{time.perf_counter() - started:.3f} {grown} {exc.render()}")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child], input=BILLION_LAUGHS, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    seconds, grown_kb, message = done.stdout.split(" ", 2)
+    assert float(seconds) < 0.5
+    assert int(grown_kb) < 20_000  # kilobytes of peak memory the parse added
+    assert "YAML anchors and aliases are not allowed in pipelines (bomb.yaml:2)" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("name: p\nbase: &b {path: a.csv}\nsteps: [{id: a, extract: *b}]\n", 2),
+        ("name: p\nsteps:\n  - id: a\n    extract: {path: a.csv}\n  - &again\n    id: b\n", 5),
+        ("name: p\nsteps:\n  - id: a\n    extract: *nowhere\n", 4),
+    ],
+    ids=["alias", "anchor-alone", "undefined-alias"],
+)
+def test_anchors_and_aliases_are_refused_with_their_line(text: str, line: int) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_text(text, origin="p.yaml")
+    assert info.value.message == "YAML anchors and aliases are not allowed in pipelines"
+    assert info.value.where == f"p.yaml:{line}"
+    assert info.value.hint is not None and "in full" in info.value.hint
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "first", "second"),
+    [
+        (BASE + "name: again\n", "name", 1, BASE.count("\n") + 1),
+        (BASE.replace("      how: left", "      how: left\n      left: customers"), "left", 10, 14),
+        ('{"name": "p", "steps": [],\n "name": "q"}', "name", 1, 2),
+    ],
+    ids=["top-level", "nested", "json"],
+)
+def test_duplicate_keys_are_refused_naming_key_and_both_lines(
+    text: str, key: str, first: int, second: int
+) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_text(text, origin="p.yaml")
+    assert info.value.message == f"Duplicate key '{key}' (first written on line {first})"
+    assert info.value.where == f"p.yaml:{second}"
+
+
+def test_deep_nesting_is_a_clear_error_not_a_recursion_error() -> None:
+    for text in (
+        "name: p\nsteps: " + "[" * 5000 + "]" * 5000 + "\n",  # flow style, as the issue reported
+        "name: p\nsteps: " + "{a: " * 3000 + "}" * 3000 + "\n",
+        "".join(" " * i + "- \n" for i in range(500)),  # block style
+    ):
+        with pytest.raises(SpecError) as info:
+            parse_text(text, origin="p.yaml")
+        assert info.value.message == f"YAML nested more than {MAX_YAML_DEPTH} levels deep"
+        assert info.value.where is not None and info.value.where.startswith("p.yaml:")
+    nested = "name: p\nsteps: [{id: a, extract: {path: a.csv, options: " + "[" * 50 + "]" * 50 + "}}]\n"
+    assert parse_text(nested).raw["name"] == "p"  # deep but within the limit
+
+
+def test_size_and_node_count_are_limited() -> None:
+    with pytest.raises(SpecError, match=r"YAML document too large: 6\.3 MB \(the limit is 5 MB\)"):
+        parse_text("name: '" + "x" * (6 << 20) + "'\n", origin="p.yaml")
+    with pytest.raises(SpecError, match=f"more than {MAX_YAML_NODES:,} values"):
+        parse_text("steps: [" + ",".join(["1"] * (MAX_YAML_NODES + 1)) + "]\n", origin="p.yaml")
+
+
+def test_load_yaml_text_keeps_the_boolean_rules_of_each_caller() -> None:
+    assert load_yaml_text("a: yes\nb: on\nc: true", "p.yaml") == {"a": "yes", "b": "on", "c": True}
+    assert load_yaml_text("a: yes\nb: on", "c.yaml", yaml11_booleans=True) == {"a": True, "b": True}
+    with pytest.raises(SpecError, match="not allowed in planner replies"):
+        load_yaml_text("a: &x 1\nb: *x\n", "reply", what="planner replies")
+
+
+def test_a_pipeline_file_that_is_not_utf8_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin.yaml"
+    path.write_bytes("name: p\ndescription: café\nsteps: []\n".encode("latin-1"))
+    with pytest.raises(SpecError) as info:
+        load_file(path, display="pipelines/latin.yaml")
+    assert info.value.message == "File is not valid UTF-8 (byte 0xe9 on line 2)"
+    assert info.value.where == "pipelines/latin.yaml:2"
+    assert info.value.hint == "save the file as UTF-8"
+
+
+def test_queryforge_yaml_goes_through_the_same_guards(tmp_path: Path) -> None:
+    config = tmp_path / "queryforge.yaml"
+    cases = {
+        b"name: w\nconnections:\n  a: &c {url: 'duckdb:a.duckdb'}\n  b: *c\n": (
+            "YAML anchors and aliases are not allowed in queryforge.yaml",
+            3,
+        ),
+        b"name: w\nengine: duckdb\nname: v\n": ("Duplicate key 'name' (first written on line 1)", 3),
+        "name: w\n# caf\u00e9\n".encode("latin-1"): ("File is not valid UTF-8 (byte 0xe9 on line 2)", 2),
+        b"name: w\nconnections: " + b"[" * 200 + b"\n": (
+            f"YAML nested more than {MAX_YAML_DEPTH} levels deep",
+            2,
+        ),
+    }
+    for raw, (message, line) in cases.items():
+        config.write_bytes(raw)
+        with pytest.raises(ConfigError) as info:
+            load_config(tmp_path)
+        assert (info.value.message, info.value.where) == (message, f"{config}:{line}")
+    config.write_bytes(b"name: w\nconnections:\n  src: {url: 'duckdb:s.duckdb', writable: yes}\n")
+    assert load_config(tmp_path).connections["src"].writable is True  # YAML 1.1 booleans, as before
 
 
 # ---------------------------------------------------------------- JSON input, files

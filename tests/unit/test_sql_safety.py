@@ -26,10 +26,9 @@ import pytest
 
 from queryforge.engine.duckdb import DuckDBEngine, run_readonly
 from queryforge.errors import PermissionDenied, QueryForgeError
+from queryforge.sql.policy import MAX_JOINS, MAX_SUBQUERY_DEPTH
 from queryforge.sql.safety import (
     DEFAULT_PREVIEW_LIMIT,
-    MAX_JOINS,
-    MAX_SUBQUERY_DEPTH,
     UnsafeSql,
     check_expression,
     check_query,
@@ -41,14 +40,15 @@ EVAL_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "planner_eval" / 
 ALLOWED = {"orders", "customers", "products", "updates"}
 
 # Expected reasons (regular expressions over the UnsafeSql message).
-MULTI = r"exactly one statement is allowed"
-NOT_QUERY = r"only SELECT queries are allowed"
-INSIDE = r"is not allowed inside a query"
+MULTI = r"exactly one SELECT statement"
+NOT_QUERY = r"only a SELECT is allowed"
+INSIDE = r"[A-Z]+ is not allowed: "
 PARSE = r"does not parse"
+NOT_EXPR = r"is not an expression"
 PATH = r"looks like a path"
 DIRECT = r"directly is not allowed"
-FUNC = r"function \w+\(\) is not allowed"
-SYSTEM = r"system catalog .+ is not allowed"
+FUNC = r"function \w+\(\) is not (allowed|on the allow-list)"
+SYSTEM = r"system or internal table .+ is not allowed"
 UNKNOWN = r"unknown table"
 JOINS = rf"at most {MAX_JOINS} joins are allowed"
 NESTING = rf"at most {MAX_SUBQUERY_DEPTH} levels are allowed"
@@ -150,7 +150,6 @@ CORPUS: list[tuple[str, str, str]] = [
     ("update-returning", "UPDATE orders SET status = 'x' RETURNING *", NOT_QUERY),
     ("delete-returning", "DELETE FROM orders RETURNING *", NOT_QUERY),
     ("pivot-statement", "PIVOT orders ON status USING sum(amount)", NOT_QUERY),
-    ("values-statement", "VALUES (1), (2)", NOT_QUERY),
     # ---- DML in disguise: CTEs wrapping DML, DML after a CTE, SELECT ... INTO
     ("cte-delete", "WITH d AS (DELETE FROM orders RETURNING *) SELECT * FROM d", INSIDE),
     ("cte-update", "WITH u AS (UPDATE orders SET amount = 0 RETURNING *) SELECT count(*) FROM u", INSIDE),
@@ -359,28 +358,28 @@ CORPUS: list[tuple[str, str, str]] = [
     ("ident-quoted-table-function", 'SELECT * FROM "duckdb_settings"()', DIRECT),
     ("ident-unknown-table", "SELECT * FROM secrets", UNKNOWN),
     # ---- complexity caps
-    ("joins-6", _joins(6), JOINS),
-    ("joins-6-comma", _joins(6, comma=True), JOINS),
-    ("joins-10", _joins(10), JOINS),
-    ("nesting-from-4", _nested_from(4), NESTING),
-    ("nesting-in-4", _nested_in(4), NESTING),
-    ("nesting-exists-4", _nested_exists(4), NESTING),
-    ("nesting-scalar-4", _nested_scalar(4), NESTING),
-    ("nesting-from-8", _nested_from(8), NESTING),
+    ("joins-over-cap", _joins(MAX_JOINS + 1), JOINS),
+    ("joins-over-cap-comma", _joins(MAX_JOINS + 1, comma=True), JOINS),
+    ("joins-twice-the-cap", _joins(2 * MAX_JOINS), JOINS),
+    ("nesting-from-over-cap", _nested_from(MAX_SUBQUERY_DEPTH + 1), NESTING),
+    ("nesting-in-over-cap", _nested_in(MAX_SUBQUERY_DEPTH + 1), NESTING),
+    ("nesting-exists-over-cap", _nested_exists(MAX_SUBQUERY_DEPTH + 1), NESTING),
+    ("nesting-scalar-over-cap", _nested_scalar(MAX_SUBQUERY_DEPTH + 1), NESTING),
+    ("nesting-from-twice-the-cap", _nested_from(2 * MAX_SUBQUERY_DEPTH), NESTING),
 ]
 
 # Expressions as a planner or an LLM would put them into filter / derive / aggregate steps.
 UNSAFE_EXPRESSIONS: list[tuple[str, str, str]] = [
-    ("expr-multi", "amount > 0; DROP TABLE orders", MULTI),
+    ("expr-multi", "amount > 0; DROP TABLE orders", PARSE),
     ("expr-getenv", "getenv('HOME') IS NOT NULL", FUNC),
-    ("expr-read-text", "(SELECT content FROM read_text('/etc/passwd'))", DIRECT),
+    ("expr-read-text", "(SELECT content FROM read_text('/etc/passwd'))", NOT_EXPR),
     ("expr-file-in", "order_id IN (SELECT column0 FROM read_csv('/etc/passwd'))", DIRECT),
     ("expr-system", "EXISTS (SELECT 1 FROM information_schema.tables)", SYSTEM),
-    ("expr-from-file", "1 FROM '/etc/passwd'", PATH),
-    ("expr-union-system", "1 UNION SELECT table_name FROM information_schema.tables", SYSTEM),
-    ("expr-into", "* INTO evil", INSIDE),
+    ("expr-from-file", "1 FROM '/etc/passwd'", PARSE),
+    ("expr-union-system", "1 UNION SELECT table_name FROM information_schema.tables", PARSE),
+    ("expr-into", "* INTO evil", PARSE),
     ("expr-current-setting", "current_setting('threads')", FUNC),
-    ("expr-comment-split", "1 /* x */; DELETE FROM orders", MULTI),
+    ("expr-comment-split", "1 /* x */; DELETE FROM orders", PARSE),
 ]
 
 ALLOWED_QUERIES: list[tuple[str, str]] = [
@@ -407,15 +406,15 @@ ALLOWED_QUERIES: list[tuple[str, str]] = [
     ("window-qualify", "SELECT * FROM orders QUALIFY rank() OVER (ORDER BY amount DESC) <= 3"),
     ("running-total", "SELECT order_date, sum(amount) OVER (ORDER BY order_date) FROM orders"),
     ("join-1", "SELECT o.*, p.name FROM orders o JOIN products p USING (product_id)"),
-    ("joins-5", _joins(5)),
-    ("joins-5-comma", _joins(5, comma=True)),
+    ("joins-at-cap", _joins(MAX_JOINS)),
+    ("joins-at-cap-comma", _joins(MAX_JOINS, comma=True)),
     ("left-join", "SELECT * FROM orders o LEFT JOIN customers c ON o.customer_id = c.customer_id"),
     ("union", "SELECT order_id FROM orders UNION ALL SELECT customer_id FROM customers"),
     ("case", "SELECT CASE WHEN amount > 100 THEN 'big' ELSE 'small' END AS size FROM orders"),
-    ("nesting-from-3", _nested_from(3)),
-    ("nesting-in-3", _nested_in(3)),
-    ("nesting-exists-3", _nested_exists(3)),
-    ("nesting-scalar-3", _nested_scalar(3)),
+    ("nesting-from-at-cap", _nested_from(MAX_SUBQUERY_DEPTH)),
+    ("nesting-in-at-cap", _nested_in(MAX_SUBQUERY_DEPTH)),
+    ("nesting-exists-at-cap", _nested_exists(MAX_SUBQUERY_DEPTH)),
+    ("nesting-scalar-at-cap", _nested_scalar(MAX_SUBQUERY_DEPTH)),
     ("string-mentions-drop", "SELECT * FROM orders WHERE status = 'DROP TABLE orders; --'"),
     ("comment-mentions-drop", "SELECT * FROM orders -- ; DROP TABLE orders"),
     ("alias-mentions-drop", 'SELECT order_id AS "x; DROP TABLE orders; --" FROM orders'),
@@ -479,15 +478,28 @@ def test_check_expression_allows_plain_expressions(text: str) -> None:
     check_expression(text)
 
 
+def _ctes_in_ctes(levels: int) -> str:
+    sql = "SELECT * FROM orders"
+    for i in range(levels):
+        sql = f"WITH c{i} AS ({sql}) SELECT * FROM c{i}"
+    return sql
+
+
+def _ctes_in_subqueries(levels: int) -> str:
+    sql = "SELECT * FROM orders"
+    for i in range(levels):
+        sql = (
+            f"SELECT * FROM (WITH c{i} AS ({sql}) SELECT * FROM c{i})"
+            if i % 2
+            else f"WITH c{i} AS ({sql}) SELECT * FROM c{i}"
+        )
+    return sql
+
+
 @pytest.mark.parametrize(
     "sql",
-    [
-        "WITH a AS (WITH b AS (WITH c AS (WITH d AS (SELECT * FROM orders) SELECT * FROM d) "
-        "SELECT * FROM c) SELECT * FROM b) SELECT * FROM a",
-        "SELECT * FROM (WITH a AS (SELECT * FROM (WITH b AS (SELECT * FROM (SELECT * FROM orders)) "
-        "SELECT * FROM b)) SELECT * FROM a)",
-    ],
-    ids=["ctes-in-ctes-4", "ctes-inside-subqueries"],
+    [_ctes_in_ctes(MAX_SUBQUERY_DEPTH + 1), _ctes_in_subqueries(MAX_SUBQUERY_DEPTH + 1)],
+    ids=["ctes-in-ctes-over-cap", "ctes-inside-subqueries"],
 )
 def test_nested_ctes_count_towards_the_nesting_cap(sql: str) -> None:
     message = _blocked(lambda: check_query(sql, allowed_tables=ALLOWED))
@@ -615,8 +627,8 @@ E2E_SAMPLE = [
     "set-external-access",
     "env-getenv",
     "ident-escaped-quote-table",
-    "joins-6",
-    "nesting-from-4",
+    "joins-over-cap",
+    "nesting-from-over-cap",
 ]
 BY_ID = {i: (s, r) for i, s, r in CORPUS}
 
@@ -673,7 +685,7 @@ def test_cli_query_block_is_one_error_paragraph_without_json(published: Path, qf
     assert result.code == 2
     assert result.stdout.strip() == ""
     text = result.stderr.strip()
-    assert text.startswith("Error: Query blocked: exactly one statement is allowed")
+    assert text.startswith("Error: Query blocked: expected exactly one SELECT statement")
     assert "Hint:" in text
     assert "Traceback" not in text
     assert _orders_count(published) == 1000

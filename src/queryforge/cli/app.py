@@ -107,6 +107,7 @@ def outcome_json(ws: Workspace, outcome: RunOutcome) -> dict[str, Any]:
         "version": run.version,
         "mode": run.mode,
         "status": outcome.status,
+        "note": outcome.note,
         "published": [dataclasses.asdict(t) for t in outcome.published],
         "staged": [
             {
@@ -152,6 +153,8 @@ def finish(ws: Workspace, outcome: RunOutcome, as_json: bool) -> None:
             )
         raise typer.Exit(outcome.error.exit_code if not isinstance(outcome.error, ChecksFailed) else 1)
     if not as_json:
+        if outcome.note:
+            render.out.print(outcome.note)
         if outcome.status == "audited":
             for s in outcome.staged:
                 d = s.diff
@@ -460,9 +463,16 @@ def query(
     """Run a read-only, safety-checked query on the warehouse (or a database) and print the rows."""
     with handled(as_json, debug), open_workspace(workspace) as ws:
         cap = limit or (JSON_LIMIT if as_json else DEFAULT_PREVIEW_LIMIT)
-        names, rows = ws.query(sql, limit=cap, connection=connection)
+        result = ws.query(sql, limit=cap, connection=connection)
+        names, rows = result.names, result.rows
+        cut_note = (
+            f"Result cut to the first {cap:,} rows: the query returned more. "
+            "Narrow it (a filter, an aggregate) or raise --limit"
+        )
         if as_json:
             render.print_json([dict(zip(names, r, strict=True)) for r in rows])
+            if result.cut:
+                render.err.print(cut_note, markup=False)
             return
         table = render.Table(header_style="bold")
         for n in names:
@@ -471,6 +481,8 @@ def query(
             table.add_row(*["" if v is None else str(v) for v in r])
         render.out.print(table)
         render.out.print(f"[dim]{len(rows):,} row{'s' if len(rows) != 1 else ''}[/dim]")
+        if result.cut:
+            render.out.print(cut_note, markup=False)
 
 
 @app.command()
@@ -523,16 +535,29 @@ def connections_list(
 def connections_test(
     name: Annotated[str, typer.Argument(help="connection name from queryforge.yaml")],
     workspace: WorkspaceOpt = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="exit 1 when the role is more powerful than the connection needs")
+    ] = False,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Connect once and report what answered (exit 0), or the failure and its class (exit 2 or 3)."""
+    """Connect once and report what answered, and what the database role may do beyond the
+    connection's purpose (PostgreSQL, MySQL/MariaDB). Exit 0 (1 with --strict and any such
+    power), or the failure and its class (exit 2 or 3)."""
     with handled(as_json, debug), open_workspace(workspace) as ws:
         result = ws.connection_test(name)
         if as_json:
             render.print_json(result)
-            return
-        render.out.print(f"{name}: ok, {result['detail']} ({result['seconds'] * 1000:.0f} ms)")
+        else:
+            render.out.print(f"{name}: ok, {result['detail']} ({result['seconds'] * 1000:.0f} ms)")
+            for f in result["privileges"]:
+                style = "bold red" if f["severity"] == "danger" else "yellow"
+                line = f"  {f['severity']}: {f['message']}. Fix: {f['fix']}"
+                render.out.print(line, style=style, markup=False, highlight=False, soft_wrap=True)
+            if result["privileges_checked"] and not result["privileges"]:
+                render.out.print("  privileges: no more than the connection needs")
+        if strict and result["privileges"]:
+            raise typer.Exit(1)
 
 
 @app.command()

@@ -104,7 +104,9 @@ def worker(
     drain: Annotated[
         bool,
         typer.Option(
-            "--drain", help="exit once nothing is left to claim (runs in a retry backoff are waited for)"
+            "--drain",
+            help="exit once no run is left to take: queued runs, runs in a retry backoff and runs "
+            "under another worker's lease (resumed here if it runs out) are waited for",
         ),
     ] = False,
     max_runs: Annotated[int | None, typer.Option(help="exit after this many runs (per slot)")] = None,

@@ -11,11 +11,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
 
 from ..errors import ConfigError, PermissionDenied, did_you_mean
+from .paths import real_path
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,24 @@ def duckdb_columns(schema: pa.Schema) -> list[tuple[str, str]]:
 
 
 @dataclass(frozen=True)
+class RoleFinding:
+    """One way the database role of a connection is more powerful than the connection's purpose.
+
+    QueryForge's SQL policy is a guard rail; the role's privileges are the wall. `warn`: a read-only
+    connection whose role could write; `danger`: the role could read server files, run programs or
+    reach outside its session (superuser, FILE, dblink, ...), whatever the connection says.
+    """
+
+    code: str  # stable id for scripts: superuser, write_grant, server_files, ...
+    severity: Literal["warn", "danger"]
+    message: str
+    fix: str  # one line: the statement (or setting) that removes the power
+
+    def to_json(self) -> dict[str, str]:
+        return {"code": self.code, "severity": self.severity, "message": self.message, "fix": self.fix}
+
+
+@dataclass(frozen=True)
 class ConnectionConfig:
     name: str
     url: str
@@ -119,6 +138,8 @@ class Connector:
     scheme: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()
     can_write: ClassVar[bool] = False
+    # Whether `role_report` looks at the database role's privileges (server databases do).
+    checks_privileges: ClassVar[bool] = False
     registry: ClassVar[dict[str, type[Connector]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -140,8 +161,8 @@ class Connector:
         return self.config.url.split(":", 1)[1] if ":" in self.config.url else self.config.url
 
     def resolve_path(self, text: str) -> Path:
-        path = Path(text.removeprefix("//"))
-        return path if path.is_absolute() else self.root / path
+        """The real path a location names (`..` and symlinks resolved), relative to the workspace."""
+        return real_path(text.removeprefix("//"), self.root)
 
     # --------------------------------------------------------- reading
     def introspect(self) -> list[TableInfo]:
@@ -158,6 +179,11 @@ class Connector:
     def test(self) -> str:
         """Connect and say what answered (e.g. the server version); raise a QueryForgeError if nothing did."""
         raise NotImplementedError
+
+    def role_report(self) -> list[RoleFinding]:
+        """What the connection's database role may do beyond its purpose (read, or write when
+        `writable`); empty when the role fits, or when the connector has no roles to inspect."""
+        return []
 
     # --------------------------------------------------------- writing (write-audit-publish)
     def ensure_writable(self, where: str) -> None:

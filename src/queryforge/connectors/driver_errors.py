@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import pyarrow as pa
 
 from ..errors import (
+    ConfigError,
     PermissionDenied,
     QueryForgeError,
     QueryTimeout,
@@ -68,6 +69,7 @@ MYSQL_CODES: dict[int, ErrorType] = {
     1054: UserError,  # unknown column
     1064: UserError,  # syntax error
     1146: UserError,  # table does not exist
+    1305: UserError,  # FUNCTION / PROCEDURE does not exist
     1062: UserError,  # duplicate entry
     1451: UserError,  # a foreign key of another table references the row (or table)
     1452: UserError,  # a foreign key's parent row is missing
@@ -86,6 +88,10 @@ HINTS: dict[ErrorType, str] = {
     QueryTimeout: "narrow the query, or raise the connection's statement_timeout_ms",
     PermissionDenied: "check the user, the password (${env:...}) and the role's privileges",
     UserError: "check table and column names with 'queryforge catalog CONNECTION'",
+    ConfigError: (
+        "the connection URL in queryforge.yaml cannot be parsed; URL-quote special characters of the "
+        "user and password (/ as %2F, # as %23, ? as %3F, @ as %40, : as %3A)"
+    ),
 }
 
 _CONNECT_TEXT = re.compile(
@@ -103,7 +109,14 @@ POSTGRES_TEXT_STATES: dict[str, str] = {
     "division by zero": "22012",
     "out of range": "22003",
     "invalid input syntax": "22P02",
+    "large object": "42704",  # `large object 123 does not exist` (lo_get, lo_export, loread)
 }
+# libpq could not parse the connection URL (a password with unquoted '/', '#', '?' splits it).
+_BAD_URL_TEXT = re.compile(
+    r"missing key/value separator|invalid URI query parameter|invalid (port number|integer value)|"
+    r"invalid percent-encoded token|invalid connection option|unexpected spaces found|servname not supported",
+    re.IGNORECASE,
+)
 _AUTH_TEXT = re.compile(r"password authentication failed|role \".*\" does not exist|access denied", re.I)
 _MYSQL_CODE = re.compile(r"\b(?:ERROR|error code:?|\()\s*(\d{4})\b", re.IGNORECASE)
 _CX_ERROR = re.compile(r"ERROR (\d{4}) \([0-9A-Z]{5}\): (.*?) \}", re.DOTALL)
@@ -117,6 +130,8 @@ def postgres_class(sqlstate: str | None, text: str) -> ErrorType:
         found = POSTGRES_STATES.get(sqlstate) or POSTGRES_STATES.get(sqlstate[:2])
         if found is not None:
             return found
+    if _BAD_URL_TEXT.search(text):
+        return ConfigError
     if _AUTH_TEXT.search(text):
         return PermissionDenied
     if re.search(r"database \".*\" does not exist", text):

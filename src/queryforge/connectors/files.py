@@ -8,6 +8,7 @@ temporary file beside the target and renaming it atomically.
 from __future__ import annotations
 
 import glob
+import gzip
 import hashlib
 import os
 from pathlib import Path
@@ -21,7 +22,9 @@ from sqlglot import exp
 
 from .. import faults
 from ..errors import NotFoundError, SpecError, suggest
-from .base import ColumnInfo, Connector, Snapshot, StagedLoad, TableInfo, TargetRef
+from ..libs.duckdb_errors import input_problem
+from .base import ColumnInfo, ConnectionConfig, Connector, Snapshot, StagedLoad, TableInfo, TargetRef
+from .paths import PathFence, glob_base, real_path
 
 FORMATS = {
     ".csv": "csv",
@@ -48,25 +51,57 @@ def file_format(path: str, given: str | None = None) -> str:
     )
 
 
-_SNIFFED: dict[tuple[str, int, int], dict[str, Any]] = {}
+_SNIFFED: dict[tuple[str, int, int, str], dict[str, Any]] = {}
+
+# read_csv options that change what the sniffer finds; the user's are passed to it as given.
+_SNIFF_OPTIONS = frozenset(
+    {
+        "delim", "sep", "quote", "escape", "header", "encoding", "null_padding", "skip", "comment",
+        "new_line", "max_line_size", "strict_mode", "ignore_errors", "sample_size", "compression",
+        "decimal_separator", "thousands", "dateformat", "timestampformat", "auto_type_candidates",
+        "allow_quoted_nulls", "all_varchar", "normalize_names", "nullstr", "force_not_null",
+    }
+)  # fmt: skip
+_DELIMITERS = (",", ";", "\t", "|")
 
 
-def sniffed_csv_options(path: Path) -> dict[str, Any]:
+def sniffed_csv_options(
+    path: Path, options: dict[str, Any] | None = None, where: str | None = None
+) -> dict[str, Any]:
     """Detect a CSV's dialect and column types once, so later reads skip DuckDB's sniffer.
 
     Every query over `read_csv(...)` without explicit columns sniffs the file again (tens of
     milliseconds each, for every view built on it); pinning what the sniffer found makes those
-    reads cheap and keeps the types stable between validate and run.
+    reads cheap and keeps the types stable between validate and run. The extract's own dialect
+    options are sniffed with, so what is pinned matches them.
+
+    Raises:
+        SpecError: the file cannot be read as CSV (encoding, a huge line, broken gzip), or its
+            rows are ragged and it came out as one single column.
     """
+    given = {k: v for k, v in (options or {}).items() if k in _SNIFF_OPTIONS}
     stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    key = (str(path), stat.st_size, stat.st_mtime_ns, repr(sorted(given.items())))
     if key not in _SNIFFED:
-        with duckdb.connect() as con:
-            rows = con.sql("SELECT * FROM sniff_csv($p)", params={"p": str(path)}).fetchall()
-            names = [
-                d[0] for d in con.sql("SELECT * FROM sniff_csv($p)", params={"p": str(path)}).description
-            ]
-        found = dict(zip(names, rows[0], strict=True))
+        call = exp.Anonymous(
+            this="sniff_csv",
+            expressions=[
+                exp.Literal.string(str(path)),
+                *(exp.EQ(this=exp.column(k), expression=_literal(v)) for k, v in given.items()),
+            ],
+        )
+        try:
+            with duckdb.connect() as con:
+                rel = con.sql(exp.select("*").from_(call).sql("duckdb"))
+                found = dict(zip(rel.columns, rel.fetchall()[0], strict=True))
+        except duckdb.Error as exc:
+            what, hint = input_problem(exc, str(path)) or (
+                f"'{path}' cannot be read as CSV: {str(exc).splitlines()[0]}",
+                "check the file, or give its dialect on the extract: options: {delim: ',', header: true}",
+            )
+            raise SpecError(what[:1].upper() + what[1:], where=where, hint=hint) from None
+        if len(found["Columns"]) == 1 and not {"delim", "sep"} & set(given):
+            _refuse_one_column(path, where)
         opts: dict[str, Any] = {
             "auto_detect": False,
             "header": bool(found["HasHeader"]),
@@ -82,6 +117,31 @@ def sniffed_csv_options(path: Path) -> dict[str, Any]:
                 opts[option] = found[name]
         _SNIFFED[key] = opts
     return dict(_SNIFFED[key])
+
+
+def _refuse_one_column(path: Path, where: str | None) -> None:
+    """A SpecError when a file sniffed as one column has a delimiter in its first line.
+
+    DuckDB falls back to a single column when rows have different numbers of fields; auditing
+    that column would pass checks on data nobody meant to load.
+    """
+    try:
+        opener = gzip.open if path.name.lower().endswith((".gz", ".gzip")) else open
+        with opener(path, "rb") as f:
+            first = f.readline(65_536).decode("utf-8", "replace")
+    except (OSError, EOFError):
+        return
+    counts = {d: first.count(d) for d in _DELIMITERS}
+    delim = max(counts, key=lambda d: counts[d])
+    if counts[delim]:
+        shown = "\\t" if delim == "\t" else delim
+        raise SpecError(
+            f"CSV file '{path}' was read as one single column, though its first line contains "
+            f"'{shown}': its rows probably have different numbers of fields",
+            where=where,
+            hint=f"fix the file, or give the dialect on the extract: options: {{delim: '{shown}', "
+            "null_padding: true}",
+        )
 
 
 def _literal(value: Any) -> exp.Expr:
@@ -105,14 +165,42 @@ class FilesConnector(Connector):
     aliases = ("files", "folder")
     can_write = True
 
+    def __init__(self, config: ConnectionConfig, root: Path) -> None:
+        super().__init__(config, root)
+        # Every file this connector reads or writes for a pipeline passes this fence; the
+        # connection set swaps in the strict one while a drafted pipeline compiles.
+        self.fence = PathFence.of(root)
+
     @property
     def folder(self) -> Path:
+        """The connection's folder, as a real path (writes never leave it)."""
         return self.resolve_path(self.location() or ".")
 
-    def matches(self, pattern: str, where: str) -> list[Path]:
-        """Files a path or glob names; a clear error with a suggestion when there are none."""
-        full = self.resolve_path(pattern) if not Path(pattern).is_absolute() else Path(pattern)
-        found = sorted(Path(p) for p in glob.glob(str(full), recursive=True) if Path(p).is_file())
+    def fenced(
+        self, pattern: str, *, who: str = "a pipeline step", field: str = "path", where: str | None = None
+    ) -> list[Path]:
+        """The files a path or glob matches, once the fence has passed its folder and every match.
+
+        Each match is judged by its real path, so a symlink (or a `..` after a wildcard) that lands
+        in .queryforge/ or, for a drafted pipeline, outside the workspace is refused.
+        """
+        self.fence.check(pattern, self.resolve_path(glob_base(pattern)), who=who, field=field, where=where)
+        found = self.glob(pattern)
+        for path in found:
+            self.fence.check(pattern, real_path(path, self.root), who=who, field=field, where=where)
+        return found
+
+    def glob(self, pattern: str) -> list[Path]:
+        """The files a path or glob matches, as spelled (unfenced: use `fenced` for a pipeline)."""
+        full = Path(pattern) if Path(pattern).is_absolute() else self.root / pattern
+        return sorted(Path(p) for p in glob.glob(str(full), recursive=True) if Path(p).is_file())
+
+    def matches(
+        self, pattern: str, where: str, *, who: str = "a pipeline step", field: str = "path"
+    ) -> list[Path]:
+        """Files a path or glob names (fenced); a clear error with a suggestion when there are none."""
+        full = Path(pattern) if Path(pattern).is_absolute() else self.root / pattern
+        found = self.fenced(pattern, who=who, field=field, where=where)
         if not found:
             near_dir = full.parent if full.parent.is_dir() else self.root
             names = [p.name for p in near_dir.iterdir() if p.is_file()] if near_dir.is_dir() else []
@@ -144,7 +232,7 @@ class FilesConnector(Connector):
         if kind == "csv" and len(files) > 1:
             opts.setdefault("union_by_name", True)
         elif kind == "csv" and not {"columns", "auto_detect", "types", "dtypes"} & set(opts):
-            sniffed = sniffed_csv_options(files[0])
+            sniffed = sniffed_csv_options(files[0], opts, where)
             opts = {**sniffed, **opts} if pinned else {"types": sniffed["columns"], **opts}
         if kind in ("json", "ndjson"):
             opts.setdefault(
@@ -157,9 +245,12 @@ class FilesConnector(Connector):
         return exp.Anonymous(this=READERS[kind], expressions=args)
 
     def fingerprint_files(self, pattern: str) -> str:
-        """Identity of the files an extract reads (names, sizes, mtimes) -- cheap, for reuse on resume."""
+        """Identity of the files an extract reads (names, sizes, mtimes, inodes) -- cheap, for reuse on
+        resume. The inode tells a file an atomic-rename writer replaced from one with the same size and
+        mtime (a writer that copies times along)."""
         files = sorted(glob.glob(str(self.resolve_path(pattern)), recursive=True))
-        parts = [f"{f}:{Path(f).stat().st_size}:{Path(f).stat().st_mtime_ns}" for f in files]
+        stats = [(f, Path(f).stat()) for f in files]
+        parts = [f"{f}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}" for f, st in stats]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
     def estimate_rows(self, pattern: str) -> int:
@@ -201,8 +292,15 @@ class FilesConnector(Connector):
         return out
 
     # ------------------------------------------------------------ file targets
+    def fenced_target(self, name: str, *, who: str, field: str = "table", where: str | None = None) -> Path:
+        """The real path a file target names; refused when it leaves the folder or enters .queryforge/."""
+        folder = self.folder
+        return self.fence.check(
+            name, real_path(name, folder), who=who, field=field, where=where, write=True, base=folder
+        )
+
     def target_path(self, target: TargetRef) -> Path:
-        return self.resolve_path(target.table) if self.location() in ("", ".") else self.folder / target.table
+        return self.fenced_target(target.table, who=f"connection '{self.name}'")
 
     def stage(self, run_id: str, load: StagedLoad, data: pa.RecordBatchReader) -> StagedLoad:
         if load.mode != "replace":
@@ -263,11 +361,21 @@ class FilesConnector(Connector):
             )
 
     def fingerprint(self, target: TargetRef) -> str | None:
+        """The file's bytes (SHA-256) and identity (inode), not its modification time.
+
+        A writer can keep size and mtime while changing bytes (or restore the mtime), so the content
+        decides. The inode changes with every atomic-rename replace, ours included, which lets
+        crash recovery see that a publish happened even when it wrote the same bytes; a mere
+        `touch` is no change to refuse a commit for.
+        """
         path = self.target_path(target)
-        if not path.exists():
+        try:
+            with path.open("rb") as fh:
+                digest = hashlib.file_digest(fh, "sha256").hexdigest()
+                stat = os.fstat(fh.fileno())
+        except FileNotFoundError:
             return None
-        stat = path.stat()
-        return f"{stat.st_size}:{stat.st_mtime_ns}"
+        return f"{stat.st_size}:{stat.st_ino}:{digest}"
 
     def preview(self, load: StagedLoad, limit: int = 10) -> pa.Table:
         with duckdb.connect() as con:

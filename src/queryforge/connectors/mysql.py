@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import quote, unquote, urlsplit
 
@@ -30,13 +32,24 @@ from sqlglot import exp
 from .. import faults
 from ..errors import QueryForgeError, StepFailed
 from ..sql.parse import ident
-from .base import ColumnInfo, StagedLoad, TableInfo, TargetRef
+from .base import ColumnInfo, RoleFinding, StagedLoad, TableInfo, TargetRef
 from .driver_errors import map_mysql_error
-from .sql import SqlConnector, diff_counts, diff_query, next_batch, transpile
+from .sql import SqlConnector, diff_counts, diff_query, fingerprint_text, next_batch, transpile
 
 READ_TIMEOUT_S = 15 * 60
 _TEXT_TYPES = ("char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set", "json")
 NULL = "\\N"
+# Privileges that create or change tables and routines: a read-only connection's user needs none.
+WRITE_PRIVILEGES = (
+    "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "INDEX", "CREATE VIEW", "TRIGGER",
+    "CREATE ROUTINE", "ALTER ROUTINE", "EVENT", "DELETE HISTORY", "ALL PRIVILEGES",
+)  # fmt: skip
+# `GRANT privileges ON [TABLE|FUNCTION|PROCEDURE] object TO grantee [...]`; role grants have no ON.
+_GRANT = re.compile(
+    r"^GRANT (?P<privileges>.+?) ON (?:(?:TABLE|FUNCTION|PROCEDURE|PACKAGE BODY|PACKAGE) )?"
+    r"(?P<object>(?:`[^`]*`|[^\s`])+) TO (?P<grantee>(?:`[^`]*`|'[^']*'|[^\s`'])+)"
+)
+DOCS = "docs/connectors.md#least-privilege"
 _ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"), ("\x00", "\\0"))
 
 
@@ -46,6 +59,7 @@ class MySQLConnector(SqlConnector):
     aliases = ("mariadb",)
     dialect: ClassVar[str] = "mysql"
     guarded_reads: ClassVar[bool] = True
+    checks_privileges: ClassVar[bool] = True
 
     _con: pymysql.connections.Connection[Any] | None = None
     _mariadb: bool = False
@@ -182,6 +196,12 @@ class MySQLConnector(SqlConnector):
         row = self._cursor_run("SELECT CURRENT_USER(), VERSION()")[0]
         return f"connected as {row[0]} to {'MariaDB' if self._mariadb else 'MySQL'} {row[1]}"
 
+    def role_report(self) -> list[RoleFinding]:
+        """From `SHOW GRANTS`, which on MariaDB also lists the grants of the session's active role."""
+        user = self._cursor_run("SELECT CURRENT_USER()")[0][0]
+        grants = [Grant.parse(str(r[0])) for r in self._cursor_run("SHOW GRANTS")]
+        return mysql_findings(str(user), [g for g in grants if g], writable=self.config.writable)
+
     # ------------------------------------------------------------ catalog
     def introspect(self) -> list[TableInfo]:
         tables = self._cursor_run(
@@ -249,16 +269,28 @@ class MySQLConnector(SqlConnector):
         return diff_counts([c[0].as_py() for c in result.columns], load.mode, load.keys)
 
     def fingerprint(self, target: TargetRef) -> str | None:
+        """Count and the exact sums of both 64-bit halves of each row's MD5, in one pass in the database.
+
+        Each value is written as its byte length, ':' and its bytes, NULL as 'N' (no length starts
+        with N), so NULL is not 'NULL' and values cannot slide between columns. Sums (DECIMAL) count
+        equal rows twice where XOR cancelled them.
+        """
         schema, name = target.schema_and_name
         cols = self.table_columns(schema, name)
         if cols is None:
             return None
-        values = ", ".join(f"IFNULL(CAST({self.sql(ident(c))} AS CHAR), CHAR(0))" for c, _ in cols)
+        values = []
+        for column, _ in cols:
+            raw = f"CAST({self.sql(ident(column))} AS BINARY)"
+            values.append(f"IFNULL(CONCAT(LENGTH({raw}), ':', {raw}), 'N')")
+        halves = ", ".join(
+            f"IFNULL(SUM(CAST(CONV(SUBSTRING(h, {start}, 16), 16, 10) AS UNSIGNED)), 0)" for start in (1, 17)
+        )
         row = self._cursor_run(
-            "SELECT COUNT(*), IFNULL(BIT_XOR(CAST(CONV(SUBSTRING(MD5(CONCAT_WS(CHAR(31), "
-            f"{values})), 1, 16), 16, 10) AS UNSIGNED)), 0) FROM {self.sql(self.target_expr(target))}"
+            f"SELECT COUNT(*), {halves} FROM (SELECT MD5(CONCAT_WS(',', {', '.join(values)})) AS h "
+            f"FROM {self.sql(self.target_expr(target))}) AS r"
         )[0]
-        return f"{row[0]}:{row[1]}:{','.join(c for c, _ in cols)}"
+        return fingerprint_text(row, cols)
 
     def publish(self, loads: list[StagedLoad]) -> None:
         current = {id(load): self._existing(load) for load in loads}
@@ -382,6 +414,125 @@ class MySQLConnector(SqlConnector):
             [schema, name],
         )
         return [str(r[0]) for r in rows]
+
+
+# ------------------------------------------------------------ the user's power
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One line of SHOW GRANTS: privileges (upper case, no column lists) on an object, to a grantee."""
+
+    privileges: tuple[str, ...]
+    on: str  # as the server wrote it: *.*, `db`.*, `db`.`table` (so a REVOKE can name it)
+    grantee: str  # as the server wrote it, e.g. `etl`@`%`
+    grant_option: bool
+
+    @property
+    def shown(self) -> str:
+        """The object without quotes and wildcard escapes, for messages."""
+        return self.on.replace("`", "").replace("\\", "")
+
+    @staticmethod
+    def parse(line: str) -> Grant | None:
+        found = _GRANT.match(line)
+        if found is None:  # a role granted to the user: its privileges are listed on their own lines
+            return None
+        privileges = tuple(
+            re.sub(r"\s*\(.*\)$", "", p.strip()).upper() for p in _split_top_level(found["privileges"])
+        )
+        privileges = tuple("ALL PRIVILEGES" if p == "ALL" else p for p in privileges)
+        with_option = bool(re.search(r"\bWITH\b.*\bGRANT OPTION\b", line[found.end() :]))
+        return Grant(privileges, found["object"], found["grantee"], with_option)
+
+
+def _split_top_level(text: str) -> list[str]:
+    """`SELECT (a, b), INSERT` -> ['SELECT (a, b)', 'INSERT']: commas inside a column list stay."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
+
+
+def mysql_findings(user: str, grants: list[Grant], *, writable: bool) -> list[RoleFinding]:
+    """The user's powers beyond the connection's purpose, worst first; ALL on *.* is one finding."""
+    name, _, host = user.rpartition("@")
+    account = f"'{name}'@'{host}'"
+    on_all = {p for g in grants if g.on == "*.*" for p in g.privileges}
+    if "ALL PRIVILEGES" in on_all:
+        return [
+            RoleFinding(
+                "superuser",
+                "danger",
+                f"user {user} has ALL PRIVILEGES on *.*: it can read and write the server's files, "
+                "end other sessions and change any data, whatever the connection's settings",
+                f"connect as a least-privilege user ({DOCS}), or REVOKE ALL PRIVILEGES, GRANT OPTION "
+                f"FROM {account}",
+            )
+        ]
+    found = []
+    if "FILE" in on_all:
+        found.append(
+            RoleFinding(
+                "server_files",
+                "danger",
+                f"user {user} has FILE: it can read and write the server's files (LOAD_FILE, INTO OUTFILE)",
+                f"REVOKE FILE ON *.* FROM {account}",
+            )
+        )
+    if "SUPER" in on_all:
+        found.append(
+            RoleFinding(
+                "super",
+                "danger",
+                f"user {user} has SUPER: it can change server settings, skip read-only mode and end "
+                "other sessions",
+                f"REVOKE SUPER ON *.* FROM {account}",
+            )
+        )
+    if "PROCESS" in on_all:
+        found.append(
+            RoleFinding(
+                "process",
+                "warn",
+                f"user {user} has PROCESS: it can see the statements of every other session",
+                f"REVOKE PROCESS ON *.* FROM {account}",
+            )
+        )
+    if granting := [g for g in grants if g.grant_option]:
+        found.append(
+            RoleFinding(
+                "grant_option",
+                "warn",
+                f"user {user} has GRANT OPTION on {', '.join(g.shown for g in granting)}: it can give "
+                "its privileges to other users",
+                "; ".join(f"REVOKE GRANT OPTION ON {g.on} FROM {g.grantee}" for g in granting),
+            )
+        )
+    if not writable:
+        found.extend(_write_findings(user, grants))
+    return found
+
+
+def _write_findings(user: str, grants: list[Grant]) -> list[RoleFinding]:
+    """A read-only connection whose user can create or change tables: the wall has a door."""
+    writes = [(g, [p for p in g.privileges if p in WRITE_PRIVILEGES]) for g in grants]
+    writes = [(g, found) for g, found in writes if found]
+    if not writes:
+        return []
+    return [
+        RoleFinding(
+            "write_grant",
+            "warn",
+            f"the connection is read-only but user {user} has "
+            + "; ".join(f"{', '.join(ps)} on {g.shown}" for g, ps in writes),
+            "; ".join(f"REVOKE {', '.join(ps)} ON {g.on} FROM {g.grantee}" for g, ps in writes)
+            + " (or mark the connection 'writable: true' if it is meant to write)",
+        )
+    ]
 
 
 # ------------------------------------------------------------ Arrow -> MySQL

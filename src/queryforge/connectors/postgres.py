@@ -10,8 +10,10 @@ transaction the staged table is renamed into place, so a replace costs no copy.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -23,14 +25,57 @@ from sqlglot import exp
 
 from ..errors import StepFailed
 from ..sql.parse import ident
-from .base import ColumnInfo, StagedLoad, TableInfo, TargetRef
+from .base import ColumnInfo, RoleFinding, StagedLoad, TableInfo, TargetRef
 from .driver_errors import map_postgres_error
-from .sql import SqlConnector, diff_counts, diff_query, literal, next_batch, transpile
+from .sql import SqlConnector, diff_counts, diff_query, fingerprint_text, literal, next_batch, transpile
 
 READ_TIMEOUT_MS = (
     15 * 60 * 1000
 )  # a read statement may run this long (connection option `statement_timeout_ms`)
 LOCK_TIMEOUT_MS = 60 * 1000
+
+# Built-in roles whose members read or write the server's files, run programs on it, or signal
+# other sessions' backends.
+SERVER_ROLES = ("pg_read_server_files", "pg_write_server_files", "pg_execute_server_program")
+SIGNAL_ROLE = "pg_signal_backend"
+# Functions that reach outside the READ ONLY transaction (dblink runs in its own session) or read
+# and write the server's files, wherever an extension installed them.
+OUTSIDE_FUNCTIONS = (
+    "dblink", "dblink_exec", "dblink_connect", "dblink_connect_u", "dblink_send_query", "dblink_open",
+    "lo_import", "lo_export", "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file",
+    "pg_file_write", "pg_file_rename", "pg_file_unlink",
+)  # fmt: skip
+# Functions that run a SQL string (or read whole tables) past any policy on the statement's text.
+SQL_STRING_FUNCTIONS = tuple(
+    f"{what}_to_{kind}"
+    for what in ("query", "table", "schema", "database", "cursor")
+    for kind in ("xml", "xmlschema", "xml_and_xmlschema")
+    if not (what == "cursor" and kind == "xml_and_xmlschema")
+)
+# What the role may do, in one catalog query (has_*_privilege folds in ownership, PUBLIC and
+# inherited roles). A function counts only when its schema is usable too.
+ROLE_QUERY = r"""
+SELECT current_user, current_database(), r.rolsuper, r.rolcreaterole, r.rolcreatedb,
+  has_database_privilege(current_database(), 'CREATE'),
+  ARRAY(SELECT n.nspname::text FROM pg_namespace n WHERE has_schema_privilege(n.oid, 'CREATE')
+        AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%%'
+        ORDER BY 1),
+  ARRAY(SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'v', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+        AND n.nspname NOT LIKE 'pg\_%%' AND has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')
+        ORDER BY 1),
+  ARRAY(SELECT b.rolname::text FROM pg_roles b WHERE b.rolname = ANY(%s)
+        AND pg_has_role(current_user, b.oid, 'MEMBER') ORDER BY 1),
+  ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.proname = ANY(%s)
+        AND has_function_privilege(p.oid, 'EXECUTE') AND has_schema_privilege(p.pronamespace, 'USAGE')
+        ORDER BY 1),
+  ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.proname = ANY(%s)
+        AND has_function_privilege(p.oid, 'EXECUTE') AND has_schema_privilege(p.pronamespace, 'USAGE')
+        ORDER BY 1)
+FROM pg_roles r WHERE r.rolname = current_user
+"""
+DOCS = "docs/connectors.md#least-privilege"
 
 
 class PostgresConnector(SqlConnector):
@@ -38,6 +83,7 @@ class PostgresConnector(SqlConnector):
     aliases = ("postgres",)
     dialect: ClassVar[str] = "postgres"
     guarded_reads: ClassVar[bool] = True
+    checks_privileges: ClassVar[bool] = True
     default_schema = "public"
 
     _con: psycopg.Connection[Any] | None = None
@@ -168,6 +214,15 @@ class PostgresConnector(SqlConnector):
         assert row is not None
         return f"connected as {row[0]} to {row[1].split(',')[0]}"
 
+    def role_report(self) -> list[RoleFinding]:
+        with map_postgres_error(self.name):
+            row = self.con.execute(
+                ROLE_QUERY,
+                [[*SERVER_ROLES, SIGNAL_ROLE], list(OUTSIDE_FUNCTIONS), list(SQL_STRING_FUNCTIONS)],
+            ).fetchone()
+        assert row is not None
+        return postgres_findings(RoleFacts(*row), writable=self.config.writable)
+
     # ------------------------------------------------------------ catalog
     def introspect(self) -> list[TableInfo]:
         with map_postgres_error(self.name):
@@ -226,17 +281,24 @@ class PostgresConnector(SqlConnector):
 
     # ------------------------------------------------------------ native audit and publish
     def fingerprint(self, target: TargetRef) -> str | None:
+        """Count and two exact sums of seeded 64-bit hashes of each row, in one pass in the database.
+
+        A row is hashed as the text of `ROW(c1, ..., cn)`, which quotes values and leaves NULL empty,
+        so NULL is not 'NULL' and values cannot slide between columns. Sums (numeric) count equal rows
+        twice where XOR cancelled them. `OFFSET 0` keeps the row text computed once for both hashes;
+        hashtextextended costs what the old XOR did, where md5 cost three times as much.
+        """
         schema, name = target.schema_and_name
         cols = self.table_columns(schema, name)
         if cols is None:
             return None
-        table = self.sql(self.target_expr(target))
+        row_text = f"ROW({', '.join(self.sql(ident(c)) for c, _ in cols)})::text"
+        sums = ", ".join(f"coalesce(sum(hashtextextended(r, {seed})), 0)" for seed in (0, 1))
+        rows = f"SELECT {row_text} AS r FROM {self.sql(self.target_expr(target))} OFFSET 0"
         with map_postgres_error(self.name):
-            row = self.con.execute(
-                f"SELECT count(*), coalesce(bit_xor(hashtextextended(t::text, 0)), 0) FROM {table} t".encode()
-            ).fetchone()
+            row = self.con.execute(f"SELECT count(*), {sums} FROM ({rows}) AS qf_rows".encode()).fetchone()
         assert row is not None
-        return f"{row[0]}:{row[1]}:{','.join(c for c, _ in cols)}"
+        return fingerprint_text(row, cols)
 
     def replace_table(self, load: StagedLoad, exists: bool) -> None:
         """Swap: drop production and rename the staged table into its place (no copy)."""
@@ -356,6 +418,157 @@ class PostgresConnector(SqlConnector):
             ).fetchall()
         wanted = sorted(keys)
         return any(sorted(r[0]) == wanted for r in rows)
+
+
+# ------------------------------------------------------------ the role's power
+
+
+@dataclass(frozen=True)
+class RoleFacts:
+    """What ROLE_QUERY found, in its column order."""
+
+    role: str
+    database: str
+    superuser: bool
+    createrole: bool
+    createdb: bool
+    create_in_database: bool
+    create_in_schemas: list[str]
+    writable_tables: list[str]
+    member_of: list[str]
+    outside_functions: list[str]
+    sql_string_functions: list[str]
+
+
+_QUALIFIED_SCHEMA = re.compile(r'(?:"(?:[^"]|"")*"|[^."]+)\.')
+
+
+def _schema_of(qualified: str) -> str:
+    """The schema of a name made by format('%I.%I'): all before the first dot outside quotes."""
+    found = _QUALIFIED_SCHEMA.match(qualified)
+    return found[0][:-1] if found else qualified.split(".", 1)[0]
+
+
+def _listed(items: list[str], most: int = 5) -> str:
+    more = f" and {len(items) - most} more" if len(items) > most else ""
+    return ", ".join(items[:most]) + more
+
+
+def postgres_findings(facts: RoleFacts, *, writable: bool) -> list[RoleFinding]:
+    """The role's powers beyond the connection's purpose, worst first; a superuser is one finding."""
+    role = ident(facts.role).sql("postgres")
+    if facts.superuser:
+        return [
+            RoleFinding(
+                "superuser",
+                "danger",
+                f"role {facts.role} is a superuser: it can read and write server files, run programs "
+                "on the server and change any data, whatever the connection's settings",
+                f"connect as a least-privilege role ({DOCS}), or ALTER ROLE {role} NOSUPERUSER",
+            )
+        ]
+    found: list[RoleFinding] = []
+    if server := [r for r in facts.member_of if r in SERVER_ROLES]:
+        found.append(
+            RoleFinding(
+                "server_files",
+                "danger",
+                f"role {facts.role} is a member of {', '.join(server)}: it can read or write the "
+                "server's files or run programs on the server",
+                f"REVOKE {', '.join(server)} FROM {role}",
+            )
+        )
+    if facts.outside_functions:
+        found.append(
+            RoleFinding(
+                "outside_functions",
+                "danger",
+                f"role {facts.role} may execute {_listed(facts.outside_functions)}: they reach outside "
+                "the read-only transaction (dblink opens its own session) or read the server's files",
+                f"REVOKE EXECUTE ON FUNCTION {', '.join(facts.outside_functions)} FROM PUBLIC, {role}",
+            )
+        )
+    if facts.createrole:
+        found.append(
+            RoleFinding(
+                "createrole",
+                "danger",
+                f"role {facts.role} has CREATEROLE: it can create roles and grant itself their powers",
+                f"ALTER ROLE {role} NOCREATEROLE",
+            )
+        )
+    if facts.sql_string_functions:
+        found.append(
+            RoleFinding(
+                "sql_string_functions",
+                "warn",
+                f"role {facts.role} may execute {_listed(facts.sql_string_functions)}: they run a SQL "
+                "string (or read whole tables) past the SQL policy",
+                f"REVOKE EXECUTE ON FUNCTION {', '.join(facts.sql_string_functions)} FROM PUBLIC, {role}",
+            )
+        )
+    if SIGNAL_ROLE in facts.member_of:
+        found.append(
+            RoleFinding(
+                "signal_backend",
+                "warn",
+                f"role {facts.role} is a member of {SIGNAL_ROLE}: it can cancel and end other sessions",
+                f"REVOKE {SIGNAL_ROLE} FROM {role}",
+            )
+        )
+    if facts.createdb:
+        found.append(
+            RoleFinding(
+                "createdb",
+                "warn",
+                f"role {facts.role} has CREATEDB: it can create databases",
+                f"ALTER ROLE {role} NOCREATEDB",
+            )
+        )
+    if not writable:
+        found.extend(_write_findings(facts, role))
+    return found
+
+
+def _write_findings(facts: RoleFacts, role: str) -> list[RoleFinding]:
+    """A read-only connection whose role can create or change tables: the wall has a door."""
+    found = []
+    hint = "or mark the connection 'writable: true' if it is meant to write"
+    if facts.create_in_database:
+        database = ident(facts.database).sql("postgres")
+        found.append(
+            RoleFinding(
+                "create_in_database",
+                "warn",
+                f"the connection is read-only but role {facts.role} may create schemas in database "
+                f"{facts.database}",
+                f"REVOKE CREATE ON DATABASE {database} FROM PUBLIC, {role} ({hint})",
+            )
+        )
+    if facts.create_in_schemas:
+        schemas = ", ".join(ident(s).sql("postgres") for s in facts.create_in_schemas)
+        found.append(
+            RoleFinding(
+                "create_in_schema",
+                "warn",
+                f"the connection is read-only but role {facts.role} may create tables in schema "
+                f"{_listed(facts.create_in_schemas)}",
+                f"REVOKE CREATE ON SCHEMA {schemas} FROM PUBLIC, {role} ({hint})",
+            )
+        )
+    if facts.writable_tables:
+        in_schemas = sorted({_schema_of(t) for t in facts.writable_tables})
+        found.append(
+            RoleFinding(
+                "write_grant",
+                "warn",
+                f"the connection is read-only but role {facts.role} may insert, update, delete or "
+                f"truncate {len(facts.writable_tables)} table(s): {_listed(facts.writable_tables)}",
+                f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA {', '.join(in_schemas)} "
+                f"FROM {role} ({hint})",
+            )
+        )
+    return found
 
 
 # ------------------------------------------------------------ Arrow types PostgreSQL takes and sends

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, UserError, did_you_mean
 from ..secrets import remember
-from ..spec.params import substitute
+from ..spec.params import PLACEHOLDER, substitute
 from .base import ConnectionConfig, Connector, connector_for
 from .files import FilesConnector
+from .paths import PathFence, real_path
 from .sql import SqlConnector
 
 DATABASE_FILES = (".sqlite", ".sqlite3", ".db", ".duckdb")
@@ -30,6 +32,14 @@ def _pairs(raw: Any, resolved: Any) -> Iterator[tuple[Any, Any]]:
         yield raw, resolved
 
 
+def _env_values(raw: Any) -> Iterator[str]:
+    """The values of the `${env:NAME}` placeholders in a raw config string: the secrets themselves."""
+    if isinstance(raw, str):
+        for body in PLACEHOLDER.findall(raw):
+            if body.startswith("env:") and (value := os.environ.get(body[4:].strip())) is not None:
+                yield value
+
+
 class ConnectionSet:
     """Connectors by name, opened lazily, closed together (DuckDB files lock across processes)."""
 
@@ -38,11 +48,19 @@ class ConnectionSet:
         self.configs.setdefault(FILES, ConnectionConfig(name=FILES, url="file:.", writable=True))
         self.root = root
         self.default_target = default_target
+        self.fence = PathFence.of(root)
         self._open: dict[str, Connector] = {}
+
+    def use_fence(self, fence: PathFence) -> None:
+        """Judge every path by `fence` from now on (the compiler passes the strict one for drafts)."""
+        self.fence = fence
+        for connector in self._open.values():
+            if isinstance(connector, FilesConnector):
+                connector.fence = fence
 
     def get(self, name: str, where: str = "") -> Connector:
         if name not in self._open:
-            config = self.configs.get(name) or self.file_database(name)
+            config = self.configs.get(name) or self.file_database(name, where)
             if config is None:
                 raise ConfigError(
                     f"Unknown connection '{name}'",
@@ -56,10 +74,15 @@ class ConnectionSet:
             url = substitute(config.url, {}, where=where_)
             for raw, value in [(config.url, url), *_pairs(config.options, options)]:
                 if raw != value:
-                    remember(value)
+                    remember(value, whole=True)  # the pieces of a URL around a secret are not secret
+                    for secret in _env_values(raw):
+                        remember(secret)
             if "password" in options:
                 remember(options["password"])
-            self._open[name] = connector_for(replace(config, url=url, options=options), self.root)
+            connector = connector_for(replace(config, url=url, options=options), self.root)
+            if isinstance(connector, FilesConnector):
+                connector.fence = self.fence
+            self._open[name] = connector
         return self._open[name]
 
     @staticmethod
@@ -67,17 +90,59 @@ class ConnectionSet:
         """The implicit connection name of a database file in the workspace (`@data/legacy.sqlite`)."""
         return f"@{path}" if path.lower().endswith(DATABASE_FILES) else None
 
-    def file_database(self, name: str) -> ConnectionConfig | None:
-        """`@path` names a SQLite or DuckDB file inside the workspace, read-only."""
+    def file_database(self, name: str, where: str = "") -> ConnectionConfig | None:
+        """`@path` names a SQLite or DuckDB file (relative to the workspace), read-only and fenced.
+
+        The connector opens the real path the fence judged, not the name again.
+        """
         if not name.startswith("@"):
             return None
         path = name[1:]
+        resolved = self.database_file(name, who=f"connection '{name}'", field="name", where=where)
         scheme = "duckdb" if path.lower().endswith(".duckdb") else "sqlite"
-        if not (self.root / path).is_file():
+        if not resolved.is_file():
             raise UserError(
                 f"Database file '{path}' does not exist", hint="paths are relative to the workspace"
             )
-        return ConnectionConfig(name=name, url=f"{scheme}:{path}", writable=False)
+        return ConnectionConfig(name=name, url=f"{scheme}:{resolved}", writable=False)
+
+    def database_file(self, name: str, *, who: str, field: str, where: str | None = None) -> Path:
+        """The real file an `@path` connection name reaches, passed through the fence."""
+        return self.fence.check(name[1:], real_path(name[1:], self.root), who=who, field=field, where=where)
+
+    # ------------------------------------------------------------ the path fence
+    def fence_step(self, step: str, kind: str, body: Mapping[str, Any], where: str | None = None) -> None:
+        """Refuse (PathRefused) any field of an extract or load body naming a file the fence forbids.
+
+        The one place that knows which fields name files: `extract.path` (globs, database files),
+        `@file` connections of extracts and loads, and a load's file target (`load.path`, or
+        `load.table` of a files connection). The ask gate and the compiler both call it.
+        """
+        who = f"step '{step}'"
+        path, connection = body.get("path"), body.get("connection")
+        if isinstance(connection, str) and connection.startswith("@"):
+            self.database_file(connection, who=who, field=f"{kind}.connection", where=where)
+        if kind == "extract" and isinstance(path, str):
+            if self.database_file_name(path):
+                self.database_file(f"@{path}", who=who, field="extract.path", where=where)
+            else:
+                self.files.fenced(path, who=who, field="extract.path", where=where)
+        if kind != "load":
+            return
+        name = connection if isinstance(connection, str) else (FILES if path else self.default_target)
+        field_, target = ("load.path", path) if isinstance(path, str) else ("load.table", body.get("table"))
+        if isinstance(target, str) and self.holds_files(name):
+            connector = self.get(name, where or "")
+            assert isinstance(connector, FilesConnector)
+            connector.fenced_target(target, who=who, field=field_, where=where)
+
+    def holds_files(self, name: str) -> bool:
+        """Whether a configured connection is a folder of files (decided without opening it)."""
+        config = self.configs.get(name)
+        if config is None:
+            return False
+        scheme = config.url.split(":", 1)[0].lower() if ":" in config.url else "file"
+        return scheme in Connector.registry and issubclass(Connector.registry[scheme], FilesConnector)
 
     def sql(self, name: str, where: str = "") -> SqlConnector:
         connector = self.get(name, where)

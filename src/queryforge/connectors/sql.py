@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import hashlib
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -131,7 +132,8 @@ class SqlConnector(Connector):
         """The SELECT an extract runs: a table or the user's query, its columns, the incremental filter."""
         if request.query is not None:
             source: exp.Expr = exp.Subquery(
-                this=parse_select_for(request.query, where), alias=exp.TableAlias(this=ident("q"))
+                this=parse_select_for(request.query, where, self.dialect),
+                alias=exp.TableAlias(this=ident("q")),
             )
         else:
             assert request.table is not None
@@ -543,18 +545,46 @@ def _same_value(column: str, kind: str) -> str:
     return f's."{c}" IS NOT DISTINCT FROM p."{c}"'
 
 
+FINGERPRINT_SALT = "qf-fingerprint/2"
+
+
 def content_hash(con: duckdb.DuckDBPyConnection, relation: str) -> str:
-    """Row count, order-insensitive row hash and column names of a relation DuckDB can see."""
-    row = con.execute(f"SELECT count(*), coalesce(bit_xor(hash(t)), 0) FROM {relation} t").fetchall()[0]
-    names = [d[0] for d in con.execute(f"SELECT * FROM {relation} LIMIT 0").description]
-    assert row is not None
-    return f"{row[0]}:{row[1]}:{','.join(names)}"
+    """Row count, two order-independent sums of row hashes, and the columns of a relation DuckDB can see.
+
+    Sums, not XOR: XOR cancels pairs of equal rows, so an UPDATE of two duplicated rows went unseen;
+    a sum counts every row. Each row is hashed from its typed values (NULL is not 'NULL', swapping two
+    columns' values changes the hash). The second sum hashes the columns in reverse behind a salt, so
+    the fingerprint carries two 64-bit sums rather than one. Sums are exact HUGEINTs (no wrap-around).
+    """
+    described = con.execute(f"DESCRIBE {relation}").fetchall()
+    cols: list[exp.Expr] = [exp.column(ident(str(r[0]))) for r in described]
+    salted: list[exp.Expr] = [exp.Literal.string(FINGERPRINT_SALT), *reversed(cols)]
+    query = exp.select(
+        exp.func("count", exp.Star()),
+        *(_exact_sum(exp.func("hash", *row)) for row in (cols, salted)),
+    ).from_(exp.to_table(relation, dialect=DIALECT))
+    row = con.execute(query.sql(dialect=DIALECT)).fetchall()[0]
+    return fingerprint_text(row, [(str(r[0]), str(r[1])) for r in described])
 
 
-def parse_select_for(query: str, where: str) -> exp.Query:
-    """A user's extract query, which must be one read-only SELECT."""
+def _exact_sum(value: exp.Expr) -> exp.Expr:
+    """`coalesce(sum(value::hugeint), 0)`: an empty relation sums to 0, and 2^64 hashes cannot overflow."""
+    return exp.func("coalesce", exp.func("sum", exp.cast(value, "hugeint")), exp.Literal.number(0))
+
+
+def fingerprint_text(sums: tuple[Any, ...] | list[Any], columns: list[tuple[str, str]]) -> str:
+    """The fingerprint as stored with a staged load: the aggregates, then each column's name and type."""
+    return ":".join([*(str(v) for v in sums), json.dumps([list(c) for c in columns])])
+
+
+def parse_select_for(query: str, where: str, dialect: str = DIALECT) -> exp.Query:
+    """A user's extract query: one read-only SELECT whose functions are allowed on `dialect`.
+
+    Vetted before anything is sent to the database, `validate` included (describing the query
+    runs it there).
+    """
     try:
-        return parse_select(query)
+        return parse_select(query, dialect=dialect)
     except SqlProblem as exc:
         raise SpecError(
             f"Extract query is not allowed: {exc}", where=where, hint="write a single SELECT statement"

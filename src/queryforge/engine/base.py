@@ -6,6 +6,7 @@ own SQL. Outputs are named by step id inside the run's work area, so a resume ca
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -31,8 +32,9 @@ class EngineSession(Protocol):
 
     def fetch(self, query: exp.Query) -> tuple[list[str], list[tuple[Any, ...]]]: ...
 
-    def estimate_rows(self, query: exp.Query) -> int:
-        """Rows the engine expects to scan to answer `query` (from its EXPLAIN)."""
+    def estimate_rows(self, query: exp.Query, *, known: Mapping[str, int] | None = None) -> int:
+        """Rows the engine expects to handle at the largest step of `query` (from its plan);
+        `known` gives better row counts of some of the views it reads (e.g. file extracts)."""
         ...
 
     def close(self) -> None: ...
@@ -45,6 +47,9 @@ class Engine:
     dialect: ClassVar[str]
     registry: ClassVar[dict[str, type[Engine]]] = {}
 
+    def __init__(self, *, max_memory: str | None = None) -> None:
+        self.max_memory = max_memory  # the memory ceiling of each session's engine instance
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
@@ -56,8 +61,8 @@ class Engine:
         raise NotImplementedError
 
 
-def get_engine(name: str) -> Engine:
+def get_engine(name: str, *, max_memory: str | None = None) -> Engine:
     cls = Engine.registry.get(name)
     if cls is None:
         raise ConfigError(f"Unknown engine '{name}'", hint=did_you_mean(name, Engine.registry))
-    return cls()
+    return cls(max_memory=max_memory)

@@ -11,21 +11,37 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import sqlglot
 from sqlglot import exp
 
-from ..errors import InternalError, PermissionDenied, StepFailed, TransientError, suggest
+from ..errors import (
+    InternalError,
+    PermissionDenied,
+    QueryTimeout,
+    QuotaExceeded,
+    StepFailed,
+    TransientError,
+    suggest,
+)
+from ..libs.duckdb_errors import input_problem
 from ..libs.duckdb_open import open_duckdb
 from ..sql.parse import ident, table
 from .base import Engine, Schema
+from .rowbound import RowsOf, row_bound
+
+DEFAULT_MAX_MEMORY = "75%"  # of the machine's RAM, per DuckDB instance (QUERYFORGE_MAX_MEMORY)
+PLAN_TIMEOUT_S = 10.0  # planning alone (EXPLAIN) taking longer than this is itself a runaway query
 
 
 def classify(exc: duckdb.Error, name: str) -> Exception:
@@ -42,6 +58,9 @@ def classify(exc: duckdb.Error, name: str) -> Exception:
     )
     if detail and detail not in text:
         text = f"{text} {detail}"
+    problem = input_problem(exc)
+    if problem is not None:  # a bad input file: say which and what to set, not DuckDB's settings dump
+        return StepFailed(f"Step '{name}' could not read its input: {problem[0]}", hint=problem[1])
     if isinstance(
         exc,
         duckdb.ConversionException
@@ -88,6 +107,39 @@ def fence(con: duckdb.DuckDBPyConnection, allowed_dirs: list[Path]) -> None:
     con.execute("SET lock_configuration = true")
 
 
+def limit_memory(con: duckdb.DuckDBPyConnection, max_memory: str | None) -> None:
+    """Cap the memory a connection's instance may use; must run before `fence` locks the settings."""
+    con.execute("SET max_memory = ?", [max_memory or DEFAULT_MAX_MEMORY])
+
+
+class Deadline:
+    """Interrupts a connection's running statement after `seconds` (DuckDB has no statement_timeout)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.fired = False
+        self._con = con
+        self._timer = threading.Timer(seconds, self._fire) if seconds else None
+
+    def _fire(self) -> None:
+        self.fired = True
+        self._con.interrupt()
+
+    def __enter__(self) -> Deadline:
+        if self._timer is not None:
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def timeout(self, what: str, hint: str) -> QueryTimeout:
+        limit = f"{self.seconds:g} s"
+        return QueryTimeout(f"{what} ran longer than its time limit of {limit} and was stopped", hint=hint)
+
+
 class DuckDBSession:
     def __init__(
         self,
@@ -96,9 +148,14 @@ class DuckDBSession:
         preserve_order: bool,
         temp_dir: Path | None,
         allowed_dirs: list[Path] | None = None,
+        max_memory: str | None = None,
+        planning: bool = False,
     ) -> None:
         self.con = open_duckdb(path)
         self.con.execute(f"SET preserve_insertion_order = {'true' if preserve_order else 'false'}")
+        limit_memory(self.con, max_memory)
+        if planning:  # constant folding would build generate_series(1, 2e8) while merely EXPLAINing it
+            self.con.execute("SET disabled_optimizers = 'expression_rewriter'")
         if temp_dir is not None:
             self.con.execute("SET temp_directory = ?", [str(temp_dir)])
         if allowed_dirs is not None:
@@ -145,18 +202,49 @@ class DuckDBSession:
         names = [d[0] for d in cur.description or []]
         return names, cur.fetchall()
 
-    def estimate_rows(self, query: exp.Query) -> int:
-        rows = self._run("estimate", f"EXPLAIN (FORMAT json) {query.sql(dialect='duckdb')}").fetchall()
-        plan = json.loads(rows[0][1])
+    def estimate_rows(self, query: exp.Query, *, known: Mapping[str, int] | None = None) -> int:
+        """Rows the query handles at its largest step: the plan's estimate at every node, or the
+        syntax tree's bound on row generators and cross products where the plan misses them."""
+        with Deadline(self.con, PLAN_TIMEOUT_S) as deadline:
+            try:
+                rows = self.con.execute(f"EXPLAIN (FORMAT json) {query.sql(dialect='duckdb')}").fetchall()
+            except duckdb.InterruptException:
+                raise deadline.timeout(
+                    "Planning the query", "narrow it: fewer cross joins, smaller range() or generate_series()"
+                ) from None
+            except duckdb.Error as exc:
+                raise classify(exc, "estimate") from exc
+        planned = max((_plan_rows(n)[1] for n in json.loads(rows[0][1])), default=0)
+        return max(planned, row_bound(query, self._rows_of_factory(known or {})))
 
-        def scanned(node: dict[str, Any]) -> int:
-            children = node.get("children") or []
-            if not children:
-                value = str((node.get("extra_info") or {}).get("Estimated Cardinality", "0"))
-                return int(value) if value.isdigit() else 0
-            return sum(scanned(c) for c in children)
+    def _rows_of_factory(self, given: Mapping[str, int]) -> RowsOf:
+        """Rows of a view or table: `given`, else the bound of a view's definition or DuckDB's count
+        of a table; memoised."""
+        known: dict[str, int | None] = {name.lower(): rows for name, rows in given.items() if rows}
 
-        return sum(scanned(n) for n in plan)
+        def rows_of(name: str) -> int | None:
+            short = name.rsplit(".", 1)[-1]
+            if short in known:
+                return known[short]
+            known[short] = None  # a view naming itself through others ends here
+            found = self.con.execute(
+                "SELECT sql FROM duckdb_views() WHERE lower(view_name) = ? AND NOT internal", [short]
+            ).fetchone()
+            if found is not None:
+                try:
+                    create = sqlglot.parse_one(found[0], read="duckdb")
+                except sqlglot.errors.SqlglotError:
+                    return None
+                body = create.expression if isinstance(create, exp.Create) else None
+                known[short] = row_bound(body, rows_of) if body is not None else None
+                return known[short]
+            sized = self.con.execute(
+                "SELECT max(estimated_size) FROM duckdb_tables() WHERE lower(table_name) = ?", [short]
+            ).fetchone()
+            known[short] = int(sized[0]) if sized and sized[0] is not None else None
+            return known[short]
+
+        return rows_of
 
     def close(self) -> None:
         self.con.close()
@@ -205,9 +293,15 @@ class _Instances:
         return kept
 
     def session(
-        self, path: Path, *, preserve_order: bool, allowed_dirs: list[Path], temp_root: Path
+        self,
+        path: Path,
+        *,
+        preserve_order: bool,
+        allowed_dirs: list[Path],
+        temp_root: Path,
+        max_memory: str | None = None,
     ) -> AttachedSession:
-        key = (preserve_order, tuple(str(d) for d in allowed_dirs), str(temp_root))
+        key = (preserve_order, tuple(str(d) for d in allowed_dirs), str(temp_root), max_memory)
         kept = self._kept()
         con = kept.pop(key, None)
         if con is None:
@@ -216,6 +310,7 @@ class _Instances:
             try:
                 con.execute(f"SET preserve_insertion_order = {'true' if preserve_order else 'false'}")
                 con.execute("SET temp_directory = ?", [str(temp_dir)])
+                limit_memory(con, max_memory)
                 fence(con, [*allowed_dirs, temp_dir])
             except BaseException:
                 con.close()
@@ -242,6 +337,22 @@ class _Instances:
 _INSTANCES = _Instances()
 
 
+def _plan_rows(node: dict[str, Any]) -> tuple[int, int]:
+    """(rows out, largest rows at or below) of an EXPLAIN json node. DuckDB leaves a cross product
+    and a union without an estimate when nothing above them has one: they are derived here."""
+    below = [_plan_rows(c) for c in node.get("children") or []]
+    value = str((node.get("extra_info") or {}).get("Estimated Cardinality", ""))
+    if value.isdigit():
+        out = int(value)
+    elif node.get("name") == "CROSS_PRODUCT":
+        out = math.prod(o for o, _ in below)
+    elif node.get("name") == "UNION":
+        out = sum(o for o, _ in below)
+    else:
+        out = max((o for o, _ in below), default=0)
+    return out, max([out, *(p for _, p in below)])
+
+
 class DuckDBEngine(Engine):
     name = "duckdb"
     dialect = "duckdb"
@@ -249,9 +360,14 @@ class DuckDBEngine(Engine):
     def session(
         self, work_dir: Path | None, *, preserve_order: bool = True, allowed_dirs: list[Path] | None = None
     ) -> DuckDBSession:
-        if work_dir is None:
+        if work_dir is None:  # a scratch session: compiles and plans, holds no data
             return DuckDBSession(
-                ":memory:", preserve_order=preserve_order, temp_dir=None, allowed_dirs=allowed_dirs
+                ":memory:",
+                preserve_order=preserve_order,
+                temp_dir=None,
+                allowed_dirs=allowed_dirs,
+                max_memory=self.max_memory,
+                planning=True,
             )
         work_dir.mkdir(parents=True, exist_ok=True)
         if allowed_dirs is not None and any(
@@ -262,22 +378,32 @@ class DuckDBEngine(Engine):
                 preserve_order=preserve_order,
                 allowed_dirs=allowed_dirs,
                 temp_root=work_dir.parent / ".tmp",
+                max_memory=self.max_memory,
             )
         return DuckDBSession(
             str(work_dir / "work.duckdb"),
             preserve_order=preserve_order,
             temp_dir=work_dir / "tmp",
             allowed_dirs=allowed_dirs,
+            max_memory=self.max_memory,
         )
 
 
 def run_readonly(
-    database: Path, sql: str, *, allowed_dirs: list[Path]
+    database: Path,
+    sql: str,
+    *,
+    allowed_dirs: list[Path],
+    max_rows: int | None = None,
+    timeout_s: float | None = None,
+    max_memory: str | None = None,
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run vetted SQL on a DuckDB file opened read-only, with file access fenced to the workspace.
 
     Defence in depth below the AST policy: even SQL that slipped past it cannot read outside
-    `allowed_dirs`, reach the network or change settings (the configuration is locked).
+    `allowed_dirs`, reach the network or change settings (the configuration is locked), use more
+    than `max_memory`, run longer than `timeout_s` or return more than `max_rows` rows (the
+    caller asks for one more than it shows, to know the result was cut).
     """
     if not database.exists():
         raise StepFailed(
@@ -286,6 +412,7 @@ def run_readonly(
         )
     con = open_duckdb(str(database), read_only=True)
     try:
+        limit_memory(con, max_memory)
         fence(con, allowed_dirs)
         try:
             kinds = {s.type for s in con.extract_statements(sql)}
@@ -296,10 +423,25 @@ def run_readonly(
                 "Only a single read-only SELECT may run here",
                 hint="COPY, ATTACH, SET and other statements are refused",
             )
-        try:
-            cur = con.execute(sql)
-        except duckdb.Error as exc:
-            raise classify(exc, "query") from exc
-        return [d[0] for d in cur.description or []], cur.fetchall()
+        with Deadline(con, timeout_s) as deadline:
+            try:
+                cur = con.execute(sql)
+                rows = cur.fetchall() if max_rows is None else cur.fetchmany(max_rows)
+            except duckdb.InterruptException as exc:
+                if not deadline.fired:
+                    raise classify(exc, "query") from exc
+                raise deadline.timeout(
+                    "The query",
+                    "narrow it (a filter, fewer joins, an aggregate) or raise QUERYFORGE_QUERY_TIMEOUT_S",
+                ) from None
+            except duckdb.OutOfMemoryException as exc:
+                raise QuotaExceeded(
+                    f"The query needed more memory than its ceiling of {max_memory or DEFAULT_MAX_MEMORY}: "
+                    f"{str(exc).splitlines()[0]}",
+                    hint="narrow it (a filter, fewer joins, an aggregate) or raise QUERYFORGE_MAX_MEMORY",
+                ) from None
+            except duckdb.Error as exc:
+                raise classify(exc, "query") from exc
+        return [d[0] for d in cur.description or []], rows
     finally:
         con.close()

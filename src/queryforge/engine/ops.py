@@ -16,7 +16,16 @@ from sqlglot import exp
 
 from ..errors import SpecError, did_you_mean
 from ..spec import models as m
-from ..sql.parse import DIALECT, SqlProblem, column_names, ident, parse_expression, parse_type, table
+from ..sql.parse import (
+    DIALECT,
+    SqlProblem,
+    column_names,
+    ident,
+    parse_expression,
+    parse_order,
+    parse_type,
+    table,
+)
 
 Schema = list[tuple[str, str]]
 
@@ -71,26 +80,30 @@ def order_terms(items: list[str], ctx: OpContext, step_id: str, field: str) -> l
     terms: list[exp.Ordered] = []
     for item in items:
         try:
-            parsed = sqlglot.parse_one(f"SELECT 1 ORDER BY {item}", read=DIALECT)
-        except sqlglot.errors.ParseError:
+            parsed = parse_order(item)
+        except SqlProblem as exc:
             raise SpecError(
-                f"Cannot read sort term {item!r}",
+                f"Cannot read sort term {item!r} of step '{ctx.step_id}': {exc}",
                 where=ctx.where(field),
                 hint="write it as 'column' or 'column DESC'",
             ) from None
-        order = parsed.args.get("order")
-        assert order is not None
-        for term in order.expressions:
+        for term in parsed:
             ctx.require(step_id, column_names(term), field)
             terms.append(term)
     return terms
 
 
 class Op:
-    """One transform kind. Subclasses register themselves by `kind`."""
+    """One transform kind. Subclasses register themselves by `kind`.
+
+    `sql_fields` declares which fields of the op's body carry SQL written by a person or a planner
+    (field -> "expression" or "order"): the ask gate audits exactly these, and compiling parses each
+    through `sql.parse`, which vets it against the allow-list.
+    """
 
     kind: ClassVar[str]
     registry: ClassVar[dict[str, type[Op]]] = {}
+    sql_fields: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -109,6 +122,7 @@ def get_op(kind: str) -> Op:
 
 class FilterOp(Op):
     kind = "filter"
+    sql_fields = {"where": "expression"}
 
     def compile(self, body: m.Filter, ctx: OpContext) -> exp.Query:
         return star_from(body.input).where(ctx.expression(body.where, body.input, "where"))
@@ -169,6 +183,7 @@ class CastOp(Op):
 
 class DeriveOp(Op):
     kind = "derive"
+    sql_fields = {"columns": "expression"}
 
     def compile(self, body: m.Derive, ctx: OpContext) -> exp.Query:
         derived = {name: ctx.expression(text, body.input, "columns") for name, text in body.columns.items()}
@@ -232,6 +247,7 @@ class UnionOp(Op):
 
 class AggregateOp(Op):
     kind = "aggregate"
+    sql_fields = {"measures": "expression"}
 
     def compile(self, body: m.Aggregate, ctx: OpContext) -> exp.Query:
         ctx.require(body.input, body.group_by, "group_by")
@@ -247,6 +263,7 @@ class AggregateOp(Op):
 
 class DedupeOp(Op):
     kind = "dedupe"
+    sql_fields = {"order_by": "order"}
 
     def compile(self, body: m.Dedupe, ctx: OpContext) -> exp.Query:
         if not body.keys:
@@ -265,6 +282,7 @@ class DedupeOp(Op):
 
 class SortOp(Op):
     kind = "sort"
+    sql_fields = {"by": "order"}
 
     def compile(self, body: m.Sort, ctx: OpContext) -> exp.Query:
         return star_from(body.input).order_by(*order_terms(body.by, ctx, body.input, "by"))
@@ -280,6 +298,7 @@ class LimitOp(Op):
 
 class PivotOp(Op):
     kind = "pivot"
+    sql_fields = {"using": "expression"}
 
     def compile(self, body: m.Pivot, ctx: OpContext) -> exp.Query:
         ctx.require(body.input, [body.on, *body.group_by], "on")

@@ -16,7 +16,8 @@ Whatever a model answers still goes through the same gates as any draft (plan va
 safety policy, the sandbox): a model is a source of proposals, never of permissions.
 
 A reply that is not a valid pipeline (not JSON/YAML, or rejected by the spec) is sent back once
-with the validation error; a second bad reply raises `LlmMalformedResponse` (MALFORMED_RESPONSE).
+with the validation error; a second bad reply raises `LlmMalformedResponse` (MALFORMED_RESPONSE),
+or `LlmDeclined` (a user error) when both replies were prose -- usually a model declining.
 
 Configuration, from the environment when a provider is built:
 
@@ -39,7 +40,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-import yaml
 from pydantic import ValidationError
 
 from ..errors import (
@@ -49,6 +49,7 @@ from ..errors import (
     QueryForgeError,
     TerminalError,
     TransientError,
+    UserError,
 )
 from ..libs.http import (
     DEFAULT_POLICY,
@@ -60,7 +61,7 @@ from ..libs.http import (
     display_url,
     post_json,
 )
-from ..spec.loader import PipelineSource, validate_model
+from ..spec.loader import PipelineSource, load_yaml_text, validate_model
 from ..spec.models import Pipeline, json_schema
 from .context import PlannerContext
 from .repair import Failure
@@ -103,6 +104,10 @@ class LlmMalformedResponse(TerminalError):
     """The LLM API or model returned something that is not a usable pipeline."""
 
     failure_class = FailureClass.MALFORMED_RESPONSE
+
+
+class LlmDeclined(UserError):
+    """The model answered in words instead of a pipeline, twice: usually it declined the request."""
 
 
 class InvalidReply(ValueError):
@@ -259,8 +264,20 @@ def repair_schema(pipeline_schema: Mapping[str, Any]) -> dict[str, Any]:
 FENCE = re.compile(r"^\s*```[\w-]*\s*\n(.*?)\n\s*```\s*$", re.S)
 
 
+# Top-level keys of what we ask for; a YAML mapping without any of them is prose with a colon in it.
+REPLY_KEYS = frozenset({"name", "steps", "pipeline", "reason"})
+
+
+class ProseReply(InvalidReply):
+    """A reply in words instead of the JSON object asked for: often the model declining the request."""
+
+
 def load_reply(text: str) -> dict[str, Any]:
-    """The JSON (or YAML) object of a reply, fences tolerated."""
+    """The JSON (or YAML) object of a reply, fences tolerated.
+
+    YAML goes through the spec's guarded loader (no aliases, no duplicate keys, bounded depth and
+    size), so a 700-byte reply cannot expand into gigabytes.
+    """
     body = text.strip()
     fenced = FENCE.match(body)
     if fenced:
@@ -269,17 +286,29 @@ def load_reply(text: str) -> dict[str, Any]:
         raise InvalidReply("the reply is empty; expected one JSON object")
     try:
         data = json.loads(body)
+    except RecursionError:
+        raise InvalidReply("the reply is nested too deeply to be a pipeline") from None
     except json.JSONDecodeError as exc:
         json_problem = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
         try:
-            data = yaml.safe_load(body)
-        except yaml.YAMLError:
-            raise InvalidReply(f"the reply is not valid JSON: {json_problem}") from None
-        if not isinstance(data, dict):
-            raise InvalidReply(f"the reply is not valid JSON: {json_problem}") from None
+            data = load_yaml_text(body, "reply", what="planner replies")
+        except QueryForgeError as problem:
+            malformed = problem.message.startswith("Malformed YAML")
+            if malformed and not body.startswith(("{", "[")):
+                raise _prose(body, json_problem) from None
+            raise InvalidReply(f"the reply is not valid JSON: {json_problem} ({problem.render()})") from None
+        if not isinstance(data, dict) or not REPLY_KEYS & set(map(str, data)):
+            raise _prose(body, json_problem) from None
     if not isinstance(data, dict):
         raise InvalidReply(f"the reply is a JSON {type(data).__name__}, not an object")
     return data
+
+
+def _prose(body: str, json_problem: str) -> ProseReply:
+    return ProseReply(
+        f"the reply is not valid JSON ({json_problem}): it is prose, not the pipeline object asked "
+        f"for: {clean_text(body, 200)!r}"
+    )
 
 
 def validate_pipeline(data: dict[str, Any]) -> dict[str, Any]:
@@ -525,6 +554,14 @@ class LlmPlanner:
         text = self.complete(system, messages, schema, name)
         try:
             return parse(text)
+        except ProseReply:
+            raise LlmDeclined(
+                f"The {self.name} model answered in prose instead of a pipeline, twice; it may have "
+                f"declined the request: {clean_text(text.strip(), 300)!r}",
+                where=f"{self.name} planner, model {self.model}",
+                hint="rephrase the request (a model may refuse to plan destructive or unclear work), "
+                "or unset QUERYFORGE_LLM to use the offline rules planner",
+            ) from None
         except InvalidReply as second:
             raise LlmMalformedResponse(
                 f"The {self.name} model did not return a valid pipeline, even after being told the "

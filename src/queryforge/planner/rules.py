@@ -470,10 +470,14 @@ class _Drafting:
         if not re.search(r"(>=|<=|<>|!=|=|>|<|\bis\s+(?:not\s+)?null\b|\bin\s*\(|\blike\b)", clause, re.I):
             return None
         clause = re.split(r",\s*(?:into|and then|then)\b|\s+into\s+", clause, maxsplit=1)[0]
-        from ..sql.parse import SqlProblem, column_names, parse_expression
+        from ..sql.parse import SqlProblem, UnsafeSql, column_names, parse_expression
 
         try:
             expression = parse_expression(clause)
+        except UnsafeSql:
+            # Never drop a condition the policy refuses: keep it as written, so the SQL gate
+            # refuses the draft and audits why, instead of a silently wider result.
+            return clause.strip()
         except SqlProblem:
             return None
         names = column_names(expression)

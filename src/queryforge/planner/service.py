@@ -16,24 +16,23 @@ from typing import Any, Protocol, runtime_checkable
 import yaml
 
 from ..connectors.base import TargetRef
-from ..errors import ChecksFailed, PermissionDenied, QueryForgeError, QuotaExceeded, UserError
+from ..connectors.paths import PathFence, PathRefused
+from ..connectors.registry import ConnectionSet
+from ..engine.ops import Op
+from ..errors import ChecksFailed, QueryForgeError, QuotaExceeded, UserError
+from ..quality.checks import Rule
 from ..runs.executor import RunOutcome
 from ..runs.plan import ExecutionPlan
 from ..runs.reporter import Reporter
 from ..spec.loader import BoundPipeline, PipelineSource
-from ..sql.safety import UnsafeSql, check_expression, check_query
+from ..sql.policy import DIALECT
+from ..sql.safety import UnsafeSql, check_expression, check_order, check_query
 from ..store import Repo
 from .context import PlannerContext
 from .repair import Failure, RulesRepairer, classify
 from .rules import PlannerQuestion, RulesPlanner
 
 MAX_ATTEMPTS = 3
-EXPRESSION_FIELDS = {
-    "filter": ("where",),
-    "derive": ("columns",),
-    "aggregate": ("measures",),
-    "pivot": ("using",),
-}
 
 
 class Rehearsal(Protocol):
@@ -43,6 +42,8 @@ class Rehearsal(Protocol):
     root: Path
 
     def compile(self, bound: BoundPipeline, *, estimate: bool = False) -> ExecutionPlan: ...
+
+    def connections(self) -> ConnectionSet: ...
 
     def run_source(
         self,
@@ -124,8 +125,21 @@ class AskOutcome:
         return yaml.safe_dump(self.pipeline, sort_keys=False, allow_unicode=True) if self.pipeline else ""
 
 
+def _texts(value: Any) -> list[str]:
+    """The SQL strings of a declared field: a string, or the values of a list or mapping."""
+    if isinstance(value, str):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return [str(v) for v in items if isinstance(v, str)]
+
+
 def user_sql_of(pipeline: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(step id, kind, text) of every piece of user-written SQL in a pipeline draft."""
+    """(step id, kind, text) of every piece of user-written SQL in a pipeline draft.
+
+    Driven by what the plug-ins declare (`Op.sql_fields`, `Rule.sql_fields`), so a new op or rule
+    that carries SQL is gated without touching this function. Kinds: query, extract_query,
+    expression, order.
+    """
     out: list[tuple[str, str, str]] = []
     for step in pipeline.get("steps") or []:
         if not isinstance(step, dict):
@@ -133,17 +147,36 @@ def user_sql_of(pipeline: dict[str, Any]) -> list[tuple[str, str, str]]:
         sid = str(step.get("id"))
         if isinstance(step.get("sql"), str):
             out.append((sid, "query", step["sql"]))
-        for kind, fields in EXPRESSION_FIELDS.items():
+        for kind, op in Op.registry.items():
             body = step.get(kind)
-            if not isinstance(body, dict):
-                continue
-            for f in fields:
-                value = body.get(f)
-                texts = list(value.values()) if isinstance(value, dict) else [value]
-                out += [(sid, "expression", str(t)) for t in texts if isinstance(t, str)]
+            if isinstance(body, dict):
+                for name, what in op.sql_fields.items():
+                    out += [(sid, what, t) for t in _texts(body.get(name))]
         extract = step.get("extract")
         if isinstance(extract, dict) and isinstance(extract.get("query"), str):
             out.append((sid, "extract_query", extract["query"]))
+        check = step.get("check")
+        rules = check.get("rules") if isinstance(check, dict) else None
+        for item in rules if isinstance(rules, list) else []:
+            if not isinstance(item, dict):
+                continue
+            for name, arg in item.items():
+                rule = Rule.registry.get(str(name))
+                for key, what in (rule.sql_fields if rule else {}).items():
+                    value = arg if key == "" else (arg.get(key) if isinstance(arg, dict) else None)
+                    if key == "" and not isinstance(value, str):
+                        continue
+                    out += [(sid, what, t) for t in _texts(value)]
+    return out
+
+
+def extract_connections(pipeline: dict[str, Any]) -> dict[str, str]:
+    """Step id -> the connection its extract query runs on."""
+    out: dict[str, str] = {}
+    for step in pipeline.get("steps") or []:
+        extract = step.get("extract") if isinstance(step, dict) else None
+        if isinstance(extract, dict) and isinstance(extract.get("connection"), str):
+            out[str(step.get("id"))] = extract["connection"]
     return out
 
 
@@ -176,37 +209,45 @@ class AskService:
         self.sql_gate(pipeline)
 
     def path_gate(self, pipeline: dict[str, Any]) -> None:
-        """A drafted pipeline may read and write files only inside the workspace."""
-        root = self.ws.root.resolve()
-        for step in pipeline.get("steps") or []:
-            for kind in ("extract", "load"):
-                body = step.get(kind) if isinstance(step, dict) else None
-                path = body.get("path") if isinstance(body, dict) else None
-                if not isinstance(path, str):
-                    continue
-                resolved = (root / path).resolve()
-                if not resolved.is_relative_to(root) or "://" in path:
-                    reason = f"path {path!r} is outside the workspace"
-                    self.repo.audit(
-                        action="path_policy",
-                        decision="block",
-                        reason=reason,
-                        details={"step": str(step.get("id")), "path": path[:500]},
-                    )
-                    raise PermissionDenied(
-                        f"Blocked: step '{step.get('id')}' names {reason}",
-                        hint="drafted pipelines read and write only inside the workspace",
-                    )
+        """A drafted pipeline may read and write files only inside the workspace, never .queryforge/.
+
+        The same fence the compiler applies (ConnectionSet.fence_step), run on the raw draft before
+        anything is compiled, so that a refusal is on the audit log.
+        """
+        connections = self.ws.connections()
+        connections.use_fence(PathFence.of(self.ws.root, drafted=True))
+        try:
+            for step in pipeline.get("steps") or []:
+                for kind in ("extract", "load"):
+                    body = step.get(kind) if isinstance(step, dict) else None
+                    if not isinstance(body, dict):
+                        continue
+                    try:
+                        connections.fence_step(str(step.get("id")), kind, body)
+                    except PathRefused as exc:
+                        self.repo.audit(
+                            action="path_policy",
+                            decision="block",
+                            reason=exc.message,
+                            details={"step": str(step.get("id")), **exc.details},
+                        )
+                        raise
+        finally:
+            connections.close()
 
     def sql_gate(self, pipeline: dict[str, Any]) -> None:
+        """Every declared SQL field of the draft against the allow-list, each decision audited."""
         step_ids = {str(s.get("id")).lower() for s in pipeline.get("steps") or [] if isinstance(s, dict)}
+        sources = extract_connections(pipeline)
         for sid, kind, text in user_sql_of(pipeline):
             try:
                 if kind == "query":
                     # A sql step reads only other steps; an extract query reads its connection's tables.
                     check_query(text, allowed_tables=step_ids)
                 elif kind == "extract_query":
-                    check_query(text)
+                    check_query(text, dialect=self._dialect(sources.get(sid)))
+                elif kind == "order":
+                    check_order(text)
                 else:
                     check_expression(text)
             except UnsafeSql as exc:
@@ -214,7 +255,7 @@ class AskService:
                     action="sql_policy",
                     decision="block",
                     reason=str(exc),
-                    details={"step": sid, "sql": text[:2000]},
+                    details={"step": sid, "kind": kind, "sql": text[:2000]},
                 )
                 raise UserError(
                     f"Blocked by the SQL safety policy in step '{sid}': {exc}",
@@ -224,8 +265,20 @@ class AskService:
                 action="sql_policy",
                 decision="allow",
                 reason="read-only query over pipeline steps",
-                details={"step": sid, "sql": text[:2000]},
+                details={"step": sid, "kind": kind, "sql": text[:2000]},
             )
+
+    def _dialect(self, connection: str | None) -> str:
+        """The SQL dialect of a connection (its functions are checked against that dialect's list)."""
+        if not connection:
+            return DIALECT
+        conns = self.ws.connections()
+        try:
+            return str(getattr(conns.get(connection), "dialect", DIALECT))
+        except QueryForgeError:
+            return DIALECT  # compiling will say what is wrong with the connection
+        finally:
+            conns.close()
 
     def cost_gate(self, plan: ExecutionPlan) -> None:
         """Per-query cap (needs explicit approval above it) and a rolling hourly budget per org."""

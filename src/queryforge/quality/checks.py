@@ -82,8 +82,15 @@ def _columns_arg(value: Any, rule: str) -> list[str]:
 
 
 class Rule:
+    """One check rule kind, registered by `name`.
+
+    `sql_fields` declares where the rule's argument carries SQL ("" = the argument itself when it
+    is a string; otherwise a key of its mapping), as `Op.sql_fields` does for transforms.
+    """
+
     name: ClassVar[str]
     registry: ClassVar[dict[str, type[Rule]]] = {}
+    sql_fields: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -273,6 +280,7 @@ class Expression(Rule):
     """A custom SQL predicate every row must satisfy (NULL counts as a violation)."""
 
     name = "expression"
+    sql_fields = {"": "expression", "sql": "expression"}
 
     def compile(self, arg: Any, ctx: RuleContext) -> list[CompiledRule]:
         text = arg.get("sql") if isinstance(arg, dict) else arg

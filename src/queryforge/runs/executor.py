@@ -47,9 +47,11 @@ from ..secrets import scrub
 from ..sql.parse import ident, table, table_references
 from ..store import Repo
 from ..store.repo import StepRecord, decode_watermark, encode_watermark
+from . import sources
 from .control import RunControl, final_status
 from .plan import CheckStage, ExecutionPlan, ExtractStage, PublishStage, Stage, StageLoadStage, TransformStage
 from .reporter import NullReporter, Reporter
+from .sources import Snapshot, SnapshotFile
 
 log = logging.getLogger(__name__)
 SAMPLE_ROWS = 5
@@ -65,6 +67,7 @@ class RunOutcome:
     error: QueryForgeError | None = None
     watermarks: dict[str, Any] = field(default_factory=dict)  # step id -> new high-water mark
     skipped: list[str] = field(default_factory=list)  # steps not run (skip_and_continue)
+    note: str | None = None  # a line for the person, e.g. which run `commit` chose and how old it is
 
     @property
     def failed_checks(self) -> list[dict[str, Any]]:
@@ -122,6 +125,7 @@ class Executor:
         # Where a failed run ends up: a worker may give a transient failure back to the queue.
         self.failure_status = failure_status or (lambda exc: (final_status(exc.failure_class), None))
         self.prior: Prior | None = None
+        self._start_sources(None, None)
 
     # ------------------------------------------------------------ run
     def execute(
@@ -149,11 +153,16 @@ class Executor:
         self.reporter.run_started(run_id, plan.pipeline, steps)
         session: EngineSession | None = None
         self.inlined: dict[str, exp.Query] = {}
+        self._start_sources(run_id, prior)
+        verified = False
         try:
             session = self._open_session(plan, run_id)
             for stage in plan.stages:
                 if isinstance(stage, StageLoadStage) and outcome.failed_checks:
                     raise self._checks_failed(outcome)
+                if isinstance(stage, PublishStage) and not verified:
+                    sources.verify(list(self.snapshots.values()))  # what was audited is what is published
+                    verified = True
                 if isinstance(stage, PublishStage) and mode == "sandbox":
                     continue
                 if self.control.cancel.is_set() and not outcome.published:
@@ -169,6 +178,8 @@ class Executor:
                 self._visit_with_retries(stage, session, outcome, plan)
             if outcome.failed_checks:
                 raise self._checks_failed(outcome)
+            if not verified:
+                sources.verify(list(self.snapshots.values()))
             if skipped:  # an extract feeding a skipped load keeps its mark: those rows are still owed
                 for step_id in plan.upstream_of(
                     s.step_id for s in plan.stages_of(StageLoadStage) if s.step_id in skipped
@@ -186,6 +197,7 @@ class Executor:
                 staged=staged_to_json(outcome.staged) if mode == "sandbox" else [],
                 result=self._result(outcome),
             )
+            sources.discard(self.sources_dir)  # only an unfinished run can be resumed from them
         except RunCancelled as exc:
             self._cancelled(outcome, exc)
         except QueryForgeError as exc:
@@ -303,6 +315,13 @@ class Executor:
     ) -> bool:
         """Take the stage's output from the earlier attempt when it is unchanged and still there."""
         done = prior.steps.get(stage.step_id)
+        if self.sources_changed and not isinstance(stage, PublishStage):
+            return False  # a source snapshot had to be taken again: nothing computed from it holds
+        query = getattr(stage, "query", None)
+        if isinstance(stage, ExtractStage) and stage.query is not None:
+            query = self._read_snapshot(stage, outcome.run_id)
+            if self.sources_changed:
+                return False
         if isinstance(stage, PublishStage):
             if done is None or done.status != "succeeded" or not prior.same_run:
                 return False  # visit_publish recovers a publish an earlier attempt started
@@ -331,8 +350,8 @@ class Executor:
             if materialized and not self._has_table(session, stage.step_id):
                 return False
             if not materialized:
-                assert stage.query is not None
-                self.inlined[stage.step_id] = stage.query
+                assert query is not None
+                self.inlined[stage.step_id] = query
             if isinstance(stage, ExtractStage) and stage.incremental is not None:
                 self._mark(stage, session, outcome, plan)
         note = "reused from the earlier attempt" if prior.same_run else f"reused from run {prior.run_id}"
@@ -350,6 +369,40 @@ class Executor:
             )
         self.reporter.step_finished(stage.step_id, "reused", done.rows_out if done else None, 0.0, note)
         return True
+
+    # ------------------------------------------------------------ source snapshots
+    def _start_sources(self, run_id: str | None, prior: Prior | None) -> None:
+        self.sources_dir = self.runs_dir / (run_id or ".none") / "sources"
+        self.snapshots: dict[str, Snapshot] = {}  # step id -> the files it reads, as snapshotted
+        self.snapshot_files: dict[str, SnapshotFile] = {}  # source path -> its snapshot in this run
+        self.step_bytes: dict[str, int] = {}
+        self.sources_changed = False  # set when a resume could not reuse an earlier snapshot
+        self.resuming = prior is not None and prior.same_run
+
+    def _read_snapshot(self, stage: ExtractStage, run_id: str) -> exp.Query:
+        """The file extract's query over this run's snapshot of its files, taken on first use.
+
+        A resume of the same run reads the snapshot its earlier attempt took, if still intact; if
+        not, a new one is taken and nothing computed from the old one is reused.
+        """
+        assert stage.query is not None
+        snapshot = self.snapshots.get(stage.step_id)
+        if snapshot is None:
+            wanted = sources.files_read(stage.query)
+            earlier = sources.load(stage.step_id, self.sources_dir) if self.resuming else None
+            if (
+                earlier is not None
+                and [f.source for f in earlier.files] == wanted
+                and not sources.changed(earlier)
+            ):
+                snapshot = earlier
+                for f in earlier.files:
+                    self.snapshot_files.setdefault(f.source, f)
+            else:
+                self.sources_changed = self.sources_changed or self.resuming
+                snapshot = sources.take(stage.step_id, wanted, self.sources_dir, self.snapshot_files)
+            self.snapshots[stage.step_id] = snapshot
+        return sources.repoint(stage.query, snapshot)
 
     @staticmethod
     def _has_table(session: EngineSession, name: str) -> bool:
@@ -501,6 +554,7 @@ class Executor:
             status=status,
             rows_in=rows_in,
             rows_out=rows_out,
+            bytes=self.step_bytes.pop(stage.step_id, None),
             output_hash=plan.step_hashes.get(stage.step_id),
             message=detail,
         )
@@ -580,8 +634,11 @@ class Executor:
     def visit_extract(
         self, stage: ExtractStage, session: EngineSession, outcome: RunOutcome, plan: ExecutionPlan
     ) -> Result:
-        if stage.query is not None:
-            return None, self._produce(session, stage.step_id, stage.query, stage.materialize), None
+        if stage.query is not None:  # files: read from the run's snapshot, never from the source
+            query = self._read_snapshot(stage, outcome.run_id)
+            snapshot = self.snapshots[stage.step_id]
+            self.step_bytes[stage.step_id] = snapshot.bytes
+            return None, self._produce(session, stage.step_id, query, stage.materialize), snapshot.describe()
         assert stage.connection is not None and stage.request is not None
         connector = self.connections.get(stage.connection)
         request = stage.request

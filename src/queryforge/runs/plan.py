@@ -19,6 +19,7 @@ from sqlglot import exp
 
 from ..connectors.base import ReadRequest, TargetRef
 from ..connectors.files import FilesConnector, file_format
+from ..connectors.paths import PathFence, glob_base
 from ..connectors.registry import FILES, ConnectionSet
 from ..engine.base import EngineSession
 from ..engine.ops import OpContext, get_op
@@ -235,15 +236,22 @@ def topo_order(bound: BoundPipeline, deps: dict[str, list[str]]) -> list[str]:
 
 
 def readable_dirs(pipeline: m.Pipeline, connections: ConnectionSet) -> list[Path]:
-    """The workspace and the folders the pipeline's own extracts name: nothing else is readable."""
-    dirs = [connections.root.resolve()]
+    """The workspace and the (real) folders the pipeline's own extracts name: nothing else is readable.
+
+    A folder the path fence refuses is never added; the compiler then refuses the step itself.
+    """
+    fence, files = connections.fence, connections.files
+    dirs = [fence.root]
     for step in pipeline.steps:
-        if isinstance(step, m.ExtractStep) and step.extract.path:
-            folder = connections.files.resolve_path(step.extract.path).parent
-            while any(ch in str(folder) for ch in "*?["):
-                folder = folder.parent
-            if not any(folder.resolve().is_relative_to(d) for d in dirs):
-                dirs.append(folder.resolve())
+        if not (isinstance(step, m.ExtractStep) and step.extract.path):
+            continue
+        pattern = step.extract.path
+        base = files.resolve_path(glob_base(pattern))
+        # DuckDB checks real paths: a matched file behind a symlink needs its real folder.
+        for folder in [base, *(files.resolve_path(str(f)) for f in files.glob(pattern))]:
+            folder = folder if folder.is_dir() else folder.parent
+            if fence.refusal(pattern, folder) is None and not any(folder.is_relative_to(d) for d in dirs):
+                dirs.append(folder)
     return dirs
 
 
@@ -253,6 +261,8 @@ class Compiler:
         self.pipeline = bound.pipeline
         self.scratch = scratch
         self.connections = connections
+        # Drafts of `ask` get the strict fence; every path field is judged while compiling.
+        connections.use_fence(PathFence.for_origin(connections.root, bound.source.origin))
         self.schemas: dict[str, Schema] = {}
         self.hashes: dict[str, str] = {}
         self.locations: dict[str, str] = {}
@@ -353,6 +363,7 @@ class Compiler:
         where = self.where(step.id)
         if bool(body.path) == bool(body.connection):
             raise SpecError(f"Extract step '{step.id}' needs either 'path' or 'connection'", where=where)
+        self.connections.fence_step(step.id, "extract", body.model_dump(), where)
         database = ConnectionSet.database_file_name(body.path) if body.path else None
         if database is not None:
             body = body.model_copy(update={"connection": database, "path": None})
@@ -446,6 +457,7 @@ class Compiler:
         where = self.where(step.id)
         if bool(body.table) == bool(body.path):
             raise SpecError(f"Load step '{step.id}' needs either 'table' or 'path'", where=where)
+        self.connections.fence_step(step.id, "load", body.model_dump(), where)
         name = body.connection or (FILES if body.path else self.connections.default_target)
         connector = self.connections.get(name, where)
         if body.path and not isinstance(connector, FilesConnector):

@@ -172,6 +172,7 @@ class Slot:
     poll_s: float = 0.5
     stop: threading.Event = field(default_factory=threading.Event)
     exit: Callable[[int], None] = die
+    _waiting_for_leases: bool = False  # logged once per wait
 
     def run_one(self) -> tuple[str, str] | None:
         """Claim and execute one run: (run id, final status), or None when nothing was runnable."""
@@ -192,16 +193,30 @@ class Slot:
                 self.queue.release(claim.run_id, claim.owner)
         return status
 
-    def _backing_off(self) -> bool:
+    def _drained(self) -> bool:
+        """Whether nothing is left that this worker could ever take: no run queued (nor waiting out
+        a retry backoff), and no run running under a lease. A lease may belong to a worker that died
+        (its run comes back to the queue when the lease runs out, and this worker resumes it) or to
+        a live one (its run may still come back, if that worker dies): either way, a drain waits."""
         try:
-            return self.queue.backing_off()
+            left = self.queue.outstanding()
         except Exception:  # the metadata DB is unreachable: not drained yet
-            log.warning("looking for runs in a retry backoff failed", exc_info=True)
-            return True
+            log.warning("looking for runs left to drain failed", exc_info=True)
+            return False
+        if left.leased and not left.queued and not self._waiting_for_leases:
+            log.info(
+                "queue empty; waiting for %d run%s held under a lease (latest renewed until %s): "
+                "finished by its worker, or resumed here if that worker died",
+                left.leased,
+                "" if left.leased == 1 else "s",
+                left.leases_until,
+            )
+        self._waiting_for_leases = bool(left.leased and not left.queued)
+        return not left
 
     def run_forever(self, max_runs: int | None = None, drain: bool = False) -> int:
-        """Claim and run until stopped; with `drain`, until nothing is claimable and no queued run
-        waits out a retry backoff (it is claimable in a moment: draining means finishing it)."""
+        """Claim and run until stopped; with `drain`, until nothing is left to take (`_drained`):
+        a queued run in a retry backoff, or a running one whose lease may run out, is waited for."""
         done = 0
         while not self.stop.is_set() and (max_runs is None or done < max_runs):
             try:
@@ -211,7 +226,7 @@ class Slot:
                 self.stop.wait(min(5.0, self.poll_s * 4))
                 continue
             if ran is None:
-                if drain and not self._backing_off():
+                if drain and self._drained():
                     break
                 self.stop.wait(self.poll_s)
             else:

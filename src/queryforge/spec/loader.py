@@ -13,25 +13,197 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
 
-from ..errors import NotFoundError, SpecError, did_you_mean
+from ..errors import NotFoundError, SpecError, UserError, did_you_mean
 from .models import STEP_KINDS, Pipeline, step_kind_of
 from .params import resolve_params, substitute
 
 Loc = tuple[str | int, ...]
 
 
-class _LineLoader(yaml.SafeLoader):
-    """A safe loader with YAML 1.2 booleans: `on`, `yes`, `no` stay strings (`join: {on: [...]}`)."""
+# YAML limits: a pipeline is a few kilobytes and a few levels deep; these only stop abuse.
+MAX_YAML_BYTES = 5 * 1024 * 1024
+MAX_YAML_DEPTH = 64
+MAX_YAML_NODES = 100_000  # a 200-step pipeline has ~3,000; parsing 100,000 takes about a second
+_TOO_DEEP_HINT = "flatten the document; no pipeline needs that many levels"
+
+
+class _Refused(Exception):
+    """A document the guarded loader will not build, with the mark of the offending token."""
+
+    def __init__(self, message: str, mark: Any, hint: str) -> None:
+        super().__init__(message)
+        self.message, self.mark, self.hint = message, mark, hint
+
+
+if yaml.__with_libyaml__:
+    from yaml._yaml import CParser
+
+    class _Base(Composer, CParser, SafeConstructor, Resolver):
+        """libyaml scans and parses (~8x faster on large documents); composing stays in Python so
+        the guards below see every node."""
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+            Composer.__init__(self)
+
+else:  # pragma: no cover -- PyYAML built without libyaml
+
+    class _Base(yaml.SafeLoader):  # type: ignore[no-redef]
+        """The pure-Python safe loader."""
+
+
+class _Guarded(_Base):
+    """A safe loader that refuses anchors and aliases, duplicate keys, deep nesting and huge documents.
+
+    Aliases are refused outright rather than budgeted: a 500-byte "billion laughs" expands to
+    gigabytes, and no pipeline needs them. Duplicate keys are refused because YAML keeps only the
+    last one, silently dropping what the author wrote first.
+    """
+
+    def __init__(self, stream: str, what: str = "pipelines") -> None:
+        super().__init__(stream)
+        self.what = what
+        self.depth = 0
+        self.nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()
+        mark = getattr(event, "start_mark", None)
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _Refused(
+                f"YAML anchors and aliases are not allowed in {self.what}",
+                mark,
+                "write the repeated part out in full (anchors '&name' and aliases '*name' are refused)",
+            )
+        self.nodes += 1
+        if self.nodes > MAX_YAML_NODES:
+            raise _Refused(
+                f"YAML document has more than {MAX_YAML_NODES:,} values",
+                mark,
+                "split it, or move data into files under data/",
+            )
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                raise _Refused(f"YAML nested more than {MAX_YAML_DEPTH} levels deep", mark, _TOO_DEEP_HINT)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first is not key_node:
+                raise _Refused(
+                    f"Duplicate key '{key}' (first written on line {first.start_mark.line + 1})",
+                    key_node.start_mark,
+                    "remove or rename one of them; YAML would silently keep only the last",
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+class _LineLoader(_Guarded):
+    """The guarded loader with YAML 1.2 booleans: `on`, `yes`, `no` stay strings (`join: {on: [...]}`)."""
 
 
 _LineLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    for first, resolvers in Resolver.yaml_implicit_resolvers.items()
 }
 _LineLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+
+
+class _ConfigLoader(_Guarded):
+    """The guarded loader with YAML 1.1 booleans, as `queryforge.yaml` has always been read."""
+
+
+def _parse(
+    text: str, origin: str, *, what: str = "pipelines", loader_class: type[_Guarded] = _LineLoader
+) -> tuple[yaml.Node | None, Any]:
+    """The node tree (for line numbers) and the data of one YAML document, or a SpecError."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_YAML_BYTES:
+        raise SpecError(
+            f"YAML document too large: {size / 1e6:.1f} MB (the limit is {MAX_YAML_BYTES // 2**20} MB)",
+            where=origin,
+            hint="split it, or move data into files under data/",
+        )
+    try:
+        loader = loader_class(text, what)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except _Refused as exc:
+        line = f":{exc.mark.line + 1}" if exc.mark else ""
+        raise SpecError(exc.message, where=f"{origin}{line}", hint=exc.hint) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        problem = exc.problem or exc.context or "malformed YAML"
+        if "nesting depth" in problem:  # libyaml's own limit, met while it scans ahead of us
+            raise SpecError(
+                f"YAML nested more than {MAX_YAML_DEPTH} levels deep",
+                where=f"{origin}{line}",
+                hint=_TOO_DEEP_HINT,
+            ) from None
+        raise SpecError(
+            f"Malformed YAML: {problem}",
+            where=f"{origin}{line}",
+            hint="check indentation and quoting around that line",
+        ) from None
+    except yaml.reader.ReaderError as exc:
+        at = text[: exc.position].count("\n") + 1
+        raise SpecError(
+            f"Malformed YAML: character {chr(exc.character)!r} is not allowed",
+            where=f"{origin}:{at}",
+            hint="remove control characters from the file",
+        ) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"Malformed YAML: {exc}", where=origin) from None
+    return node, data
+
+
+def load_yaml_text(
+    text: str, source_name: str, *, what: str = "pipelines", yaml11_booleans: bool = False
+) -> Any:
+    """Parse one YAML (or JSON) document with the guards every untrusted YAML text goes through.
+
+    Args:
+        text: the document.
+        source_name: the file (or "reply") errors name, with the line.
+        what: what the document is, for the message ("pipelines", "planner replies", ...).
+        yaml11_booleans: read `yes`/`no`/`on`/`off` as booleans (queryforge.yaml); pipelines don't.
+
+    Returns:
+        The parsed data (None for an empty document).
+
+    Raises:
+        SpecError: malformed YAML, an anchor or alias, a duplicate key, nesting deeper than
+            MAX_YAML_DEPTH or a document larger than MAX_YAML_BYTES -- naming file:line.
+
+    Example:
+        >>> load_yaml_text("a: [1, 2]", "x.yaml")
+        {'a': [1, 2]}
+    """
+    loader_class = _ConfigLoader if yaml11_booleans else _LineLoader
+    return _parse(text, source_name, what=what, loader_class=loader_class)[1]
 
 
 def _compose_lines(node: yaml.Node, path: Loc, out: dict[Loc, int]) -> None:
@@ -121,25 +293,8 @@ class BoundPipeline:
 
 def parse_text(text: str, origin: str = "<pipeline>") -> PipelineSource:
     """Parse YAML (JSON is YAML) into a PipelineSource, with a clear error for malformed text."""
+    node, data = _parse(text, origin)
     lines: dict[Loc, int] = {}
-    try:
-        loader = _LineLoader(text)
-        try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f":{mark.line + 1}" if mark else ""
-        problem = exc.problem or exc.context or "malformed YAML"
-        raise SpecError(
-            f"Malformed YAML: {problem}",
-            where=f"{origin}{line}",
-            hint="check indentation and quoting around that line",
-        ) from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"Malformed YAML: {exc}", where=origin) from None
     if node is not None:
         _compose_lines(node, (), lines)
     if not isinstance(data, dict):
@@ -151,6 +306,27 @@ def parse_text(text: str, origin: str = "<pipeline>") -> PipelineSource:
     return PipelineSource(raw=data, origin=origin, lines=lines)
 
 
+def read_text_file(path: Path, shown: str, *, error: type[UserError] = SpecError) -> str:
+    """A YAML file's text: too large or not UTF-8 is the author's to fix, said with file:line."""
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise error(
+            f"File too large: {size / 1e6:.1f} MB (the limit is {MAX_YAML_BYTES // 2**20} MB)",
+            where=shown,
+            hint="a pipeline or settings file is a few kilobytes; move data into files under data/",
+        )
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise error(
+            f"File is not valid UTF-8 (byte 0x{raw[exc.start]:02x} on line {line})",
+            where=f"{shown}:{line}",
+            hint="save the file as UTF-8",
+        ) from None
+
+
 def load_file(path: str | Path, display: str | None = None) -> PipelineSource:
     p = Path(path)
     if not p.is_file():
@@ -160,7 +336,8 @@ def load_file(path: str | Path, display: str | None = None) -> PipelineSource:
             if p.parent.is_dir()
             else None,
         )
-    return parse_text(p.read_text(encoding="utf-8"), origin=display or str(path))
+    shown = display or str(path)
+    return parse_text(read_text_file(p, shown), origin=shown)
 
 
 TAG = "\0tag"

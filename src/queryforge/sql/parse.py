@@ -1,49 +1,103 @@
 """Parse user SQL in the canonical dialect (DuckDB's) into sqlglot expressions.
 
 Everything a step compiles to is a sqlglot expression in this dialect; engines transpile it.
+Every piece of SQL a person, a pipeline or a planner writes enters through `parse_select`,
+`parse_expression` or `parse_order`, and each vets the tree against the allow-list of
+`policy.py` before anyone can run it: one gate, whatever field the SQL came from.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
+
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError
+from sqlglot.errors import ParseError, TokenError
 
-DIALECT = "duckdb"
+from .policy import DIALECT, MAX_SQL_CHARS, SqlProblem, UnsafeSql, real_tables, vet_tree
+
+__all__ = ["DIALECT", "SqlProblem", "UnsafeSql"]
+
+# sqlglot logs "falling back to parsing as a Command" for statements it does not know; the policy
+# refuses those with its own words, so the library's warning must not reach a person's terminal.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 
-class SqlProblem(ValueError):
-    """Raised with a message fit for a person; callers add the location."""
-
-
-def parse_select(sql: str) -> exp.Query:
-    """Exactly one read-only query (SELECT / UNION / WITH ... SELECT), or SqlProblem."""
+def _parse(sql: str, what: str) -> list[exp.Expr]:
+    """sqlglot's statements of `sql`, with every way parsing can fail turned into a SqlProblem."""
+    if len(sql) > MAX_SQL_CHARS:
+        raise SqlProblem(f"{what} is {len(sql):,} characters long; at most {MAX_SQL_CHARS:,} are allowed")
     try:
-        statements = [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
+        return [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         where = f" at line {first.get('line')}, column {first.get('col')}" if first else ""
-        raise SqlProblem(f"SQL does not parse{where}: {first.get('description', str(exc))}") from None
+        raise SqlProblem(f"{what} does not parse{where}: {first.get('description', str(exc))}") from None
+    except RecursionError:
+        raise SqlProblem(f"{what} is nested too deeply to read") from None
+    except (TokenError, ValueError) as exc:  # the tokenizer raises these on garbage
+        raise SqlProblem(f"{what} does not parse: {exc}") from None
+
+
+def parse_select(
+    sql: str, *, dialect: str = DIALECT, allowed_tables: Iterable[str] | None = None
+) -> exp.Query:
+    """Exactly one read-only query (SELECT / UNION / WITH ... SELECT / VALUES), vetted, or SqlProblem.
+
+    `dialect` is where the query will run (its function names are checked against that
+    dialect's allow-list); `allowed_tables` as in `policy.vet_tree`.
+    """
+    statements = _parse(sql, "SQL")
     if len(statements) != 1:
         raise SqlProblem(f"expected exactly one SELECT statement, found {len(statements)} statements")
     statement = statements[0]
+    if isinstance(statement, exp.Values):
+        statement = exp.select(exp.Star()).from_(exp.Subquery(this=statement, alias="v"))
     if not isinstance(statement, exp.Query):
-        raise SqlProblem(f"only a SELECT is allowed here, found {statement.key.upper()}")
+        raise UnsafeSql(f"only a SELECT is allowed here, found {statement.key.upper()}")
+    vet_tree(statement, dialect=dialect, allowed_tables=allowed_tables)
     return statement
 
 
-def parse_expression(text: str) -> exp.Expr:
-    """One scalar/boolean expression such as `amount > 100 AND status = 'shipped'`."""
+def parse_expression(text: str, *, dialect: str = DIALECT) -> exp.Expr:
+    """One scalar/boolean expression such as `amount > 100 AND status = 'shipped'`, vetted.
+
+    An expression reads the columns of its step's input and no table: a subquery that names a
+    table is refused (join the table in a step instead).
+    """
+    if len(text) > MAX_SQL_CHARS:
+        raise SqlProblem(f"the expression is {len(text):,} characters long")
     try:
         expression = sqlglot.parse_one(text, read=DIALECT, into=exp.Condition)
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         raise SqlProblem(
-            f"expression {text!r} does not parse: {first.get('description', str(exc))}"
+            f"expression {text[:200]!r} does not parse: {first.get('description', str(exc))}"
         ) from None
+    except RecursionError:
+        raise SqlProblem("the expression is nested too deeply to read") from None
+    except (TokenError, ValueError) as exc:
+        raise SqlProblem(f"expression {text[:200]!r} does not parse: {exc}") from None
     if expression is None or isinstance(expression, exp.Query | exp.Command):
-        raise SqlProblem(f"{text!r} is not an expression")
+        raise SqlProblem(f"{text[:200]!r} is not an expression")
+    vet_tree(expression, dialect=dialect, allowed_tables=())
     return expression
+
+
+def parse_order(text: str) -> list[exp.Ordered]:
+    """A sort term list such as `amount DESC, name`, vetted like an expression."""
+    statements = _parse(f"SELECT 1 ORDER BY {text}", "sort term")
+    select = statements[0] if len(statements) == 1 else None
+    order = select.args.get("order") if isinstance(select, exp.Select) else None
+    if (
+        select is None
+        or order is None
+        or {k for k, v in select.args.items() if v} != {"expressions", "order"}
+    ):
+        raise SqlProblem(f"sort term {text[:200]!r} is not a list of columns or expressions")
+    vet_tree(order, allowed_tables=())
+    return list(order.expressions)
 
 
 def parse_type(text: str) -> exp.DataType:
@@ -54,12 +108,12 @@ def parse_type(text: str) -> exp.DataType:
 
 
 def table_references(query: exp.Expr) -> list[str]:
-    """Names of the tables a query reads, leaving out its own CTE names."""
-    ctes = {c.alias_or_name for c in query.find_all(exp.CTE)}
+    """Names of the tables a query reads (qualified ones as `db.name`), leaving out its CTEs."""
     names: list[str] = []
-    for table in query.find_all(exp.Table):
-        if isinstance(table.this, exp.Identifier) and table.name not in ctes and table.name not in names:
-            names.append(table.name)
+    for t in real_tables(query):
+        name = ".".join(p for p in (t.catalog, t.db, t.name) if p)
+        if name not in names:
+            names.append(name)
     return names
 
 

@@ -44,6 +44,25 @@ class Claim:
     # `lease_s` from here, which is what the worker's self-fencing counts from.
     at: float = field(default_factory=time.monotonic)
 
+    @property
+    def tries(self) -> int:
+        """Attempts of the run that ended by themselves, this one included: what the run-level
+        retry policy (`QUERYFORGE_RUN_ATTEMPTS`) counts. An attempt whose worker died is not one:
+        `max_lost_leases` bounds those, and a run killed once must still get all its retries."""
+        return max(1, self.attempt - self.lost_leases)
+
+
+@dataclass(frozen=True)
+class Outstanding:
+    """What a draining worker still waits for (`RunQueue.outstanding`)."""
+
+    queued: int  # runnable now or after a retry backoff
+    leased: int  # running under a lease: finished by its holder, or back in the queue once it runs out
+    leases_until: datetime | None  # the latest of those leases, as last renewed
+
+    def __bool__(self) -> bool:
+        return bool(self.queued or self.leased)
+
 
 @dataclass(frozen=True)
 class Beat:
@@ -280,14 +299,22 @@ class RunQueue:
             ).all()
         return {run_id: i for i, run_id in enumerate(ids, 1)}
 
-    def backing_off(self) -> bool:
-        """Whether a queued run waits out a retry backoff (`not_before` in the future)."""
+    def outstanding(self) -> Outstanding:
+        """Runs some worker still has to execute: queued ones (those waiting out a retry backoff
+        too) and running ones held under a lease. A lease's holder may be alive or dead, which
+        nobody can tell before the lease runs out; if it died, the run comes back to the queue then.
+        `worker --drain` exits only when there are none. A run `running` with no lease at all is
+        not counted: no claim can ever take it."""
         r = t.runs
+        leased = and_(r.c.status == RUNNING, r.c.lease_expires_at.is_not(None))
+        query = select(
+            func.count().filter(r.c.status == QUEUED),
+            func.count().filter(leased),
+            func.max(r.c.lease_expires_at).filter(leased),
+        ).where(or_(r.c.status == QUEUED, leased))
         with self.engine.connect() as conn:
-            found = conn.execute(
-                select(r.c.id).where(r.c.status == QUEUED, r.c.not_before > self.clock()).limit(1)
-            ).first()
-        return found is not None
+            queued, running, until = conn.execute(query).one()
+        return Outstanding(int(queued or 0), int(running or 0), until)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Per org: how many runs are queued and running."""

@@ -755,13 +755,20 @@ class Repo:
         return self._to_run(row)
 
     def list_runs(
-        self, *, limit: int = 20, status: str | None = None, pipeline: str | None = None
+        self,
+        *,
+        limit: int = 20,
+        status: str | None = None,
+        pipeline: str | None = None,
+        mode: str | None = None,
     ) -> list[RunRecord]:
-        """The org's runs, newest first, optionally only one status or one pipeline name."""
+        """The org's runs, newest first, optionally only one status, one pipeline name or one mode."""
         r = t.runs
         query = self._run_query().where(r.c.org_id == self.org_id)
         if status is not None:
             query = query.where(r.c.status == status)
+        if mode is not None:
+            query = query.where(r.c.mode == mode)
         if pipeline is not None:
             query = query.where(r.c.pipeline_name == pipeline)
         query = query.order_by(r.c.created_at.desc(), r.c.id.desc()).limit(limit)
