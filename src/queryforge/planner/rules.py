@@ -215,7 +215,29 @@ class RulesPlanner:
     name = "rules"
 
     def draft(self, request: str, ctx: PlannerContext) -> Draft:
+        refuse_in_place_changes(request)
         return _Drafting(request, ctx).run()
+
+
+# A request that starts by asking to change data in place. Pipelines only read sources and load
+# results into a target; they never delete, drop, truncate or update, so the planner says so
+# instead of drafting a load that would quietly do something else (or nothing).
+IN_PLACE = re.compile(
+    r"^\s*(?:please\s+|can you\s+|could you\s+|i want to\s+|let'?s\s+)?"
+    r"(delete|drop|truncate|wipe|erase|purge|destroy|clear|empty|update|alter|insert|overwrite)\b",
+    re.I,
+)
+
+
+def refuse_in_place_changes(request: str) -> None:
+    match = IN_PLACE.match(request)
+    if match:
+        raise PlannerQuestion(
+            f"I can't {match.group(1).lower()} data in place: a pipeline reads its sources and loads "
+            "its result into a target table, and never deletes, drops or updates a table",
+            hint="say what to keep and where to put it, e.g. 'Load customers where active is true "
+            "into active_customers'",
+        )
 
 
 class _Drafting:

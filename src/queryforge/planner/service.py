@@ -19,7 +19,7 @@ from ..connectors.base import TargetRef
 from ..connectors.paths import PathFence, PathRefused
 from ..connectors.registry import ConnectionSet
 from ..engine.ops import Op
-from ..errors import ChecksFailed, QueryForgeError, QuotaExceeded, UserError
+from ..errors import ChecksFailed, PermissionDenied, QueryForgeError, QuotaExceeded, UserError
 from ..quality.checks import Rule
 from ..runs.executor import RunOutcome
 from ..runs.plan import ExecutionPlan
@@ -170,6 +170,18 @@ def user_sql_of(pipeline: dict[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
+def _places(body: dict[str, Any], target: str, *, extract: bool) -> set[tuple[str, str]]:
+    """Where an extract reads or a load writes, as (connection or file, table), lower case."""
+    table = str(body.get("table") or "").lower().removeprefix("main.")
+    path = str(body.get("path") or "").lower().removeprefix("./")
+    if path:
+        return {(path, table)}
+    if not table:
+        return set()
+    connection = body.get("connection") or (None if extract else target)
+    return {(str(connection).lower(), table)} if connection else set()
+
+
 def extract_connections(pipeline: dict[str, Any]) -> dict[str, str]:
     """Step id -> the connection its extract query runs on."""
     out: dict[str, str] = {}
@@ -206,7 +218,35 @@ class AskService:
     # ------------------------------------------------------------ gates
     def safety_gate(self, pipeline: dict[str, Any]) -> None:
         self.path_gate(pipeline)
+        self.source_gate(pipeline)
         self.sql_gate(pipeline)
+
+    def source_gate(self, pipeline: dict[str, Any]) -> None:
+        """A draft never loads over one of its own sources (it would replace what it reads)."""
+        target = self.ctx.target_connection
+        sources: set[tuple[str, str]] = set()
+        for step in pipeline.get("steps") or []:
+            body = step.get("extract") if isinstance(step, dict) else None
+            if isinstance(body, dict):
+                sources |= _places(body, target, extract=True)
+        for step in pipeline.get("steps") or []:
+            body = step.get("load") if isinstance(step, dict) else None
+            if not isinstance(body, dict):
+                continue
+            clash = _places(body, target, extract=False) & sources
+            if clash:
+                where = ".".join(sorted(clash)[0])
+                reason = f"step '{step.get('id')}' would load over its own source {where}"
+                self.repo.audit(
+                    action="target_policy",
+                    decision="block",
+                    reason=reason,
+                    details={"step": str(step.get("id")), "target": where},
+                )
+                raise PermissionDenied(
+                    f"Blocked: {reason}",
+                    hint="name a new table for the result ('... into active_customers')",
+                )
 
     def path_gate(self, pipeline: dict[str, Any]) -> None:
         """A drafted pipeline may read and write files only inside the workspace, never .queryforge/.
