@@ -55,7 +55,8 @@ def parse_select(
     if isinstance(statement, exp.Values):
         statement = exp.select(exp.Star()).from_(exp.Subquery(this=statement, alias="v"))
     if not isinstance(statement, exp.Query):
-        raise UnsafeSql(f"only a SELECT is allowed here, found {statement.key.upper()}")
+        kind = str(statement.this) if isinstance(statement, exp.Command) else statement.key
+        raise UnsafeSql(f"only a SELECT is allowed here, found {kind.upper()}")
     vet_tree(statement, dialect=dialect, allowed_tables=allowed_tables)
     return statement
 

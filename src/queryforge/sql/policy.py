@@ -123,10 +123,10 @@ def _check_function(node: exp.Func, dialect: str) -> None:
         allowed = function_names(dialect)
         if name not in allowed:
             near = difflib.get_close_matches(name, sorted(allowed), n=1, cutoff=0.75)
-            hint = f"; did you mean {near[0]}()?" if near else ""
+            hint = f" (did you mean {near[0]}()?)" if near else ""
             raise UnsafeSql(
-                f"function {name}() is not on the allow-list for {dialect}: only functions that compute "
-                f"from their arguments may run (no files, network, settings, sessions or side effects){hint}"
+                f"function {name}() is not on the allow-list for {dialect}{hint}: only functions that "
+                "compute from their arguments may run (no files, network, settings, sessions or side effects)"
             )
         return
     if type(node).__name__ not in typed_functions():
@@ -196,20 +196,28 @@ def _check_table_shape(node: exp.Table) -> None:
 
 
 def _cte_names_in_scope(node: exp.Table) -> set[str]:
-    """CTE names an unqualified table reference at `node` would resolve to."""
+    """CTE names an unqualified table reference at `node` would resolve to.
+
+    Standard scoping: the main query sees every CTE of its WITH; a CTE sees the ones defined before
+    it, and itself only under RECURSIVE; inner WITHs add to what the outer ones give.
+    """
     names: set[str] = set()
-    child: exp.Expr = node
+    inside: exp.CTE | None = None  # the CTE of the WITH being examined that `node` sits in, if any
     parent = node.parent
     while parent is not None:
-        with_ = parent.args.get("with_") if isinstance(parent, exp.Query) else None
-        if isinstance(with_, exp.With):
+        if isinstance(parent, exp.CTE):
+            inside = parent
+        elif isinstance(parent, exp.Query) and isinstance(parent.args.get("with_"), exp.With):
+            with_ = parent.args["with_"]
             recursive = bool(with_.args.get("recursive"))
             for cte in with_.expressions:
-                # A CTE is visible in the main query, in later CTEs, and in itself when RECURSIVE.
-                if cte is child and not recursive:
+                if cte is inside:
+                    if recursive:
+                        names.add(cte.alias_or_name.lower())
                     break
                 names.add(cte.alias_or_name.lower())
-        child, parent = parent, parent.parent
+            inside = None
+        parent = parent.parent
     return names
 
 
