@@ -576,6 +576,8 @@ class Executor:
                     )
                 )
             except QueryForgeError as exc:
+                if not isinstance(exc, StepFailed):
+                    return None  # a lock or an interrupt while diagnosing says nothing about the data
                 detail = exc.message.split(": ", 1)[-1]
                 return StepFailed(
                     f"Step '{stage.step_id}' failed: {detail}",

@@ -211,11 +211,12 @@ def _cte_names_in_scope(node: exp.Table) -> set[str]:
             with_ = parent.args["with_"]
             recursive = bool(with_.args.get("recursive"))
             for cte in with_.expressions:
+                name = cte.alias_or_name.lower()
                 if cte is inside:
                     if recursive:
-                        names.add(cte.alias_or_name.lower())
+                        names.add(name)
                     break
-                names.add(cte.alias_or_name.lower())
+                names.add(name)
             inside = None
         parent = parent.parent
     return names
