@@ -213,6 +213,21 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
     ("qf-staging", "SELECT * FROM _qf_staging.r01abc_orders", ALL),
     ("qf-ledger", "SELECT * FROM _qf_published", ALL),
     ("cte-shadow-catalog", "WITH orders AS (SELECT 1 AS x) SELECT * FROM warehouse.main.orders", ALL),
+    # ---- raw words the parser writes back verbatim (a review found these; units, types, collations)
+    (
+        "raw-extract-unit",
+        "SELECT EXTRACT(\"epoch FROM now()) AS a, pg_read_file('x') AS b, extract(epoch\" FROM now())",
+        ALL,
+    ),
+    (
+        "raw-collate",
+        "SELECT 'a' COLLATE 'nocase AS a, current_setting(''memory_limit'') AS m, ''b'' COLLATE nocase'",
+        ALL,
+    ),
+    ("raw-cast-type", 'SELECT CAST(1 AS "t), pg_sleep(5), CAST(1 AS t")', ALL),
+    ("raw-type-param", 'SELECT CAST(1 AS DECIMAL("1)), pg_sleep(5), CAST(1 AS DECIMAL(1", 2))', ALL),
+    ("three-part-function", "SELECT mydb.public.upper('a') FROM orders", ALL),
+    ("three-part-pg-catalog", "SELECT x.pg_catalog.lower('a') FROM orders", ALL),
     # ---- nesting and size
     ("deep-parens", "SELECT " + "(" * 300 + "1" + ")" * 300, ALL),
     ("deep-nesting", "SELECT * FROM " + "(SELECT * FROM " * 12 + "orders" + ") t" * 12, ALL),

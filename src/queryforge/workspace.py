@@ -23,7 +23,6 @@ from .config import CONFIG_FILE, STATE_DIR, Settings, WorkspaceConfig, load_conf
 from .connectors.base import ConnectionConfig, ReadRequest
 from .connectors.files import FilesConnector
 from .connectors.registry import FILES, ConnectionSet
-from .connectors.sql import transpile
 from .engine.base import get_engine
 from .engine.duckdb import run_readonly
 from .errors import NotFoundError, ProductionChanged, QueryBlocked, QueryForgeError, UserError, did_you_mean
@@ -1044,7 +1043,7 @@ class Workspace:
             names, rows = run_readonly(
                 self.root / self._warehouse_path(),
                 verdict.sql,
-                allowed_dirs=[self.root],
+                allowed_dirs=[],  # a query reads tables, never files: not even the workspace's
                 max_rows=limit + 1,  # one more than shown, to know the result was cut
                 timeout_s=self.settings.query_timeout_s,
                 max_memory=self.settings.max_memory,
@@ -1096,7 +1095,7 @@ class Workspace:
             if entry.cache_hit and not self._names_known(sql, entry):
                 entry = self.catalog(connection, refresh=True)[0]  # a table may be newer than the cache
             verdict = self._vet(sql, entry.names(), limit, connector.dialect)
-            data = connector.fetch_arrow(transpile(verdict.sql, connector.dialect))
+            data = connector.fetch_arrow(verdict.text_for(connector.dialect))
         return data.schema.names, [tuple(r.values()) for r in data.to_pylist()]
 
     def _warehouse_path(self) -> str:

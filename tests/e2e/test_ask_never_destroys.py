@@ -63,8 +63,21 @@ def test_requests_to_change_data_in_place_are_refused(ws: Workspace, request_tex
             {"connection": "warehouse", "table": "customers"},
         ),
         ({"path": "data/customers.csv"}, {"path": "./data/customers.csv"}),
+        ({"path": "data/customers.csv"}, {"path": "data/../data/customers.csv"}),
+        ({"path": "data/customers.csv"}, {"path": "data//customers.csv"}),
+        ({"path": "data/customers.csv"}, {"connection": "files", "table": "data/customers.csv"}),
+        ({"connection": "warehouse", "table": "customers"}, {"table": "warehouse.main.customers"}),
     ],
-    ids=["same-table", "qualified-and-cased", "explicit-connection", "same-file"],
+    ids=[
+        "same-table",
+        "qualified-and-cased",
+        "explicit-connection",
+        "same-file",
+        "dot-dot",
+        "double-slash",
+        "files-connection-table",
+        "catalog-qualified",
+    ],
 )
 def test_a_draft_that_loads_over_its_own_source_is_blocked(
     ws: Workspace,

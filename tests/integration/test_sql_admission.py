@@ -260,3 +260,15 @@ def test_tpch_passes_the_policy_on_every_dialect(dialect: str, case: str, sql: s
 @pytest.mark.parametrize(("case", "sql"), ANALYST, ids=[i for i, _ in ANALYST])
 def test_analyst_models_pass_the_policy(case: str, sql: str) -> None:
     check_query(sql)
+
+
+@pytest.mark.postgres
+def test_query_on_a_connection_sends_the_vetted_tree_not_a_reparse(engines: Workspace) -> None:
+    """`to_char` has no DuckDB spelling: writing the query back through DuckDB's dialect lost the format."""
+    sql = "SELECT to_char(o_orderdate, 'YYYY-MM') AS m FROM orders ORDER BY o_orderkey LIMIT 3"
+    got = engines.query(sql, connection="pg")
+    url = engines.config.connections["pg"].url
+    with psycopg.connect(url) as con:
+        expected = con.execute(sql).fetchall()
+    assert got.rows == [tuple(r) for r in expected]
+    assert all(len(r[0]) == 7 for r in got.rows)

@@ -150,3 +150,20 @@ def test_expressions_and_sort_terms_read_no_tables() -> None:
     for bad in ("amount LIMIT 1", "amount; DROP TABLE orders", "(SELECT 1 FROM orders)", "sleep_ms(10)"):
         with pytest.raises(SqlProblem):
             parse_order(bad)
+
+
+def test_sql_the_generator_cannot_write_is_a_clear_refusal_not_a_crash() -> None:
+    with pytest.raises(SqlProblem):
+        check_query("SELECT datetime('now') AS d FROM orders", allowed_tables=TABLES)
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "postgres", "mysql", "sqlite"])
+def test_what_is_sent_is_vetted_too(dialect: str) -> None:
+    """A raw word hiding SQL is refused, and the written text of an allowed query passes again."""
+    with pytest.raises(UnsafeSql, match="not a plain name"):
+        hidden = 'SELECT EXTRACT("epoch FROM now()), sleep_ms(1), extract(epoch" FROM now())'
+        check_query(hidden, dialect=dialect)
+    query = check_query(
+        "SELECT status, count(*) FROM orders GROUP BY status", dialect=dialect, allowed_tables=TABLES
+    )
+    assert "COUNT(*)" in query.sql(dialect=dialect)

@@ -16,7 +16,8 @@ from typing import Any, Protocol, runtime_checkable
 import yaml
 
 from ..connectors.base import TargetRef
-from ..connectors.paths import PathFence, PathRefused
+from ..connectors.files import FilesConnector
+from ..connectors.paths import PathFence, PathRefused, real_path
 from ..connectors.registry import ConnectionSet
 from ..engine.ops import Op
 from ..errors import ChecksFailed, PermissionDenied, QueryForgeError, QuotaExceeded, UserError
@@ -170,16 +171,38 @@ def user_sql_of(pipeline: dict[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
-def _places(body: dict[str, Any], target: str, *, extract: bool) -> set[tuple[str, str]]:
-    """Where an extract reads or a load writes, as (connection or file, table), lower case."""
-    table = str(body.get("table") or "").lower().removeprefix("main.")
-    path = str(body.get("path") or "").lower().removeprefix("./")
-    if path:
-        return {(path, table)}
-    if not table:
-        return set()
+DEFAULT_SCHEMAS = frozenset({"main", "public"})
+
+
+def _table_key(table: str, connection: str) -> str:
+    """A table name as the place it reaches: case-folded, default catalog and schema dropped."""
+    parts = [p.strip('"`').lower() for p in table.split(".") if p]
+    while len(parts) > 1 and parts[0] in {connection.lower(), *DEFAULT_SCHEMAS}:
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+def _place(
+    body: dict[str, Any], *, root: Path, target: str, conns: ConnectionSet, extract: bool
+) -> tuple[str, str] | None:
+    """Where an extract reads or a load writes: (real file path, "") for a file, (database file or
+    connection, table) for a table; None when the body names no place."""
+    table = body.get("table")
+    path = body.get("path")
+    if isinstance(path, str) and path and "://" not in path:
+        return str(real_path(path, root)), _table_key(str(table), "") if table else ""
     connection = body.get("connection") or (None if extract else target)
-    return {(str(connection).lower(), table)} if connection else set()
+    if not isinstance(connection, str) or not table:
+        return None
+    if connection.startswith("@"):
+        return str(real_path(connection[1:], root)), _table_key(str(table), "")
+    try:
+        connector = conns.get(connection)
+    except QueryForgeError:
+        return None  # compiling will say what is wrong with the connection
+    if isinstance(connector, FilesConnector):
+        return str(real_path(str(table), connector.folder)), ""
+    return connection.lower(), _table_key(str(table), connection)
 
 
 def extract_connections(pipeline: dict[str, Any]) -> dict[str, str]:
@@ -222,31 +245,45 @@ class AskService:
         self.sql_gate(pipeline)
 
     def source_gate(self, pipeline: dict[str, Any]) -> None:
-        """A draft never loads over one of its own sources (it would replace what it reads)."""
-        target = self.ctx.target_connection
-        sources: set[tuple[str, str]] = set()
-        for step in pipeline.get("steps") or []:
-            body = step.get("extract") if isinstance(step, dict) else None
-            if isinstance(body, dict):
-                sources |= _places(body, target, extract=True)
-        for step in pipeline.get("steps") or []:
-            body = step.get("load") if isinstance(step, dict) else None
-            if not isinstance(body, dict):
-                continue
-            clash = _places(body, target, extract=False) & sources
-            if clash:
-                where = ".".join(sorted(clash)[0])
-                reason = f"step '{step.get('id')}' would load over its own source {where}"
+        """A draft never loads over one of its own sources (it would replace what it reads).
+
+        Places are compared where they lead, not as spelled: real file paths (`..`, `//`, symlinks
+        resolved; a files connection's table is a file in its folder) and table names without
+        their default catalog and schema.
+        """
+        steps = [s for s in pipeline.get("steps") or [] if isinstance(s, dict)]
+        conns = self.ws.connections()
+        try:
+            where: dict[str, Any] = {
+                "root": self.ws.root.resolve(),
+                "target": self.ctx.target_connection,
+                "conns": conns,
+            }
+            sources = {
+                place
+                for s in steps
+                if isinstance(s.get("extract"), dict)
+                and (place := _place(s["extract"], extract=True, **where)) is not None
+            }
+            for step in steps:
+                body = step.get("load")
+                place = _place(body, extract=False, **where) if isinstance(body, dict) else None
+                if place is None or place not in sources:
+                    continue
+                shown = ".".join(p for p in place if p)
+                reason = f"step '{step.get('id')}' would load over its own source {shown}"
                 self.repo.audit(
                     action="target_policy",
                     decision="block",
                     reason=reason,
-                    details={"step": str(step.get("id")), "target": where},
+                    details={"step": str(step.get("id")), "target": shown},
                 )
                 raise PermissionDenied(
                     f"Blocked: {reason}",
                     hint="name a new table for the result ('... into active_customers')",
                 )
+        finally:
+            conns.close()
 
     def path_gate(self, pipeline: dict[str, Any]) -> None:
         """A drafted pipeline may read and write files only inside the workspace, never .queryforge/.

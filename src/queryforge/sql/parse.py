@@ -58,7 +58,24 @@ def parse_select(
         kind = str(statement.this) if isinstance(statement, exp.Command) else statement.key
         raise UnsafeSql(f"only a SELECT is allowed here, found {kind.upper()}")
     vet_tree(statement, dialect=dialect, allowed_tables=allowed_tables)
+    round_trip(statement, dialect, allowed_tables)
     return statement
+
+
+def round_trip(tree: exp.Expr, dialect: str, allowed_tables: Iterable[str] | None) -> None:
+    """Defence in depth: the text that will be sent must itself parse into a tree that passes.
+
+    The parser keeps a few things as raw words that are written back verbatim; whatever a tree
+    check missed there becomes visible SQL in the written text, and is vetted here.
+    """
+    try:
+        text = tree.sql(dialect=dialect)
+        again = [s for s in sqlglot.parse(text, read=dialect) if s is not None]
+    except Exception as exc:  # sqlglot's generators raise all kinds of errors on odd trees
+        raise SqlProblem(f"the SQL cannot be written for {dialect}: {exc}") from None
+    if len(again) != 1:
+        raise UnsafeSql(f"the SQL written for {dialect} is not one statement")
+    vet_tree(again[0], dialect=dialect, allowed_tables=allowed_tables)
 
 
 def parse_expression(text: str, *, dialect: str = DIALECT) -> exp.Expr:
@@ -83,6 +100,7 @@ def parse_expression(text: str, *, dialect: str = DIALECT) -> exp.Expr:
     if expression is None or isinstance(expression, exp.Query | exp.Command):
         raise SqlProblem(f"{text[:200]!r} is not an expression")
     vet_tree(expression, dialect=dialect, allowed_tables=())
+    round_trip(exp.select(expression.copy()), dialect, ())
     return expression
 
 
@@ -98,6 +116,7 @@ def parse_order(text: str) -> list[exp.Ordered]:
     ):
         raise SqlProblem(f"sort term {text[:200]!r} is not a list of columns or expressions")
     vet_tree(order, allowed_tables=())
+    round_trip(select, DIALECT, ())
     return list(order.expressions)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import re
 from collections.abc import Iterable
 from importlib import resources
 
@@ -67,7 +68,8 @@ ALLOWED_NODES: frozenset[type[exp.Expr]] = frozenset(
         exp.CTE, exp.From, exp.Join, exp.Lateral, exp.Where, exp.Group, exp.GroupingSets, exp.Rollup,
         exp.Cube, exp.Having, exp.Qualify, exp.Order, exp.Ordered, exp.Limit, exp.Offset, exp.Fetch,
         exp.LimitOptions, exp.Distinct, exp.Window, exp.WindowSpec, exp.Filter, exp.IgnoreNulls,
-        exp.RespectNulls, exp.Pivot, exp.PivotAlias, exp.TableSample, exp.Table, exp.TableAlias,
+        exp.RespectNulls, exp.WithinGroup, exp.Pivot, exp.PivotAlias, exp.TableSample, exp.Table,
+        exp.TableAlias,
         exp.Alias, exp.Aliases, exp.Star, exp.Column, exp.Identifier, exp.Var, exp.PositionalColumn,
         # literals and types
         exp.Literal, exp.Null, exp.Boolean, exp.Tuple, exp.DataType, exp.DataTypeParam, exp.ColumnDef,
@@ -136,19 +138,50 @@ def _check_function(node: exp.Func, dialect: str) -> None:
         )
 
 
+def _qualifier(node: exp.Expr) -> list[str] | None:
+    """The identifier chain left of a `.function()` (`a.b` -> [a, b]), or None for a value's method."""
+    if isinstance(node, exp.Identifier):
+        return [node.name.lower()]
+    if isinstance(node, exp.Column) and isinstance(node.this, exp.Identifier):
+        return [p.lower() for p in (node.catalog, node.db, node.table, node.name) if p]
+    if isinstance(node, exp.Dot):
+        left, right = _qualifier(node.this), _qualifier(node.expression)
+        return None if left is None or right is None else left + right
+    return None
+
+
 def _check_dot(node: exp.Dot) -> None:
     """`schema.function()` runs somebody's function unless the schema is the system's own.
 
     `'text'.upper()` (DuckDB's method call on a value) is the function itself, checked on its own.
     """
-    if (
-        isinstance(node.expression, exp.Func)
-        and isinstance(node.this, exp.Identifier)
-        and node.this.name.lower() not in FUNCTION_QUALIFIERS
-    ):
+    if not isinstance(node.expression, exp.Func):
+        return
+    qualifier = _qualifier(node.this)
+    if qualifier is not None and qualifier != sorted(FUNCTION_QUALIFIERS)[:1]:
         raise UnsafeSql(
             f"the schema-qualified function {node.sql(DIALECT)[:80]} is not allowed: "
             "call built-in functions by their plain name"
+        )
+
+
+WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+WORDY = (exp.Var, exp.Literal, exp.Identifier)
+
+
+def _check_words(node: exp.Expr) -> None:
+    """Words the parser keeps verbatim (units, type names, collations) are written back unquoted:
+    anything but a plain word there would be SQL that no other check ever saw."""
+    text: object = None
+    if isinstance(node, exp.Var):
+        text = node.this
+    elif isinstance(node, exp.DataType) and node.this == exp.DataType.Type.USERDEFINED:
+        text = node.args.get("kind")
+    elif isinstance(node, exp.Collate) and isinstance(node.expression, WORDY):
+        text = node.expression.name
+    if text is not None and not WORD.match(str(text)):
+        raise UnsafeSql(
+            f"{str(text)[:60]!r} is not a plain name: units, types and collations are single words"
         )
 
 
@@ -161,6 +194,7 @@ def _check_node(node: exp.Expr, dialect: str) -> None:
         _check_dot(node)
     if isinstance(node, exp.Table):
         _check_table_shape(node)
+    _check_words(node)
 
 
 def _refusal(node: exp.Expr) -> str:

@@ -35,6 +35,11 @@ class Verdict:
     sql: str
     decision: str  # "allow" | "rewrite"
     reasons: list[str] = field(default_factory=list)
+    tree: exp.Query | None = None
+
+    def text_for(self, dialect: str) -> str:
+        """The vetted query written for `dialect` from its tree (re-parsing `sql` could lose meaning)."""
+        return self.tree.sql(dialect=dialect) if self.tree is not None else self.sql
 
 
 def _unsafe(exc: SqlProblem) -> UnsafeSql:
@@ -74,8 +79,9 @@ def vet_preview(
             sql=capped.sql(DIALECT),
             decision="rewrite",
             reasons=[f"added LIMIT {limit} to an ad-hoc listing"],
+            tree=capped,
         )
-    return Verdict(sql=query.sql(DIALECT), decision="allow")
+    return Verdict(sql=query.sql(DIALECT), decision="allow", tree=query)
 
 
 def check_expression(text: str, *, dialect: str = DIALECT) -> None:
