@@ -9,7 +9,6 @@ the real CLI and checks the exit code, that the file (and line) is named, and th
 from __future__ import annotations
 
 import gzip
-import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -68,13 +67,11 @@ def tables(ws: Path) -> list[str]:
 
 def test_an_alias_bomb_pipeline_fails_fast(qf: Qf, demo: Path) -> None:
     shown = write_pipeline(demo, "bomb", BILLION_LAUGHS)
-    started = time.perf_counter()
+    # the harness's timeout bounds it; before, validate grew to 6 GB (memory is asserted in test_spec)
     r = qf("validate", shown, cwd=demo, timeout=60)
-    elapsed = time.perf_counter() - started
     para = bad(r)
     assert "YAML anchors and aliases are not allowed in pipelines" in para
     assert f"({shown}:2)" in para
-    assert elapsed < 30  # the CLI's own start-up included; before, it grew to 6 GB
 
 
 def test_a_duplicate_key_names_the_key_and_the_second_line(qf: Qf, demo: Path) -> None:
@@ -273,9 +270,7 @@ def test_an_llm_alias_bomb_reply_is_refused_without_running_out_of_memory(
 ) -> None:
     server, env = llm
     server.script(chat(BILLION_LAUGHS), chat(BILLION_LAUGHS))
-    started = time.perf_counter()
-    r = ask(qf, demo, env)
-    assert time.perf_counter() - started < 30
+    r = ask(qf, demo, env)  # the harness's timeout bounds it; before, the reply ran out of memory
     assert r.code == 3, r.stderr  # MALFORMED_RESPONSE: the provider's fault, not the user's
     assert "YAML anchors and aliases are not allowed in planner replies" in r.stderr
     assert "Internal error" not in r.stderr and "Traceback" not in r.stderr

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -155,11 +154,9 @@ def test_a_query_over_its_time_limit_is_stopped(warehouse: Path) -> None:
 
     # A daemon thread, so that without a time limit this test fails instead of running for days.
     worker = threading.Thread(target=run, daemon=True)
-    started = time.monotonic()
     worker.start()
     worker.join(30)
     assert not worker.is_alive(), "the query was not stopped"
-    assert time.monotonic() - started < 15
     [error] = caught
     assert isinstance(error, QueryTimeout)
     assert error.failure_class is FailureClass.TIMEOUT

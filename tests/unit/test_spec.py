@@ -233,26 +233,24 @@ def test_billion_laughs_is_refused_at_once_with_tiny_memory() -> None:
     assert len(BILLION_LAUGHS.encode()) < 700
     child = textwrap.dedent(
         """
-        import resource, sys, time
+        import resource, sys
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
         from queryforge.errors import SpecError
         from queryforge.spec.loader import parse_text
         text = sys.stdin.read()
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        started = time.perf_counter()
         try:
             parse_text(text, origin="bomb.yaml")
         except SpecError as exc:
             grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-            print(f"{time.perf_counter() - started:.3f} {grown} {exc.render()}")
+            print(f"{grown} {exc.render()}")
         """
     )
     done = subprocess.run(
         [sys.executable, "-c", child], input=BILLION_LAUGHS, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    seconds, grown_kb, message = done.stdout.split(" ", 2)
-    assert float(seconds) < 0.5
+    grown_kb, message = done.stdout.split(" ", 1)
     assert int(grown_kb) < 20_000  # kilobytes of peak memory the parse added
     assert "YAML anchors and aliases are not allowed in pipelines (bomb.yaml:2)" in message
 
