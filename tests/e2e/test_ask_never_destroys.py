@@ -86,10 +86,8 @@ def test_a_draft_that_loads_over_its_own_source_is_blocked(
     load: dict[str, Any],
 ) -> None:
     with FakeLLMServer() as server:
-        monkeypatch.setenv("QUERYFORGE_LLM_BASE_URL", server.base_url)
-        monkeypatch.setenv("QUERYFORGE_LLM_MODEL", "fake-model")
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        for name, value in server.openai_env().items():
+            monkeypatch.setenv(name, value)
         draft = {
             "name": "ask_overwrite",
             "steps": [

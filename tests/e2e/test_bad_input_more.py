@@ -235,15 +235,7 @@ def test_a_real_one_column_csv_is_still_fine(qf: Qf, demo: Path) -> None:
 @pytest.fixture
 def llm(demo: Path) -> Iterator[tuple[FakeLLMServer, dict[str, str]]]:
     with FakeLLMServer() as server:
-        env = {
-            "QUERYFORGE_LLM": "openai",
-            "QUERYFORGE_LLM_BASE_URL": server.base_url,
-            "QUERYFORGE_LLM_MODEL": "fake-model",
-            "OPENAI_API_KEY": "sk-test-bad-input",
-            "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost",
-        }
-        yield server, env
+        yield server, server.openai_env("sk-test-bad-input")
 
 
 def ask(qf: Qf, demo: Path, env: dict[str, str]) -> Any:

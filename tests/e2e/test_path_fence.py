@@ -62,14 +62,7 @@ def test_cli_ask_refuses_and_audits(site: Site, case: Case, qf: Callable[..., Cl
             "--yes",
             "--json",
             cwd=site.root,
-            env={
-                "QUERYFORGE_LLM": "openai",
-                "QUERYFORGE_LLM_BASE_URL": server.base_url,
-                "QUERYFORGE_LLM_MODEL": "fake-model",
-                "OPENAI_API_KEY": "sk-test",
-                "NO_PROXY": "127.0.0.1,localhost",
-                "no_proxy": "127.0.0.1,localhost",
-            },
+            env=server.openai_env(),
         )
     assert result.code == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr

@@ -199,6 +199,17 @@ class FakeLLMServer:
     def base_url(self) -> str:
         return f"{self.root_url}/v1"
 
+    def openai_env(self, api_key: str = "sk-test") -> dict[str, str]:
+        """The environment that points QueryForge's OpenAI-compatible provider at this server."""
+        return {
+            "QUERYFORGE_LLM": "openai",
+            "QUERYFORGE_LLM_BASE_URL": self.base_url,
+            "QUERYFORGE_LLM_MODEL": "fake-model",
+            "OPENAI_API_KEY": api_key,
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
+
     # -- the script
     def script(self, *replies: Reply) -> None:
         with self._lock:

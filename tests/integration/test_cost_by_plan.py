@@ -64,13 +64,7 @@ def ask(qf: Callable[..., CliResult], server: FakeLLMServer, demo: Path) -> Call
             "--yes",
             "--json",
             cwd=demo,
-            env={
-                "QUERYFORGE_LLM": "openai",
-                "QUERYFORGE_LLM_BASE_URL": server.base_url,
-                "QUERYFORGE_LLM_MODEL": "fake-model",
-                "NO_PROXY": "127.0.0.1,localhost",
-                "no_proxy": "127.0.0.1,localhost",
-            },
+            env=server.openai_env(),
         )
 
     return run

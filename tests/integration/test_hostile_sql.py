@@ -222,11 +222,8 @@ ASK_CASES = [c for c in CASE_IDS if c not in {"deep-parens"}]
 def test_ask_draft_refused_before_rehearsal(
     duck_ws: Workspace, llm: FakeLLMServer, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
-    monkeypatch.setenv("QUERYFORGE_LLM", "openai")
-    monkeypatch.setenv("QUERYFORGE_LLM_BASE_URL", llm.base_url)
-    monkeypatch.setenv("QUERYFORGE_LLM_MODEL", "fake-model")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    for name, value in llm.openai_env().items():
+        monkeypatch.setenv(name, value)
     draft = {
         "name": "ask_hostile",
         "steps": [

@@ -153,15 +153,7 @@ def ask(qf: Callable[..., CliResult], server: FakeLLMServer, ws: Path) -> Callab
             str(target),
             *(extra or ("--commit", "--yes", "--json")),
             cwd=target,
-            env={
-                "QUERYFORGE_LLM": "openai",
-                "QUERYFORGE_LLM_BASE_URL": server.base_url,
-                "QUERYFORGE_LLM_MODEL": "fake-model",
-                "OPENAI_API_KEY": API_KEY,
-                "NO_PROXY": "127.0.0.1,localhost",
-                "no_proxy": "127.0.0.1,localhost",
-                **env,
-            },
+            env={**server.openai_env(API_KEY), **env},
         )
 
     return run
