@@ -17,6 +17,7 @@ from .paths import PathFence, real_path
 from .sql import SqlConnector
 
 DATABASE_FILES = (".sqlite", ".sqlite3", ".db", ".duckdb")
+DEFAULT_SCHEMAS = frozenset({"main", "public"})
 FILES = "files"  # the implicit connection for `path:` extracts and loads: the workspace folder
 
 
@@ -136,6 +137,30 @@ class ConnectionSet:
             assert isinstance(connector, FilesConnector)
             connector.fenced_target(target, who=who, field=field_, where=where)
 
+    def place(self, kind: str, body: Mapping[str, Any]) -> tuple[str, str] | None:
+        """Where an extract reads or a load writes, as what it reaches rather than how it is spelled.
+
+        (real file path, "") for a file (`..`, `//` and symlinks resolved; a files connection's table
+        is a file in its folder), (database file or connection name, table) for a table, without its
+        default catalog and schema. None when the body names no place (or a connection that does
+        not exist: compiling says so). The same fields `fence_step` judges.
+        """
+        path, connection, table = body.get("path"), body.get("connection"), body.get("table")
+        if isinstance(path, str) and path and "://" not in path:
+            return str(real_path(path, self.root)), _table_key(str(table), "") if table else ""
+        name = (
+            connection if isinstance(connection, str) else (self.default_target if kind == "load" else None)
+        )
+        if name is None or not table:
+            return None
+        if name.startswith("@"):
+            return str(real_path(name[1:], self.root)), _table_key(str(table), "")
+        if self.holds_files(name):
+            connector = self.get(name)
+            assert isinstance(connector, FilesConnector)
+            return str(real_path(str(table), connector.folder)), ""
+        return (name.lower(), _table_key(str(table), name)) if name in self.configs else None
+
     def holds_files(self, name: str) -> bool:
         """Whether a configured connection is a folder of files (decided without opening it)."""
         config = self.configs.get(name)
@@ -164,3 +189,11 @@ class ConnectionSet:
         for connector in self._open.values():
             connector.close()
         self._open.clear()
+
+
+def _table_key(table: str, connection: str) -> str:
+    """A table name as the place it reaches: case-folded, default catalog and schema dropped."""
+    parts = [p.strip('"`').lower() for p in table.split(".") if p]
+    while len(parts) > 1 and parts[0] in {connection.lower(), *DEFAULT_SCHEMAS}:
+        parts = parts[1:]
+    return ".".join(parts)

@@ -16,8 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import yaml
 
 from ..connectors.base import TargetRef
-from ..connectors.files import FilesConnector
-from ..connectors.paths import PathFence, PathRefused, real_path
+from ..connectors.paths import PathFence, PathRefused
 from ..connectors.registry import ConnectionSet
 from ..engine.ops import Op
 from ..errors import ChecksFailed, PermissionDenied, QueryForgeError, QuotaExceeded, UserError
@@ -171,40 +170,6 @@ def user_sql_of(pipeline: dict[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
-DEFAULT_SCHEMAS = frozenset({"main", "public"})
-
-
-def _table_key(table: str, connection: str) -> str:
-    """A table name as the place it reaches: case-folded, default catalog and schema dropped."""
-    parts = [p.strip('"`').lower() for p in table.split(".") if p]
-    while len(parts) > 1 and parts[0] in {connection.lower(), *DEFAULT_SCHEMAS}:
-        parts = parts[1:]
-    return ".".join(parts)
-
-
-def _place(
-    body: dict[str, Any], *, root: Path, target: str, conns: ConnectionSet, extract: bool
-) -> tuple[str, str] | None:
-    """Where an extract reads or a load writes: (real file path, "") for a file, (database file or
-    connection, table) for a table; None when the body names no place."""
-    table = body.get("table")
-    path = body.get("path")
-    if isinstance(path, str) and path and "://" not in path:
-        return str(real_path(path, root)), _table_key(str(table), "") if table else ""
-    connection = body.get("connection") or (None if extract else target)
-    if not isinstance(connection, str) or not table:
-        return None
-    if connection.startswith("@"):
-        return str(real_path(connection[1:], root)), _table_key(str(table), "")
-    try:
-        connector = conns.get(connection)
-    except QueryForgeError:
-        return None  # compiling will say what is wrong with the connection
-    if isinstance(connector, FilesConnector):
-        return str(real_path(str(table), connector.folder)), ""
-    return connection.lower(), _table_key(str(table), connection)
-
-
 def extract_connections(pipeline: dict[str, Any]) -> dict[str, str]:
     """Step id -> the connection its extract query runs on."""
     out: dict[str, str] = {}
@@ -254,20 +219,14 @@ class AskService:
         steps = [s for s in pipeline.get("steps") or [] if isinstance(s, dict)]
         conns = self.ws.connections()
         try:
-            where: dict[str, Any] = {
-                "root": self.ws.root.resolve(),
-                "target": self.ctx.target_connection,
-                "conns": conns,
-            }
             sources = {
                 place
                 for s in steps
-                if isinstance(s.get("extract"), dict)
-                and (place := _place(s["extract"], extract=True, **where)) is not None
+                if isinstance(s.get("extract"), dict) and (place := conns.place("extract", s["extract"]))
             }
             for step in steps:
                 body = step.get("load")
-                place = _place(body, extract=False, **where) if isinstance(body, dict) else None
+                place = conns.place("load", body) if isinstance(body, dict) else None
                 if place is None or place not in sources:
                     continue
                 shown = ".".join(p for p in place if p)
