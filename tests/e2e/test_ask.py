@@ -263,7 +263,7 @@ def test_missing_source_file_fails_at_once_with_guidance(ws: Path) -> None:
 def test_an_ambiguous_request_is_a_question(ws: Path, prompt: str) -> None:
     result, data = ask(ws, prompt, "--commit", "--yes")
     assert result.code == 2
-    assert data["status"] == "question"
+    assert data["status"] == "needs_input"
     assert data["attempts"] == 0
     assert data["published"] == []
     assert data["error"]["message"].endswith("?")

@@ -46,7 +46,7 @@ def test_requests_to_change_data_in_place_are_refused(ws: Workspace, request_tex
     before = _customers(ws)
     runs = len(ws.repo.list_runs(limit=10_000))
     outcome = ws.ask(request_text, consent=lambda _: True, provider="rules")
-    assert outcome.status == "question"
+    assert outcome.status == "needs_input"
     assert outcome.error is not None and outcome.error.exit_code == 2
     assert "never deletes, drops or updates" in outcome.error.message
     assert len(ws.repo.list_runs(limit=10_000)) == runs

@@ -322,6 +322,8 @@ def ask_json(ws: Workspace, outcome: AskOutcome) -> dict[str, Any]:
         "request": outcome.request,
         "status": outcome.status,
         "run_id": outcome.run_id,
+        "reading": outcome.reading,
+        "unused": outcome.unused,
         "attempts": len(outcome.attempts),
         "published": [dataclasses.asdict(t) for t in outcome.published],
         "pipeline": outcome.pipeline,
@@ -339,6 +341,9 @@ def ask_json(ws: Workspace, outcome: AskOutcome) -> dict[str, Any]:
             for s in (outcome.run.staged if outcome.run else [])
         ],
     }
+    if outcome.question is not None:
+        data["question"] = outcome.question.message
+        data["candidates"] = outcome.question.candidates
     if outcome.error is not None:
         data["error"] = {
             "class": outcome.error.failure_class.value,
@@ -350,7 +355,13 @@ def ask_json(ws: Workspace, outcome: AskOutcome) -> dict[str, Any]:
 
 
 def show_ask(outcome: AskOutcome) -> None:
-    """The drafted pipeline, each attempt and its gates, checks and the staged preview."""
+    """The reading, the drafted pipeline, each attempt and its gates, checks and the staged preview."""
+    if outcome.reading:
+        reading = render.Text("Understood: ", style="bold")
+        reading.append(outcome.reading)
+        render.out.print(reading, soft_wrap=True)
+    if outcome.unused:
+        render.out.print(render.Text("not used: " + ", ".join(outcome.unused), style="dim"), soft_wrap=True)
     if outcome.pipeline:
         render.out.print("[bold]Drafted pipeline[/bold]")
         render.out.print(
@@ -436,6 +447,8 @@ def ask(
                     f"Not published. Run {outcome.run_id} stays audited; publish it later with: "
                     f"queryforge commit {outcome.run_id}"
                 )
+            elif outcome.question is not None:
+                render.ask_question(outcome.question)
             elif outcome.error is not None:
                 render.render_error(outcome.error, as_json=False)
         if outcome.error is not None and outcome.status not in ("succeeded", "audited", "declined"):

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from ..catalog import CatalogEntry
 from ..errors import QueryForgeError
+from ..planner.draft import PlannerQuestion
 from ..secrets import scrub, scrub_data
 
 out = Console()
@@ -84,6 +85,21 @@ def render_error(exc: QueryForgeError, *, as_json: bool) -> None:
         text.append(" Hint: ", style="bold")
         text.append(scrub(exc.hint))
     err.print(text, soft_wrap=True)
+
+
+def ask_question(question: PlannerQuestion) -> None:
+    """A clarifying question (or a refusal) from the planner, with the readings it considered."""
+    label = "Refused: " if question.refusal else "Question: "
+    text = Text(label, style="bold yellow")
+    text.append(scrub(question.message))
+    err.print(text, soft_wrap=True)
+    for candidate in question.candidates:
+        err.print(Text("  - " + scrub(candidate)), soft_wrap=True)
+    if question.hint:
+        hint = Text("Hint: ", style="bold")
+        hint.append(scrub(question.hint))
+        err.print(hint, soft_wrap=True)
+    err.print("Nothing was drafted or run. Rephrase the request and ask again.")
 
 
 class LiveReporter:

@@ -64,8 +64,8 @@ from ..libs.http import (
 from ..spec.loader import PipelineSource, load_yaml_text, validate_model
 from ..spec.models import Pipeline, json_schema
 from .context import PlannerContext
+from .draft import Draft
 from .repair import Failure
-from .rules import Draft
 
 log = logging.getLogger(__name__)
 

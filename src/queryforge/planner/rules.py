@@ -9,13 +9,13 @@ with fuzzy matching; when the request is ambiguous it asks instead of guessing.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from rapidfuzz import fuzz, process
 
-from ..errors import UserError
 from .context import PlannerContext, Source
+from .draft import Draft, PlannerQuestion
 
 FILE_RE = re.compile(
     r"(?<![\w/.-])((?:[\w.-]+/)*[\w-][\w.-]*\.(?:csv|tsv|ndjson|jsonl|json|parquet|sqlite3?|db|duckdb)"
@@ -101,10 +101,6 @@ COMPARATORS = [
 ]
 
 
-class PlannerQuestion(UserError):
-    """The request is ambiguous: the planner asks instead of guessing."""
-
-
 def quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -122,12 +118,6 @@ def singular(word: str) -> str:
     if w.endswith("s") and not w.endswith("ss"):
         return w[:-1]
     return w
-
-
-@dataclass
-class Draft:
-    pipeline: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -29,8 +29,9 @@ from ..sql.policy import DIALECT
 from ..sql.safety import UnsafeSql, check_expression, check_order, check_query
 from ..store import Repo
 from .context import PlannerContext
+from .draft import PlannerQuestion
 from .repair import Failure, RulesRepairer, classify
-from .rules import PlannerQuestion, RulesPlanner
+from .rules import RulesPlanner
 
 MAX_ATTEMPTS = 3
 
@@ -108,8 +109,11 @@ class Attempt:
 class AskOutcome:
     ask_id: str
     request: str
-    status: str = "failed"  # succeeded | audited | failed | question | declined
+    status: str = "failed"  # succeeded | audited | failed | needs_input | declined
     run_id: str | None = None
+    reading: str | None = None  # the planner's reading of the request, in plain words
+    unused: list[str] = field(default_factory=list)  # words of the request the reading did not use
+    question: PlannerQuestion | None = None  # set when status is needs_input
     attempts: list[Attempt] = field(default_factory=list)
     published: list[TargetRef] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -372,9 +376,11 @@ class AskService:
         try:
             draft = self.provider.draft(request, self.ctx)
         except PlannerQuestion as exc:
-            outcome.status, outcome.error = "question", exc
+            outcome.status, outcome.error, outcome.question = "needs_input", exc, exc
             return outcome
         outcome.notes = list(getattr(draft, "notes", []))
+        outcome.reading = getattr(draft, "reading", None)
+        outcome.unused = list(getattr(draft, "unused", []) or [])
         pipeline: dict[str, Any] = draft.pipeline
         for number in range(1, self.max_attempts + 1):
             attempt = Attempt(number=number, pipeline=pipeline)
