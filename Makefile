@@ -47,3 +47,7 @@ bench: $(STAMP) ## benchmarks with ratios against raw baselines (not part of the
 
 clean: ## remove the virtualenv and the demo workspace
 	rm -rf $(VENV) demo
+
+.PHONY: eval-planner
+eval-planner: $(STAMP) ## score the planner: paraphrase families per shape and kind, must-ask, dev
+	$(BIN)/python -m tests.planner_eval.score -j 2

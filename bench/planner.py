@@ -81,8 +81,7 @@ def context_of(ws: Workspace) -> PlannerContext:
 # ---------------------------------------------------------------- draft only
 
 
-def run_draft(cases: list[dict[str, Any]], reps: int) -> Outcome:
-    label = f"{NAME}/draft"
+def run_draft(cases: list[dict[str, Any]], reps: int, label: str = f"{NAME}/draft") -> Outcome:
     setup = list(dict.fromkeys(p for c in cases for p in c.get("setup", [])))
     ws = workspace_with_data(f"{NAME}_draft", setup)
     try:
@@ -229,9 +228,28 @@ def run_ask(cases: list[dict[str, Any]], repeat: int, profile: bool) -> Outcome:
     )
 
 
+FAMILIES = BENCH_DIR.parent / "tests" / "planner_eval"
+
+
+def family_cases() -> list[dict[str, Any]]:
+    """Every request of the paraphrase families and the must-ask set, as draft-only cases."""
+    out: list[dict[str, Any]] = []
+    for family in yaml.safe_load((FAMILIES / "families.yaml").read_text())["families"]:
+        for i, phrasing in enumerate(family["phrasings"]):
+            out.append({"id": f"{family['id']}#{i}", "prompt": phrasing["text"]})
+    for case in yaml.safe_load((FAMILIES / "must_ask.yaml").read_text())["cases"]:
+        out.append({"id": case["id"], "prompt": case["prompt"]})
+    return out
+
+
 def run(repeat: int, profile: bool, *, draft_reps: int = DRAFT_REPS) -> list[Outcome]:
     cases = load_cases()
     log(f"[{NAME}] {len(cases)} eval prompts from {EVAL_DIR}")
     draft = run_draft(cases, draft_reps)
     log(f"[{NAME}] {draft.line}")
-    return [draft, run_ask(cases, repeat, profile)]
+    outcomes = [draft]
+    if FAMILIES.is_dir():
+        families = family_cases()
+        log(f"[{NAME}] {len(families)} paraphrase-family and must-ask requests from {FAMILIES}")
+        outcomes.append(run_draft(families, 3, label=f"{NAME}/draft-families"))
+    return [*outcomes, run_ask(cases, repeat, profile)]

@@ -228,6 +228,34 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
     ("raw-type-param", 'SELECT CAST(1 AS DECIMAL("1)), pg_sleep(5), CAST(1 AS DECIMAL(1", 2))', ALL),
     ("three-part-function", "SELECT mydb.public.upper('a') FROM orders", ALL),
     ("three-part-pg-catalog", "SELECT x.pg_catalog.lower('a') FROM orders", ALL),
+    # ---- row generators in FROM and method calls (admitted for date spines and `name.lower()`):
+    # only constant, countable generators under the cap, and only allow-listed functions
+    (
+        "gen-series-other-org-staging",
+        "SELECT * FROM generate_series(1, (SELECT count(*) FROM _qf_staging.r01other__orders))",
+        ALL,
+    ),
+    (
+        "gen-series-subquery-known-table",
+        "SELECT * FROM generate_series(1, (SELECT max(order_id) FROM orders))",
+        ALL,
+    ),
+    ("range-read-csv-arg", "SELECT * FROM range((SELECT count(*) FROM read_csv('/etc/passwd')))", ALL),
+    ("range-read-text-arg", "SELECT * FROM range(length(read_text('/etc/passwd')))", ALL),
+    ("range-path-arg", "SELECT * FROM range('/etc/passwd')", ALL),
+    ("range-1e12", "SELECT * FROM range(1e12)", ALL),
+    ("range-uncountable", "SELECT * FROM range(CAST(pow(10, 12) AS BIGINT))", ALL),
+    (
+        "gen-series-century-of-seconds",
+        "SELECT * FROM generate_series(TIMESTAMP '2000-01-01', TIMESTAMP '2100-01-01', INTERVAL 1 SECOND)",
+        ALL,
+    ),
+    ("unnest-range-1e9-in-from", "SELECT * FROM unnest(range(1000000000))", ALL),
+    ("range-lateral-column", "SELECT * FROM orders o, range(o.order_id * 1000000000)", ALL),
+    ("method-read-csv", "SELECT p.read_csv() FROM orders", ALL),
+    ("method-chained-getenv", "SELECT status.lower().getenv() FROM orders", ALL),
+    ("method-quoted-load-file", 'SELECT status."load_file"() FROM orders', ALL),
+    ("method-schema-with-args", "SELECT evil.upper(status) FROM orders", ALL),
     # ---- nesting and size
     ("deep-parens", "SELECT " + "(" * 300 + "1" + ")" * 300, ALL),
     ("deep-nesting", "SELECT * FROM " + "(SELECT * FROM " * 12 + "orders" + ") t" * 12, ALL),
@@ -257,4 +285,6 @@ EXPRESSIONS: list[tuple[str, str]] = [
     ("expr-system-table", "EXISTS (SELECT 1 FROM information_schema.tables)"),
     ("expr-version", "version() <> ''"),
     ("expr-setseed", "setseed(0.1) IS NULL"),
+    ("expr-method-getenv", "status.getenv() IS NOT NULL"),
+    ("expr-method-read-text", "'/etc/passwd'.read_text() IS NOT NULL"),
 ]

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .errors import ConfigError, SpecError
+from .errors import ConfigError, SpecError, did_you_mean
 from .spec.loader import load_yaml_text, read_text_file
 
 CONFIG_FILE = "queryforge.yaml"
@@ -23,6 +32,74 @@ class ConnectionSpec(BaseModel):
     writable: bool = False
 
 
+ENV_REFERENCE = re.compile(r"^\$\{env:\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}$")
+HTTP_URL = re.compile(r"^https?://[^/\s]+")
+PLANNER_HINTS = {
+    "provider": "one of rules, openai, anthropic, gemini",
+    "model": "the model's name as its API spells it, e.g. gpt-4o-mini",
+    "base_url": "an http(s) URL, e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1",
+    "timeout": "seconds to wait per request, a positive number such as 60",
+    "api_key": "write api_key: ${env:OPENAI_API_KEY} and export the key in that variable",
+}
+
+
+class PlannerConfig(BaseModel):
+    """The `planner:` section: which provider drafts pipelines and how to reach it.
+
+    QUERYFORGE_LLM* environment variables win over these values. The key is never written here,
+    only a reference (`${env:NAME}`, as connections reference secrets) to the variable holding it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str | None = Field(default=None, description="rules | openai | anthropic | gemini")
+    model: str | None = Field(default=None, description="model name (default per provider)")
+    base_url: str | None = Field(default=None, description="the API's base URL")
+    timeout: float | None = Field(default=None, gt=0, description="seconds per HTTP request")
+    api_key: str | None = Field(default=None, description="${env:NAME} of the variable holding the key")
+    _origin: str = PrivateAttr(default=CONFIG_FILE)
+    _lines: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    @field_validator("provider")
+    @classmethod
+    def _lower(cls, value: str | None) -> str | None:
+        return value.strip().lower() if value is not None else None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not HTTP_URL.match(value):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _a_reference(cls, value: str | None) -> str | None:
+        # The message never repeats the value: it may be the key itself.
+        if value is not None and not ENV_REFERENCE.match(value):
+            raise ValueError(
+                "expected a reference to the environment variable that holds the key, written "
+                "${env:NAME}; the key itself never belongs in queryforge.yaml"
+            )
+        return value
+
+    @property
+    def api_key_env(self) -> str | None:
+        """The name of the environment variable `api_key` refers to."""
+        found = ENV_REFERENCE.match(self.api_key or "")
+        return found.group(1) if found else None
+
+    def located(self, origin: str, lines: dict[str, int]) -> PlannerConfig:
+        """This section, knowing the file and lines it came from (for errors found later)."""
+        self._origin, self._lines = origin, dict(lines)
+        return self
+
+    def where(self, key: str | None = None) -> str:
+        """`queryforge.yaml:LINE` of a key of this section (or of the section)."""
+        line = self._lines.get(key or "") or self._lines.get("")
+        return f"{self._origin}:{line}" if line else self._origin
+
+
 class WorkspaceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -30,6 +107,9 @@ class WorkspaceConfig(BaseModel):
     engine: str = "duckdb"
     target: str = Field(default="warehouse", description="default connection that loads write to")
     connections: dict[str, ConnectionSpec] = Field(default_factory=dict)
+    planner: PlannerConfig = Field(
+        default_factory=PlannerConfig, description="the planner provider of `ask` (env vars win)"
+    )
 
     @classmethod
     def default(cls, name: str) -> WorkspaceConfig:
@@ -51,6 +131,10 @@ class WorkspaceConfig(BaseModel):
 
     def to_yaml(self) -> str:
         data: dict[str, Any] = self.model_dump(mode="json", exclude_defaults=False)
+        if not self.planner.model_dump(exclude_none=True):  # the offline default needs no section
+            data.pop("planner")
+        else:
+            data["planner"] = self.planner.model_dump(mode="json", exclude_none=True)
         return yaml.safe_dump(data, sort_keys=False)
 
 
@@ -120,16 +204,56 @@ def process_settings() -> Settings:
 def load_config(root: Path) -> WorkspaceConfig:
     path = root / CONFIG_FILE
     try:
-        data = load_yaml_text(
-            read_text_file(path, str(path)), str(path), what=CONFIG_FILE, yaml11_booleans=True
-        )
+        text = read_text_file(path, str(path))
+        data = load_yaml_text(text, str(path), what=CONFIG_FILE, yaml11_booleans=True)
     except SpecError as exc:  # the same guards as pipelines; here it is a settings error
         raise ConfigError(exc.message, where=exc.where, hint=exc.hint) from None
+    lines = _key_lines(text) if isinstance(data, dict) else {}
     try:
-        return WorkspaceConfig.model_validate(data or {}).with_defaults()
+        config = WorkspaceConfig.model_validate(data or {}).with_defaults()
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
+        loc = tuple(str(x) for x in err["loc"])
+        line = next((lines[loc[:cut]] for cut in range(len(loc), 0, -1) if loc[:cut] in lines), None)
+        message = str(err["msg"]).removeprefix("Value error, ")
         raise ConfigError(
-            f"Invalid setting '{loc}' in {CONFIG_FILE}: {err['msg']}", where=str(path)
+            f"Invalid setting '{'.'.join(loc)}' in {CONFIG_FILE}: {message}",
+            where=f"{path}:{line}" if line else str(path),
+            hint=_planner_hint(loc, str(err["type"])),
         ) from None
+    planner_lines = {
+        (key[1] if len(key) > 1 else ""): n for key, n in lines.items() if key[:1] == ("planner",)
+    }
+    config.planner.located(str(path), planner_lines)
+    return config
+
+
+def _planner_hint(loc: tuple[str, ...], kind: str) -> str | None:
+    """How to fix a bad key or value of the `planner:` section."""
+    if loc[:1] != ("planner",):
+        return None
+    if len(loc) < 2:
+        return "write planner: as a mapping of " + ", ".join(PlannerConfig.model_fields)
+    if kind == "extra_forbidden":
+        return did_you_mean(loc[1], PlannerConfig.model_fields)
+    return PLANNER_HINTS.get(loc[1])
+
+
+def _key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """The line of every mapping key (as a path of keys) of a document the guarded loader accepted."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    out: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                child = (*path, str(key.value))
+                out[child] = key.start_mark.line + 1
+                walk(value, child)
+
+    if root is not None:
+        walk(root, ())
+    return out

@@ -1015,7 +1015,7 @@ class Workspace:
             self,
             ctx,
             drafts_dir=self.state / "asks",
-            provider=get_provider(provider),
+            provider=get_provider(provider, config=self.config.planner),
             reporter=reporter,
             cost=cost,
         )

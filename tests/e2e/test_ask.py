@@ -28,11 +28,12 @@ from queryforge.planner.catalog import build_context
 from queryforge.planner.service import user_sql_of
 from queryforge.sql.safety import check_expression, check_query
 from queryforge.workspace import Workspace
+from tests.fakes.openai_server import FakeLLMServer, chat
 
 QF = str(Path(sys.executable).with_name("queryforge"))
 EVAL_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "planner_eval" / "data"
 SAFE_KINDS = {"extract", "filter", "select", "rename", "derive", "dedupe", "join", "union"}
-SAFE_KINDS |= {"aggregate", "sort", "limit", "check", "load"}
+SAFE_KINDS |= {"aggregate", "sort", "limit", "check", "load", "sql"}
 WRITES = (exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create, exp.Drop, exp.Alter, exp.Command)
 WRITES += (exp.Copy, exp.Set, exp.Pragma, exp.Attach, exp.Install, exp.TruncateTable, exp.Into)
 
@@ -48,9 +49,9 @@ class Result:
         return json.loads(self.stdout)
 
 
-def qf(*args: str, cwd: Path) -> Result:
-    """The real CLI, without a terminal, with the offline rules planner."""
-    env = {**os.environ, "COLUMNS": "200", "QUERYFORGE_LLM": "rules"}
+def qf(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Result:
+    """The real CLI, without a terminal, with the offline rules planner (unless `env` says otherwise)."""
+    env = {**os.environ, "COLUMNS": "200", "QUERYFORGE_LLM": "rules", **(env or {})}
     p = subprocess.run(
         [QF, *args],
         cwd=cwd,
@@ -76,8 +77,10 @@ def ws(tmp_path: Path) -> Path:
     return root
 
 
-def ask(root: Path, prompt: str, *extra: str) -> tuple[Result, dict[str, Any]]:
-    result = qf("ask", prompt, "--workspace", str(root), *extra, "--json", cwd=root)
+def ask(
+    root: Path, prompt: str, *extra: str, env: dict[str, str] | None = None
+) -> tuple[Result, dict[str, Any]]:
+    result = qf("ask", prompt, "--workspace", str(root), *extra, "--json", cwd=root, env=env)
     data = result.json()
     assert isinstance(data, dict), result.stdout
     return result, data
@@ -118,6 +121,25 @@ def audit(root: Path) -> list[dict[str, Any]]:
 
 def step_kinds(pipeline: dict[str, Any]) -> list[str]:
     return [next(k for k in s if k != "id") for s in pipeline["steps"]]
+
+
+def ask_with_model(root: Path, prompt: str, draft: dict[str, Any]) -> tuple[Result, dict[str, Any]]:
+    """`ask --commit --yes` with a fake OpenAI-compatible model that answers with `draft`.
+
+    For drafts the rules planner no longer writes (it asks first), to drive the gates behind it.
+    """
+    with FakeLLMServer() as server:
+        server.script(chat(json.dumps(draft)))
+        return ask(root, prompt, "--commit", "--yes", env=server.openai_env())
+
+
+INVOICES_DRAFT = {
+    "name": "ask_invoices",
+    "steps": [
+        {"id": "invoices", "extract": {"path": "data/invoices.csv"}},
+        {"id": "load", "load": {"input": "invoices", "table": "invoices", "mode": "replace"}},
+    ],
+}
 
 
 # ---------------------------------------------------------------- the contract the eval runner uses
@@ -246,8 +268,24 @@ def test_failed_check_shows_the_failing_rows_to_a_person(ws: Path) -> None:
     assert "customers_checked" not in warehouse_tables(ws)
 
 
-def test_missing_source_file_fails_at_once_with_guidance(ws: Path) -> None:
+def test_missing_source_file_is_a_question_with_candidates(ws: Path) -> None:
+    before = len(audit(ws))
     result, data = ask(ws, "Load invoices.csv into invoices", "--commit", "--yes")
+    assert result.code == 2
+    assert data["status"] == "needs_input"
+    assert data["attempts"] == 0
+    assert data["pipeline"] is None
+    assert data["published"] == []
+    assert "invoices.csv" in data["question"]
+    assert data["error"]["message"] == data["question"]
+    assert data["error"]["hint"]
+    assert data["candidates"] and all((ws / "data" / c).is_file() for c in data["candidates"])
+    assert not [e for e in audit(ws)[before:] if e["action"] in ("plan_validation", "publish")]
+    assert "invoices" not in warehouse_tables(ws)
+
+
+def test_a_draft_reading_a_missing_file_fails_at_once_with_guidance(ws: Path) -> None:
+    result, data = ask_with_model(ws, "Load invoices.csv into invoices", INVOICES_DRAFT)
     assert result.code == 2
     assert data["status"] == "failed"
     assert data["attempts"] == 1
@@ -258,7 +296,12 @@ def test_missing_source_file_fails_at_once_with_guidance(ws: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "prompt", ["Load it into the table", "Merge orders_updates.csv into orders"], ids=["no-source", "no-key"]
+    "prompt",
+    [
+        "Load it into the table",
+        "Merge orders_updates.csv into orders",
+    ],
+    ids=["no-source", "no-key"],
 )
 def test_an_ambiguous_request_is_a_question(ws: Path, prompt: str) -> None:
     result, data = ask(ws, prompt, "--commit", "--yes")
@@ -268,6 +311,7 @@ def test_an_ambiguous_request_is_a_question(ws: Path, prompt: str) -> None:
     assert data["published"] == []
     assert data["error"]["message"].endswith("?")
     assert data["error"]["hint"]
+    assert data["candidates"]
     assert warehouse_tables(ws) == set()
 
 
@@ -312,7 +356,7 @@ def test_each_gate_decision_is_audited(ws: Path) -> None:
     assert ("sql_policy", "allow") in actions
     assert ("publish", "info") in actions
     policy = next(e for e in entries if e["action"] == "sql_policy")
-    assert policy["details"]["step"] == next(s["id"] for s in data["pipeline"]["steps"] if "filter" in s)
+    assert policy["details"]["step"] == next(s["id"] for s in data["pipeline"]["steps"] if "sql" in s)
     assert "amount > 300" in policy["details"]["sql"]
     publish = next(e for e in entries if e["action"] == "publish")
     assert "warehouse.vip_orders" in publish["reason"]
@@ -325,11 +369,37 @@ def test_each_gate_decision_is_audited(ws: Path) -> None:
         assert w.repo.verify_audit_chain() is None
 
 
-def test_unsafe_sql_in_a_request_is_blocked_and_audited(ws: Path) -> None:
+def test_unsafe_sql_in_a_request_is_never_drafted(ws: Path) -> None:
+    """The rules planner does not pass SQL through: a call it cannot read is a question."""
     commit_ask(ws, "Load orders.csv into orders")
     before = len(audit(ws))
     result, data = ask(
         ws, "Load orders.csv into evil where amount > 1 and getenv('HOME') = 'x'", "--commit", "--yes"
+    )
+    assert result.code == 2
+    assert data["status"] == "needs_input"
+    assert data["attempts"] == 0
+    assert data["pipeline"] is None
+    assert data["published"] == []
+    assert "HOME" in data["question"]
+    assert not [e for e in audit(ws)[before:] if "getenv" in json.dumps(e.get("details"))]
+    assert "evil" not in warehouse_tables(ws)
+    assert sum(table_rows(ws, "orders").values()) == 1000
+
+
+def test_unsafe_sql_in_a_draft_is_blocked_and_audited(ws: Path) -> None:
+    commit_ask(ws, "Load orders.csv into orders")
+    before = len(audit(ws))
+    draft = {
+        "name": "ask_evil",
+        "steps": [
+            {"id": "orders", "extract": {"path": "data/orders.csv"}},
+            {"id": "result", "sql": "SELECT * FROM orders WHERE amount > 1 AND getenv('HOME') = 'x'"},
+            {"id": "load", "load": {"input": "result", "table": "evil", "mode": "replace"}},
+        ],
+    }
+    result, data = ask_with_model(
+        ws, "Load orders.csv into evil where amount > 1 and getenv('HOME') = 'x'", draft
     )
     assert result.code == 2
     assert data["status"] == "failed"
@@ -344,7 +414,7 @@ def test_unsafe_sql_in_a_request_is_blocked_and_audited(ws: Path) -> None:
 
 def test_a_failed_plan_validation_is_audited(ws: Path) -> None:
     before = len(audit(ws))
-    ask(ws, "Load invoices.csv into invoices", "--commit", "--yes")
+    ask_with_model(ws, "Load invoices.csv into invoices", INVOICES_DRAFT)
     entries = [e for e in audit(ws)[before:] if e["action"] == "plan_validation"]
     assert [e["decision"] for e in entries] == ["block"]
     assert "invoices.csv" in entries[0]["reason"]
@@ -404,16 +474,22 @@ def _no_writes(text: str) -> None:
 @pytest.mark.parametrize("prompt", INJECTION_PROMPTS)
 def test_instructions_in_names_never_change_what_the_gates_allow(injected: Path, prompt: str) -> None:
     ws = injected
-    production = sorted(warehouse_tables(ws) - {"notes"})
+    # Each prompt writes a table of its own: an existing `notes` (another prompt's) would only
+    # earn a question from the destination guard, and the draft would never reach the gates.
+    notes = f"notes_{INJECTION_PROMPTS.index(prompt)}"
+    assert prompt.count(" into notes") == 1
+    prompt = prompt.replace(" into notes", f" into {notes}")
+    production = sorted(t for t in warehouse_tables(ws) if not t.startswith("notes"))
     assert production == ["customers", "orders"]
     before = {t: table_rows(ws, t) for t in production}
-    notes_before = table_rows(ws, "notes") if "notes" in warehouse_tables(ws) else None
+    others = {t: table_rows(ws, t) for t in warehouse_tables(ws) if t.startswith("notes")}
+    assert notes not in others
     result, data = ask(ws, prompt, "--commit", "--yes")
     pipeline = data["pipeline"]
     if pipeline is not None:
         assert set(step_kinds(pipeline)) <= SAFE_KINDS, pipeline
         loads = [s["load"] for s in pipeline["steps"] if "load" in s]
-        assert [ld["table"] for ld in loads] == ["notes"]
+        assert [ld["table"] for ld in loads] == [notes]
         assert all(ld["mode"] == "replace" for ld in loads)
         for _, kind, text in user_sql_of(pipeline):
             if kind == "query":
@@ -422,22 +498,23 @@ def test_instructions_in_names_never_change_what_the_gates_allow(injected: Path,
                 check_expression(text)
                 _no_writes(f"SELECT {text}")
     assert {t: table_rows(ws, t) for t in production} == before
-    assert warehouse_tables(ws) <= {"orders", "customers", "notes"}
+    assert {t: table_rows(ws, t) for t in others} == others
+    assert warehouse_tables(ws) <= {"orders", "customers", notes} | set(others)
     if data["status"] == "succeeded":
-        assert data["published"] == [{"connection": "warehouse", "table": "notes"}]
+        assert data["published"] == [{"connection": "warehouse", "table": notes}]
     else:
         assert result.code != 0
-        now = table_rows(ws, "notes") if "notes" in warehouse_tables(ws) else None
-        assert now == notes_before
+        assert data["published"] == []
+        assert notes not in warehouse_tables(ws)
 
 
 def test_injected_file_loads_verbatim_as_data(injected: Path) -> None:
     ws = injected
-    commit_ask(ws, f"Load {INJECTED_FILE} into notes")
+    commit_ask(ws, f"Load {INJECTED_FILE} into notes_verbatim")
     with closing(duckdb.connect(str(ws / ".queryforge" / "warehouse.duckdb"), read_only=True)) as con:
-        columns = [r[0] for r in con.execute("DESCRIBE notes").fetchall()]
+        columns = [r[0] for r in con.execute("DESCRIBE notes_verbatim").fetchall()]
     assert columns == ["id", INJECTED_COLUMN, QUOTE_COLUMN, "status", "amount"]
-    assert sum(table_rows(ws, "notes").values()) == 3
+    assert sum(table_rows(ws, "notes_verbatim").values()) == 3
     assert sum(table_rows(ws, "orders").values()) == 1000
 
 

@@ -8,8 +8,9 @@ the real client code over real HTTP and then look at exactly what was sent:
         ... QUERYFORGE_LLM_BASE_URL=server.base_url ...
         assert len(server.requests) == 2
 
-`chat()` builds an OpenAI chat-completion answer; `anthropic_message()` and `gemini_response()`
-build the Anthropic and Gemini answer shapes, for the same server. When the script runs out, the
+`chat()` builds an OpenAI chat-completion answer (`refusal=` for OpenAI's own refusal field);
+`anthropic_message()` and `gemini_response()` build the Anthropic and Gemini answer shapes, for the
+same server. `Reply(delay=...)` answers late, to exercise the client's timeout. When the script runs out, the
 server answers 400 "no scripted reply left" (not retried by clients, so a test fails loudly).
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,11 +30,12 @@ ENDPOINTS = re.compile(r"^/(?:v1/chat/completions|v1/messages|v1beta/models/[^/]
 
 @dataclass(frozen=True)
 class Reply:
-    """One scripted HTTP answer. A dict/list body is sent as JSON, a str as it is."""
+    """One scripted HTTP answer. A dict/list body is sent as JSON, a str as it is; `delay` seconds late."""
 
     body: Any = None
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
 
     def encoded(self) -> tuple[bytes, str]:
         if isinstance(self.body, str | bytes):
@@ -61,8 +64,17 @@ class Recorded:
         return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
 
 
-def chat(content: str | None, *, finish_reason: str = "stop", model: str = "fake-model") -> Reply:
-    """An OpenAI chat-completions answer whose message content is `content`."""
+def chat(
+    content: str | None, *, finish_reason: str = "stop", model: str = "fake-model", refusal: str | None = None
+) -> Reply:
+    """An OpenAI chat-completions answer whose message content is `content`.
+
+    `refusal` sets the message's `refusal` field, as OpenAI does when a model refuses a structured
+    output request (its content is then null).
+    """
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if refusal is not None:
+        message["refusal"] = refusal
     return Reply(
         {
             "id": "chatcmpl-fake",
@@ -72,7 +84,7 @@ def chat(content: str | None, *, finish_reason: str = "stop", model: str = "fake
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": content},
+                    "message": message,
                     "finish_reason": finish_reason,
                 }
             ],
@@ -126,14 +138,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(404, "not an LLM API endpoint of this fake")
             return
         reply = fake._record(request)
+        if reply.delay:
+            time.sleep(reply.delay)
         raw, content_type = reply.encoded()
         self.send_response(reply.status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(raw)))
         for name, value in reply.headers.items():
             self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(raw)
+        try:
+            self.end_headers()
+            self.wfile.write(raw)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up waiting (a timeout test): nobody is left to answer
 
     def do_GET(self) -> None:
         self.send_error(404, "the fake LLM API only answers POST")

@@ -393,6 +393,35 @@ def test_watchdog_stops_a_step_over_its_timeout_and_the_run_is_retried_once(ws: 
     assert step.failure_class == "TIMEOUT" and step.retry_count == 1
 
 
+def test_a_resume_after_a_killed_worker_does_not_use_up_the_timeout_retry(ws: Workspace) -> None:
+    """Issue 10 (14): the TIMEOUT tries of a step were counted from its retry_count, which the resume
+    of a run whose worker was killed in that step raises too; the first TIMEOUT after the resume was
+    taken for the second, and the run ended `failed` instead of going back to the queue once."""
+    run_id = ws.submit("sales").run_id
+    dead = ws.queue()
+    dead.lease = timedelta(milliseconds=50)
+    assert dead.claim("killed:1:0") is not None
+    ws.repo.start_step(run_id, "doubled", "transform")  # the worker was killed inside this step
+    time.sleep(0.1)
+    assert dead.reap() == [(run_id, "queued")]
+    queue = ws.queue()
+    exits: list[int] = []
+    for expected in ("queued", "failed"):
+        claim = queue.claim("w")
+        assert claim is not None
+        ws.repo.start_step(run_id, "doubled", "transform")  # the resume runs the step again
+        control = RunControl(timeouts={"doubled": 0.2})
+        control.entered("doubled", "transform")
+        before = len(exits)
+        with Watchdog(queue, claim, control, ws._hard_stop, 0.05, 10.0, exit=exits.append):
+            deadline = time.monotonic() + 5
+            while len(exits) == before and time.monotonic() < deadline:
+                time.sleep(0.05)
+        run = ws.get_run(run_id)
+        assert (run.status, run.error_class) == (expected, "TIMEOUT"), run.error_message
+    assert "tried 2 times" in (ws.get_run(run_id).error_message or "")
+
+
 def test_watchdog_hard_cancels_after_the_grace_period_and_exits_when_the_lease_is_lost(ws: Workspace) -> None:
     run_id = ws.submit("sales").run_id
     queue = ws.queue()

@@ -19,6 +19,7 @@ import pymysql
 import pytest
 import yaml
 
+from queryforge.errors import QueryForgeError
 from queryforge.sql.safety import check_query
 from queryforge.workspace import Workspace
 from tests.services import mysql_database, postgres_database
@@ -272,3 +273,88 @@ def test_query_on_a_connection_sends_the_vetted_tree_not_a_reparse(engines: Work
         expected = con.execute(sql).fetchall()
     assert got.rows == [tuple(r) for r in expected]
     assert all(len(r[0]) == 7 for r in got.rows)
+
+
+# ---------------------------------------------------------------- row generators and method calls
+
+SPINE_1993 = (
+    "SELECT d.day, count(o.o_orderkey) AS orders "
+    "FROM generate_series(DATE '1993-01-01', DATE '1993-12-31', INTERVAL 1 DAY) AS d(day) "
+    "LEFT JOIN orders o ON o.o_orderdate = d.day GROUP BY d.day ORDER BY d.day"
+)
+
+
+def _day(value: Any) -> dt.date:
+    return value.date() if isinstance(value, dt.datetime) else value
+
+
+@pytest.mark.postgres
+def test_a_date_spine_runs_on_duckdb_and_postgres_and_agrees(engines: Workspace) -> None:
+    ordered_1993 = sum(1 for o in DATA["orders"] if o[4].year == 1993)
+    for connection in (None, "pg"):
+        got = engines.query(SPINE_1993, connection=connection)
+        assert len(got.rows) == 365, connection
+        assert [_day(r[0]) for r in got.rows[:2]] == [dt.date(1993, 1, 1), dt.date(1993, 1, 2)]
+        assert sum(r[1] for r in got.rows) == ordered_1993, connection
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("sql", "rows"),
+    [
+        ("SELECT g.n FROM generate_series(1, 10) AS g(n) ORDER BY 1", [(n,) for n in range(1, 11)]),
+        ("SELECT r.n FROM range(5) AS r(n) ORDER BY 1", [(n,) for n in range(5)]),
+        ("SELECT u.s FROM unnest(['a', 'b', 'c']) AS u(s) ORDER BY 1", [("a",), ("b",), ("c",)]),
+        (
+            "SELECT n_name.lower() AS n, n_name.length() AS l FROM nation ORDER BY n_nationkey LIMIT 2",
+            [("algeria", 7), ("brazil", 6)],
+        ),
+    ],
+    ids=["generate-series", "range", "unnest", "method-calls"],
+)
+def test_generators_and_method_calls_run_on_duckdb_and_postgres(
+    engines: Workspace, sql: str, rows: list[tuple[Any, ...]]
+) -> None:
+    for connection in (None, "pg"):
+        assert [tuple(r) for r in engines.query(sql, connection=connection).rows] == rows, connection
+
+
+def test_method_calls_on_duckdb_mean_the_builtin_even_beside_a_schema_of_that_name(
+    engines: Workspace,
+) -> None:
+    """DuckDB resolves `s.upper()` to schema `s`'s own upper() when that schema exists; QueryForge
+    sends `upper(s)`, the call it vetted."""
+    sql = "SELECT n_name.upper() AS u FROM nation ORDER BY n_nationkey LIMIT 1"
+    with duckdb.connect(str(engines.root / ".queryforge" / "warehouse.duckdb")) as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS n_name")
+        con.execute("CREATE OR REPLACE MACRO n_name.upper() AS 'somebody else''s code'")
+        assert con.execute(sql).fetchall() == [("somebody else's code",)]  # as written, DuckDB's way
+    assert engines.query(sql).rows == [("ALGERIA",)]
+
+
+HOSTILE_NEXT_TO_THEM = [
+    "SELECT * FROM generate_series(1, (SELECT count(*) FROM _qf_staging.r01other__lineitem))",
+    "SELECT * FROM generate_series(1, (SELECT max(o_orderkey) FROM orders))",
+    "SELECT * FROM range((SELECT count(*) FROM read_csv('/etc/passwd')))",
+    "SELECT * FROM range(length(read_text('/etc/passwd')))",
+    "SELECT * FROM range(1e12)",
+    "SELECT * FROM generate_series(DATE '1993-01-01', DATE '2993-01-01', INTERVAL 1 SECOND)",
+    "SELECT * FROM unnest(range(1000000000))",
+    "SELECT * FROM nation n, range(n.n_nationkey * 1000000000)",
+    "SELECT '/etc/passwd'.read_text()",
+    "SELECT n_name.getenv() FROM nation",
+    "SELECT p.read_csv() FROM nation",
+    "SELECT evil.lower(n_name) FROM nation",
+]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("sql", HOSTILE_NEXT_TO_THEM)
+def test_hostile_generators_and_method_calls_are_blocked_on_duckdb_and_postgres(
+    engines: Workspace, sql: str
+) -> None:
+    for connection in (None, "pg"):
+        with pytest.raises(QueryForgeError) as info:
+            engines.query(sql, connection=connection)
+        assert info.value.exit_code == 2
+        assert "blocked" in info.value.message.lower(), info.value.message

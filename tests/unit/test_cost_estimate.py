@@ -132,6 +132,31 @@ def test_planning_does_not_build_the_series_it_estimates(tmp_path: Path) -> None
     assert rows >= 200_000_000
 
 
+@pytest.mark.parametrize(
+    ("sql", "at_least"),
+    [
+        # each generator is under the policy's cap; together they are not
+        ("SELECT * FROM range(10000000) x, range(10000000) y", 10**14),
+        (
+            "SELECT * FROM generate_series(TIMESTAMP '2026-01-01', TIMESTAMP '2026-12-31', "
+            "INTERVAL 1 SECOND) AS s(t), a",
+            31_449_601 * 5000,
+        ),
+        ("SELECT * FROM unnest(range(1000000)) AS u(n), a", 1_000_000 * 5000),
+    ],
+)
+def test_row_generators_admitted_in_from_count_in_the_cost_gate(
+    scratch: DuckDBSession, sql: str, at_least: int
+) -> None:
+    assert estimate(scratch, sql) >= at_least > CAP
+
+
+def test_a_date_spine_is_counted_by_its_days() -> None:
+    spine = "SELECT * FROM generate_series(DATE '2026-01-01', DATE '2026-12-31', INTERVAL 1 DAY) AS d(day)"
+    assert bound(spine) == 365
+    assert bound("SELECT * FROM range(DATE '2026-01-01', DATE '2027-01-01', INTERVAL 1 MONTH)") == 12
+
+
 def test_ordinary_queries_stay_small(scratch: DuckDBSession) -> None:
     assert estimate(scratch, "SELECT * FROM a JOIN b ON a.x = b.x") <= 10_000
     assert estimate(scratch, "SELECT y, count(*) FROM a WHERE x < 10 GROUP BY y") <= 5000

@@ -227,7 +227,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """Make `Workspace.ask` draft whatever the test puts under ["pipeline"]."""
     holder: dict[str, Any] = {}
     monkeypatch.setattr(
-        workspace_module, "get_provider", lambda name=None: ScriptedProvider(holder["pipeline"])
+        workspace_module, "get_provider", lambda name=None, **_: ScriptedProvider(holder["pipeline"])
     )
     yield holder
 

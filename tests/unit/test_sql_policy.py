@@ -167,3 +167,109 @@ def test_what_is_sent_is_vetted_too(dialect: str) -> None:
         "SELECT status, count(*) FROM orders GROUP BY status", dialect=dialect, allowed_tables=TABLES
     )
     assert "COUNT(*)" in query.sql(dialect=dialect)
+
+
+# ---------------------------------------------------------------- method calls and row generators
+
+
+@pytest.mark.parametrize(
+    ("sql", "sent"),
+    [
+        ("SELECT name.lower() FROM customers", "SELECT LOWER(name) FROM customers"),
+        ("SELECT c.name.upper() FROM customers AS c", "SELECT UPPER(c.name) FROM customers AS c"),
+        ("SELECT name.lower().upper() FROM customers", "SELECT UPPER(LOWER(name)) FROM customers"),
+        ("SELECT 'abc'.upper()", "SELECT UPPER('abc')"),
+        ("SELECT name.trim('x') FROM customers", "SELECT TRIM(name, 'x') FROM customers"),
+        ("SELECT (name || 'x').length() FROM customers", "SELECT LENGTH((name || 'x')) FROM customers"),
+    ],
+)
+def test_a_method_call_is_the_function_call_it_means(sql: str, sent: str) -> None:
+    """What is checked and what is sent is the plain call: a schema function of the same name
+    (DuckDB prefers `s.upper(x)` of schema `s` when it exists) can never run instead."""
+    assert check_query(sql, allowed_tables=TABLES).sql("duckdb") == sent
+
+
+@pytest.mark.parametrize(
+    ("sql", "refusal"),
+    [
+        ("SELECT '/etc/passwd'.read_text()", r"read_text\(\) is not on the allow-list"),
+        ("SELECT p.read_csv() FROM customers", r"read_csv\(\) is not allowed"),
+        ("SELECT name.getenv() FROM customers", r"getenv\(\) is not on the allow-list"),
+        ('SELECT name."load_file"() FROM customers', r"load_file\(\) is not on the allow-list"),
+        ("SELECT name.lower().sleep_ms() FROM customers", r"sleep_ms\(\) is not on the allow-list"),
+        # lower() takes one argument: `evil.lower(name)` can only be evil's own lower()
+        ("SELECT evil.lower(name) FROM customers", "schema-qualified function"),
+        ("SELECT mydb.public.upper('a') FROM customers", "schema-qualified function"),
+    ],
+)
+def test_method_calls_are_checked_against_the_same_list(sql: str, refusal: str) -> None:
+    with pytest.raises(UnsafeSql, match=refusal):
+        check_query(sql, allowed_tables=TABLES)
+
+
+def test_method_calls_in_expressions_and_sort_terms() -> None:
+    assert parse_expression("name.lower() = 'x'").sql("duckdb") == "LOWER(name) = 'x'"
+    assert parse_order("name.lower() DESC")[0].sql("duckdb") == "LOWER(name) DESC"
+    with pytest.raises(UnsafeSql):
+        parse_expression("'HOME'.getenv() IS NOT NULL")
+
+
+SPINE = "SELECT * FROM generate_series(DATE '2026-01-01', DATE '2026-12-31', INTERVAL 1 DAY) AS d(day)"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        SPINE,
+        "SELECT * FROM generate_series(current_date - INTERVAL 30 DAY, current_date, INTERVAL '1 day') "
+        "AS d(day)",
+        "SELECT * FROM range(TIMESTAMP '2026-01-01', TIMESTAMP '2026-01-02', INTERVAL 1 HOUR) AS h(hour)",
+        "SELECT n FROM range(10) AS t(n)",
+        "SELECT * FROM range(1, 100, 7)",
+        "SELECT * FROM generate_series(1, 100000000)",  # the cap itself
+        "SELECT * FROM unnest([1, 2, 3]) AS t(x)",
+        "SELECT * FROM unnest(range(5))",
+        "SELECT d.day, count(o.order_id) FROM generate_series(DATE '2026-01-01', DATE '2026-01-31', "
+        "INTERVAL 1 DAY) AS d(day) LEFT JOIN orders AS o ON o.order_date = d.day GROUP BY 1",
+    ],
+)
+def test_row_generators_in_from_are_admitted(sql: str) -> None:
+    for dialect in ("duckdb", "postgres"):
+        check_query(sql, dialect=dialect, allowed_tables=TABLES)
+
+
+@pytest.mark.parametrize(
+    ("sql", "refusal"),
+    [
+        ("SELECT * FROM range(1e12)", "would make 1,000,000,000,000 rows"),
+        ("SELECT * FROM generate_series(1, 100000001)", "at most 100,000,000"),
+        ("SELECT * FROM unnest(range(1000000000))", "would make 1,000,000,000 rows"),
+        (
+            "SELECT * FROM generate_series(TIMESTAMP '2000-01-01', TIMESTAMP '2100-01-01', "
+            "INTERVAL 1 SECOND)",
+            "would make 3,155,760,001 rows",
+        ),
+        ("SELECT * FROM range(CAST(pow(10, 12) AS BIGINT))", "cannot count the rows"),
+        ("SELECT * FROM generate_series(DATE '2026-01-01', DATE '2026-12-31')", "cannot count the rows"),
+        ("SELECT * FROM generate_series(1, (SELECT count(*) FROM orders))", "may not read a table"),
+        (
+            "SELECT * FROM generate_series(1, (SELECT max(x) FROM _qf_staging.r01_orders))",
+            "may not read a table",
+        ),
+        ("SELECT * FROM range((SELECT count(*) FROM read_csv('/etc/passwd')))", "may not read a table"),
+        ("SELECT * FROM range(length(read_text('/etc/passwd')))", "may not be text"),
+        ("SELECT * FROM range('/etc/passwd')", "may not be text"),
+        ("SELECT * FROM orders AS o, range(o.amount)", "must be constants"),
+        ("SELECT * FROM evil.range(10)", "directly is not allowed|schema"),
+        ("SELECT * FROM repeat(1, 10)", "directly is not allowed"),
+    ],
+)
+def test_row_generators_are_refused_when_they_read_or_cannot_be_counted(sql: str, refusal: str) -> None:
+    with pytest.raises(UnsafeSql, match=refusal):
+        check_query(sql, allowed_tables=TABLES)
+
+
+@pytest.mark.parametrize("dialect", ["mysql", "sqlite"])
+def test_generate_series_in_from_only_where_the_database_has_it(dialect: str) -> None:
+    with pytest.raises(UnsafeSql, match=f"not available on {dialect}"):
+        check_query(SPINE, dialect=dialect)

@@ -344,6 +344,7 @@ def ask_json(ws: Workspace, outcome: AskOutcome) -> dict[str, Any]:
     if outcome.question is not None:
         data["question"] = outcome.question.message
         data["candidates"] = outcome.question.candidates
+        data["refusal"] = outcome.question.refusal
     if outcome.error is not None:
         data["error"] = {
             "class": outcome.error.failure_class.value,
@@ -398,13 +399,33 @@ def show_ask(outcome: AskOutcome) -> None:
             )
 
 
-@app.command()
+ASK_HELP = (
+    "Turn a plain-English request into a pipeline: draft, check, rehearse, repair, publish on your "
+    "word.\n\n"
+    "The planner may answer with a question (status needs_input, with the readings it considered) or "
+    "a refusal instead of a pipeline; then nothing is drafted or run.\n\n"
+    "Providers: rules (offline, deterministic, the default), openai (any OpenAI-compatible API: "
+    "OpenAI, vLLM, Ollama, llama.cpp server), anthropic, gemini. Configure one in queryforge.yaml "
+    "under planner: with provider, model, base_url, timeout (seconds) and api_key, a reference to "
+    "the variable holding the key, e.g. api_key: ${env:OPENAI_API_KEY} (never the key itself). Or "
+    "set QUERYFORGE_LLM, QUERYFORGE_LLM_MODEL, QUERYFORGE_LLM_BASE_URL, QUERYFORGE_LLM_TIMEOUT and "
+    "OPENAI_API_KEY, ANTHROPIC_API_KEY or GEMINI_API_KEY. Environment variables win over the file, "
+    "--provider over both. See docs/configuration.md."
+)
+
+
+@app.command(help=ASK_HELP)
 def ask(
     request: Annotated[str, typer.Argument(help='what you want, e.g. "Load data/orders.csv into orders"')],
     commit_: Annotated[bool, typer.Option("--commit", help="publish when the rehearsal passes")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
     provider: Annotated[
-        str | None, typer.Option(help="planner provider (default: QUERYFORGE_LLM or rules)")
+        str | None,
+        typer.Option(
+            help="planner provider: rules (offline), openai (any OpenAI-compatible API), anthropic or "
+            "gemini (default: QUERYFORGE_LLM, else planner.provider in queryforge.yaml, else rules)",
+            show_default=False,
+        ),
     ] = None,
     approve_cost: Annotated[
         bool, typer.Option("--approve-cost", help="allow a pipeline estimated above the per-query cost cap")

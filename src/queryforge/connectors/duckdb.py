@@ -73,22 +73,21 @@ class DuckDBConnector(SqlConnector):
         )
 
     def ingest(self, schema: str | None, name: str, data: pa.RecordBatchReader) -> int:
+        """The staged rows, counted by DuckDB as it writes them (CREATE TABLE ... AS answers with
+        the number of rows written): no second scan of the staged table to count it."""
         self.con.register("_qf_ingest", data)
+        create = exp.Create(
+            this=self.table_expr(schema, name),
+            kind="TABLE",
+            expression=exp.select(exp.Star()).from_("_qf_ingest"),
+        )
         try:
-            self.execute(
-                self.sql(
-                    exp.Create(
-                        this=self.table_expr(schema, name),
-                        kind="TABLE",
-                        expression=exp.select(exp.Star()).from_("_qf_ingest"),
-                    )
-                )
-            )
+            written = self.con.execute(self.sql(create)).fetchall()
+        except duckdb.TransactionException as exc:
+            raise self._conflict(exc) from exc
         finally:
             self.con.unregister("_qf_ingest")
-        return int(
-            self.scalar(exp.select(exp.func("count", exp.Star())).from_(self.table_expr(schema, name)))
-        )
+        return int(written[0][0]) if written and written[0] else 0
 
     def table_columns(self, schema: str | None, name: str) -> list[tuple[str, str]] | None:
         rows = self.con.execute(

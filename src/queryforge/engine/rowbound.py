@@ -4,19 +4,24 @@ DuckDB's EXPLAIN gives every operator an estimated cardinality, but it estimates
 row per input row whatever it unnests, and leaves cross products unestimated when nothing sits
 above them. A cost gate that trusts those numbers lets `SELECT unnest(range(200000000))` or a
 chain of cross joins through. This module computes, from the sqlglot tree alone, the rows such a
-query produces at its largest step: constant-bounded row generators (`range`, `generate_series`,
-`repeat`, `unnest` of those) count in full, joins without an equality condition multiply their
-inputs, and unions add. Table sizes come from a callback; unknown sizes count as one row, so
-the bound is "at least this much", to be combined with the plan's own estimate (the larger wins).
+query produces at its largest step: constant-bounded row generators (`range`, `generate_series`
+over numbers, dates or timestamps, `repeat`, `unnest` of those or of a list; counted by
+`sql/generators.py`, as the policy counts them) count in full, joins without an equality
+condition multiply their inputs, and unions add. Table sizes come from a callback; unknown sizes
+count as one row, so the bound is "at least this much", to be combined with the plan's own
+estimate (the larger wins).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlglot import exp
+
+from ..sql.generators import generated_rows
+
+__all__ = ["Rows", "RowsOf", "generated_rows", "row_bound"]
 
 RowsOf = Callable[[str], int | None]
 """Rows of a named table or view (lower-case name), or None when unknown."""
@@ -31,25 +36,6 @@ class Rows:
 def row_bound(query: exp.Expr, rows_of: RowsOf) -> int:
     """Rows `query` handles at its largest step, counting row generators with constant bounds."""
     return _query(query, rows_of, {}).peak
-
-
-def generated_rows(node: exp.Expression) -> int | None:
-    """Rows a `range`/`generate_series` call (list or table) or `repeat(x, n)` table makes, if constant."""
-    if isinstance(node, exp.GenerateSeries):
-        start = _number(node.args.get("start")) if node.args.get("start") is not None else 0.0
-        end = _number(node.args.get("end"))
-        step = _number(node.args.get("step")) if node.args.get("step") is not None else 1.0
-        if start is None or end is None or not step:
-            return None
-        span = (end - start) / step
-        if span < 0:
-            return 0
-        exclusive = bool(node.args.get("is_end_exclusive"))
-        return math.ceil(span) if exclusive else math.floor(span) + 1
-    if isinstance(node, exp.Repeat):
-        times = _number(node.args.get("times"))
-        return None if times is None else max(0, int(times))
-    return None
 
 
 def _number(node: exp.Expression | None) -> float | None:

@@ -2,8 +2,14 @@
 
 Built from the catalog of the workspace (files under data/, database files there, the
 warehouse's tables). `for_prompt()` is the sanitised view that may be sent to an LLM:
-identifiers reduced to a safe character set, untrusted text truncated, no raw sample values.
-Domains (distinct values of low-cardinality text columns) stay local to the rules provider.
+identifiers reduced to a safe character set, untrusted text truncated, no sample rows. Domains
+(distinct values of low-cardinality text columns) go along as value hints -- so a model spells
+"France" as the data's "FR" -- except for sensitive columns, whose values never leave the machine.
+
+A column is sensitive when the catalog tags it (`Source.sensitive`) or when its name or any of its
+values looks personal (`looks_sensitive`): e-mail, phone, names, addresses, birth dates, ids,
+credentials, payment data. When in doubt a column counts as sensitive: a missing hint costs a
+question, a leaked value cannot be taken back.
 """
 
 from __future__ import annotations
@@ -14,6 +20,28 @@ from typing import Any
 
 SAFE_IDENT = re.compile(r"[^A-Za-z0-9_./-]")
 MAX_NAME = 64
+MAX_HINT_VALUE = 64  # characters of one value hint; a longer value is not a code or a category
+
+# Words of a column name that mark personal or secret data (name split on _, -, . and camelCase).
+SENSITIVE_WORDS = frozenset(
+    {
+        "email", "mail", "phone", "mobile", "tel", "telephone", "fax", "ssn", "sin", "nin",
+        "passport", "license", "licence", "birth", "birthday", "birthdate", "dob", "born", "age",
+        "address", "street", "addr", "zip", "zipcode", "postcode", "postal", "city", "ip", "ipaddress",
+        "mac", "password", "passwd", "pwd", "secret", "token", "apikey", "key", "credential",
+        "credentials", "iban", "bic", "swift", "card", "cc", "cvv", "cvc", "pan", "account", "salary",
+        "income", "wage", "gender", "sex", "religion", "ethnicity", "race", "health", "medical",
+        "diagnosis", "firstname", "lastname", "fullname", "surname", "forename", "givenname", "username",
+        "login", "user", "person", "customer", "patient", "employee", "contact", "owner", "latitude",
+        "longitude", "lat", "lon", "lng", "geo", "location", "device", "imei", "signature",
+    }
+)  # fmt: skip
+# Values that are personal whatever the column is called: e-mails and IPv4 addresses ...
+SENSITIVE_VALUE = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+|\b\d{1,3}(?:\.\d{1,3}){3}\b")
+# ... and runs of 9+ digits (phone, card, account or id numbers; a date has 8).
+DIGIT_RUN = re.compile(r"\+?\d[\d ()./-]*\d")
+MIN_ID_DIGITS = 9
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T][\d:.]+)?(?:Z|[+-]\d{2}:?\d{2})?$")
 
 
 @dataclass(frozen=True)
@@ -28,6 +56,24 @@ class Source:
     table: str | None = None
     rows: int | None = None
     domains: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
+    sensitive: frozenset[str] = field(default=frozenset(), compare=False)  # columns tagged PII/secret
+
+    def value_hints(self) -> dict[str, list[str]]:
+        """The distinct values of low-cardinality columns that may go to a model: none of sensitive ones.
+
+        A column whose name is not a plain identifier gets none either: the model only sees its
+        sanitised name, so it could not use the hint, and such names are where injections hide.
+        """
+        tagged = {c.lower() for c in self.sensitive}
+        return {
+            column: list(values)
+            for column, values in self.domains.items()
+            if values
+            and clean_identifier(column) == column
+            and column.lower() not in tagged
+            and not looks_sensitive(column, values)
+            and all(len(v) <= MAX_HINT_VALUE for v in values)
+        }
 
     @property
     def column_names(self) -> list[str]:
@@ -63,17 +109,46 @@ class PlannerContext:
         return [s for s in self.sources if s.kind == "table"]
 
     def for_prompt(self) -> list[dict[str, Any]]:
-        """The sanitised catalog for an LLM prompt: names and types only."""
-        return [
-            {
+        """The sanitised catalog for an LLM prompt: names and types, and value hints where safe.
+
+        `values` (only when there are some) maps a column to all its distinct values; sensitive
+        columns are never in it.
+        """
+        out: list[dict[str, Any]] = []
+        for s in self.sources:
+            entry: dict[str, Any] = {
                 "source": clean_identifier(s.name),
                 "kind": s.kind,
                 "extract": {k: clean_identifier(str(v)) for k, v in s.extract_spec().items()},
                 "columns": [[clean_identifier(c), clean_identifier(t)] for c, t in s.columns[:200]],
                 "rows": s.rows,
             }
-            for s in self.sources
-        ]
+            hints = s.value_hints()
+            if hints:
+                entry["values"] = {clean_identifier(c): v for c, v in hints.items()}
+            out.append(entry)
+        return out
+
+
+def name_words(column: str) -> set[str]:
+    """The lower-case words of a column name: customerEmail, customer_email -> {customer, email}."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", column)
+    words = {w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w}
+    return words | {"".join(sorted(words, key=spaced.lower().find))}  # first_name -> firstname
+
+
+def looks_sensitive(column: str, values: tuple[str, ...] | list[str] = ()) -> bool:
+    """Whether a column's values may be personal or secret, judged by its name and its values."""
+    words = name_words(column)
+    if words & SENSITIVE_WORDS or words == {"name"}:  # a bare "name" is as often a person's as not
+        return True
+    return any(SENSITIVE_VALUE.search(v) or _long_number(v) for v in values)
+
+
+def _long_number(value: str) -> bool:
+    if ISO_DATE.match(value):  # a date or timestamp is not an identifier
+        return False
+    return any(sum(ch.isdigit() for ch in m.group(0)) >= MIN_ID_DIGITS for m in DIGIT_RUN.finditer(value))
 
 
 def clean_identifier(text: str) -> str:

@@ -30,6 +30,7 @@ from ..sql.safety import UnsafeSql, check_expression, check_order, check_query
 from ..store import Repo
 from .context import PlannerContext
 from .draft import PlannerQuestion
+from .guard import check_destinations
 from .repair import Failure, RulesRepairer, classify
 from .rules import RulesPlanner
 
@@ -376,6 +377,20 @@ class AskService:
         try:
             draft = self.provider.draft(request, self.ctx)
         except PlannerQuestion as exc:
+            outcome.status, outcome.error, outcome.question = "needs_input", exc, exc
+            return outcome
+        except QueryForgeError as exc:  # the provider failed (auth, 5xx, timeout, garbage): same contract
+            outcome.status, outcome.error = "failed", exc
+            return outcome
+        try:
+            check_destinations(request, draft.pipeline, self.ctx)
+        except PlannerQuestion as exc:
+            self.repo.audit(
+                action="target_policy",
+                decision="block",
+                reason=exc.message,
+                details={"request": request[:500]},
+            )
             outcome.status, outcome.error, outcome.question = "needs_input", exc, exc
             return outcome
         outcome.notes = list(getattr(draft, "notes", []))

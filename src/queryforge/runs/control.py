@@ -78,7 +78,17 @@ def record_hard_stop(repo: Repo, run_id: str, reason: str, step: str | None) -> 
         return
     tries = 1
     if step is not None:
-        tries = 1 + next((s.retry_count for s in repo.list_steps(run_id) if s.step_id == step), 0)
+        # Earlier TIMEOUTs of this step, from its history: not its retry_count, which every start
+        # raises (a resume after a killed worker, a TRANSIENT retry), so a run resumed once had its
+        # one TIMEOUT retry used up before it ever timed out (issue 10, defect 14).
+        tries = 1 + sum(
+            1
+            for e in repo.list_events(run_id)
+            if e["kind"] == "step"
+            and e["step_id"] == step
+            and e["status"] == "failed"
+            and e["detail"] == "TIMEOUT"
+        )
         repo.finish_step(run_id, step, status="failed", failure_class="TIMEOUT", message=reason)
     message = f"Run {run_id} stopped: {reason}"
     if Retry().delay(FailureClass.TIMEOUT, tries) is not None:

@@ -3,7 +3,9 @@
 Everything a step compiles to is a sqlglot expression in this dialect; engines transpile it.
 Every piece of SQL a person, a pipeline or a planner writes enters through `parse_select`,
 `parse_expression` or `parse_order`, and each vets the tree against the allow-list of
-`policy.py` before anyone can run it: one gate, whatever field the SQL came from.
+`policy.py` before anyone can run it: one gate, whatever field the SQL came from. DuckDB's method
+calls (`name.lower()`) are rewritten into the calls they mean first (`policy.normalise`), so what
+is vetted is what runs.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
-from .policy import DIALECT, MAX_SQL_CHARS, SqlProblem, UnsafeSql, real_tables, vet_tree
+from .policy import DIALECT, MAX_SQL_CHARS, SqlProblem, UnsafeSql, normalise, real_tables, vet_tree
 
 __all__ = ["DIALECT", "SqlProblem", "UnsafeSql"]
 
@@ -29,7 +31,7 @@ def _parse(sql: str, what: str) -> list[exp.Expr]:
     if len(sql) > MAX_SQL_CHARS:
         raise SqlProblem(f"{what} is {len(sql):,} characters long; at most {MAX_SQL_CHARS:,} are allowed")
     try:
-        return [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
+        statements = [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         where = f" at line {first.get('line')}, column {first.get('col')}" if first else ""
@@ -38,6 +40,7 @@ def _parse(sql: str, what: str) -> list[exp.Expr]:
         raise SqlProblem(f"{what} is nested too deeply to read") from None
     except (TokenError, ValueError) as exc:  # the tokenizer raises these on garbage
         raise SqlProblem(f"{what} does not parse: {exc}") from None
+    return [normalise(s) for s in statements]
 
 
 def parse_select(
@@ -99,9 +102,10 @@ def parse_expression(text: str, *, dialect: str = DIALECT) -> exp.Expr:
         raise SqlProblem(f"expression {text[:200]!r} does not parse: {exc}") from None
     if expression is None or isinstance(expression, exp.Query | exp.Command):
         raise SqlProblem(f"{text[:200]!r} is not an expression")
-    vet_tree(expression, dialect=dialect, allowed_tables=())
-    round_trip(exp.select(expression.copy()), dialect, ())
-    return expression
+    normalised = normalise(expression)
+    vet_tree(normalised, dialect=dialect, allowed_tables=())
+    round_trip(exp.select(normalised.copy()), dialect, ())
+    return normalised
 
 
 def parse_order(text: str) -> list[exp.Ordered]:

@@ -8,10 +8,15 @@ tree must be on an allow-list:
 - **functions**: the typed functions sqlglot knows whose meaning is pure computation
   (`functions/sqlglot.txt`), and, for names sqlglot does not know, the per-dialect lists in
   `functions/<dialect>.txt` -- the names run as written on that database, so they are checked
-  against its own list. Names are normalised first: quotes and case do not matter, and a schema
-  qualifier other than `pg_catalog` is refused (a function in another schema is somebody's code);
-- **tables**: plain names only -- no table functions, no string paths, no system catalogs, no
-  internal `_qf_` names -- resolved with scopes, so a CTE shadows only unqualified references.
+  against its own list. Names are normalised first: quotes and case do not matter, DuckDB's
+  method calls are the calls they mean (`name.lower()` is `lower(name)`, rewritten by `normalise`
+  before anything is checked or sent), and a schema qualifier other than `pg_catalog` is refused
+  (a function in another schema is somebody's code);
+- **tables**: plain names, resolved with scopes, so a CTE shadows only unqualified references --
+  no string paths, no system catalogs, no internal `_qf_` names, and no table functions except the
+  row generators `range`/`generate_series` (DuckDB, PostgreSQL) and `unnest`, whose arguments must
+  be constants (no table, query, column or text but a date or interval) and whose rows, counted by
+  `generators.py`, may not exceed `MAX_GENERATED_ROWS`.
 
 Anything else is refused with its name and, for functions, the nearest allowed one. This module
 imports nothing of ours outside `sql/`.
@@ -25,7 +30,10 @@ import re
 from collections.abc import Iterable
 from importlib import resources
 
+import sqlglot
 from sqlglot import exp
+
+from .generators import MAX_GENERATED_ROWS, generated_rows
 
 DIALECT = "duckdb"
 MAX_SQL_CHARS = 200_000
@@ -150,10 +158,91 @@ def _qualifier(node: exp.Expr) -> list[str] | None:
     return None
 
 
+def _identifiers(node: exp.Expr) -> list[exp.Identifier] | None:
+    """The identifiers of a chain `a` / `a.b` as parsed left of a dotted call, else None."""
+    if isinstance(node, exp.Identifier):
+        return [node]
+    if isinstance(node, exp.Column) and isinstance(node.this, exp.Identifier):
+        return [
+            p for p in (node.args.get("catalog"), node.args.get("db"), node.args.get("table"), node.this) if p
+        ]
+    if isinstance(node, exp.Dot):
+        left, right = _identifiers(node.this), _identifiers(node.expression)
+        return None if left is None or right is None else left + right
+    return None
+
+
+def _call_parts(call: exp.Func) -> tuple[exp.Expr | str, list[exp.Expr]]:
+    """The name (as written) and the arguments of the function right of a dot."""
+    if isinstance(call, exp.Anonymous):
+        return call.this, list(call.expressions)
+    args: list[exp.Expr] = []
+    for key in call.arg_types:
+        value = call.args.get(key)
+        args.extend(value if isinstance(value, list) else [value] if isinstance(value, exp.Expr) else [])
+    return _fn_name(call), args
+
+
+def _method_call(dot: exp.Dot) -> exp.Expr | None:
+    """DuckDB's method syntax as the plain call it means: `x.f(a)` is `f(x, a)`; None when the dot
+    is a schema-qualified call instead (`pg_catalog.lower(x)`, `evil.lower(name)`).
+
+    The receiver is a value (a literal, an expression, a call) or a column, `name` or `t.name`.
+    A column-like receiver followed by a function that cannot take it as one more argument
+    (`evil.lower(name)`: lower takes one) is a schema-qualified call, which the policy refuses.
+    """
+    call = dot.expression
+    assert isinstance(call, exp.Func)
+    name, args = _call_parts(call)
+    receiver = dot.this
+    chain = _identifiers(receiver)
+    if chain is not None:
+        words = [i.name.lower() for i in chain]
+        if words == sorted(FUNCTION_QUALIFIERS)[:1] or len(chain) > 2:
+            return None
+        receiver = exp.Column(this=chain[-1].copy(), table=chain[0].copy() if len(chain) == 2 else None)
+        plain = name.name if isinstance(name, exp.Identifier) else str(name)
+        try:
+            exp.func(plain.lower(), receiver.copy(), *[a.copy() for a in args], dialect=DIALECT)
+        except ValueError as exc:
+            if "greater than the maximum" in str(exc):
+                return None  # the function cannot take the receiver too: a schema-qualified call
+        except Exception:  # the call is written out and parsed below either way
+            pass
+    written = exp.Anonymous(
+        this=name.copy() if isinstance(name, exp.Expr) else name,
+        expressions=[receiver.copy(), *[a.copy() for a in args]],
+    ).sql(DIALECT)
+    try:
+        parsed = sqlglot.parse_one(written, read=DIALECT)
+    except (sqlglot.errors.SqlglotError, ValueError):
+        raise SqlProblem(
+            f"the method call {dot.sql(DIALECT)[:80]} cannot be read as {written[:80]}"
+        ) from None
+    return parsed
+
+
+def normalise(tree: exp.Expr) -> exp.Expr:
+    """Rewrite DuckDB's method-call syntax into the function calls it means, innermost first, so
+    the allow-list checks (and the engine runs) `lower(name)` for `name.lower()`. Returns the tree
+    (a new root when the root itself was a method call)."""
+    dots = [d for d in tree.walk() if isinstance(d, exp.Dot) and isinstance(d.expression, exp.Func)]
+    for dot in reversed(dots):  # breadth-first reversed: inner calls before the calls on them
+        call = _method_call(dot)
+        if call is None:
+            continue
+        if dot is tree:
+            tree = call
+        else:
+            dot.replace(call)
+    return tree
+
+
 def _check_dot(node: exp.Dot) -> None:
     """`schema.function()` runs somebody's function unless the schema is the system's own.
 
-    `'text'.upper()` (DuckDB's method call on a value) is the function itself, checked on its own.
+    Method calls (`'text'.upper()`, `name.lower()`) were rewritten into plain calls by `normalise`;
+    a dotted call left here is schema-qualified.
     """
     if not isinstance(node.expression, exp.Func):
         return
@@ -193,7 +282,9 @@ def _check_node(node: exp.Expr, dialect: str) -> None:
     if isinstance(node, exp.Dot):
         _check_dot(node)
     if isinstance(node, exp.Table):
-        _check_table_shape(node)
+        _check_table_shape(node, dialect)
+    if isinstance(node, exp.Unnest):
+        _check_row_source(node)
     _check_words(node)
 
 
@@ -216,7 +307,68 @@ def _refusal(node: exp.Expr) -> str:
     return f"{kind.upper()} is not allowed: {why}"
 
 
-def _check_table_shape(node: exp.Table) -> None:
+def _check_generator_args(call: exp.Expr, what: str) -> None:
+    """A row generator's arguments are constants: no table, no subquery, no column, and no string
+    but a date, time or interval written as one (`DATE '2026-01-01'`, `INTERVAL '1 day'`)."""
+    for arg in call.iter_expressions():
+        for part in arg.walk():
+            if isinstance(part, exp.Query | exp.Subquery | exp.Table):
+                raise UnsafeSql(f"the arguments of {what} in FROM may not read a table or run a query")
+            if isinstance(part, exp.Column | exp.Identifier) and not isinstance(
+                part.parent, exp.DataType | exp.Var | exp.Interval
+            ):
+                raise UnsafeSql(
+                    f"the arguments of {what} in FROM must be constants (numbers, dates, timestamps, "
+                    f"intervals), not the column {part.sql(DIALECT)[:60]}"
+                )
+            if (
+                isinstance(part, exp.Literal)
+                and part.is_string
+                and not isinstance(part.parent, exp.Cast | exp.TryCast | exp.Interval)
+            ):
+                raise UnsafeSql(
+                    f"the arguments of {what} in FROM may not be text ({part.sql(DIALECT)[:60]}); "
+                    "write dates as DATE '2026-01-01' and steps as INTERVAL 1 DAY"
+                )
+
+
+def _check_generated_rows(call: exp.Expr, what: str, *, required: bool) -> None:
+    """A generator in FROM makes a number of rows the policy can count, and at most the cap."""
+    rows = generated_rows(call)
+    if rows is None:
+        if required:
+            raise UnsafeSql(
+                f"QueryForge cannot count the rows of {what}: its bounds and step must be numbers, "
+                "dates or timestamps (current_date and now() included) and intervals"
+            )
+        return
+    if rows > MAX_GENERATED_ROWS:
+        raise UnsafeSql(
+            f"{what} would make {rows:,} rows; a row generator may make at most {MAX_GENERATED_ROWS:,} "
+            "(narrow its range or use a coarser step)"
+        )
+
+
+def _check_row_source(node: exp.Unnest) -> None:
+    """`FROM unnest(...)`: a list literal or a generator is counted like `range` in FROM; a list
+    read from a column (a lateral unnest) is counted by the plan-based cost gate."""
+    if isinstance(node.parent, exp.From | exp.Join):
+        _check_generated_rows(node, "unnest(...)", required=False)
+
+
+GENERATOR_DIALECTS = frozenset({"duckdb", "postgres"})  # where generate_series() is a table
+
+
+def _check_table_shape(node: exp.Table, dialect: str = DIALECT) -> None:
+    if isinstance(node.this, exp.GenerateSeries) and not (node.args.get("db") or node.args.get("catalog")):
+        # A row generator (`range`, `generate_series`): date spines and number tables. Only with
+        # constant arguments and a countable number of rows (the cost gate counts them too).
+        what = node.this.sql(DIALECT)[:80]
+        if dialect not in GENERATOR_DIALECTS:
+            raise UnsafeSql(f"{what} in FROM is not available on {dialect}; generate the rows in a step")
+        _check_generator_args(node.this, what)
+        _check_generated_rows(node.this, what, required=True)
+        return
     if not isinstance(node.this, exp.Identifier):
         # A table function or a string path ("SELECT * FROM 'file.csv'") reads outside the catalog.
         what = node.this.sql(DIALECT) if node.this is not None else "?"

@@ -1,0 +1,2473 @@
+"""The clause rules: over the linked sequence of a request, build the intermediate form.
+
+The sequence is rendered as symbols — `C4` a column, `V2` a value, `N7` a number, `D3` a time
+expression, `S1` a source named by what it holds, `Q5` a quoted text — and the rules are regular
+expressions over those symbols and the remaining words. A rule consumes what it matched (its
+symbols turn into `~`), so no word is read twice and the leftovers are known.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import TYPE_CHECKING, Any
+
+from ..context import Source
+from ..draft import PlannerQuestion
+from . import ir
+from .dates import Part, Period, Rolling, find_dates
+from .lexicon import AGGREGATES, COMPARATORS, FILLERS, NUMBER_WORDS, PRICE_WORDS, RANKING, UNITS
+from .link import ColumnRef, ValueRef, Vocabulary
+from .render import literal, qident, shown
+from .tokens import singular
+
+if TYPE_CHECKING:
+    from .parse import Item, Reader
+
+ARTICLES = {"the", "a", "an"}
+C, V, N, S, D, Q = (rf"{k}(\d+)" for k in "CVNSDQ")
+CMP_WORDS = "|".join(re.escape(w) for w, _ in sorted(COMPARATORS, key=lambda x: -len(x[0])))
+CMP = rf"(?P<cmp>{CMP_WORDS})"
+NEG = (
+    r"(?:outside(?: of)?|not in|not from|neither|nor|not|no|non|never|isn't|aren't|wasn't|weren't|excluding|"
+    r"except(?: for)?|other than|besides|but|"
+    r"without|ignoring|ignore|omit(?:ting)?|skip(?:ping)?|leave out|leaving out|filter out|filtering out|"
+    r"drop(?:ping)?|remov(?:e|ing)|exclude|excludes|minus|apart from|aside from)"
+)
+IS = r"(?:is|are|was|were|=|==|equals|equal to|of|:|being|set to|with|has|have|having)"
+UNIT_WORDS = "|".join(sorted(UNITS, key=len, reverse=True))
+RANK_WORDS = "|".join(sorted(RANKING, key=len, reverse=True))
+GROUP_INTRO = (
+    r"(?:per|by|for each|for every|in each|in every|of each|of every|across|grouped by|group by|"
+    r"grouping by|broken down by|broken out by|break down by|split by|split out by|bucketed by|"
+    r"aggregated by|summari[sz]ed by|counted by|totaled by|for all|within each|each)"
+)
+
+
+class Clauses:
+    def __init__(self, p: Reader) -> None:
+        self.p = p
+        self.ctx = p.ctx
+        self.items: list[Item] = []
+        self.sym = ""
+        self.spans: list[tuple[int, int]] = []
+        self.uses: dict[int, ir.SourceUse] = {}  # id(Source) -> use
+        main = p.named[0]
+        self.req = ir.Request(sources=[])
+        self.use(main)
+        for s in p.named[1:]:
+            self.use(s)
+        self.vocab_named = Vocabulary(list(p.named))
+        self.vocab_all = Vocabulary(list(self.ctx.sources))
+        self.group_said = False
+
+    # ------------------------------------------------------------ sources in use
+    def use(self, source: Source) -> ir.SourceUse:
+        if id(source) in self.uses:
+            return self.uses[id(source)]
+        base = re.sub(r"\W+", "_", source.stem.lower()).strip("_") or "source"
+        if base[0].isdigit():
+            base = "t_" + base
+        alias, n = base, 2
+        while any(u.alias == alias for u in self.req.sources):
+            alias, n = f"{base}_{n}", n + 1
+        u = ir.SourceUse(source=source, alias=alias, step=alias)
+        self.req.sources.append(u)
+        self.uses[id(source)] = u
+        return u
+
+    def col(self, ref: ColumnRef) -> ir.Col:
+        return ir.Col(self.use(ref.source).alias, ref.column)
+
+    def make_main(self, source: Source) -> None:
+        """The source whose rows are counted or summed is the main one (the fact); others join it."""
+        u = self.use(source)
+        self.req.sources.remove(u)
+        self.req.sources.insert(0, u)
+
+    @property
+    def main(self) -> ir.SourceUse:
+        return self.req.sources[0]
+
+    # ------------------------------------------------------------ linking
+    def link(self) -> None:
+        from .parse import Item
+
+        p = self.p
+        date_at: dict[int, tuple[int, Any]] = {}
+        self.in_dates: set[int] = set()
+        for d in find_dates(p.norm):
+            idx = [i for i in p.tokens_in(d.start, d.end) if i not in p.used]
+            if idx and len(idx) == len(p.tokens_in(d.start, d.end)):
+                date_at[idx[0]] = (idx[-1], d.spec)
+                self.in_dates.update(idx)
+        i = 0
+        toks = p.tokens
+        while i < len(toks):
+            t = toks[i]
+            if i in p.used:
+                i += 1
+                continue
+            if i in date_at:
+                last, spec = date_at[i]
+                self.items.append(Item("date", p.norm, toks[i : last + 1], ref=spec))
+                i = last + 1
+                continue
+            if t.kind == "number" or (t.kind == "word" and t.norm in NUMBER_WORDS and t.norm != "one"):
+                self.items.append(Item("num", t.norm, [t], ref=t.value))
+                i += 1
+                continue
+            if t.kind in ("quoted", "path"):
+                vals = self.values(t.norm)
+                if vals:
+                    self.items.append(Item("val", t.norm, [t], ref=vals))
+                else:
+                    self.items.append(Item("quoted", t.norm, [t], ref=t.norm))
+                i += 1
+                continue
+            if t.kind in ("op", "punct", "clock", "date", "slashdate"):
+                self.items.append(Item("op" if t.kind == "op" else "punct", t.norm, [t]))
+                i += 1
+                continue
+            item = self.link_words(i)
+            prev = self.items[-1] if self.items else None
+            if (
+                prev is not None
+                and prev.kind == item.kind == "col"
+                and {r.column for r in prev.ref} == {r.column for r in item.ref}
+            ):
+                prev.tokens += item.tokens  # "amount spent", "revenue amount": one column
+            else:
+                self.items.append(item)
+            i += len(item.tokens)
+        self.render()
+
+    def link_words(self, i: int) -> Item:
+        from .parse import FUNCTION_WORDS, Item
+
+        toks = self.p.tokens
+        for n in (3, 2, 1):
+            chunk = toks[i : i + n]
+            if len(chunk) < n or any(
+                t.kind != "word" or t.index in self.p.used or t.index in self.in_dates for t in chunk
+            ):
+                continue
+            words = [t.norm for t in chunk]
+            if n == 1 and words[0] in FUNCTION_WORDS:
+                # "US", "IT": a code the data holds, written as a code; "us"/"it" only beside other codes
+                code = self.code_value(i)
+                if code is not None:
+                    return code
+                continue
+            if words[0] in FUNCTION_WORDS or words[-1] in FUNCTION_WORDS:
+                continue
+            phrase = " ".join(words)
+            if n == 1 and phrase in RANKING_ONLY:
+                break
+            if n == 2:
+                owner = self.p.entity_source(words[0])
+                if owner is not None:
+                    own = [r for r in Vocabulary([owner]).columns(words[1]) if r.score >= 80]
+                    if own and (self.joinable(owner) or owner is self.main.source):
+                        return Item("col", phrase, chunk, ref=own[:1])
+            cols = self.columns(phrase, exact_only=n > 1)
+            if n == 1 and phrase in KNOWN_WORDS:
+                # a keyword ("total", "count", "first") names a column only when a source read has it
+                cols = [
+                    r for r in cols if r.score >= 100 and any(r.source is u.source for u in self.req.sources)
+                ]
+            vals = self.values(phrase)
+            src = self.p.entity_source(phrase) if n == 1 else None
+            if vals and (not cols or (vals[0].score >= 95 and cols[0].score < 100)):
+                return Item("val", phrase, chunk, ref=vals, alts=cols)
+            if src is not None and not (cols and cols[0].score >= 100):
+                return Item("src", phrase, chunk, ref=src, alts=cols)
+            if cols:
+                return Item("col", phrase, chunk, ref=cols, alts=vals)
+        t = toks[i]
+        return Item("word", t.norm, [t])
+
+    def code_value(self, i: int) -> Item | None:
+        from .parse import Item
+
+        toks = self.p.tokens
+        t = toks[i]
+        vals = [v for v in self.values(t.norm) if v.score >= 100 and v.value.upper() == v.value]
+        if not vals:
+            return None
+        if t.raw.isupper() and len(t.raw) >= 2:
+            return Item("val", t.norm, [t], ref=vals)
+        near = [toks[j] for j in (i - 2, i - 1, i + 1, i + 2) if 0 <= j < len(toks)]
+        neighbours = any(n.kind == "word" and n.raw.isupper() and self.values(n.norm) for n in near) or (
+            i > 0 and toks[i - 1].norm in ("non", "outside", "excluding", "except", "from")
+        )
+        return Item("val", t.norm, [t], ref=vals) if neighbours else None
+
+    def columns(self, phrase: str, *, exact_only: bool = False) -> list[ColumnRef]:
+        refs = self.vocab_named.columns(phrase)
+        if not refs or refs[0].score < 70:
+            # another source's column joins in only when named as such ('country'), not by synonym
+            more = [r for r in self.vocab_all.columns(phrase) if r.score >= 95 and self.joinable(r.source)]
+            refs = sorted(refs + more, key=lambda r: -r.score) if more else refs
+        refs = [r for r in refs if r.score >= (95 if exact_only else 65)]
+        if not refs:
+            return []
+        best = refs[0].score
+        return [r for r in refs if r.score == best]
+
+    def values(self, phrase: str) -> list[ValueRef]:
+        vals = self.vocab_named.values(phrase)
+        if not vals:
+            vals = [v for v in self.vocab_all.values(phrase) if self.joinable(v.source)]
+        if not vals:
+            return []
+        best = vals[0].score
+        return [v for v in vals if v.score == best]
+
+    def joinable(self, source: Source) -> bool:
+        return any(u.source is source for u in self.req.sources) or bool(
+            self.join_keys(self.main.source, source)
+        )
+
+    @staticmethod
+    def join_keys(a: Source, b: Source) -> list[tuple[str, str]]:
+        """Shared key columns of two sources: the same name, ending in _id/_key/_code."""
+        names = {c.lower(): c for c in b.column_names}
+        keys = [
+            (c, names[c.lower()])
+            for c in a.column_names
+            if c.lower() in names and re.search(r"(_id|_key|_code|_no)$", c.lower())
+        ]
+        return keys
+
+    def render(self) -> None:
+        parts: list[str] = []
+        spans: list[tuple[int, int]] = []
+        pos = 0
+        for k, it in enumerate(self.items):
+            if it.used:
+                s = "~"
+            elif it.kind == "word":
+                s = "" if it.text in ARTICLES else it.text
+            else:
+                s = {"col": "C", "val": "V", "num": "N", "src": "S", "date": "D", "quoted": "Q"}.get(
+                    it.kind, ""
+                )
+                s = f"{s}{k}" if s else it.text
+            spans.append((pos, pos + len(s)))
+            if s:
+                parts.append(s)
+                pos += len(s) + 1
+        self.sym = " ".join(parts)
+        self.spans = spans
+
+    def at(self, start: int, end: int) -> list[int]:
+        """Items whose symbol overlaps [start, end) of the current rendering."""
+        return [k for k, (a, b) in enumerate(self.spans) if b > a and a < end and b > start]
+
+    def take(self, m: re.Match[str], group: int | str = 0) -> list[int]:
+        ks = self.at(m.start(group), m.end(group))
+        for k in ks:
+            self.items[k].used = True
+        return ks
+
+    def find(self, pattern: str) -> list[re.Match[str]]:
+        return list(re.finditer(pattern, self.sym))
+
+    def item(self, k: str | int) -> Item:
+        """An item by index or by its symbol ('C12' or '12')."""
+        if isinstance(k, str) and k[:1].isalpha():
+            k = k[1:]
+        return self.items[int(k)]
+
+    def colref(self, k: str | int, *, numeric: bool | None = None, temporal: bool | None = None) -> ColumnRef:
+        """The column an item names; a question when it could be several."""
+        it = self.item(k)
+        refs: list[ColumnRef] = list(it.ref) if it.kind == "col" else list(it.alts)
+        if it.kind == "src" and not refs:
+            refs = self.entity_key(it.ref)
+        if numeric is not None:
+            refs = [r for r in refs if r.numeric == numeric] or refs
+        if temporal is not None:
+            refs = [r for r in refs if r.temporal == temporal] or refs
+        names = {r.column.lower() for r in refs}
+        if len(names) > 1:
+            main = [r for r in refs if r.source is self.main.source]
+            if len({r.column.lower() for r in main}) == 1:
+                return main[0]
+            raise PlannerQuestion(
+                f"'{it.text}' could mean several columns: {', '.join(sorted(names))}. Which one?",
+                candidates=sorted(names),
+            )
+        if not refs:
+            raise PlannerQuestion(f"'{it.text}' names no column of {self.main.source.name}")
+        return refs[0]
+
+    def entity_key(self, source: Source) -> list[ColumnRef]:
+        """'per customer' over orders: the key of that entity in the main source (customer_id)."""
+        stem = singular(source.stem.lower())
+        out = []
+        for s in [u.source for u in self.req.sources]:
+            for c in s.column_names:
+                if c.lower() in (f"{stem}_id", f"{stem}_key", f"{stem}_code", f"{stem}id"):
+                    out.append(ColumnRef(s, c, 80))
+        return out[:1]
+
+    # ------------------------------------------------------------ the rules
+    def build(self) -> ir.Request:
+        self.link()
+        self.join_on: str | None = None
+        self.share_of_total: str | None = None
+        self.rule_hints()
+        self.rule_checks()
+        self.rule_join_on()
+        self.rule_bucket_format()
+        self.rule_fill()
+        self.rule_derive()
+        self.rule_rename()
+        self.rule_columns()
+        self.rule_dedupe()
+        self.rule_distinct_values()
+        self.rule_union()
+        self.rule_running()
+        self.rule_sort()
+        self.rule_share()
+        self.rule_anti()
+        self.rule_conditional_counts()
+        self.rule_having()
+        self.rule_limit()
+        self.rule_rank()
+        self.rule_measures()
+        self.rule_group()
+        if self.share_of_total and self.req.measures:
+            m0 = self.req.measures[0]
+            m0.share = self.share_of_total
+            m0.alias = f"{self.share_of_total}_{m0.col.name if m0.col else 'rows'}"
+        self.rule_limit()
+        self.rule_output_columns()
+        self.rule_conditions()
+        self.finish()
+        return self.req
+
+    # ---- checks: "make sure email is never empty"
+    def rule_checks(self) -> None:
+        m = re.search(
+            r"\b(?:make sure|ensure|check that|checking that|verify that|validate that|assert that|"
+            r"and check|making sure|ensuring)\b(.*)$",
+            self.sym,
+        )
+        if not m:
+            return
+        clause = m.group(1)
+        rules: list[dict[str, Any]] = []
+        for cm in re.finditer(rf"{C} (?:column )?(?:is|are|values are|has|have)? ?([^C]*)", clause):
+            ref = self.colref(cm.group(1))
+            rest = cm.group(2)
+            if re.search(r"\bunique\b|\bno duplicates\b|\bdistinct\b", rest):
+                rules.append({"unique": [ref.column]})
+            if re.search(
+                r"\b(?:never|not|no) (?:empty|blank)\b|\balways (?:filled|set)\b|\bnon empty\b", rest
+            ):
+                rules.append({"not_empty": [ref.column]})
+            elif re.search(
+                r"\b(?:never|not|no) (?:null|missing)\b|\brequired\b|\balways present\b|\bnull\b", rest
+            ):
+                rules.append({"not_null": [ref.column]})
+            rng = re.search(rf"\bbetween {N} and {N}", rest)
+            if rng:
+                lo, hi = self.item(rng.group(1)).ref, self.item(rng.group(2)).ref
+                rules.append({"range": {"column": ref.column, "min": lo, "max": hi}})
+            if re.search(r"\b(?:positive|non negative|not negative|nonnegative|above zero|>= 0)\b", rest):
+                rules.append({"range": {"column": ref.column, "min": 0}})
+        if not rules:
+            return
+        start = m.start()
+        for k, (a, _) in enumerate(self.spans):
+            if a >= start:
+                self.items[k].used = True
+        self.req.checks = rules
+        self.render()
+
+    # ---- join keys said in words: "join orders with products on product_id"
+    def rule_join_on(self) -> None:
+        if len(self.req.sources) < 2:
+            return
+        for m in self.find(
+            r"\b(?:joined |join |joining |matched |matching |linked |link )?(?:on|using|via|by|through) "
+            r"(?:the )?(?:shared |common )?(C\d+)(?: (?:column|key|field))?"
+        ):
+            ref = self.colref(m.group(1))
+            if all(
+                ref.column.lower() in {c.lower() for c in u.source.column_names} for u in self.req.sources[:2]
+            ):
+                self.join_on = ref.column
+                self.take(m)
+        self.render()
+
+    # ---- "month as the first day of the month": how a bucket is shown
+    def rule_bucket_format(self) -> None:
+        for m in self.find(
+            rf"\b(?:(?:shown|given|keyed|labell?ed|written|displayed) (?:as|by) )?(?:the )?(?:{UNIT_WORDS} "
+            rf"'s )?"
+            rf"(?:first|1st|start|starting|opening) (?:day|date)(?: of (?:the |each |every "
+            rf")?(?:{UNIT_WORDS}))?"
+        ):
+            self.take(m)
+        self.render()
+        for m in self.find(
+            rf"\b(?:with |and )?(?:the )?(?:{UNIT_WORDS}) (?:shown |given |displayed |written )?(?:as|being) "
+            rf"(?:the |its )?(?:first|start|starting|1st) (?:day|date)(?: of (?:the |each "
+            rf")?(?:{UNIT_WORDS}))?"
+        ):
+            self.take(m)
+        self.render()
+
+    # ---- fill: "replace missing emails with 'unknown'"
+    def rule_fill(self) -> None:
+        self.rule_fill_said()
+        # "put 'unknown' wherever the email is missing", "empty email values filled in as 'unknown'"
+        nulls = r"(?:missing|empty|null|blank|absent|unknown|no)"
+        quoted = [k for k, it in enumerate(self.items) if it.kind == "quoted" and not it.used]
+        hit = re.search(
+            rf"\b{nulls} (C\d+)|\b(C\d+)s? (?:values? )?(?:is |are |that are |which are )?{nulls}\b", self.sym
+        )
+        if (
+            len(quoted) == 1
+            and hit
+            and re.search(r"\b(?:fill|filled|set|put|replace|replaced|use|default|as|with|to)\b", self.sym)
+        ):
+            ref = self.colref(hit.group(1) or hit.group(2))
+            self.req.fills[ref.column] = self.items[quoted[0]].ref
+            self.items[quoted[0]].used = True
+            self.take(hit)
+            for m in self.find(
+                r"\b(?:fill(?:ed)?(?: in)?|set|put|replac(?:e|ed)|default(?:ed)?|wherever|where|when)\b"
+            ):
+                self.take(m)
+            self.render()
+        # "contact: the email, or the name when the email is missing", "coalesce(email, name)"
+        fb = re.search(
+            r"\b(?:coalesce \( (C\d+) , (C\d+) \))|(C\d+)(?: address)?(?: ,)? (?:if (?:present|set|there|"
+            r"available|known)"
+            r"(?: ,)? )?(?:or|otherwise|else|falling back to|and if missing|or else)(?: (?:to|with))? (?:the "
+            r")?(?:S\d+ )?"
+            r"(C\d+)",
+            self.sym,
+        )
+        if fb:
+            first = self.colref(fb.group(1) or fb.group(3))
+            second = self.colref(fb.group(2) or fb.group(4))
+            named = re.search(
+                r"\b(?:column|field) (?:called |named )?([a-z_][a-z0-9_]*)|\b([a-z_][a-z0-9_]*) (?:column|"
+                r"field)\b"
+                r"|\b([a-z_][a-z0-9_]*) (?:=|:) ",
+                self.sym,
+            )
+            new = (
+                next((g for g in (named.groups() if named else ()) if g and g not in FILLERS), None)
+                or "value"
+            )
+            a = qident(first.column)
+            self.req.derived[new] = f"coalesce(NULLIF({a}, ''), {qident(second.column)})"
+            self.take(fb)
+            if named:
+                self.take(named)
+            for m in self.find(
+                rf"\b{nulls}\b|\bwhen (?:C\d+ )?(?:is )?{nulls}|\bfor (?:people|rows|customers) with no C\d+"
+            ):
+                self.take(m)
+            self.render()
+
+    def rule_fill_said(self) -> None:
+        pats = [
+            rf"\b(?:replace|replacing|fill|filling|fill in|set|default|defaulting|substitute) (?:any |all |"
+            rf"the )?"
+            rf"(?:missing|empty|null|blank|absent|unknown|nulls in|blanks in|gaps in)? ?(?:values? )?(?:in |"
+            rf"of |for )?"
+            rf"(?:the )?{C}(?: column)?(?: values?)?(?: that are| which are| if| when| where)?(?: is| are)?"
+            rf"(?: missing| empty| null| blank)? (?:with|by|to|as) (Q\d+|V\d+|[a-z_][\w/-]*)",
+            rf"\b(?:use|using|put) (Q\d+|V\d+|[a-z_][\w/-]*) (?:for|where|when|as|in place of|instead of)"
+            rf" (?:the |a |any )?(?:missing|empty|null|blank|no)? ?{C}",
+        ]
+        for n, pat in enumerate(pats):
+            for m in self.find(pat):
+                ck, vk = (m.group(1), m.group(2)) if n == 0 else (m.group(2), m.group(1))
+                ref = self.colref(ck)
+                raw = vk
+                if re.fullmatch(r"[QV]\d+", vk):
+                    it = self.item(vk[1:])
+                    value: Any = it.ref if it.kind == "quoted" else it.tokens[0].norm
+                    if it.kind == "val":
+                        value = it.ref[0].value
+                else:
+                    value = raw
+                self.req.fills[ref.column] = value
+                self.take(m)
+                self.p.readings.append(f"missing {ref.column} filled with {shown(value)}")
+        self.render()
+
+    # ---- derive: "add a column amount_eur equal to amount times 0.9"
+    def rule_derive(self) -> None:
+        ops = {
+            "times": "*",
+            "multiplied by": "*",
+            "x": "*",
+            "*": "*",
+            "divided by": "/",
+            "over": "/",
+            "/": "/",
+            "plus": "+",
+            "+": "+",
+            "minus": "-",
+            "-": "-",
+            "less": "-",
+        }
+        opw = "|".join(re.escape(o) for o in sorted(ops, key=len, reverse=True))
+        term = r"(?:\( )*(?:C\d+|N\d+)(?: \))*"
+        expr = rf"({term}(?: (?:{opw}) {term})+|{term})"
+        name = r"([a-z_][a-z0-9_]*|C\d+)"
+        intro = (
+            r"(?:add|adding|with|plus|including|include|and|compute|computing|calculate|calculating|"
+            r"create|creating)"
+        )
+        pats = [
+            rf"\b{intro} (?:a |an |one )?(?:new |extra |computed |derived )?(?:column|field|one) (?:called |"
+            rf"named )?{name}"
+            rf"(?: ,)? (?:equal to|equals|that is|which is|as|=|computed as|calculated as|defined as|with|"
+            rf"being|"
+            rf"set to|holding|containing|:|\() (?:the )?{expr}",
+            rf"\b{intro}? ?{name} (?:=|as|:|\() (?:the )?{expr}(?= |$|,|\))",
+            rf"\b{intro} {expr} (?:as|called|named) (?:a )?(?:new )?(?:column )?{name}",
+        ]
+        for n, pat in enumerate(pats):
+            for m in self.find(pat):
+                col_name, text = (m.group(1), m.group(2)) if n < 2 else (m.group(2), m.group(1))
+                if n == 1 and (
+                    col_name in FILLERS or col_name in KNOWN_WORDS or not re.search(rf"{opw}", text)
+                ):
+                    continue
+                if re.fullmatch(r"C\d+", col_name):
+                    col_name = self.colref(col_name[1:]).column
+                sql = []
+                for tok in re.findall(rf"C\d+|N\d+|\(|\)|{opw}", text):
+                    if re.fullmatch(r"C\d+", tok):
+                        sql.append(self.col(self.colref(tok[1:])).sql(False))
+                    elif re.fullmatch(r"N\d+", tok):
+                        sql.append(repr(self.item(tok[1:]).ref).removesuffix(".0"))
+                    else:
+                        sql.append(ops.get(tok, tok))
+                text_sql = " ".join(sql).replace("( ", "(").replace(" )", ")")
+                while text_sql.count(")") > text_sql.count("(") and text_sql.endswith(")"):
+                    text_sql = text_sql[:-1].rstrip()
+                while text_sql.count("(") > text_sql.count(")") and text_sql.startswith("("):
+                    text_sql = text_sql[1:].lstrip()
+                self.req.derived[col_name] = text_sql
+                self.take(m)
+        self.render()
+        # a part of a date as a column: "adding a column with the year of order_date", "+ year(order_date)"
+        part = r"(?P<u>year|month|quarter|hour|day|weekday|week)"
+        for m in self.find(
+            rf"\b(?:{intro}|\+) (?:a |an |one )?(?:new |extra )?(?:(?:column|field) )?(?:called |named "
+            rf")?(?P<n>[a-z_][a-z0-9_]*)? ?"
+            rf"(?:(?:column|field) )?(?:with |for |holding |containing |of |from )?(?:the )?(?:S\d+ )?{part}"
+            rf"(?: (?:of|from|in) (?:the )?(?P<c>C\d+)| \( (?P<f>C\d+) \)|(?P<none>))(?: as (?:a )?(?:new "
+            rf")?(?:column )?(?P<n2>[a-z_][a-z0-9_]*))?"
+        ):
+            c = m.group("c") or m.group("f")
+            if m.group("none") is not None and not re.search(r"\b(?:column|field)\b", m.group(0)):
+                continue
+            ref = self.colref(c) if c else self.date_column()
+            unit = m.group("u")
+            fn = {"weekday": "dayname", "day": "day"}.get(unit, unit)
+            new = m.group("n2") or (
+                m.group("n") if m.group("n") and m.group("n") not in ("column", "field") else None
+            )
+            new = new or f"{ref.column.split('_')[0]}_{unit}" if "_" in ref.column else new or unit
+            self.req.derived[new] = f"{fn}({qident(ref.column)})"
+            self.take(m)
+        self.render()
+        # a rank as a column: "a price_rank column, 1 for the most expensive", "rank all products by price"
+        for m in self.find(
+            r"\b(?:rank|ranking|ranked|number|numbered)(?: all| every| each)?(?: S\d+)?(?: column)? (?:by|"
+            r"on) (?:the )?(C\d+)"
+            r"|\b(?:a |an )?([a-z_]*rank[a-z_]*) (?:column )?(?:by|on) (?:the )?(C\d+)"
+        ):
+            ref = self.colref(m.group(1) or m.group(3), numeric=True)
+            asc = re.search(
+                r"\b(?:ascending|lowest first|cheapest first|smallest first|1 (?:=|for|is) (?:the "
+                r")?(?:cheapest|lowest|smallest))",
+                self.p.norm,
+            )
+            new = m.group(2) or f"{ref.column}_rank"
+            self.req.derived[new] = f"rank() OVER (ORDER BY {qident(ref.column)} {'ASC' if asc else 'DESC'})"
+            self.take(m)
+            for x in self.find(
+                r"\b(?:highest first|descending|1 (?:=|for|is|being) .*?(?:expensive|highest|largest|"
+                r"priciest)[a-z]*|the most expensive being N\d+|"
+                r"as an extra column|as a new column|(?:with )?rank N\d+ = [a-z]+|where N\d+ is the most "
+                r"expensive S\d+|"
+                r"(?:a |an )?rank column|(?:a |an )?[a-z_]*rank[a-z_]* column)"
+            ):
+                self.take(x)
+        self.render()
+        # a label from a condition: "price_band 'budget' when the price is under 50 and 'standard' otherwise"
+        label_m = re.search(
+            rf"(?:(?P<n>[a-z_][a-z0-9_]*) (?:column )?(?:that is |of |is |: |as )?)?(?P<a>Q\d+) (?:when|if|"
+            rf"for|where) "
+            rf"(?:the )?(?:C\d+ )?(?:is |are )?(?:C\d+ )?{CMP} (?P<v>N\d+)(?: ,)? (?:and |or |else |"
+            rf"otherwise )?(?P<b>Q\d+) "
+            rf"(?:otherwise|else|for the rest|for everything else|for all others|if not)",
+            self.sym,
+        )
+        if label_m:
+            cols = re.findall(r"C(\d+)", label_m.group(0))
+            ref = self.colref(cols[0], numeric=True) if cols else self.only_measure("the condition")
+            new = label_m.group("n") if label_m.group("n") and label_m.group("n") not in FILLERS else None
+            named = re.search(
+                r"\b(?:column|field) (?:called |named )?([a-z_][a-z0-9_]*_[a-z0-9_]*)|\b([a-z_]+_[a-z0-9_]+) "
+                r"column",
+                self.sym,
+            )
+            new = new or (named and (named.group(1) or named.group(2))) or "label"
+            a, b = self.item(label_m.group("a")).ref, self.item(label_m.group("b")).ref
+            value = self.item(label_m.group("v")).ref
+            op = self.cmp_op(label_m.group("cmp"))
+            self.req.derived[new] = (
+                f"CASE WHEN {qident(ref.column)} {op} {literal(value)} THEN {literal(a)} ELSE {literal(b)} "
+                f"END"
+            )
+            self.take(label_m)
+            if named:
+                for k in self.at(named.start(), named.end()):
+                    self.items[k].used = True
+            self.render()
+
+    # ---- rename: "rename amount to total", "amount renamed as total"
+    def rule_rename(self) -> None:
+        pats = [
+            rf"\brenam\w* (?:the )?(?:column )?{C} (?:column )?(?:to|as|into) ([a-z_][a-z0-9_]*|C\d+|S\d+)",
+            rf"\b{C} (?:column )?renamed (?:to|as) ([a-z_][a-z0-9_]*|C\d+|S\d+)",
+            rf"\bcall (?:the )?(?:column )?{C} (?:column )?([a-z_][a-z0-9_]*)",
+        ]
+        for pat in pats:
+            for m in self.find(pat):
+                ref = self.colref(m.group(1))
+                new = m.group(2)
+                if re.fullmatch(r"[CS]\d+", new):
+                    new = self.item(new[1:]).tokens[0].norm
+                self.req.renames[ref.column] = new
+                self.take(m)
+                self.p.readings.append(f"{ref.column} renamed to {new}")
+        self.render()
+
+    # ---- column choice: "only the order_id, customer_id and amount columns", "drop the email column"
+    def rule_columns(self) -> None:
+        cols = r"((?:C\d+)(?:(?: ,| and| ,? and| &)? (?:C\d+))*)"
+        keep = [
+            rf"\b(?:only|just|keeping only|keep only|with only|select|selecting|pick|picking|keep|keeping|"
+            rf"include only|retain|retaining|containing only|showing|show|with just|take) (?:the )?"
+            rf"(?:columns? )?{cols}(?: columns?| fields?)?",
+            rf"\bcolumns? {cols}",
+        ]
+        drop = [
+            rf"\b(?:drop|dropping|remove|removing|without|exclude|excluding|minus|except|omit|omitting|hide|"
+            rf"hiding|"
+            rf"leave out|leaving out|strip|stripping|discard|discarding) (?:the )?(?:columns? )?{cols} "
+            rf"(?:columns?|fields?)",
+            rf"\b(?:drop|dropping|remove|removing|exclude|excluding|omit|omitting|hide|hiding|discard|"
+            rf"discarding) (?:the )?(?:columns?|fields?) {cols}",
+            rf"\b(?:all|every) columns? (?:but|except|other than|apart from) {cols}",
+        ]
+        for pat in drop:
+            for m in self.find(pat):
+                names = [self.colref(k).column for k in re.findall(r"[CS](\d+)", m.group(1))]
+                self.req.exclude += [n for n in names if n not in self.req.exclude]
+                self.take(m)
+        self.render()
+        for m in self.find(
+            r"\b(?:keep(?:ing)?|with|all|every) (?:of )?(?:the )?(?:all )?(?:(S\d+) )?(?:columns?|fields?)\b"
+        ):
+            if m.group(1) is None or self.item(m.group(1)).ref is self.main.source:
+                self.take(m)  # "keeping all order columns": the main source's columns stay
+        self.render()
+        for m in self.find(
+            rf"\b(?:(?:plus|along with|together with|adding|including|and also|as well as) |"
+            rf"with (?=(?:their |its |each )?(?:S\d+ )?C\d+))(?:their |its |each )?(?:(?:S\d+) )?{cols}"
+        ):
+            refs = [self.colref(k) for k in re.findall(r"C(\d+)", m.group(1))]
+            if not any(r.source is not self.main.source for r in refs) or self.req.measures:
+                continue
+            for r in refs:
+                c = self.col(r)
+                if c not in self.req.extra:
+                    self.req.extra.append(c)
+            self.take(m)
+        self.render()
+        for n, pat in enumerate(keep):
+            for m in self.find(pat):
+                ks = re.findall(r"[CS](\d+)", m.group(1))
+                if n == 0 and len(ks) < 2 and not re.search(r"columns?|fields?", m.group(0)):
+                    continue  # "keeping only shipped rows" is a filter; "only amount" may be a measure
+                if any(self.item(k).kind == "src" and not self.item(k).alts for k in ks):
+                    continue
+                refs = [self.colref(k) for k in ks]
+                for r in refs:
+                    c = self.col(r)
+                    if c not in self.req.select:
+                        self.req.select.append(c)
+                self.take(m)
+        self.render()
+
+    # ---- duplicates
+    def rule_dedupe(self) -> None:
+        m = re.search(
+            r"\b(?:remov\w*|drop\w*|without|no|eliminat\w*|get rid of|strip\w*|excluding|dedup\w*|"
+            r"de dup\w*|deduplicat\w*)? ?(?:any |all |the )?(?:exact )?(?:duplicates|duplicated|duplicate|"
+            r"dupes|"
+            r"dups|repeated|doubles?)(?: rows| records| entries| lines| customers| orders)?"
+            r"|\b(?:de ?dup\w*|deduplicat\w*|distinct rows|unique rows|distinct records|unique records|"
+            r"only distinct|only unique|each row once|every row once|without repeats|no repeats|"
+            r"(?:identical|distinct|each|every|unique) (?:rows? |S\d+ |C\d+ )?(?:kept |listed |only |"
+            r"appearing )*once|"
+            r"once each|(?:listed|kept|appearing|shown) once)\b",
+            self.sym,
+        )
+        if not m:
+            return
+        self.take(m)
+        self.req.distinct = True
+        by = re.search(rf"^ ?(?:by|on|per|based on|using) (?:the )?{C}", self.sym[m.end() :])
+        if by:
+            ref = self.colref(by.group(1))
+            self.req.distinct_keys = [self.col(ref)]
+            for k in self.at(m.end() + by.start(), m.end() + by.end()):
+                self.items[k].used = True
+        self.render()
+
+    # ---- "the distinct countries", "unique country values", "a list of countries without repeats"
+    def rule_distinct_values(self) -> None:
+        m = re.search(
+            r"(?<!count )(?<!number of )(?<!many )(?<!count of )\b(?:distinct|unique|different) (C\d+)s?"
+            r"(?: values?| names?)?|\b(?:every|each) (C\d+) (?:that (?:appears?|occurs?|exists?)|once)",
+            self.sym,
+        )
+        if m is None and self.req.distinct and not self.req.distinct_keys:
+            m = re.search(r"\b(?:list of|all|every|each|the) (C\d+)s?\b", self.sym)
+        if m is None or re.search(r"\b(?:count|number|how many|per|by)\b", self.sym[: m.start()][-20:]):
+            return
+        if not re.search(r"\b(?:distinct|unique|different|once|repeats?|duplicates?)\b", self.p.norm):
+            return
+        if re.search(GROUP_INTRO + r" (?:C|S)\d+", self.sym) or re.search(
+            r"\b(?:count|number|how many)\b", self.sym
+        ):
+            return  # "distinct customers per country" counts; it does not list
+        ref = self.colref(next(g for g in m.groups() if g))
+        self.req.select = [self.col(ref)]
+        self.req.distinct = True
+        self.take(m)
+        self.render()
+
+    # ---- union of files with the same columns
+    def rule_union(self) -> None:
+        files = list(self.req.sources)
+        if len(files) < 2:
+            return
+        same = all(
+            [c.lower() for c in u.source.column_names] == [c.lower() for c in files[0].source.column_names]
+            for u in files[1:]
+        )
+        said = re.search(
+            r"\b(combine|combined|combining|union|stack|stacked|stacking|concatenate|concatenated|concat|"
+            r"together|merge the|merged|merging|append(?:ing)? .* and|both|all of)\b",
+            self.sym,
+        )
+        if same and (said or not re.search(r"\bjoin", self.sym)):
+            self.req.union = True
+            if said:
+                self.take(said)
+            self.render()
+
+    # ---- running totals: "running total of amount by order_date"
+    def rule_running(self) -> None:
+        m = re.search(
+            rf"\b(?:running|cumulative|cumulated|accumulated|rolling sum|to date) ?(?:total|sum|count|"
+            rf"totals)?"
+            rf"(?: of| for)? ?(?:the )?(C\d+|S\d+)?(?: (?:over|by|ordered by|sorted by|along|across|per|in "
+            rf"order of|"
+            rf"through|as of) (?:the )?(C\d+|D\d+|{UNIT_WORDS}))?",
+            self.sym,
+        )
+        if not m:
+            return
+        func = "count" if re.search(r"count", m.group(0)) else "sum"
+        col = None
+        before = re.search(
+            r"(C\d+) (?:with|and|plus|including|together with|alongside) (?:a |an |the |its |their )?$",
+            self.sym[: m.start()],
+        )
+        if m.group(1) and self.item(m.group(1)).kind != "src":
+            col = self.col(self.colref(m.group(1), numeric=True))
+        elif before is not None and self.colref(before.group(1)).numeric:
+            # "daily revenue with a running total": the total runs over the measure said before
+            col = self.col(self.colref(before.group(1), numeric=True))
+            self.add_measure(ir.Measure("sum", col, alias=f"total_{col.name}"))
+            for k in self.at(before.start(), before.end()):
+                self.items[k].used = True
+        elif func == "sum":
+            col = self.col(self.only_measure("a running total"))
+        order_ref = None
+        if m.group(2) and m.group(2).startswith("C"):
+            order_ref = self.colref(m.group(2)[1:])
+        if order_ref is None:
+            order_ref = self.date_column()
+        self.take(m)
+        self.render()
+        om = re.search(
+            r"\b(?:ordered|sorted|order|in order of|over|by|going through (?:the )?S\d+ by) (?:by )?(?:the "
+            r")?(C\d+)"
+            r"|\bin (C\d+) order\b",
+            self.sym,
+        )
+        if om and (om.group(1) or om.group(2)):
+            om_col = om.group(1) or om.group(2)
+        else:
+            om_col = None
+        if (
+            om
+            and om_col
+            and (self.colref(om_col).temporal or self.colref(om_col).keyish or "order" in om.group(0))
+        ):
+            order_ref = self.colref(om_col)
+            self.take(om)
+            self.render()
+        part = []
+        pm = re.search(r"\b(?:per|for each|for every|by|within each|in each) (?:the )?(C\d+|S\d+)", self.sym)
+        if pm:
+            part = [self.col(self.colref(pm.group(1)[1:]))]
+            self.take(pm)
+        measure = ir.Measure(func=func, col=col if func == "sum" else None)
+        alias = "running_count" if func == "count" else f"running_{col.name if col else 'total'}"
+        if re.search(r"\btotal\b", m.group(0)):
+            alias = "running_total"
+        self.req.running = ir.Running(measure, self.col(order_ref), part, alias)
+        self.render()
+
+    # ---- shares: "share of revenue per country", "percentage of orders by status"
+    def rule_share(self) -> None:
+        of_total = re.search(
+            r"\b(?:as |in )?(?:a |the )?(percentage|percent|pct|%|share|proportion|fraction)s? of (?:the )?"
+            r"(?:overall |grand |whole |entire |total )?(?:total|sum|all|everything|whole)\b",
+            self.sym,
+        )
+        if of_total:
+            self.share_of_total = (
+                "percent" if of_total.group(1) in ("percentage", "percent", "pct", "%") else "fraction"
+            )
+            self.take(of_total)
+            self.render()
+            return
+        rate_word = r"(percentage|percent|pct|%|share|proportion|fraction|ratio|rate)s?"
+        rate = (
+            re.search(
+                rf"\b{rate_word} (?:of|in) (?:the |all |its |their )?(?:S\d+ )?(?:that (?:are|were|got|have "
+                rf"been|is|was) |"
+                rf"which (?:are|were) |being )?(?P<v>V\d+)(?: S\d+)?",
+                self.sym,
+            )
+            or re.search(rf"\b(?P<v>V\d+)(?: S\d+)? {rate_word}", self.sym)
+            or re.search(
+                rf"\b(?:number of |count of )?(?P<v>V\d+)(?: S\d+)? (?:divided by|/|over|out of|to|relative "
+                rf"to) "
+                rf"(?:the )?(?:number of |count of |total |all )?(?:all )?(?:S\d+|rows|total)(?P<w> "
+                rf"{rate_word})?",
+                self.sym,
+            )
+        )
+        if rate:
+            word = next((g for g in rate.groups() if g and not re.fullmatch(r"V\d+| .*", g)), "") or ""
+            percent = "percent" in self.hints or word in ("percentage", "percent", "pct", "%")
+            if "fraction" in self.hints:
+                percent = False
+            vref = self.value_refs(rate.group("v"))[0]
+            cond = ir.Compare(ir.Col(self.use(vref.source).alias, vref.column), "=", vref.value)
+            label = re.sub(r"\W+", "_", vref.value.lower()).strip("_")
+            kind = "rate_percent" if percent else "rate_fraction"
+            self.req.measures.append(
+                ir.Measure(
+                    "count", None, where=cond, alias=f"{label}_{'pct' if percent else 'ratio'}", share=kind
+                )
+            )
+            self.take(rate)
+            for m in self.find(r"\b(?:divide|compute|work out|calculate)\b"):
+                self.take(m)
+            self.render()
+            return
+        share_m = re.search(
+            r"\b(percentage|percent|pct|%|share|proportion|fraction|ratio)s? (?:of (?:the |all )?)?(?:total |"
+            r"all )?"
+            r"(?:(C\d+|S\d+|count|number of S\d+|orders|rows))?",
+            self.sym,
+        )
+        if not share_m:
+            return
+        percent = share_m.group(1) in ("percentage", "percent", "pct", "%") or "percent" in self.hints
+        kind = "fraction" if "fraction" in self.hints or not percent else "percent"
+        what = share_m.group(2) or ""
+        if not what:  # "each country's percentage of total order amount": the measure follows
+            nxt = re.match(
+                r" ?(?:of |in )?(?:the |all |our |total |overall )*(C\d+)", self.sym[share_m.end() :]
+            )
+            if nxt:
+                what = nxt.group(1)
+                for k in self.at(share_m.end() + nxt.start(1), share_m.end() + nxt.end(1)):
+                    self.items[k].used = True
+        if what.startswith("C") and self.colref(what[1:]).numeric and not self.colref(what[1:]).keyish:
+            ref = self.colref(what[1:], numeric=True)
+            measure = ir.Measure("sum", self.col(ref), alias=f"{kind}_{ref.column}", share=kind)
+        else:
+            measure = ir.Measure("count", None, alias=f"{kind}_of_rows", share=kind)
+        self.take(share_m)
+        self.req.measures.append(measure)
+        self.render()
+
+    # ---- anti- and semi-joins: "customers with no order in 2026", "products never ordered"
+    def rule_anti(self) -> None:
+        pat = (
+            r"\b(?:(with no|without|with zero|that have no|who have no|which have no|having no|that never|"
+            r"who never|which never|never|that have not|who have not|who haven't|that haven't|that were "
+            r"never|that was never|did not|didn't|does not|doesn't|has not|hasn't|have not|haven't|had no|"
+            r"had zero|were not|was not|weren't|wasn't|nobody|no one|not|no)|(with|with at least one|who "
+            r"have|"
+            r"that have|which have|having|who|that))"
+            r" (?:place |placed |make |made |have |had |receive |received |get |got |been |buy |bought )?"
+            r"(?:any |a |an |single |one |zero )?(?:placed |made |had |received |got |been )?(S\d+)(?: at "
+            r"all| anything)?"
+        )
+        for m in self.find(pat):
+            it = self.item(m.group(3))
+            other: Source = it.ref
+            if other is self.main.source:
+                continue
+            keys = self.join_keys(self.main.source, other)
+            if not keys:
+                continue
+            negated = bool(m.group(1))
+            if not negated and self.join_said():
+                continue  # "orders joined with customers" is a join, not a filter
+            use = self.uses.get(id(other)) or self.use(other)
+            self.take(m)
+            self.render()
+            # conditions right after the other source apply to it: "no order in 2026"
+            where: list[ir.Cond] = []
+            tail = self.sym[self.spans[int(m.group(3)[1:])][1] :]
+            dm = re.match(r" ?(?:placed |made )?(D\d+)", tail)
+            if dm:
+                col = self.date_column(other)
+                spec = self.item(dm.group(1)).ref
+                where.append(self.date_cond(ir.Col(use.alias, col.column), spec))
+                self.item(dm.group(1)).used = True
+            self.req.where.append(ir.Exists(use, keys, where, negated=negated))
+            self.p.readings.append(f"{'without' if negated else 'with'} matching rows in {other.name}")
+        self.render()
+
+    def _fresh_alias(self, source: Source) -> str:
+        base = re.sub(r"\W+", "_", source.stem.lower())
+        alias, n = base, 2
+        while any(u.alias == alias for u in self.req.sources):
+            alias, n = f"{base}_{n}", n + 1
+        return alias
+
+    # ---- conditional counts: "number of shipped and cancelled orders per country"
+    def rule_hints(self) -> None:
+        """Format notes that shape the output: '(0-100)', 'as two columns', 'side by side'."""
+        pats = {
+            "percent": r"(?:\( ?)?(?:0 (?:-|to) 100|in percent|as (?:a )?percentages?(?! of)|in per cent)"
+            r"(?: ?\))?",
+            "fraction": r"(?:\( ?)?(?:0 (?:-|to) 1|(?:a )?(?:value|fraction|number) (?:between|from) 0 "
+            r"(?:and|to) 1|between 0 and 1|from 0 to 1)(?: ?\))?",
+            "separate": r"\b(?:as|in) (?:two|2|three|3|separate) columns|\bside by side|\bseparately|"
+            r"\bnext to each other|\bin columns of their own|\beach in (?:its|their) own column",
+            "label": r"\( ?N\d+ (?:-|to) N\d+ ?\)|\bas (?:a )?numbers? (?:from )?N\d+ (?:-|to) N\d+",
+        }
+        self.hints: set[str] = set()
+        for name, pat in pats.items():
+            for m in self.find(pat):
+                self.hints.add(name)
+                self.take(m)
+            self.render()
+        # "per cent" is one word
+        for m in self.find(r"\bper cent\b"):
+            self.hints.add("percent")
+            self.take(m)
+        self.render()
+
+    # ---- conditional measures: "number of shipped and cancelled orders per country" (two columns)
+    def rule_conditional_counts(self) -> None:
+        if not re.search(GROUP_INTRO, self.sym) and "separate" not in self.hints:
+            return
+        vals = [k for k, it in enumerate(self.items) if it.kind == "val" and not it.used]
+        by_col: dict[str, list[int]] = {}
+        for k in vals:
+            by_col.setdefault(self.items[k].ref[0].column, []).append(k)
+        for _column, ks in by_col.items():
+            if len(ks) < 2:
+                continue
+            between = " ".join(self.items[j].text for j in range(ks[0] + 1, ks[-1]) if not self.items[j].used)
+            if re.search(r"\bor\b", between) or not re.search(r"\band\b|,|\bvs\b|\bversus\b", between):
+                continue
+            if not re.search(
+                r"\b(?:count|counts|number|numbers|how many|tally|total|sum|amount)\b", self.sym
+            ):
+                continue
+            money = re.search(
+                r"\b(?:total|sum|revenue|amount|spend)\b",
+                " ".join(self.items[j].text for j in range(max(0, ks[0] - 4), ks[-1] + 3)),
+            )
+            for k in ks:
+                r = self.items[k].ref[0]
+                col = ir.Col(self.use(r.source).alias, r.column)
+                alias = re.sub(r"\W+", "_", r.value.lower()).strip("_") or "value"
+                cond = ir.Compare(col, "=", r.value)
+                if money and not re.search(r"\b(?:count|number|how many)\b", self.sym):
+                    ref = self.only_measure("the total")
+                    self.req.measures.append(
+                        ir.Measure("sum", self.col(ref), where=cond, alias=f"{alias}_{ref.column}")
+                    )
+                else:
+                    self.req.measures.append(ir.Measure("count", None, where=cond, alias=f"{alias}_count"))
+                self.items[k].used = True
+            for m in self.find(r"\b(?:count|counts|number|numbers|how many|tally)(?: of)?\b"):
+                self.take(m)
+            self.render()
+            return
+        # two periods: "total amount in 2025 and total amount in 2026 per product"
+        dates = [k for k, it in enumerate(self.items) if it.kind == "date" and not it.used]
+        if len(dates) >= 2 and (
+            "separate" in self.hints or re.search(r"\b(?:columns?|each|side)\b", self.sym)
+        ):
+            ref = self.only_measure("the total")
+            money = re.search(r"\b(?:total|sum|revenue|amount|spend)\b", self.sym)
+            for k in dates:
+                spec = self.items[k].ref
+                dcol = self.col(self.date_column())
+                period = self.date_cond(dcol, spec)
+                label = re.sub(r"\W+", "_", self.items[k].tokens[-1].norm).strip("_")
+                if money:
+                    self.req.measures.append(
+                        ir.Measure("sum", self.col(ref), where=period, alias=f"{ref.column}_{label}")
+                    )
+                else:
+                    self.req.measures.append(ir.Measure("count", None, where=period, alias=f"count_{label}"))
+                self.items[k].used = True
+            for m in self.find(r"\b(?:total|sum|revenue|count|number)(?: of)?(?: C\d+)?\b"):
+                self.take(m)
+            self.render()
+
+    # ---- having: "countries with more than 20 customers", "customers who spent over 1000 in total"
+    def rule_having(self) -> None:
+        m = re.search(
+            rf"\b(C\d+|S\d+) (?:with|having|that have|which have|who have|that had|who had|whose|have|has) "
+            rf"(?:a |an )?(?P<agg>total|average|avg|mean|combined|overall|sum|maximum|minimum|max|min)? ?"
+            rf"(?:(C\d+) )?{CMP} (N\d+) ?(?:distinct |unique |different )?(S\d+|C\d+|orders|rows|records)?",
+            self.sym,
+        )
+        m2 = re.search(
+            rf"\b(S\d+|C\d+) (?:who|that|which|whose) (?:have |has )?(?:spent|spend|bought|ordered|paid|"
+            rf"generated|"
+            rf"made|placed|C\d+|S\d+)(?: a total of| in total| overall)? {CMP} (N\d+)(?: in total| overall| "
+            rf"total)?",
+            self.sym,
+        )
+        m3 = re.search(
+            r"\b(S\d+|C\d+) (?:with|having|that have|which have|who have|who|that|which) (?:have |has )?"
+            r"(?:placed |made |ordered |bought |purchased )?(N\d+) (?:times? )?(?P<t>or more|or fewer|or "
+            r"less|"
+            r"and more|and up|plus|or above|at least|at most)(?: (S\d+|times))?",
+            self.sym,
+        )
+        if m3 and not m and not m2:
+            key = self.item(m3.group(1))
+            other = self.item(m3.group(4)).ref if (m3.group(4) or "").startswith("S") else None
+            if key.kind == "src" and key.ref is self.main.source:
+                facts = (
+                    [other]
+                    if other is not None and other is not key.ref
+                    else [u.source for u in self.req.sources[1:] if self.join_keys(u.source, key.ref)]
+                    + [
+                        f
+                        for f in self.ctx.files()
+                        if self.join_keys(f, key.ref) and re.search("order", f.stem)
+                    ]
+                )
+                if not facts:
+                    return
+                self.make_main(facts[0])
+            group = self.group_key_for(key)
+            if group is None:
+                return
+            op = "<=" if re.search(r"fewer|less|most", m3.group("t")) else ">="
+            measure = ir.Measure("count", None, alias=f"{singular(self.main.source.stem)}_count")
+            if group.col not in [g.col for g in self.req.group]:
+                self.req.group.append(group)
+            self.add_measure(measure)
+            self.req.having.append(ir.Having(measure.alias, op, float(self.item(m3.group(2)).ref)))
+            self.take(m3)
+            self.render()
+            return
+        if m2 and not m:
+            key = self.item(m2.group(1))
+            if key.kind == "src" and key.ref is self.main.source:
+                facts = [u.source for u in self.req.sources[1:] if self.join_keys(u.source, key.ref)]
+                facts += [
+                    s
+                    for s in self.ctx.files()
+                    if s not in facts
+                    and self.join_keys(s, key.ref)
+                    and any(
+                        ColumnRef(s, c, 50).numeric and not ColumnRef(s, c, 50).keyish for c in s.column_names
+                    )
+                ]
+                if not facts:
+                    return
+                self.make_main(facts[0])
+            group = self.group_key_for(key)
+            if group is None:
+                return
+            ref = self.only_measure("total spend")
+            verb = re.search(r"\b(ordered|placed|made)\b", m2.group(0))
+            if verb:
+                measure = ir.Measure("count", None, alias="order_count")
+            else:
+                measure = ir.Measure("sum", self.col(ref), alias=f"total_{ref.column}")
+            op = self.cmp_op(m2.group("cmp"))
+            self.req.group.append(group)
+            self.req.measures.append(measure)
+            self.req.having.append(ir.Having(measure.alias, op, float(self.item(m2.group(3)).ref)))
+            self.take(m2)
+            self.render()
+            return
+        if not m:
+            return
+        key = self.item(m.group(1))
+        measured = m.group(6) or ""
+        other = self.item(measured).ref if measured.startswith("S") else None
+        if key.kind == "src" and key.ref is self.main.source:
+            if other is None or other is key.ref or not self.join_keys(other, key.ref):
+                return  # "orders with amount above 350": a row filter, each order is one row
+            self.make_main(other)  # "customers with more than 5 orders": count the orders per customer
+        group = self.group_key_for(key)
+        if group is None:
+            return
+        value = float(self.item(m.group(5)).ref)
+        op = self.cmp_op(m.group("cmp"))
+        func = AGGREGATES.get(m.group("agg") or "total", "sum")
+        if m.group(3) or (m.group("agg") and func != "sum"):
+            if m.group(3):
+                ref = self.colref(m.group(3), numeric=True)
+                col = self.col(ref)
+            else:  # "average price per category, only categories with an average above 100"
+                words = "|".join(w for w, f in AGGREGATES.items() if f == func)
+                said = re.search(rf"\b(?:{words}) (?:of )?(?:the )?(C\d+)", self.sym)
+                col = self.col(self.colref(said.group(1), numeric=True)) if said else None  # type: ignore[assignment]
+            if col is None:
+                return
+            alias = {"sum": "total", "avg": "avg", "min": "min", "max": "max"}.get(
+                func, func
+            ) + f"_{col.name}"
+            measure = ir.Measure(func, col, alias=alias)
+        elif (
+            measured.startswith("C")
+            and self.colref(measured[1:]).numeric
+            and not self.colref(measured[1:]).keyish
+        ):
+            ref = self.colref(measured[1:], numeric=True)
+            measure = ir.Measure("sum", self.col(ref), alias=f"total_{ref.column}")
+        elif (
+            measured.startswith("S") and self.item(measured[1:]).ref is self.main.source and key.kind == "src"
+        ):
+            measure = ir.Measure("count", None, alias=f"{singular(self.main.source.stem)}_count")
+        elif measured.startswith("S") and self.item(measured[1:]).ref is not self.main.source:
+            owner: Source = self.item(measured[1:]).ref
+            ent = self.entity_key(owner) or list(self.key_of(owner))
+            if ent:
+                measure = ir.Measure(
+                    "count", self.col(ent[0]), distinct=True, alias=f"{singular(owner.stem)}_count"
+                )
+            else:
+                measure = ir.Measure("count", None, alias="count")
+        else:
+            measure = ir.Measure("count", None, alias="count")
+        if group.col not in [g.col for g in self.req.group]:
+            self.req.group.append(group)
+        self.add_measure(measure)
+        alias = next(
+            (
+                x.alias
+                for x in self.req.measures
+                if (x.func, x.col, x.distinct) == (measure.func, measure.col, measure.distinct)
+            ),
+            measure.alias,
+        )
+        self.req.having.append(ir.Having(alias, op, value))
+        self.take(m)
+        self.render()
+
+    def key_of(self, source: Source) -> list[ColumnRef]:
+        stem = singular(source.stem.lower())
+        return [ColumnRef(source, c, 80) for c in source.column_names if c.lower() == f"{stem}_id"]
+
+    def group_key_for(self, it: Item) -> ir.GroupKey | None:
+        if it.kind == "col":
+            return ir.GroupKey(self.col(self.colref(self.items.index(it))))
+        if it.kind == "src":
+            src: Source = it.ref
+            if src is self.main.source:
+                keys = self.key_of(src)
+                return ir.GroupKey(self.col(keys[0])) if keys else None
+            ent = self.entity_key(src)
+            if ent:
+                return ir.GroupKey(self.col(ent[0]))
+        return None
+
+    # ---- ranking: top N, N cheapest, latest per key
+    def rule_rank(self) -> None:
+        rank_words = r"most expensive|least expensive|most recent|least recent|fewest|" + RANK_WORDS
+        pats = [
+            r"\b(?:the )?(?:top |first )?(?P<n>N\d+) (?P<what>S\d+|C\d+) (?:with|that have|which have|having|"
+            r"that had|with the) (?:the )?(?P<w2>highest|lowest|largest|biggest|smallest|most|least|greatest|"
+            r"latest|earliest|newest|oldest|most recent) (?:total |average )?(?P<by>C\d+)",
+            rf"\b(?:the )?(?P<w1>top|best|bottom|worst|first|last|highest|lowest|largest|biggest|smallest) "
+            rf"(?P<n>N\d+) ?(?P<w2>{rank_words})? ?(?P<what>S\d+|C\d+)?(?: (?:by|on|in terms of|based on|"
+            rf"ranked by|"
+            rf"sorted by|ordered by|with the (?:highest|largest|biggest|most|lowest|smallest)) (?:the "
+            rf")?(?:total |average |"
+            rf"highest |largest )?(?P<by>C\d+|S\d+|total|count|number of S\d+|revenue|spend))?",
+            rf"\b(?:the )?(?P<n>N\d+) (?P<w2>{rank_words}) (?P<what>S\d+|C\d+)?(?: (?:by|on) (?:the "
+            rf")?(?:total )?"
+            rf"(?P<by>C\d+|S\d+|total|count))?",
+            r"\b(?:the |each |every )?(?P<w2>most expensive|least expensive|cheapest|priciest|most recent|"
+            r"latest|"
+            r"newest|oldest|earliest|first|last|biggest|largest|highest|smallest|lowest) (?P<what>S\d+)"
+            r"(?: (?:by|on) (?:the )?(?P<by>C\d+))?",
+            r"\b(?:the |each |every )?(?P<w2>most expensive|least expensive|cheapest|priciest|most recent|"
+            r"latest|"
+            r"newest|oldest|earliest|biggest|largest|highest|smallest|lowest) (?P<n>N\d+)? ?(?P<what>S\d+)",
+        ]
+        for _n_pat, pat in enumerate(pats):
+            m = re.search(pat, self.sym)
+            if not m:
+                continue
+            gd = m.groupdict()
+            n = int(self.item(gd["n"][1:]).ref) if gd.get("n") else 1
+            words = " ".join(w for w in (gd.get("w1"), gd.get("w2")) if w)
+            desc, temporal = True, False
+            for w in re.findall(r"[a-z]+(?: [a-z]+)?", words):
+                if w in ("most expensive", "priciest"):
+                    desc, temporal = True, False
+                elif w in ("least expensive", "cheapest"):
+                    desc, temporal = False, False
+                elif w == "most recent":
+                    desc, temporal = True, True
+                elif w in RANKING:
+                    desc, temporal = RANKING[w]
+                elif w == "fewest":
+                    desc = False
+            if gd.get("w1") in ("first", "last") and not gd.get("w2"):
+                temporal = True
+            if gd.get("w1") in ("bottom", "worst"):
+                desc = False
+            by = gd.get("by") or ""
+            what = gd.get("what") or ""
+            # the thing being ranked: an entity of another source means grouping first
+            ent_item = self.item(what[1:]) if what.startswith("S") else None
+            if what.startswith("C") and not self.colref(what[1:]).numeric:
+                self.ranked_dims = [self.colref(what[1:])]
+            per_group = re.search(
+                r"\b(?:per|in each|for each|for every|of each|of every|by|within each|in every|each) (?:the "
+                r")?"
+                r"(C\d+|S\d+)|\b(S\d+|C\d+) (?:each|apiece)\b",
+                self.sym[m.end() :],
+            )
+            possessive = re.search(
+                r"\b(?:each|every|for each|for every|per|of each|in each|within each|within every) (S\d+|"
+                r"C\d+)(?: ,)?(?: (?:their|its|"
+                r"his|her|the))? ?$",
+                self.sym[: m.start()],
+            )
+            self.take(m)
+            if by.startswith("C"):
+                self.col(self.colref(by[1:])).sql(False)
+                order_col: ir.Col | None = self.col(self.colref(by[1:]))
+            else:
+                order_col = None
+            fact = None
+            nm = re.match(r"number of S(\d+)", by)
+            if nm and self.item(nm.group(1)).ref is not (ent_item.ref if ent_item else None):
+                fact = self.item(nm.group(1)).ref
+            elif (
+                by.startswith("C") and ent_item is not None and self.colref(by[1:]).source is not ent_item.ref
+            ):
+                fact = self.colref(by[1:]).source
+            if fact is not None and ent_item is not None and ent_item.ref is self.main.source:
+                self.make_main(fact)
+                if nm:
+                    by = "count"
+            if (
+                ent_item is not None
+                and ent_item.ref is not self.main.source
+                and not per_group
+                and not possessive
+            ):
+                # "top 5 customers by total amount" over orders: group by the customer, rank the totals
+                group = self.group_key_for(ent_item)
+                if group is not None and (
+                    by in ("total", "revenue", "spend", "") or by.startswith(("C", "count", "number"))
+                ):
+                    self.req.group.append(group)
+                    if by.startswith("C") and order_col is not None:
+                        ref = self.colref(by[1:], numeric=True)
+                        measure = ir.Measure("sum", self.col(ref), alias=f"total_{ref.column}")
+                    elif by.startswith(("count", "number")) or (not by and "most" in words):
+                        measure = ir.Measure("count", None, alias="count")
+                    else:
+                        ref = self.only_measure("the ranking")
+                        measure = ir.Measure("sum", self.col(ref), alias=f"total_{ref.column}")
+                    self.req.measures.append(measure)
+                    self.req.rank = ir.Rank(n, [(measure.alias, desc)])
+                    self.render()
+                    return
+            if order_col is None and self.req.order and not by and isinstance(self.req.order[0][0], ir.Col):
+                order_col = self.req.order.pop(0)[0]  # type: ignore[assignment]  # "ranked by price ..., top 3": the ranking key
+            if order_col is None:
+                if temporal:
+                    order_col = self.col(self.date_column())
+                elif re.search(r"expensive|cheap|pric", words):
+                    order_col = self.col(self.price_column())
+                elif by in ("total", "count", "revenue", "spend") or by.startswith("number"):
+                    order_col = None
+                else:
+                    order_col = self.col(self.only_measure(f"'{words}'"))
+            partition: list[ir.Col] = []
+            grp = per_group or possessive
+            if grp is not None:
+                k = grp.group(1) or (grp.group(2) if grp.lastindex and grp.lastindex >= 2 else None)
+                if k:
+                    g = self.group_key_for(self.item(k[1:]))
+                    if g is not None:
+                        partition = [g.col]
+                        base = m.end() if grp is per_group else 0
+                        for kk in self.at(base + grp.start(), base + grp.end()):
+                            self.items[kk].used = True
+            keys: list[tuple[ir.Col | str, bool]] = [(order_col if order_col else by, desc)]
+            self.req.rank = ir.Rank(n, keys, partition)
+            self.rank_col = order_col
+            self.render()
+            return
+
+    # ---- measures: count, count distinct, sum/avg/min/max
+    def rule_measures(self) -> None:
+        pats = [
+            r"\b(?:count|counts|number|numbers|how many|tally|total number|total count|#) (?:of )?(?:the )?"
+            r"(?P<d>distinct |unique |different |individual |separate )?(?P<what>S\d+|C\d+|rows|records|"
+            r"entries|lines)",
+            r"\b(?P<d>distinct |unique |different )?(?P<what>S\d+|C\d+) (?:count|counts|tally)\b",
+            r"\b(?:count|counts|number|numbers|how many|tally|total number|total count|#) (?:of )?(?:the "
+            r")?(?=V\d+)",
+            r"\b(?P<cnt>count|counts|tally|how many)\b",
+        ]
+        counting = re.search(r"\b(?:count|counts|counted|counting|number|how many|tally)\b", self.sym)
+        if counting or re.search(GROUP_INTRO + r" (?:C|S)\d+", self.sym):
+            # "the unique customers ... counted per country", "unique users by event type"
+            pats.insert(
+                0, r"\b(?P<d>distinct |unique |different )(?P<what>S\d+|C\d+)(?! (?:count|counts|tally)\b)"
+            )
+        for pat in pats:
+            for m in self.find(pat):
+                if (pat.endswith(r"(?=V\d+)") or "(?P<cnt>" in pat) and self.req.measures:
+                    continue
+                what = m.groupdict().get("what") or ""
+                distinct = bool(m.groupdict().get("d"))
+                it = self.item(what[1:]) if what[:1] in ("S", "C") else None
+                if it is None or (it.kind == "src" and it.ref is self.main.source and not distinct):
+                    measure = ir.Measure("count", None, alias="count")
+                elif it.kind == "src":
+                    ent = self.entity_key(it.ref) or self.key_of(it.ref)
+                    if it.ref is not self.main.source and ent:
+                        c = self.col(ent[0])
+                        measure = ir.Measure(
+                            "count", c, distinct=True, alias=f"{singular(it.ref.stem)}_count"
+                        )
+                    elif distinct and self.key_of(it.ref):
+                        c = self.col(self.key_of(it.ref)[0])
+                        measure = ir.Measure("count", c, distinct=True, alias=f"distinct_{c.name}")
+                    else:
+                        measure = ir.Measure("count", None, alias="count")
+                else:
+                    ref = self.colref(what[1:])
+                    c = self.col(ref)
+                    measure = ir.Measure(
+                        "count",
+                        c,
+                        distinct=distinct or ref.keyish,
+                        alias=f"{'distinct_' if distinct or ref.keyish else ''}{c.name}_count",
+                    )
+                self.add_measure(measure)
+                self.take(m)
+            self.render()
+        if counting and self.req.measures:
+            for m in self.find(r"\b(?:counted|counting)\b"):
+                self.take(m)
+            self.render()
+        for m in self.find(r"\b(sum|avg|average|mean|min|max|count|total) \( (C\d+|\*) \)"):
+            func = AGGREGATES.get(m.group(1), m.group(1))
+            if m.group(2) == "*":
+                self.add_measure(ir.Measure("count", None, alias="count"))
+            else:
+                ref = self.colref(m.group(2))
+                alias = {"sum": "total", "avg": "avg", "min": "min", "max": "max", "count": "count"}[func]
+                self.add_measure(ir.Measure(func, self.col(ref), alias=f"{alias}_{ref.column}"))
+            self.take(m)
+        self.render()
+        agg = "|".join(sorted(AGGREGATES, key=len, reverse=True))
+        pair = rf"\b(?P<f1>{agg}) (?:and|&|,|/) (?P<f2>{agg}) (?:of )?(?:the )?(?:order |item )?(?P<c>C\d+)"
+        for m in self.find(pair):
+            ref = self.colref(m.group("c"), numeric=True)
+            for f in (m.group("f1"), m.group("f2")):
+                func = AGGREGATES[f]
+                self.add_measure(ir.Measure(func, self.col(ref), alias=f"{func}_{ref.column}"))
+            self.take(m)
+        self.render()
+        single = rf"\b(?P<f>{agg}) (?:of )?(?:the |all |their |its )?(?:order |item |S\d+ )?(?P<c>C\d+)"
+        for m in self.find(single):
+            ref = self.colref(m.group("c"), numeric=True)
+            if not ref.numeric and AGGREGATES[m.group("f")] in ("sum", "avg"):
+                continue
+            func = AGGREGATES[m.group("f")]
+            alias = {"sum": "total", "avg": "avg", "min": "min", "max": "max"}[func] + f"_{ref.column}"
+            self.add_measure(ir.Measure(func, self.col(ref), alias=alias))
+            self.take(m)
+        self.render()
+        # "revenue per country": a money word on its own is a sum when something groups it
+        for m in self.find(
+            r"\b(C\d+)(?= (?:per|by|for each|for every|in each|across|grouped by|broken down by))"
+        ):
+            it = self.item(m.group(1))
+            if it.text in ("revenue", "sales", "turnover", "spend", "spending", "amount", "value"):
+                ref = self.colref(m.group(1), numeric=True)
+                if ref.numeric and not ref.keyish:
+                    self.add_measure(ir.Measure("sum", self.col(ref), alias=f"total_{ref.column}"))
+                    self.take(m)
+        self.render()
+        # "how much was spent per country", "total per status"
+        for m in self.find(r"\b(?:how much|total|sum|totals)\b"):
+            if any(x.func == "sum" for x in self.req.measures):
+                break
+            ref = self.only_measure("the total")
+            self.add_measure(ir.Measure("sum", self.col(ref), alias=f"total_{ref.column}"))
+            self.take(m)
+        self.render()
+
+    def add_measure(self, measure: ir.Measure) -> None:
+        """A measure said twice ('average price ..., sorted by average price') is one column."""
+        for x in self.req.measures:
+            if (
+                (x.func, x.col, x.distinct, x.share)
+                == (measure.func, measure.col, measure.distinct, measure.share)
+                and x.where is None
+                and measure.where is None
+            ):
+                return
+        self.req.measures.append(measure)
+
+    # ---- grouping: "per country", "by month", "in each category", "monthly"
+    def rule_group(self) -> None:
+        unit_pat = rf"(?P<u>{UNIT_WORDS})(?: of (?:the )?(?:day|week|year|month))?(?: \( (?P<fc>C\d+) \))?"
+        pats = [
+            rf"\b{GROUP_INTRO} (?:the |their |its )?(?:order |event |signup )?(?:calendar )?(?:(?P<pc>C\d+) "
+            rf")?{unit_pat}\b"
+            rf"(?:(?: of| in| the| an?| S\d+| was| were| is| when| it was| they were)* (?P<uc>C\d+))?",
+            rf"\b{GROUP_INTRO} (?:the |their |its )?(?P<c>C\d+|S\d+)(?P<more>(?:(?: ,| and| ,? and| &| then) "
+            rf"(?:the )?(?:C\d+|S\d+))*)",
+            r"\b(?P<u2>daily|weekly|monthly|quarterly|yearly|annual|hourly)\b",
+            r"\b(?P<c2>C\d+) (?:by|per) (?P<c3>C\d+)\b",
+        ]
+        for n, pat in enumerate(pats):
+            for m in self.find(pat):
+                gd = m.groupdict()
+                if gd.get("u") or gd.get("u2"):
+                    unit = UNITS[gd.get("u") or gd.get("u2") or "day"]
+                    uc = gd.get("uc") or gd.get("fc") or gd.get("pc")
+                    if uc and not (
+                        self.colref(uc[1:]).temporal
+                        or re.search(r"date|time|_at$|_on$|opened|^ts$", self.colref(uc[1:]).column)
+                    ):
+                        uc = None
+                    ref = self.colref(uc[1:]) if uc else self.date_column()
+                    numbered = "label" in self.hints or re.search(
+                        rf"\b{gd.get('u') or gd.get('u2')} (?:number|nr|no|index)\b|\bas (?:a )?numbers?\b",
+                        self.sym,
+                    )
+                    if numbered and unit in ("quarter", "month", "week"):
+                        unit = f"{unit}_number"  # "quarter as 1 to 4": the number, not the first day
+                        for nm in self.find(
+                            rf"\b(?:{unit.split('_')[0]} )?(?:number|nr|no|index)\b|\bas (?:a )?numbers?\b"
+                        ):
+                            self.take(nm)
+                    self.req.group.append(
+                        ir.GroupKey(self.col(ref), None if unit == "day" and ref.type == "DATE" else unit)
+                    )
+                    self.take(m)
+                    continue
+                ks = re.findall(r"[CS](\d+)", (gd.get("c") or "") + (gd.get("more") or ""))
+                if n == 3:
+                    ks = [gd["c3"][1:]]
+                    if not self.req.measures:
+                        continue
+                for k in ks:
+                    g = self.group_key_for(self.item(k))
+                    if g is None:
+                        if self.item(k).kind == "src" and self.item(k).ref is self.main.source:
+                            continue  # "average amount per order": every row is one order
+                        raise PlannerQuestion(
+                            f"Group by what? '{self.item(k).text}' names no column I can group by"
+                        )
+                    if g.col not in [x.col for x in self.req.group if x.unit is None]:
+                        self.req.group.append(g)
+                if n == 3:
+                    for kk in self.at(m.start("c3") - 4, m.end("c3")):
+                        self.items[kk].used = True
+                else:
+                    self.take(m)
+        self.render()
+        if self.req.group and not self.req.measures and not (self.req.rank and self.req.rank.partition):
+            self.req.measures.append(ir.Measure("count", None, alias="count"))
+        # a word after "per"/"by" that names nothing we know is a question, never a dropped word
+        intro = r"per|for each|for every|in each|grouped by|group by|broken down by|split by" + (
+            "|by" if self.req.measures else ""
+        )
+        for m in self.find(rf"\b(?:{intro}) ([a-z_][\w]*)"):
+            word = m.group(1)
+            if word in FILLERS or word in ("the", "a", "an", "row", "rows", "order"):
+                continue
+            raise PlannerQuestion(
+                f"Group by '{word}'? No column of {', '.join(u.source.name for u in self.req.sources)} is "
+                f"called that",
+                hint="name one of the columns: " + ", ".join(self.main.source.column_names[:12]),
+                candidates=self.near_columns(word),
+            )
+
+    # ---- "with customer_id and the total": the output of an aggregate, said again
+    def rule_output_columns(self) -> None:
+        if not self.req.measures:
+            return
+        known = {g.col.name for g in self.req.group} | {m.col.name for m in self.req.measures if m.col}
+        for m in self.find(
+            r"\b(?:with|showing|including|listing|giving|returning|and|plus) (?:the |their |its )?"
+            r"((?:C\d+|total|count|sum|average|number)(?:(?: ,| and| ,? and| &) (?:the |their |its )?"
+            r"(?:C\d+|total|count|sum|average|number))*)"
+        ):
+            ks = re.findall(r"C(\d+)", m.group(1))
+            if all(self.colref(k).column in known for k in ks):
+                self.take(m)
+        self.render()
+
+    def near_values(self, word: str) -> list[str]:
+        from rapidfuzz import fuzz, process
+
+        vals = [f"{c} = '{v}'" for u in self.req.sources for c, vs in u.source.domains.items() for v in vs]
+        return [
+            n
+            for n, score, _ in process.extract(word, vals, scorer=fuzz.partial_ratio, limit=3)
+            if score >= 60
+        ]
+
+    def near_columns(self, word: str) -> list[str]:
+        from rapidfuzz import fuzz, process
+
+        names = [c for u in self.req.sources for c in u.source.column_names]
+        return [n for n, score, _ in process.extract(word, names, scorer=fuzz.ratio, limit=3) if score >= 40]
+
+    # ---- conditions
+    def rule_conditions(self) -> None:
+        atoms: list[tuple[int, int, ir.Cond]] = []  # (first item, last item, cond)
+
+        def add(m: re.Match[str], cond: ir.Cond, negate: bool = False) -> None:
+            start = m.start()
+            before = self.sym[:start]
+            neg = re.search(
+                rf"\b{NEG}(?: (?:the|any|those|ones|rows|with|where|whose|that|which|are|is|status|"
+                rf"in|from|of|for|orders|records|items|S\d+))* ?$",
+                before,
+            )
+            if neg and not negate:
+                negate = True
+                start = neg.start()
+            ks = self.at(start, m.end())
+            atoms.append((min(ks), max(ks), ir.Not(cond) if negate else cond))
+            self.take(m)
+            if neg:
+                for k in self.at(neg.start(), m.start()):
+                    self.items[k].used = True
+
+        vlist = r"(V\d+(?:(?: ,| or| and| ,? or| ,? and| nor| /) V\d+)*)"
+        # column is/is not value(s)
+        for m in self.find(
+            rf"\b(C\d+) (?:{IS} )?(?P<neg>not |isn't |aren't |other than |except |never |!= |<> )?(?:in |one "
+            rf"of |either )?{vlist}"
+        ):
+            refs = self.value_refs(m.group(3), column=self.colref(m.group(1)))
+            add(m, self.in_cond(refs), negate=bool(m.group("neg")))
+        self.render()
+        # column compared with a number: "amount over 100", "amount >= 20", "price between 10 and 50"
+        for m in self.find(
+            r"\b(C\d+) (?:is |are |was |were |of |has |with |having )?(?:(?P<neg>not) )?between (N\d+) and "
+            r"(N\d+)"
+        ):
+            ref = self.colref(m.group(1), numeric=True)
+            lo, hi = self.item(m.group(3)[1:]).ref, self.item(m.group(4)[1:]).ref
+            c = self.col(ref)
+            add(m, ir.And([ir.Compare(c, ">=", lo), ir.Compare(c, "<=", hi)]), negate=bool(m.group("neg")))
+        self.render()
+        for m in self.find(
+            rf"\b(C\d+) (?:is |are |was |were |of |has |with |having |that is |which is )?{CMP} (N\d+|Q\d+)"
+        ):
+            ref = self.colref(m.group(1))
+            add(m, ir.Compare(self.col(ref), self.cmp_op(m.group("cmp")), self.scalar(m.group(3))))
+        self.render()
+        for m in self.find(
+            r"\b(C\d+) (?:is |are |of |at |with )?(N\d+) (?P<t>or less|or fewer|or lower|or below|or under|"
+            r"or more|or higher|or above|or over|or greater|and up|and above|and over|and below|and under|"
+            r"plus)\b"
+        ):
+            ref = self.colref(m.group(1), numeric=True)
+            op = "<=" if re.search(r"less|fewer|lower|below|under", m.group("t")) else ">="
+            add(m, ir.Compare(self.col(ref), op, self.item(m.group(2)[1:]).ref))
+        self.render()
+        for m in self.find(r"\b(C\d+) (?:=|==|is|equals|of) (N\d+)\b(?! (?:or|and) (?:less|more))"):
+            ref = self.colref(m.group(1))
+            add(m, ir.Compare(self.col(ref), "=", self.item(m.group(2)[1:]).ref))
+        self.render()
+        for m in self.find(rf"{CMP} (N\d+) (?:in|of|for|by) (?:the |their |its )?(C\d+)"):
+            ref = self.colref(m.group(3), numeric=True)
+            add(m, ir.Compare(self.col(ref), self.cmp_op(m.group("cmp")), self.item(m.group(2)).ref))
+        self.render()
+        for m in self.find(
+            r"\b(negative|positive|non negative|nonnegative|zero) (C\d+)s?\b|\b(C\d+)s? (?:is |are |was |of "
+            r")?"
+            r"(negative|positive|non negative|below zero|above zero|under zero|over zero|in the red|zero)\b"
+            r"|\b(?:are |is )?(in the red|overdrawn)\b"
+        ):
+            word = m.group(1) or m.group(4) or m.group(5) or ""
+            ref = (
+                self.colref(m.group(2) or m.group(3))
+                if (m.group(2) or m.group(3))
+                else self.only_measure(f"'{word}'")
+            )
+            op = {
+                "negative": "<",
+                "positive": ">",
+                "non negative": ">=",
+                "nonnegative": ">=",
+                "zero": "=",
+                "below zero": "<",
+                "above zero": ">",
+                "under zero": "<",
+                "over zero": ">",
+                "in the red": "<",
+                "overdrawn": "<",
+            }[word]
+            add(m, ir.Compare(self.col(ref), op, 0))
+        self.render()
+        # comparisons without a column: "orders under 20", "between 50 and 100", "20 or less"
+        for m in self.find(r"(?:\bbetween) (N\d+) and (N\d+)"):
+            c = self.col(self.only_measure("'between'"))
+            lo, hi = self.item(m.group(1)[1:]).ref, self.item(m.group(2)[1:]).ref
+            add(m, ir.And([ir.Compare(c, ">=", lo), ir.Compare(c, "<=", hi)]))
+        self.render()
+        for m in self.find(rf"{CMP} (N\d+)"):
+            self.unknown_before(m.start())
+            c = self.col(self.only_measure(f"'{m.group('cmp')}'"))
+            add(m, ir.Compare(c, self.cmp_op(m.group("cmp")), self.item(m.group(2)[1:]).ref))
+        self.render()
+        for m in self.find(
+            r"(N\d+) (?P<t>or less|or fewer|or lower|or below|or under|or more|or higher|or above|or over|"
+            r"and up|and above|and over|and below|and under|plus)\b"
+        ):
+            c = self.col(self.only_measure(f"'{m.group('t')}'"))
+            op = "<=" if re.search(r"less|fewer|lower|below|under", m.group("t")) else ">="
+            add(m, ir.Compare(c, op, self.item(m.group(1)[1:]).ref))
+        self.render()
+        # text matching: "name contains 'item'", "page starts with /"
+        for m in self.find(
+            r"\b(C\d+) (?:(?P<neg>not |doesn't |does not |don't |do not ))?(?P<op>contains?|containing|"
+            r"includes?|including|like|starts? with|starting with|begins? with|beginning with|ends? with|"
+            r"ending with|mentions?|mentioning) (Q\d+|V\d+|[a-z0-9_/-]+)"
+        ):
+            ref = self.colref(m.group(1))
+            text = self.textof(m.group(4))
+            op = m.group("op")
+            pattern = (
+                f"{text}%"
+                if op.startswith(("start", "begin"))
+                else f"%{text}"
+                if op.startswith("end")
+                else f"%{text}%"
+            )
+            add(m, ir.Compare(self.col(ref), "ilike", pattern), negate=bool(m.group("neg")))
+        self.render()
+        # a word next to a column of known values that is none of them: "status lost" → a question
+        for m in self.find(rf"\b(C\d+) (?:{IS} )?(?:not )?(Q\d+|[a-z][\w'-]*)(?![\w'])"):
+            ref = self.colref(m.group(1))
+            raw = self.textof(m.group(2))
+            domain = self.domain(ref)
+            if domain and raw not in FILLERS and raw not in STRUCTURE_WORDS and raw not in KNOWN_WORDS:
+                raise PlannerQuestion(
+                    f"{ref.column} has no value '{raw}' in {ref.source.name}",
+                    hint="its values are: " + ", ".join(domain),
+                    candidates=list(domain),
+                )
+        # nulls: "missing email", "without an email", "email is empty", "with an email"
+        for m in self.find(
+            r"\b(?:missing|no|without|lacking|with no|with missing|with empty|with blank|empty|blank|null|"
+            r"unknown) (?:a |an |any )?(C\d+)s?\b"
+        ):
+            add(m, ir.IsNull(self.col(self.colref(m.group(1)))))
+        self.render()
+        for m in self.find(
+            r"\b(C\d+)s? (?:is |are |was |were )?(?P<neg>not |isn't |aren't |never )?(?:missing|empty|blank|"
+            r"null|not set|unknown|absent|not filled|unset|nan)\b"
+        ):
+            add(m, ir.IsNull(self.col(self.colref(m.group(1))), negated=bool(m.group("neg"))))
+        self.render()
+        for m in self.find(
+            r"\b(?:with|has|have|having|that have|who have|which have) (?:a |an |some |valid |non empty |"
+            r"known |filled in )?(C\d+)(?: (?:address|set|filled in|on file))?(?! (?:is|are|of|=|>|<|over|"
+            r"under|between|above|below))"
+        ):
+            ref = self.colref(m.group(1))
+            if ref.numeric:
+                continue
+            add(m, ir.IsNull(self.col(ref), negated=True))
+        self.render()
+        for m in self.find(
+            r"\b(C\d+)s? (?:is |are )?(?:present|set|filled|filled in|known|not null|non null|available|"
+            r"provided|given)\b"
+        ):
+            add(m, ir.IsNull(self.col(self.colref(m.group(1))), negated=True))
+        self.render()
+        # dates
+        for m in self.find(r"\b(?:(C\d+) (?:(?:up|out|is|was|are|were|at|on) )*)?(D\d+)"):
+            spec = self.item(m.group(2)).ref
+            if m.group(1):
+                ref = self.colref(m.group(1))
+                if not ref.temporal:
+                    ref = self.date_column()
+            else:
+                ref = self.date_column()
+            add(m, self.date_cond(self.col(ref), spec))
+        self.render()
+        # a bare year next to the rows it qualifies: "the 2024 signups", "2026 orders"
+        for m in self.find(r"(N\d+)(?= (?:C\d+|S\d+|:|,))|(?<=S\d )(N\d+)|(?<=S\d\d )(N\d+)"):
+            k = m.group(1) or m.group(2) or m.group(3)
+            v = self.item(k).ref
+            if isinstance(v, float) and v.is_integer() and 1990 <= v <= 2100:
+                from datetime import date as _date
+
+                nxt = re.match(r" (C\d+)", self.sym[m.end() :])
+                ref = (
+                    self.colref(nxt.group(1))
+                    if nxt and self.colref(nxt.group(1)).temporal
+                    else self.date_column()
+                )
+                add(m, ir.DateRange(self.col(ref), _date(int(v), 1, 1), _date(int(v) + 1, 1, 1), str(int(v))))
+                if nxt and self.colref(nxt.group(1)).temporal:
+                    for kk in self.at(m.end() + nxt.start(1), m.end() + nxt.end(1)):
+                        self.items[kk].used = True
+        self.render()
+        # bare values: "shipped orders", "from France", "DE, FR or NL", "the toys or games categories"
+        for m in self.find(vlist + r" (C\d+)"):
+            refs = self.value_refs(m.group(1))
+            if {r.column.lower() for r in refs} == {c.column.lower() for c in self.item(m.group(2)).ref}:
+                add(m, self.in_cond(refs))
+        self.render()
+        for m in self.find(vlist):
+            refs = self.value_refs(m.group(1))
+            add(m, self.in_cond(refs))
+        self.render()
+        self.req.where += self.combine(atoms)
+
+    def unknown_before(self, pos: int) -> None:
+        """'a rating above 4': the word before a comparison names a column that does not exist."""
+        before = re.search(r"([a-z][a-z_]*) (?:is |are |of |was )?$", self.sym[:pos])
+        if before is None:
+            return
+        word = before.group(1)
+        if word in FILLERS or word in STRUCTURE_WORDS or word in KNOWN_WORDS or self.p.entity_source(word):
+            return
+        raise PlannerQuestion(
+            f"No column called '{word}' in {', '.join(u.source.name for u in self.req.sources)}",
+            hint="name one of the columns: " + ", ".join(self.main.source.column_names[:12]),
+            candidates=self.near_columns(word),
+        )
+
+    def combine(self, atoms: list[tuple[int, int, ir.Cond]]) -> list[ir.Cond]:
+        """Atoms joined by 'or' split the conditions; AND binds tighter, as in SQL and as people mean.
+
+        'shipped orders over 100 or any cancelled order' is (shipped AND over 100) OR cancelled.
+        """
+        if not atoms:
+            return []
+        atoms.sort(key=lambda a: a[0])
+        segments: list[list[ir.Cond]] = [[atoms[0][2]]]
+        for (_, prev_end, _), (start, _, cond) in itertools.pairwise(atoms):
+            between = {it.text for it in self.items[prev_end + 1 : start]}
+            if between & {"or", "either"} and "and" not in between:
+                segments.append([cond])
+            else:
+                segments[-1].append(cond)
+        if len(segments) == 1:
+            return segments[0]
+        return [ir.Or([seg[0] if len(seg) == 1 else ir.And(seg) for seg in segments])]
+
+    def value_refs(self, text: str, column: ColumnRef | None = None) -> list[ValueRef]:
+        out: list[ValueRef] = []
+        for k in re.findall(r"V(\d+)", text):
+            refs: list[ValueRef] = self.item(k).ref
+            if column is not None:
+                refs = [r for r in refs if r.column.lower() == column.column.lower()] or refs
+            cols = {(id(r.source), r.column) for r in refs}
+            if len(cols) > 1:
+                main = [r for r in refs if r.source is self.main.source]
+                refs = main or refs
+                if len({r.column for r in refs}) > 1:
+                    raise PlannerQuestion(
+                        f"'{self.item(k).text}' appears in several columns: "
+                        + ", ".join(sorted({r.column for r in refs}))
+                        + ". Which one do you mean?",
+                        candidates=sorted({f"{r.column} = '{r.value}'" for r in refs}),
+                    )
+            out.append(refs[0])
+        return out
+
+    def in_cond(self, refs: list[ValueRef]) -> ir.Cond:
+        by: dict[tuple[int, str], list[ValueRef]] = {}
+        for r in refs:
+            by.setdefault((id(r.source), r.column), []).append(r)
+        conds: list[ir.Cond] = []
+        for vs in by.values():
+            col = ir.Col(self.use(vs[0].source).alias, vs[0].column)
+            values = list(dict.fromkeys(v.value for v in vs))
+            conds.append(
+                ir.Compare(col, "=", values[0]) if len(values) == 1 else ir.Compare(col, "in", values)
+            )
+        return conds[0] if len(conds) == 1 else ir.Or(conds)
+
+    def date_cond(self, col: ir.Col, spec: Any) -> ir.Cond:
+        if isinstance(spec, Period):
+            return ir.DateRange(col, spec.lo, spec.hi, spec.text, hi_inclusive=spec.hi_inclusive)
+        if isinstance(spec, Rolling):
+            return ir.Recent(col, spec.n, spec.unit)
+        assert isinstance(spec, Part)
+        return ir.DatePart(col, spec.part, spec.op, spec.value)
+
+    def textof(self, sym: str) -> str:
+        if re.fullmatch(r"[QV]\d+", sym):
+            it = self.item(sym[1:])
+            return it.ref[0].value if it.kind == "val" else str(it.ref)
+        return sym
+
+    def scalar(self, sym: str) -> Any:
+        it = self.item(sym[1:])
+        return it.ref
+
+    def cmp_op(self, words: str) -> str:
+        return dict(COMPARATORS)[words]
+
+    def domain(self, ref: ColumnRef) -> tuple[str, ...]:
+        for c, vals in ref.source.domains.items():
+            if c.lower() == ref.column.lower():
+                return vals
+        return ()
+
+    # ---- sort: "sorted by amount descending", "cheapest first"
+    def rule_sort(self) -> None:
+        m = re.search(
+            r"\b(?:sort|sorted|sorting|order|ordered|ordering|rank|ranked|arrange|arranged|list|listed) "
+            r"(?:them |it |the rows |the result |the table |everything )?(?:by|on) (?:the )?(?P<agg>(?:total|"
+            r"sum|average|avg|mean|"
+            r"highest|lowest|maximum|minimum|max|min|number of|count of) )?(?P<what>C\d+|S\d+|count|"
+            r"total)(?: ,?(?: in)? ?"
+            r"(?P<dir>desc|descending|asc|ascending|reverse|decreasing|increasing|highest first|lowest first|"
+            r"largest first|smallest first|newest first|oldest first|biggest first|from high to low|"
+            r"from low to high|from highest to lowest|from lowest to highest)(?: order)?)?",
+            self.sym,
+        )
+        if m:
+            what = m.group("what")
+            key: ir.Col | str
+            agg = (m.group("agg") or "").strip()
+            if agg and what.startswith("C"):
+                func = {"number of": "count", "count of": "count"}.get(agg, AGGREGATES.get(agg, "sum"))
+                ref = self.colref(what[1:])
+                alias = {"sum": "total", "avg": "avg", "min": "min", "max": "max", "count": "count"}[
+                    func
+                ] + f"_{ref.column}"
+                if not any(x.alias == alias for x in self.req.measures):
+                    self.req.measures.append(ir.Measure(func, self.col(ref), alias=alias))
+                key = alias
+            elif what.startswith("S") or agg in ("number of", "count of"):
+                key = "count"
+                if not any(x.alias == "count" for x in self.req.measures):
+                    self.req.measures.append(ir.Measure("count", None, alias="count"))
+            elif what.startswith("C"):
+                key = self.col(self.colref(what[1:]))
+                if self.req.measures:
+                    found = next(
+                        (
+                            x.alias
+                            for x in self.req.measures
+                            if x.col and x.col.name == self.colref(what[1:]).column
+                        ),
+                        None,
+                    )
+                    key = found or key
+            else:
+                key = next((x.alias for x in self.req.measures), what)
+            d = m.group("dir") or ""
+            desc = bool(
+                re.search(
+                    r"desc|reverse|decreasing|highest first|largest first|newest first|biggest first|high to "
+                    r"low|highest to lowest",
+                    d,
+                )
+            )
+            self.req.order.append((key, desc))
+            self.take(m)
+        bare = re.search(
+            r"\b(?:sort|sorted|sorting|order|ordered|rank|ranked|arrange|arranged)(?: it| them| the result| "
+            r"the rows)?"
+            r"(?: in)? (?P<dir>desc|descending|asc|ascending|decreasing|increasing|reverse)(?: order)?\b",
+            self.sym,
+        )
+        if bare and not self.req.order:
+            desc = bare.group("dir") in ("desc", "descending", "decreasing", "reverse")
+            sort_key: ir.Col | str = "" if self.req.measures else self.col(self.only_measure("the sort"))
+            self.req.order.append((sort_key or self.req.measures[0].alias, desc))
+            self.take(bare)
+            self.render()
+        fm = re.search(
+            r"\b(?:so (?:that )?)?(?:the )?(?P<w>least expensive|cheapest|most expensive|priciest|newest|"
+            r"latest|most recent|oldest|earliest|highest|"
+            r"lowest|largest|smallest|biggest)(?: S\d+| ones?| one)? (?:comes? |is |are |go |goes )?first\b",
+            self.sym,
+        )
+        if fm and not self.req.order:
+            w = fm.group("w")
+            desc = w in (
+                "most expensive",
+                "priciest",
+                "newest",
+                "latest",
+                "most recent",
+                "highest",
+                "largest",
+                "biggest",
+            )
+            if w in ("newest", "latest", "most recent", "oldest", "earliest"):
+                ref = self.date_column()
+            elif w in ("cheapest", "most expensive", "priciest", "least expensive"):
+                ref = self.price_column()
+            else:
+                ref = self.only_measure(f"'{w} first'")
+            self.req.order.append((self.col(ref), desc))
+            self.take(fm)
+        self.render()
+
+    # ---- "sorted by amount, keep 8 rows": a limit after a sort
+    def rule_limit(self) -> None:
+        if self.req.rank is not None or not self.req.order:
+            return
+        m = re.search(
+            r"\b(?:keep|keeping|limit(?:ed)? to|limit|only|just|take|taking|return|returning|show|first|top|"
+            r"store) "
+            r"(?:just |only )?(?:the )?(?:first |top )?(N\d+)(?: rows| records| entries| results| lines| of "
+            r"them| S\d+)?\b",
+            self.sym,
+        )
+        if m:
+            self.req.rank = ir.Rank(int(self.item(m.group(1)).ref), list(self.req.order))
+            self.req.order = []
+            self.take(m)
+            self.render()
+
+    # ------------------------------------------------------------ column defaults
+    def only_measure(self, why: str) -> ColumnRef:
+        """The one numeric, non-key column of the main source ('orders under 20' → amount)."""
+        for source in [self.main.source] + [u.source for u in self.req.sources[1:]]:
+            refs = [
+                ColumnRef(source, c, 50)
+                for c, t in source.columns
+                if ColumnRef(source, c, 50).numeric and not ColumnRef(source, c, 50).keyish
+            ]
+            if len(refs) == 1:
+                return refs[0]
+            if len(refs) > 1:
+                raise PlannerQuestion(
+                    f"Which number does {why} apply to: {', '.join(r.column for r in refs)}?",
+                    hint="name the column, e.g. '" + refs[0].column + " over 100'",
+                    candidates=[r.column for r in refs],
+                )
+        raise PlannerQuestion(f"{why} needs a numeric column, and {self.main.source.name} has none")
+
+    def price_column(self) -> ColumnRef:
+        for u in self.req.sources:
+            for c in u.source.column_names:
+                if re.search(r"price|cost", c.lower()):
+                    return ColumnRef(u.source, c, 50)
+        return self.only_measure("'expensive'")
+
+    def date_column(self, source: Source | None = None) -> ColumnRef:
+        """The time column of a source: the only one, or the one that is not a bookkeeping stamp."""
+        sources = [source] if source else [u.source for u in self.req.sources]
+        for s in sources:
+            refs = [ColumnRef(s, c, 50) for c, _ in s.columns if ColumnRef(s, c, 50).temporal]
+            preferred = [
+                r for r in refs if not re.search(r"updated|modified|loaded|ingested", r.column.lower())
+            ]
+            pick = preferred or refs
+            if len(pick) == 1:
+                return pick[0]
+            if len(pick) > 1:
+                raise PlannerQuestion(
+                    f"Which date column: {', '.join(r.column for r in pick)}?",
+                    candidates=[r.column for r in pick],
+                )
+            # text columns that hold dates (SQLite's TEXT dates: 'opened')
+            texts = [
+                ColumnRef(s, c, 50)
+                for c, t in s.columns
+                if re.search(r"date|_at$|_on$|opened|time|^ts$", c.lower())
+            ]
+            if len(texts) == 1:
+                return texts[0]
+        raise PlannerQuestion(f"{(source or self.main.source).name} has no date column to filter on")
+
+    # ------------------------------------------------------------ the rest
+    def finish(self) -> None:
+        self.rank_over_groups()
+        self.joins()
+        self.unused()
+        mode, said, keys = self.p.mode_info
+        self.req.mode, self.req.mode_said = mode, said
+        self.req.keys = keys
+        if mode == "merge" and not keys:
+            cands = [
+                c for c in self.main.source.column_names if re.search(r"(_id|_key|_code|^id)$", c.lower())
+            ]
+            raise PlannerQuestion(
+                f"On which key should the rows be merged into {self.p.target_name or 'the target'}?",
+                hint="say 'on <key column>', e.g. 'merge ... into orders on order_id'",
+                candidates=[f"on {c}" for c in cands],
+            )
+        if self.p.target_name:
+            self.req.target = self.p.target_name
+        else:
+            name = self.derived_name()
+            raise PlannerQuestion(
+                "Which table should the result go into? The request names no destination",
+                hint=f"say 'into <table>', e.g. 'into {name}'",
+                candidates=[f"into {name}"],
+            )
+        self.req.notes = self.p.notes
+
+    def joins(self) -> None:
+        """Sources whose columns the reading uses join the main source on their shared key."""
+        used = {c.alias for c in self.columns_used()}
+        for u in self.req.sources[1:]:
+            if any(isinstance(w, ir.Exists) and w.source is u for w in self.req.where):
+                continue
+            if self.req.union:
+                continue
+            if u.alias not in used and not self.join_said():
+                continue
+            keys = self.join_keys(self.main.source, u.source)
+            if self.join_on:
+                keys = [(self.join_on, self.join_on)]
+            via = None
+            if not keys:
+                for mid in self.req.sources[1:]:
+                    if mid is u:
+                        continue
+                    k2 = self.join_keys(mid.source, u.source)
+                    if k2 and self.join_keys(self.main.source, mid.source):
+                        via, keys = mid, k2
+                        break
+            if not keys:
+                raise PlannerQuestion(
+                    f"How should {self.main.source.name} and {u.source.name} be joined? They share no key "
+                    f"column",
+                    hint="say 'joined on <column>'",
+                )
+            key = keys[0]
+            left = via.alias if via else self.main.alias
+            u.dedupe = True
+            self.req.joins.append(ir.Join(u, [(ir.Col(left, key[0]), ir.Col(u.alias, key[1]))]))
+        # row-level joins with no columns named: main columns plus the other source's non-key columns
+        if self.req.joins and not self.req.aggregated and not self.req.select:
+            for j in self.req.joins:
+                have = {c.lower() for c in self.main.source.column_names} | {
+                    c.name.lower() for c in self.req.extra
+                }
+                if any(c.alias == j.right.alias for c in self.req.extra):
+                    continue  # "plus the product name and category": just those
+                named = [c for c in self.columns_used() if c.alias == j.right.alias]
+                if named and not self.join_said_all():
+                    self.req.extra += [c for c in named if c not in self.req.extra]
+                    continue
+                for c in j.right.source.column_names:
+                    if c.lower() not in have:
+                        self.req.extra.append(ir.Col(j.right.alias, c))
+
+    def rank_over_groups(self) -> None:
+        """'Top 3 countries by total amount': an aggregate ranks by its measure, never by a raw column."""
+        r = self.req
+        if r.aggregated and r.order:
+            ordered: list[tuple[ir.Col | str, bool]] = []
+            for key, desc in r.order:
+                if isinstance(key, ir.Col) and key not in [g.col for g in r.group if g.unit is None]:
+                    m = next((x for x in r.measures if x.col == key), None) or (
+                        r.measures[0] if len(r.measures) == 1 else None
+                    )
+                    ordered.append((m.alias, desc) if m else (key, desc))
+                elif isinstance(key, ir.Col):
+                    ordered.append((key.name, desc))
+                else:
+                    ordered.append((key, desc))
+            r.order = ordered
+        if r.rank is None or r.rank.partition:
+            return
+        keys: list[tuple[ir.Col | str, bool]] = []
+        for key, desc in r.rank.by:
+            if not isinstance(key, ir.Col):
+                keys.append((key, desc))
+                continue
+            if r.group and key in [g.col for g in r.group if g.unit is None]:
+                keys.append((key.name, desc))
+                continue
+            ref = ColumnRef(next(u.source for u in r.sources if u.alias == key.alias), key.name, 50)
+            if not r.group:
+                # "top 3 countries by amount": the ranked thing is a dimension; group by it
+                dims = [c for c in self.columns_said() if not c.numeric and not c.temporal]
+                if not dims or not ref.numeric:
+                    keys.append((key, desc))
+                    continue
+                r.group.append(ir.GroupKey(self.col(dims[0])))
+            measure = next((m for m in r.measures if m.col == key), None)
+            if measure is None:
+                measure = ir.Measure("sum", key, alias=f"total_{key.name}")
+                self.add_measure(measure)
+            keys.append((measure.alias, desc))
+        r.rank.by = keys
+
+    def columns_said(self) -> list[ColumnRef]:
+        """Columns the ranking words named as the thing ranked ('countries', 'categories')."""
+        return list(getattr(self, "ranked_dims", []))
+
+    def join_said(self) -> bool:
+        return bool(
+            re.search(
+                r"\b(join|joined|joining|joins|enrich|enriched|enriching|combined? with|matched with|"
+                r"together with|"
+                r"along with|lookup|look up|looked up|linked|link)\b",
+                self.p.norm,
+            )
+        )
+
+    def join_said_all(self) -> bool:
+        return not re.search(
+            r"\b(plus|with (?:the|their|its)?|adding|add|including|along with)\b", self.p.norm
+        )
+
+    def columns_used(self) -> list[ir.Col]:
+        out: list[ir.Col] = []
+
+        def walk(c: Any) -> None:
+            if isinstance(c, ir.Col):
+                out.append(c)
+            elif isinstance(c, ir.Exists):
+                return
+            elif hasattr(c, "__dataclass_fields__"):
+                for f in c.__dataclass_fields__:
+                    walk(getattr(c, f))
+            elif isinstance(c, list | tuple):
+                for x in c:
+                    walk(x)
+
+        r = self.req
+        walk([r.where, r.group, r.measures, r.select, r.extra, r.running, r.distinct_keys])
+        if r.rank:
+            walk(r.rank.partition)
+        if hasattr(self, "rank_col") and self.rank_col is not None:
+            out.append(self.rank_col)
+        return out
+
+    def unused(self) -> None:
+        """Every content word is consumed or reported; one that names data is a question."""
+        leftovers: list[str] = []
+        for it in self.items:
+            if it.used:
+                continue
+            if it.kind == "word" or it.kind == "punct" or it.kind == "op":
+                w = it.text
+                if it.kind != "word" or w in FILLERS or w in STRUCTURE_WORDS or len(w) < 2:
+                    continue
+                if "_" in w or re.search(r"\d", w):
+                    raise PlannerQuestion(
+                        f"I did not understand '{w}' in the request: it looks like a name, but no table, "
+                        "file or column is called that",
+                        candidates=self.near_columns(w),
+                    )
+                leftovers.append(w)
+                continue
+            if it.kind == "src":
+                stems = {singular(u.source.stem.lower()) for u in self.req.sources}
+                if it.ref in [u.source for u in self.req.sources] or singular(it.ref.stem.lower()) in stems:
+                    continue  # "orders" when orders.csv is read
+                leftovers.append(it.text)
+                continue
+            what = {
+                "col": "a column",
+                "val": "a value",
+                "num": "a number",
+                "date": "a date",
+                "quoted": "a value",
+            }
+            raise PlannerQuestion(
+                f"I did not use '{' '.join(t.raw for t in it.tokens)}' ({what.get(it.kind, 'a word')}) "
+                "and won't guess what it is for",
+                hint="rephrase so that it is a filter ('where amount > 100'), a grouping ('per country') "
+                "or a column to keep ('only the name and email columns')",
+            )
+        self.req.unused = list(dict.fromkeys(leftovers))
+        for k, it in enumerate(self.items[:-1]):
+            nxt = self.items[k + 1]
+            if (
+                not it.used
+                and it.kind == "word"
+                and it.text not in FILLERS
+                and it.text not in STRUCTURE_WORDS
+                and it.text not in KNOWN_WORDS
+                and nxt.kind == "src"
+                and not self.req.where
+                and not self.req.rank
+            ):
+                raise PlannerQuestion(
+                    f"Which {nxt.text} are '{it.text}' {nxt.text}? No column or value of "
+                    f"{nxt.ref.name} says '{it.text}'",
+                    hint="say it as a condition on a column, e.g. 'where amount > 100'",
+                    candidates=self.near_values(it.text),
+                )
+        proper = [
+            t.raw
+            for it in self.items
+            if not it.used and it.kind == "word"
+            for t in it.tokens
+            if t.index > 0
+            and t.raw[:1].isupper()
+            and t.norm not in FILLERS
+            and t.norm not in STRUCTURE_WORDS
+            and t.raw.lower() not in ("i",)
+        ]
+        if proper:
+            raise PlannerQuestion(
+                f"I don't know what {', '.join(repr(w) for w in proper)} refers to: no file, table, column "
+                f"or "
+                "value of the data is called that",
+                hint="use a value as the data spells it, or name the column",
+            )
+        # a word in the slot of a column that names none: "whose loyalty tier is gold",
+        # "where the channel is web", "average discount" -- a question, however English the word
+        slot = re.search(
+            r"\b(?:whose|where|with|if|when|and) (?:the |a |an |its |their )?((?:[a-z][a-z_]* "
+            r"){0,2}[a-z][a-z_]*) "
+            r"(?:is|are|was|were|=|equals|of) (?:not )?([a-z][\w-]*|Q\d+|N\d+)\b"
+            r"|\b(?:average|avg|mean|sum|total|maximum|minimum|max|min) (?:of )?(?:the |their |its "
+            r")?([a-z][a-z_]*)\b",
+            self.sym,
+        )
+        if slot:
+            from .parse import FUNCTION_WORDS
+
+            words = (slot.group(1) or slot.group(3) or "").split()
+            unknown = [
+                w
+                for w in words
+                if w not in FILLERS
+                and w not in STRUCTURE_WORDS
+                and w not in KNOWN_WORDS
+                and w not in FUNCTION_WORDS
+                and not self.p.entity_source(w)
+            ]
+            if unknown and words and words[-1] in unknown:
+                raise PlannerQuestion(
+                    f"No column called '{' '.join(words)}' in "
+                    f"{', '.join(u.source.name for u in self.req.sources)}",
+                    hint="name one of the columns: " + ", ".join(self.main.source.column_names[:12]),
+                    candidates=self.near_columns(words[-1]),
+                )
+        strange = [w for w in self.req.unused if not is_english(w)]
+        if strange:
+            # plain English words the reading did not need are listed; words no dictionary knows
+            # ("frobnicate the zorbs") may name something, so they are a question
+            raise PlannerQuestion(
+                f"I did not understand part of the request: {', '.join(repr(w) for w in strange)}",
+                hint="rephrase that part, or leave it out",
+                candidates=[f"without '{' '.join(strange)}'"],
+            )
+
+    def in_output(self, it: Item) -> bool:
+        """A column (or an entity's key) that the result already holds as a group, measure or choice."""
+        refs: list[ColumnRef] = list(it.ref) if it.kind == "col" else list(it.alts) + self.entity_key(it.ref)
+        names = {r.column.lower() for r in refs}
+        out = {g.col.name.lower() for g in self.req.group} | {c.name.lower() for c in self.req.select}
+        out |= {m.col.name.lower() for m in self.req.measures if m.col} | {
+            c.name.lower() for c in self.req.extra
+        }
+        out |= {g.name.lower() for g in self.req.group}
+        if self.req.rank:
+            out |= {k.name.lower() for k, _ in self.req.rank.by if isinstance(k, ir.Col)}
+            out |= {c.name.lower() for c in self.req.rank.partition}
+        if not self.req.aggregated and not self.req.select:
+            out |= {c.lower() for c in self.main.source.column_names}
+        return bool(names & out)
+
+    def derived_name(self) -> str:
+        base = self.main.alias
+        parts = [base]
+        if self.req.measures and self.req.group:
+            parts = [base, "by"] + [g.name for g in self.req.group]
+        elif self.req.rank:
+            parts = ["top", str(self.req.rank.n), base]
+        name = re.sub(r"\W+", "_", "_".join(parts)).strip("_")[:60]
+        existing = {
+            (s.table or "").lower() for s in self.ctx.tables() if s.connection == self.ctx.target_connection
+        }
+        sources = {u.alias for u in self.req.sources}
+        if name in existing or name in sources or name == base:
+            name = f"{name}_result"
+        n = 2
+        cand = name
+        while cand in existing:
+            cand, n = f"{name}_{n}", n + 1
+        return cand
+
+
+_ENGLISH: set[str] = set()
+
+
+def is_english(word: str) -> bool:
+    """A dictionary word, or an inflection of one ('changes', 'catalogued', 'purchases')."""
+    if not _ENGLISH:
+        from english_words import get_english_words_set
+
+        _ENGLISH.update(get_english_words_set(["gcide"], lower=True, alpha=True))
+    w = word.lower().replace("'", "")
+    if not w.isalpha():
+        return False
+    stems = {w, singular(w), w[:-1], w[:-2], w[:-3], w[:-2] + "e" if w.endswith("ed") else w}
+    stems |= {w[:-3] + "e" if w.endswith("ing") else w, w[:-1] if w.endswith("s") else w}
+    return any(len(s) >= 2 and s in _ENGLISH for s in stems) or w in FILLERS
+
+
+# Words that only shape a sentence; an unconsumed one is not worth reporting.
+STRUCTURE_WORDS = {
+    "join",
+    "joined",
+    "joining",
+    "combine",
+    "combined",
+    "enrich",
+    "enriched",
+    "filter",
+    "filtered",
+    "filtering",
+    "keeping",
+    "keep",
+    "kept",
+    "rows",
+    "lines",
+    "entries",
+    "where",
+    "whose",
+    "which",
+    "that",
+    "with",
+    "and",
+    "or",
+    "only",
+    "than",
+    "having",
+    "those",
+    "ones",
+    "status",
+    "been",
+    "being",
+    "everything",
+    "also",
+    "them",
+    "they",
+    "there",
+    "one",
+    "first",
+}
+# Words the rules read in context; never a sign of an unknown column or value.
+KNOWN_WORDS = (
+    set(AGGREGATES)
+    | set(RANKING)
+    | set(UNITS)
+    | PRICE_WORDS
+    | {
+        "and",
+        "or",
+        "not",
+        "first",
+        "last",
+        "desc",
+        "asc",
+        "descending",
+        "ascending",
+        "total",
+        "count",
+        "number",
+        "sum",
+        "average",
+        "only",
+        "all",
+        "every",
+        "each",
+        "any",
+        "some",
+        "their",
+        "rows",
+        "more",
+        "less",
+        "fewer",
+        "most",
+        "least",
+        "than",
+        "over",
+        "under",
+        "per",
+        "expensive",
+        "cheap",
+        "recent",
+        "new",
+        "old",
+        "unique",
+        "distinct",
+        "duplicate",
+        "duplicates",
+    }
+)
+# Ranking words read by the rank rule, never linked to a column by synonym.
+RANKING_ONLY: set[str] = set(RANKING) | PRICE_WORDS | {"recent", "newest", "oldest", "earliest", "latest"}

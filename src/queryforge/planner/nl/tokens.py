@@ -1,0 +1,110 @@
+"""Split a request into tokens that remember where they came from, with normalised spellings."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .lexicon import NUMBER_WORDS, SPELLING
+
+FILE = r"(?:[\w.-]+/)*[\w-][\w.-]*\.(?:csv|tsv|ndjson|jsonl|json|parquet|sqlite3?|db|duckdb|txt)(?:\.gz)?\b"
+TOKEN = re.compile(
+    rf"""
+    (?P<quoted>'[^']*'|"[^"]*"|`[^`]*`|“[^”]*”|‘[^’]*’)
+  | (?P<file>(?<![\w/]){FILE})
+  | (?P<date>\d{{4}}-\d{{1,2}}-\d{{1,2}}(?:[ T]\d{{1,2}}:\d\d(?::\d\d)?)?)
+  | (?P<slashdate>\d{{1,2}}/\d{{1,2}}/\d{{4}})
+  | (?P<clock>\d{{1,2}}(?::\d\d)?\s?(?:am|pm)\b|\d{{1,2}}:\d\d\b)
+  | (?P<number>[$€£]?(?:(?<![\w)])-)?\d+(?:[.,]\d+)*(?:\s?%|k\b|m\b)?)
+  | (?P<op>>=|<=|!=|<>|==|=|>|<|≥|≤)
+  | (?P<path>(?<![\w])/[\w][\w/.-]*)
+  | (?P<word>[A-Za-z_][\w]*(?:['’][a-z]+)?(?:-[A-Za-z_][\w]*)*)
+  | (?P<punct>[,;:()?!&+*/-])
+    """,
+    re.X | re.I,
+)
+
+
+@dataclass
+class Token:
+    raw: str  # as written
+    norm: str  # lower case, one spelling
+    kind: str  # quoted | file | date | slashdate | clock | number | op | path | word | punct
+    start: int
+    end: int
+    index: int = 0
+    tags: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def value(self) -> float | None:
+        """The number a number token (or number word) stands for."""
+        if self.kind == "number":
+            text = self.norm.lstrip("$€£").replace(" ", "")
+            scale = 1.0
+            if text.endswith("%"):
+                text = text[:-1]
+            elif text.endswith("k"):
+                text, scale = text[:-1], 1000.0
+            elif text.endswith("m"):
+                text, scale = text[:-1], 1_000_000.0
+            if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", text):
+                text = text.replace(",", "")
+            text = text.replace(",", ".")
+            try:
+                return float(text) * scale
+            except ValueError:
+                return None
+        if self.kind == "word" and self.norm in NUMBER_WORDS:
+            return float(NUMBER_WORDS[self.norm])
+        return None
+
+
+def _norm_word(word: str) -> str:
+    w = word.lower().replace("’", "'")
+    if w.endswith("'s"):
+        w = w[:-2]
+    elif w.endswith("s'"):
+        w = w[:-1]
+    return SPELLING.get(w, w)
+
+
+def tokenize(text: str) -> list[Token]:
+    tokens: list[Token] = []
+    for m in TOKEN.finditer(text):
+        kind = m.lastgroup or "word"
+        raw = m.group(0)
+        if kind == "word":
+            # e-mail → email; non-cancelled → non + cancelled; year-over-year stays hyphenated parts
+            parts = raw.split("-")
+            if len(parts) > 1 and parts[0].lower() in ("e",):
+                parts = ["".join(parts)]
+            offset = m.start()
+            for part in parts:
+                if part:
+                    possessive = part.lower().endswith(("'s", "’s"))
+                    tok = Token(part, _norm_word(part), "word", offset, offset + len(part))
+                    if possessive:
+                        tok.tags["possessive"] = True
+                    tokens.append(tok)
+                offset += len(part) + 1
+            continue
+        norm = raw.lower()
+        if kind == "quoted":
+            norm = raw[1:-1]
+        tokens.append(Token(raw, norm, kind, m.start(), m.end()))
+    for i, t in enumerate(tokens):
+        t.index = i
+    return tokens
+
+
+def singular(word: str) -> str:
+    w = word.lower()
+    if len(w) <= 3:
+        return w
+    if w.endswith("ies"):
+        return w[:-3] + "y"
+    if w.endswith(("sses", "xes", "ches", "shes")):
+        return w[:-2]
+    if w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        return w[:-1]
+    return w
