@@ -662,6 +662,16 @@ class Clauses:
 
     # ---- column choice: "only the order_id, customer_id and amount columns", "drop the email column"
     def rule_columns(self) -> None:
+        self.main_only = False
+        for m in self.find(
+            r"\b(?:with |keep(?:ing)? |and )?(?:only|just) (?:the |its |their )?(?:S\d+ )?columns?(?: of "
+            r"(?:the )?S\d+)?\b"
+            r"|\b(?:S\d+ )?columns? only\b|\bkeep(?:ing)? (?:only |just )?(?:the )?columns? of(?: S\d+)?\b"
+            r"|\bkeep(?:ing)? (?:only |just )?(?:the )?S\d+ columns?\b"
+        ):
+            self.main_only = True
+            self.take(m)
+        self.render()
         cols = r"((?:C\d+)(?:(?: ,| and| ,? and| &)? (?:C\d+))*)"
         keep = [
             rf"\b(?:only|just|keeping only|keep only|with only|select|selecting|pick|picking|keep|keeping|"
@@ -1458,6 +1468,15 @@ class Clauses:
                     self.add_measure(ir.Measure("sum", self.col(ref), alias=f"total_{ref.column}"))
                     self.take(m)
         self.render()
+        for m in self.find(
+            r"\b(?:add(?:s|ed|ing)? up|sum(?:s|med|ming)? up|tot(?:al)?(?:led|ed) up) "
+            r"(?:the |their |its |all )?(?:S\d+ )?(C\d+)"
+            r"|\b(C\d+)s? (?:add(?:s|ed)? up|sum(?:s|med)? up)"
+        ):
+            ref = self.colref(m.group(1) or m.group(2), numeric=True)
+            self.add_measure(ir.Measure("sum", self.col(ref), alias=f"total_{ref.column}"))
+            self.take(m)
+        self.render()
         # "how much was spent per country", "total per status"
         for m in self.find(r"\b(?:how much|total|sum|totals)\b"):
             if any(x.func == "sum" for x in self.req.measures):
@@ -2054,6 +2073,7 @@ class Clauses:
 
     # ------------------------------------------------------------ the rest
     def finish(self) -> None:
+        self.listed_groups()
         self.rank_over_groups()
         self.joins()
         self.unused()
@@ -2082,6 +2102,22 @@ class Clauses:
 
     def joins(self) -> None:
         """Sources whose columns the reading uses join the main source on their shared key."""
+        if not self.req.aggregated and not self.req.select:
+            # "orders.csv + price from products.parquet": a column of another source, said and not
+            # used by any rule, is a column to add to the rows
+            for it in self.items:
+                if it.used or it.kind != "col":
+                    continue
+                others = [
+                    r
+                    for r in it.ref
+                    if r.source is not self.main.source and self.join_keys(self.main.source, r.source)
+                ]
+                if others and len(others) == len(it.ref):
+                    c = self.col(others[0])
+                    if c not in self.req.extra:
+                        self.req.extra.append(c)
+                    it.used = True
         used = {c.alias for c in self.columns_used()}
         for u in self.req.sources[1:]:
             if any(isinstance(w, ir.Exists) and w.source is u for w in self.req.where):
@@ -2112,21 +2148,85 @@ class Clauses:
             left = via.alias if via else self.main.alias
             u.dedupe = True
             self.req.joins.append(ir.Join(u, [(ir.Col(left, key[0]), ir.Col(u.alias, key[1]))]))
-        # row-level joins with no columns named: main columns plus the other source's non-key columns
+        # row-level joins: the columns said of the other source are added; a source used only in a
+        # condition adds nothing ("orders of toys products"); a join said with no columns adds all
         if self.req.joins and not self.req.aggregated and not self.req.select:
             for j in self.req.joins:
+                for it in self.items:
+                    if it.used or it.kind != "col":
+                        continue
+                    refs = [
+                        r
+                        for r in it.ref
+                        if self.uses.get(id(r.source)) is j.right or r.source is j.right.source
+                    ]
+                    if refs:
+                        c = ir.Col(j.right.alias, refs[0].column)
+                        if c not in self.req.extra:
+                            self.req.extra.append(c)
+                        it.used = True
+                if any(c.alias == j.right.alias for c in self.req.extra) or self.main_only:
+                    continue
+                in_where = any(c.alias == j.right.alias for c in self.where_columns())
+                if in_where and not re.search(
+                    r"\b(?:join|joined|joining|enrich|enriched|look ?up|with all)\b", self.p.norm
+                ):
+                    continue
                 have = {c.lower() for c in self.main.source.column_names} | {
                     c.name.lower() for c in self.req.extra
                 }
-                if any(c.alias == j.right.alias for c in self.req.extra):
-                    continue  # "plus the product name and category": just those
-                named = [c for c in self.columns_used() if c.alias == j.right.alias]
-                if named and not self.join_said_all():
-                    self.req.extra += [c for c in named if c not in self.req.extra]
+                for name in j.right.source.column_names:
+                    if name.lower() not in have:
+                        self.req.extra.append(ir.Col(j.right.alias, name))
+
+    def where_columns(self) -> list[ir.Col]:
+        out: list[ir.Col] = []
+
+        def walk(c: Any) -> None:
+            if isinstance(c, ir.Col):
+                out.append(c)
+            elif isinstance(c, ir.Exists):
+                return
+            elif hasattr(c, "__dataclass_fields__"):
+                for f in c.__dataclass_fields__:
+                    walk(getattr(c, f))
+            elif isinstance(c, list | tuple):
+                for x in c:
+                    walk(x)
+
+        walk(self.req.where)
+        return out
+
+    def listed_groups(self) -> None:
+        """In an aggregate, a dimension said and used by no rule is a group key: 'category, min price'."""
+        r = self.req
+        if not r.aggregated or (r.rank is not None and r.rank.partition):
+            return
+        for it in self.items:
+            if it.used:
+                continue
+            if it.kind == "col":
+                ref = it.ref[0] if len({x.column for x in it.ref}) == 1 else None
+                if ref is None or (ref.numeric and not ref.keyish):
                     continue
-                for c in j.right.source.column_names:
-                    if c.lower() not in have:
-                        self.req.extra.append(ir.Col(j.right.alias, c))
+                key = ir.GroupKey(self.col(ref))
+                if key.col not in [g.col for g in r.group]:
+                    r.group.append(key)
+                it.used = True
+            elif (
+                it.kind == "word"
+                and it.text in UNITS
+                and UNITS[it.text] in ("year", "month", "quarter", "week", "day", "hour")
+            ):
+                try:
+                    ref = self.date_column()
+                except PlannerQuestion:
+                    continue
+                unit = UNITS[it.text]
+                r.group.append(
+                    ir.GroupKey(self.col(ref), None if unit == "day" and ref.type == "DATE" else unit)
+                )
+                it.used = True
 
     def rank_over_groups(self) -> None:
         """'Top 3 countries by total amount': an aggregate ranks by its measure, never by a raw column."""

@@ -181,6 +181,8 @@ class Vocabulary:
         words = p.replace("_", " ").split()
         joined = "_".join(words)
         variants = {joined, "_".join(singular(w) for w in words), p}
+        if joined.endswith("s"):
+            variants.add(joined[:-1])  # "product_ids", "ids"
         hits: dict[tuple[int, str], ColumnRef] = {}
 
         def put(ref: ColumnRef) -> None:

@@ -258,7 +258,9 @@ class Parser:
         known = known_words(self.ctx)
         cands = [
             m
-            for m in re.finditer(rf"\b(?:as|in|into|to|call|called|named|it|table|save|store) {NAME}\b", text)
+            for m in re.finditer(
+                rf"\b(?:as|in|into|to|call|called|named|it|table|save|store)(?: ,)? {NAME}\b", text
+            )
             if identifier(m.group(1))
             and m.group(1) not in known
             and not any(t.kind == "file" and t.norm.startswith(m.group(1)) for t in self.tokens)
