@@ -801,7 +801,7 @@ class Clauses:
     def rule_running(self) -> None:
         m = re.search(
             rf"\b(?:running|cumulative|cumulated|accumulated|rolling sum|to date) ?(?:total|sum|count|"
-            rf"totals)?"
+            rf"totals)?(?: column| field| value)?"
             rf"(?: of| for)? ?(?:the )?(C\d+|S\d+)?(?: (?:over|by|ordered by|sorted by|along|across|per|in "
             rf"order of|"
             rf"through|as of) (?:the )?(C\d+|D\d+|{UNIT_WORDS}))?",
@@ -835,7 +835,7 @@ class Clauses:
         om = re.search(
             r"\b(?:ordered|sorted|order|in order of|over|by|going through (?:the )?S\d+ by) (?:by )?(?:the "
             r")?(C\d+)"
-            r"|\bin (C\d+) order\b",
+            r"|\bin (C\d+) (?:order|S\d+)\b",
             self.sym,
         )
         if om and (om.group(1) or om.group(2)):
@@ -1126,6 +1126,9 @@ class Clauses:
             return
         if m2 and not m:
             key = self.item(m2.group(1))
+            verb = re.search(r"\b(C\d+)\b", m2.group(0)[m2.group(0).find(m2.group(1)) + len(m2.group(1)) :])
+            if verb is not None and self.colref(verb.group(1)).source is key.ref:
+                return  # "orders that cost no more than 60": a column of the rows themselves, a filter
             if key.kind == "src" and key.ref is self.main.source:
                 facts = [u.source for u in self.req.sources[1:] if self.join_keys(u.source, key.ref)]
                 facts += [
@@ -1243,6 +1246,9 @@ class Clauses:
     def rule_rank(self) -> None:
         rank_words = r"most expensive|least expensive|most recent|least recent|fewest|" + RANK_WORDS
         pats = [
+            r"\b(?:the |each |every )?(?:(?P<n>N\d+) )?(?P<w2>highest|largest|biggest|lowest|smallest|most "
+            r"recent|"
+            r"latest|earliest|newest|oldest) (?P<by>C\d+) (?P<what>S\d+)",
             r"\b(?:the )?(?:top |first )?(?P<n>N\d+) (?P<what>S\d+|C\d+) (?:with|that have|which have|having|"
             r"that had|with the) (?:the )?(?P<w2>highest|lowest|largest|biggest|smallest|most|least|greatest|"
             r"latest|earliest|newest|oldest|most recent) (?:total |average )?(?P<by>C\d+)",
@@ -1268,6 +1274,16 @@ class Clauses:
             if not m:
                 continue
             gd = m.groupdict()
+            if not gd.get("by"):
+                later = re.match(
+                    r"(?: [a-z~,]+){0,3}? (?:by|on|based on|in terms of|ranked by|sorted by) (?:the |their |"
+                    r"its )?(C\d+)",
+                    self.sym[m.end() :],
+                )
+                if later and self.colref(later.group(1)).numeric:
+                    gd["by"] = later.group(1)
+                    for kk in self.at(m.end() + later.start(1) - 3, m.end() + later.end(1)):
+                        self.items[kk].used = True
             n = int(self.item(gd["n"][1:]).ref) if gd.get("n") else 1
             words = " ".join(w for w in (gd.get("w1"), gd.get("w2")) if w)
             desc, temporal = True, False
@@ -1293,7 +1309,7 @@ class Clauses:
             if what.startswith("C") and not self.colref(what[1:]).numeric:
                 self.ranked_dims = [self.colref(what[1:])]
             per_group = re.search(
-                r"\b(?:per|in each|for each|for every|of each|of every|by|within each|in every|each) (?:the "
+                r"\b(?:per|in each|for each|for every|of each|of every|within each|in every|each) (?:the "
                 r")?"
                 r"(C\d+|S\d+)|\b(S\d+|C\d+) (?:each|apiece)\b",
                 self.sym[m.end() :],
@@ -1840,7 +1856,9 @@ class Clauses:
         segments: list[list[ir.Cond]] = [[atoms[0][2]]]
         for (_, prev_end, _), (start, _, cond) in itertools.pairwise(atoms):
             between = {it.text for it in self.items[prev_end + 1 : start]}
-            if between & {"or", "either"} and "and" not in between:
+            if (between & {"or", "either"} and "and" not in between) or (
+                between & {"plus", "any"} and not between & {"with", "that", "which", "where"}
+            ):
                 segments.append([cond])
             else:
                 segments[-1].append(cond)
@@ -2474,9 +2492,24 @@ def is_english(word: str) -> bool:
     w = word.lower().replace("'", "")
     if not w.isalpha():
         return False
-    stems = {w, singular(w), w[:-1], w[:-2], w[:-3], w[:-2] + "e" if w.endswith("ed") else w}
-    stems |= {w[:-3] + "e" if w.endswith("ing") else w, w[:-1] if w.endswith("s") else w}
-    return any(len(s) >= 2 and s in _ENGLISH for s in stems) or w in FILLERS
+    stems = {w, singular(w)}
+    for suffix, repl in (
+        ("ies", "y"),
+        ("es", ""),
+        ("s", ""),
+        ("ed", ""),
+        ("ed", "e"),
+        ("d", ""),
+        ("ing", ""),
+        ("ing", "e"),
+        ("ly", ""),
+        ("er", ""),
+        ("est", ""),
+        ("led", "l"),
+    ):
+        if w.endswith(suffix):
+            stems.add(w[: -len(suffix)] + repl)
+    return any(len(s) >= 3 and s in _ENGLISH for s in stems) or w in FILLERS
 
 
 # Words that only shape a sentence; an unconsumed one is not worth reporting.

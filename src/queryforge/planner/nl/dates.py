@@ -293,7 +293,7 @@ def find_dates(text: str) -> list[DateMatch]:
         text,
     ):
         p = point(m.group(1))
-        said = m.group(0).split()[0] if m.group(0).split() else ""
+        said = next((w for w in m.group(0).split() if w not in ("the", "year")), "")
         bare = said == m.group(1).split()[0] if m.group(1).split() else True
         # A bare "may" or "2000" is a word or a number; a period needs a preposition or a verb
         # ("in May", "placed 2026"), unless it is a full date or a month with its year.

@@ -118,6 +118,10 @@ class Parser:
                 continue
             if "_" in t.norm or any(ch.isdigit() for ch in t.norm):
                 continue  # a name, not a misspelt word
+            from .clauses import is_english
+
+            if is_english(t.norm):
+                continue  # 'worth' is a word of its own, not a misspelt 'worst'
             if t.raw[:1].isupper() and t.index > 0:
                 continue  # a proper noun is not a typo ('Mars')
             before = self.tokens[t.index - 1].norm if t.index > 0 else ""
@@ -185,8 +189,17 @@ class Parser:
             and any(t.kind == "file" for t in self.tokens)
         ):
             return  # "update the orders table from orders_updates.csv by order_id": an upsert
-        if has_target and verb not in ("truncate", "alter", "wipe", "destroy", "purge"):
+        changes = ("update", "modify", "change", "set", "alter", "fix", "correct", "rename")
+        if has_target and verb not in ("truncate", "alter", "wipe", "destroy", "purge", *changes):
             return  # "drop the cancelled rows and save the rest into x" is a filter into a new table
+        if verb in changes:
+            raise PlannerQuestion(
+                f"I can't {verb} data in place: a pipeline reads its sources and loads its result into a "
+                "target table, and never deletes, drops or updates a table",
+                hint="to change rows, merge a file of new versions into the table on its key ('merge "
+                "updates.csv into orders on order_id'), or load the corrected rows into a new table",
+                refusal=True,
+            )
         if verb in STRONG or not has_target:
             raise PlannerQuestion(
                 f"I can't {verb} data in place: a pipeline reads its sources and loads its result into a "
