@@ -1076,9 +1076,13 @@ class Clauses:
     # ---- having: "countries with more than 20 customers", "customers who spent over 1000 in total"
     def rule_having(self) -> None:
         m = re.search(
-            rf"\b(C\d+|S\d+) (?:with|having|that have|which have|who have|that had|who had|whose|have|has) "
-            rf"(?:a |an )?(?P<agg>total|average|avg|mean|combined|overall|sum|maximum|minimum|max|min)? ?"
-            rf"(?:(C\d+) )?{CMP} (N\d+) ?(?:distinct |unique |different )?(S\d+|C\d+|orders|rows|records)?",
+            rf"\b(C\d+|S\d+)(?: in| from| of)? (?:with|having|that have|which have|who have|that had|who had|"
+            rf"whose|"
+            rf"have|has) (?:a |an )?(?P<agg>total|average|avg|mean|combined|overall|sum|maximum|minimum|max|"
+            rf"min)? ?"
+            rf"(?:(C\d+) )?{CMP} (N\d+) ?(?:(?:in|of|for) (?:total |combined |overall )?)?(?:distinct |"
+            rf"unique |"
+            rf"different )?(S\d+|C\d+|orders|rows|records)?",
             self.sym,
         )
         m2 = re.search(
@@ -1089,8 +1093,9 @@ class Clauses:
             self.sym,
         )
         m3 = re.search(
-            r"\b(S\d+|C\d+) (?:with|having|that have|which have|who have|who|that|which) (?:have |has )?"
-            r"(?:placed |made |ordered |bought |purchased )?(N\d+) (?:times? )?(?P<t>or more|or fewer|or "
+            r"\b(S\d+|C\d+)(?: in| from| of)? (?:with|having|that have|which have|who have|who|that|which) "
+            r"(?:have |has )?(?:placed |made |ordered |bought |purchased |C\d+ |S\d+ )?(N\d+) (?:times? )?"
+            r"(?P<t>or more|or fewer|or "
             r"less|"
             r"and more|and up|plus|or above|at least|at most)(?: (S\d+|times))?",
             self.sym,
@@ -1195,10 +1200,15 @@ class Clauses:
         ):
             ref = self.colref(measured[1:], numeric=True)
             measure = ir.Measure("sum", self.col(ref), alias=f"total_{ref.column}")
-        elif (
-            measured.startswith("S") and self.item(measured[1:]).ref is self.main.source and key.kind == "src"
-        ):
-            measure = ir.Measure("count", None, alias=f"{singular(self.main.source.stem)}_count")
+        elif measured.startswith("S") and self.item(measured[1:]).ref is self.main.source:
+            keys = self.key_of(self.main.source)
+            if keys and re.search(r"\b(?:distinct|unique|different)\b", self.p.norm):
+                # "countries with more than 25 distinct customers": count each customer once
+                measure = ir.Measure(
+                    "count", self.col(keys[0]), distinct=True, alias=f"distinct_{keys[0].column}_count"
+                )
+            else:
+                measure = ir.Measure("count", None, alias=f"{singular(self.main.source.stem)}_count")
         elif measured.startswith("S") and self.item(measured[1:]).ref is not self.main.source:
             owner: Source = self.item(measured[1:]).ref
             ent = self.entity_key(owner) or list(self.key_of(owner))
@@ -1667,7 +1677,10 @@ class Clauses:
             rf"\b(C\d+) (?:is |are |was |were |of |has |with |having |that is |which is )?{CMP} (N\d+|Q\d+)"
         ):
             ref = self.colref(m.group(1))
-            add(m, ir.Compare(self.col(ref), self.cmp_op(m.group("cmp")), self.scalar(m.group(3))))
+            value = self.scalar(m.group(3))
+            if ref.temporal and isinstance(value, float):
+                continue  # "placed 9 or more orders": a count, never a date compared with a number
+            add(m, ir.Compare(self.col(ref), self.cmp_op(m.group("cmp")), value))
         self.render()
         for m in self.find(
             r"\b(C\d+) (?:is |are |of |at |with )?(N\d+) (?P<t>or less|or fewer|or lower|or below|or under|"
@@ -1675,6 +1688,8 @@ class Clauses:
             r"plus)\b"
         ):
             ref = self.colref(m.group(1), numeric=True)
+            if ref.temporal:
+                continue  # "placed 9 or more": a count of rows, not a date
             op = "<=" if re.search(r"less|fewer|lower|below|under", m.group("t")) else ">="
             add(m, ir.Compare(self.col(ref), op, self.item(m.group(2)[1:]).ref))
         self.render()
@@ -1721,6 +1736,21 @@ class Clauses:
         self.render()
         for m in self.find(rf"{CMP} (N\d+)"):
             self.unknown_before(m.start())
+            if self.req.measures and self.req.group:
+                # "keep the countries where that number is above 25", "only where > 25": the measure
+                target = self.req.measures[-1] if len(self.req.measures) == 1 else None
+                if target is None:
+                    raise PlannerQuestion(
+                        f"Which measure does '{m.group('cmp')} {shown(self.item(m.group(2)).ref)}' apply to: "
+                        + ", ".join(x.alias for x in self.req.measures)
+                        + "?",
+                        candidates=[x.alias for x in self.req.measures],
+                    )
+                self.req.having.append(
+                    ir.Having(target.alias, self.cmp_op(m.group("cmp")), float(self.item(m.group(2)).ref))
+                )
+                self.take(m)
+                continue
             c = self.col(self.only_measure(f"'{m.group('cmp')}'"))
             add(m, ir.Compare(c, self.cmp_op(m.group("cmp")), self.item(m.group(2)[1:]).ref))
         self.render()
@@ -2241,9 +2271,9 @@ class Clauses:
                 except PlannerQuestion:
                     continue
                 unit = UNITS[it.text]
-                r.group.append(
-                    ir.GroupKey(self.col(ref), None if unit == "day" and ref.type == "DATE" else unit)
-                )
+                key = ir.GroupKey(self.col(ref), None if unit == "day" and ref.type == "DATE" else unit)
+                if all((g.col, g.unit) != (key.col, key.unit) for g in r.group):
+                    r.group.append(key)
                 it.used = True
 
     def rank_over_groups(self) -> None:
