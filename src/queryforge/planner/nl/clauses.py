@@ -995,7 +995,7 @@ class Clauses:
             r"(?: ?\))?",
             "fraction": r"(?:\( ?)?(?:0 (?:-|to) 1|(?:a )?(?:value|fraction|number) (?:between|from) 0 "
             r"(?:and|to) 1|between 0 and 1|from 0 to 1)(?: ?\))?",
-            "separate": r"\b(?:as|in) (?:two|2|three|3|separate) columns|\bside by side|\bseparately|"
+            "separate": r"\b(?:as|in) (?:N\d+|separate) columns|\bside by side|\bseparately|"
             r"\bnext to each other|\bin columns of their own|\beach in (?:its|their) own column",
             "label": r"\( ?N\d+ (?:-|to) N\d+ ?\)|\bas (?:a )?numbers? (?:from )?N\d+ (?:-|to) N\d+",
         }
