@@ -366,7 +366,9 @@ def show_ask(outcome: AskOutcome) -> None:
     if outcome.pipeline:
         render.out.print("[bold]Drafted pipeline[/bold]")
         render.out.print(
-            render.Syntax(outcome.pipeline_yaml, "yaml", theme="ansi_dark", background_color="default")
+            render.Syntax(
+                outcome.pipeline_yaml, "yaml", theme="ansi_dark", background_color="default", word_wrap=True
+            )
         )
     for note in outcome.notes:
         render.out.print(f"[dim]note:[/dim] {note}")
