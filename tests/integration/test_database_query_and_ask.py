@@ -169,5 +169,7 @@ def test_cost_gate_counts_rows_of_database_tables(
     assert approved.code == 0, approved.stdout + approved.stderr
     assert json.loads(approved.stdout)["status"] == "succeeded"
     budget = {**ENV, "QUERYFORGE_COST_BUDGET_ROWS_PER_HOUR": "40"}  # 30 of 40 already spent this hour
-    over = qf("ask", request, "--commit", "--yes", "--json", cwd=root, env=budget)
+    # a new destination: loading into all_customers again would be a question (it exists now)
+    again = "Load the crm.customers table into more_customers"
+    over = qf("ask", again, "--commit", "--yes", "--json", cwd=root, env=budget)
     assert over.code == 2 and "left in this hour's budget" in over.stdout, over.stdout

@@ -1762,6 +1762,32 @@ class Clauses:
             op = "<=" if re.search(r"less|fewer|lower|below|under", m.group("t")) else ">="
             add(m, ir.Compare(c, op, self.item(m.group(1)[1:]).ref))
         self.render()
+        # yes/no columns: "where active is true", "only active customers", "inactive ones"
+        for pos, it in enumerate(self.items):
+            if it.used or it.kind != "word":
+                continue
+            base = re.sub(r"^(?:non|not|in|un)", "", it.text)
+            if base == it.text or len(base) < 3:
+                continue
+            flags = [r for r in self.columns(base, exact_only=True) if "BOOL" in r.type]
+            if len(flags) == 1:  # "inactive customers": the yes/no column, negated
+                col = self.col(flags[0])
+                atoms.append((pos, pos, ir.Compare(col, "=", False)))
+                it.used = True
+        self.render()
+        for m in self.find(
+            rf"\b(C\d+) (?:{IS} )?(?P<neg>not |isn't |aren't )?(?P<v>true|false|yes|no|set|unset)\b"
+            r"|\b(?P<n2>not |non |in)?(?P<c2>C\d+)"
+            r"(?= S\d+| rows| records| ones| entries| from| in | into| of |$)"
+        ):
+            ref = self.colref(m.group(1) or m.group("c2"))
+            if "BOOL" not in ref.type:
+                continue
+            value = (m.group("v") or "true") in ("true", "yes", "set")
+            if m.group("neg") or m.group("n2"):
+                value = not value
+            add(m, ir.Compare(self.col(ref), "=", value))
+        self.render()
         # text matching: "name contains 'item'", "page starts with /"
         for m in self.find(
             r"\b(C\d+) (?:(?P<neg>not |doesn't |does not |don't |do not ))?(?P<op>contains?|containing|"
@@ -1833,8 +1859,8 @@ class Clauses:
         self.render()
         # a bare year next to the rows it qualifies: "the 2024 signups", "2026 orders"
         for m in self.find(r"(N\d+)(?= (?:C\d+|S\d+|:|,))|(?<=S\d )(N\d+)|(?<=S\d\d )(N\d+)"):
-            k = m.group(1) or m.group(2) or m.group(3)
-            v = self.item(k).ref
+            ksym = m.group(1) or m.group(2) or m.group(3)
+            v = self.item(ksym).ref
             if isinstance(v, float) and v.is_integer() and 1990 <= v <= 2100:
                 from datetime import date as _date
 
