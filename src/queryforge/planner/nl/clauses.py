@@ -2254,22 +2254,7 @@ class Clauses:
                         self.req.extra.append(ir.Col(j.right.alias, name))
 
     def where_columns(self) -> list[ir.Col]:
-        out: list[ir.Col] = []
-
-        def walk(c: Any) -> None:
-            if isinstance(c, ir.Col):
-                out.append(c)
-            elif isinstance(c, ir.Exists):
-                return
-            elif hasattr(c, "__dataclass_fields__"):
-                for f in c.__dataclass_fields__:
-                    walk(getattr(c, f))
-            elif isinstance(c, list | tuple):
-                for x in c:
-                    walk(x)
-
-        walk(self.req.where)
-        return out
+        return columns_in(self.req.where)
 
     def listed_groups(self) -> None:
         """In an aggregate, a dimension said and used by no rule is a group key: 'category, min price'."""
@@ -2363,24 +2348,10 @@ class Clauses:
         )
 
     def columns_used(self) -> list[ir.Col]:
-        out: list[ir.Col] = []
-
-        def walk(c: Any) -> None:
-            if isinstance(c, ir.Col):
-                out.append(c)
-            elif isinstance(c, ir.Exists):
-                return
-            elif hasattr(c, "__dataclass_fields__"):
-                for f in c.__dataclass_fields__:
-                    walk(getattr(c, f))
-            elif isinstance(c, list | tuple):
-                for x in c:
-                    walk(x)
-
         r = self.req
-        walk([r.where, r.group, r.measures, r.select, r.extra, r.running, r.distinct_keys])
+        out = columns_in([r.where, r.group, r.measures, r.select, r.extra, r.running, r.distinct_keys])
         if r.rank:
-            walk(r.rank.partition)
+            out += columns_in(r.rank.partition)
         if hasattr(self, "rank_col") and self.rank_col is not None:
             out.append(self.rank_col)
         return out
@@ -2534,6 +2505,19 @@ class Clauses:
         while cand in existing:
             cand, n = f"{name}_{n}", n + 1
         return cand
+
+
+def columns_in(value: Any) -> list[ir.Col]:
+    """Every column a part of the intermediate form refers to (not inside EXISTS: another source's)."""
+    if isinstance(value, ir.Col):
+        return [value]
+    if isinstance(value, ir.Exists):
+        return []
+    if hasattr(value, "__dataclass_fields__"):
+        return [c for f in value.__dataclass_fields__ for c in columns_in(getattr(value, f))]
+    if isinstance(value, list | tuple):
+        return [c for x in value for c in columns_in(x)]
+    return []
 
 
 _ENGLISH: set[str] = set()

@@ -493,17 +493,19 @@ class Parser:
 
 
 _VOCAB: dict[int, frozenset[str]] = {}
-_RULE_WORDS: set[str] = set()
 
 
-def rule_words() -> set[str]:
-    """Every word the rules spell out in their patterns: those are the words worth correcting to."""
-    if not _RULE_WORDS:
-        from pathlib import Path
-
-        for path in Path(__file__).parent.glob("*.py"):
-            _RULE_WORDS.update(re.findall(r"(?<![a-z\\])[a-z]{3,}(?![a-z])", path.read_text()))
-    return _RULE_WORDS
+def catalog_words(ctx: PlannerContext) -> set[str]:
+    """The words this catalog spells: source stems, column names and their parts, text values."""
+    out: set[str] = set()
+    for s in ctx.sources:
+        stem = s.stem.lower()
+        out |= {stem, singular(stem)}
+        for c in s.column_names:
+            out |= {c.lower(), *c.lower().split("_")}
+        for values in s.domains.values():
+            out |= {v.lower() for v in values if v.isalpha()}
+    return out
 
 
 def known_words(ctx: PlannerContext) -> frozenset[str]:
@@ -518,13 +520,7 @@ def known_words(ctx: PlannerContext) -> frozenset[str]:
     out |= set(MONTHS) | set(NEGATIONS) | PRICE_WORDS | set(NUMBER_WORDS) | set(UNITS)
     for phrase, _ in COMPARATORS:
         out |= set(phrase.split())
-    for s in ctx.sources:
-        stem = s.stem.lower()
-        out |= {stem, singular(stem)}
-        for c in s.column_names:
-            out |= {c.lower(), *c.lower().split("_")}
-        for values in s.domains.values():
-            out |= {v.lower() for v in values if v.isalpha()}
+    out |= catalog_words(ctx)
     out |= {
         "shipped",
         "expensive",
@@ -551,13 +547,7 @@ def keywords(ctx: PlannerContext) -> frozenset[str]:
     out: set[str] = set(KNOWN_WORDS) | set(MONTHS) | PRICE_WORDS | set(NUMBER_WORDS) | set(UNITS)
     for phrase, _ in COMPARATORS:
         out |= set(phrase.split())
-    for s in ctx.sources:
-        stem = s.stem.lower()
-        out |= {stem, singular(stem)}
-        for c in s.column_names:
-            out |= {c.lower(), *c.lower().split("_")}
-        for values in s.domains.values():
-            out |= {v.lower() for v in values if v.isalpha()}
+    out |= catalog_words(ctx)
     out |= {"distinct", "unique", "duplicates", "cancelled", "shipped", "category", "customer", "customers"}
     return frozenset(w for w in out if w.isalpha() and len(w) >= 4)
 
