@@ -256,6 +256,77 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
     ("method-chained-getenv", "SELECT status.lower().getenv() FROM orders", ALL),
     ("method-quoted-load-file", 'SELECT status."load_file"() FROM orders', ALL),
     ("method-schema-with-args", "SELECT evil.upper(status) FROM orders", ALL),
+    # ---- lateral table functions (admitted over a row's own values, 2026-12-06): never a file, a
+    # query, a setting or a computed bound, and never a way round the generator cap. The first
+    # four were admitted before: LATERAL hid a table function from the FROM-item checks, and an
+    # unnest hid a generator's column bound.
+    ("lateral-kw-range-1e12", "SELECT * FROM orders o CROSS JOIN LATERAL range(1000000000000) r(n)", ALL),
+    (
+        "lateral-kw-series-computed",
+        "SELECT * FROM orders o CROSS JOIN LATERAL generate_series(1, o.order_id * 1000000000) r(n)",
+        ALL,
+    ),
+    (
+        "lateral-unnest-range-computed",
+        "SELECT * FROM orders o, unnest(range(o.order_id * 1000000000)) u(n)",
+        ALL,
+    ),
+    (
+        "lateral-kw-unnest-range-1e12",
+        "SELECT * FROM orders o CROSS JOIN LATERAL unnest(range(1e12)) u(n)",
+        ALL,
+    ),
+    ("lateral-read-csv-column", "SELECT * FROM orders o, read_csv(o.status)", ALL),
+    ("lateral-kw-read-text-column", "SELECT * FROM orders o CROSS JOIN LATERAL read_text(o.status)", ALL),
+    (
+        "lateral-subquery-read-text",
+        "SELECT * FROM orders o, LATERAL (SELECT * FROM read_text(o.status)) x",
+        ALL,
+    ),
+    (
+        "lateral-unnest-subquery-read-text",
+        "SELECT * FROM orders o, unnest((SELECT list(content) FROM read_text('/etc/passwd'))) u(line)",
+        ALL,
+    ),
+    ("lateral-json-each-read-text", "SELECT * FROM orders o, json_each(read_text('/etc/passwd')) j", ALL),
+    ("lateral-json-each-getenv", "SELECT * FROM orders o, json_each(getenv('HOME')) j", ALL),
+    (
+        "lateral-jsonb-pg-read-file",
+        "SELECT * FROM orders o, jsonb_array_elements(pg_read_file('/etc/passwd')::jsonb) e",
+        ALL,
+    ),
+    (
+        "lateral-jsonb-subquery-staging",
+        "SELECT * FROM orders o, jsonb_array_elements((SELECT to_jsonb(s) FROM _qf_staging.r01x s)) e",
+        ALL,
+    ),
+    (
+        "lateral-split-current-setting",
+        "SELECT * FROM orders o, regexp_split_to_table(current_setting('data_directory'), '/') p",
+        ALL,
+    ),
+    ("lateral-pg-ls-dir", "SELECT * FROM orders o CROSS JOIN LATERAL pg_ls_dir(o.status) d", ALL),
+    ("lateral-dblink", "SELECT * FROM orders o, dblink(o.status, 'DROP TABLE orders') AS t(x text)", ALL),
+    ("lateral-query-fn", "SELECT * FROM orders o, query(o.status)", ALL),
+    ("lateral-qualified-json-each", "SELECT * FROM orders o, evil.json_each(o.status) j", ALL),
+    (
+        "lateral-range-subquery-bound",
+        "SELECT * FROM orders o, range(o.order_id, (SELECT max(order_id) FROM _qf_staging.r01x))",
+        ALL,
+    ),
+    ("lateral-range-shift-1e12", "SELECT * FROM orders o, range(o.order_id + 1000000000000)", ALL),
+    (
+        "lateral-series-century-per-row",
+        "SELECT * FROM orders o, generate_series(o.order_date, o.order_date + INTERVAL 100 YEAR, "
+        "INTERVAL 1 SECOND)",
+        ALL,
+    ),
+    (
+        "lateral-left-join-uncounted",
+        "SELECT * FROM orders o LEFT JOIN LATERAL generate_series(1, o.order_id) g(n) ON TRUE",
+        ALL,
+    ),
+    ("lateral-unnest-method-read-text", "SELECT * FROM orders o, unnest(o.status.read_text()) u(x)", ALL),
     # ---- nesting and size
     ("deep-parens", "SELECT " + "(" * 300 + "1" + ")" * 300, ALL),
     ("deep-nesting", "SELECT * FROM " + "(SELECT * FROM " * 12 + "orders" + ") t" * 12, ALL),
@@ -287,4 +358,5 @@ EXPRESSIONS: list[tuple[str, str]] = [
     ("expr-setseed", "setseed(0.1) IS NULL"),
     ("expr-method-getenv", "status.getenv() IS NOT NULL"),
     ("expr-method-read-text", "'/etc/passwd'.read_text() IS NOT NULL"),
+    ("expr-exists-lateral-read-text", "EXISTS (SELECT 1 FROM read_text(status))"),
 ]

@@ -17,10 +17,14 @@ from typing import Any
 
 import duckdb
 import pytest
+import sqlglot
 
 from queryforge.config import Settings
+from queryforge.engine.duckdb import DuckDBEngine, DuckDBSession
 from queryforge.errors import FailureClass, QueryTimeout, QuotaExceeded
 from queryforge.planner.service import CostPolicy
+from queryforge.sql.generators import UNCOUNTED_LATERAL_ROWS
+from queryforge.sql.safety import check_query
 from queryforge.workspace import Workspace
 from tests.conftest import CliResult
 from tests.fakes.openai_server import FakeLLMServer, chat
@@ -45,6 +49,19 @@ UNNEST_RANGE = draft("SELECT o.order_id, unnest(range(200000000)) AS n FROM orde
 ORDINARY = draft(
     "SELECT status, count(*) AS orders, sum(amount) AS revenue FROM orders GROUP BY status",
     name="revenue_by_status",
+)
+# Lateral generators (admitted by the policy since 2026-12-06): rows per input row that depend on the
+# data cannot be counted before the query runs, and DuckDB's plan estimates them at about one row
+# per input row, so the cost gate counts them as more than any generator may make.
+LATERAL_RANGE = draft("SELECT o.order_id, r.n FROM orders o, range(o.customer_id) AS r(n)")
+LATERAL_KEYWORD = draft(
+    "SELECT o.order_id, r.n FROM orders o CROSS JOIN LATERAL generate_series(1, o.customer_id) AS r(n)"
+)
+LATERAL_UNNEST = draft("SELECT o.order_id, unnest(range(o.customer_id)) AS n FROM orders o")
+LATERAL_WEEK = draft(
+    "SELECT o.order_id, d.day FROM orders o, "
+    "generate_series(o.order_date, o.order_date + INTERVAL 6 DAY, INTERVAL 1 DAY) AS d(day)",
+    name="order_weeks",
 )
 
 
@@ -77,8 +94,14 @@ def cost_decisions(root: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize(
     ("pipeline", "at_least"),
-    [(CROSS_JOIN, 5000**3), (UNNEST_RANGE, 200_000_000)],
-    ids=["cross-join-3-way", "unnest-range-2e8"],
+    [
+        (CROSS_JOIN, 5000**3),
+        (UNNEST_RANGE, 200_000_000),
+        (LATERAL_RANGE, 5000 * UNCOUNTED_LATERAL_ROWS),
+        (LATERAL_KEYWORD, 5000 * UNCOUNTED_LATERAL_ROWS),
+        (LATERAL_UNNEST, 5000 * UNCOUNTED_LATERAL_ROWS),
+    ],
+    ids=["cross-join-3-way", "unnest-range-2e8", "lateral-range", "lateral-keyword", "lateral-unnest"],
 )
 def test_a_draft_over_the_cap_is_refused_and_audited(
     ask: Callable[[], CliResult], server: FakeLLMServer, demo: Path, pipeline: dict[str, Any], at_least: int
@@ -113,6 +136,82 @@ def test_an_ordinary_draft_over_the_demo_data_is_allowed(
     assert decision["decision"] == "allow"
     assert 5000 <= decision["details"]["rows"] <= 20_000
     assert "revenue_by_status" in tables(demo)
+
+
+def test_a_lateral_generator_counted_per_row_is_allowed(
+    ask: Callable[[], CliResult], server: FakeLLMServer, demo: Path
+) -> None:
+    """`generate_series(d, d + INTERVAL 6 DAY, INTERVAL 1 DAY)` is 7 rows per order: 35,000 in all."""
+    server.script(chat(json.dumps(LATERAL_WEEK)))
+
+    result = ask()
+
+    assert result.code == 0, result.stdout + result.stderr
+    [decision] = cost_decisions(demo)
+    assert decision["decision"] == "allow"
+    assert 7 * 5000 <= decision["details"]["rows"] <= 100_000
+    assert "order_weeks" in tables(demo)
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Iterator[DuckDBSession]:
+    session = DuckDBEngine().session(None, allowed_dirs=[tmp_path])
+    assert isinstance(session, DuckDBSession)
+    session.con.execute(
+        "CREATE TABLE t AS SELECT range AS n, DATE '2026-01-01' + range::INT AS d FROM range(5000)"
+    )
+    yield session
+    session.close()
+
+
+def _estimate(session: DuckDBSession, sql: str) -> int:
+    return session.estimate_rows(check_query(sql))
+
+
+def _planned(node: dict[str, Any]) -> int:
+    """The largest estimated cardinality anywhere in an EXPLAIN json plan."""
+    value = str((node.get("extra_info") or {}).get("Estimated Cardinality", ""))
+    own = int(value) if value.isdigit() else 0
+    return max([own, *(_planned(c) for c in node.get("children") or [])])
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM t, range(t.n) AS r(x)",
+        "SELECT * FROM t CROSS JOIN LATERAL range(t.n) AS r(x)",
+        "SELECT t.n, unnest(range(t.n)) AS x FROM t",
+    ],
+)
+def test_lateral_generators_the_data_sizes_are_over_the_cap(scratch: DuckDBSession, sql: str) -> None:
+    """The plan alone estimates ~one row per input row (12.5 million rows really); the gate refuses."""
+    sent = check_query(sql).sql("duckdb")
+    plan = json.loads(scratch.con.execute(f"EXPLAIN (FORMAT json) {sent}").fetchall()[0][1])
+    assert max(_planned(n) for n in plan) <= 10_000
+    assert _estimate(scratch, sql) > CAP
+
+
+@pytest.mark.parametrize(
+    ("sql", "rows"),
+    [
+        ("SELECT * FROM t, range(t.n, t.n + 10) AS r(x)", 10 * 5000),
+        ("SELECT * FROM t, generate_series(t.d, t.d + INTERVAL 6 DAY, INTERVAL 1 DAY) AS r(x)", 7 * 5000),
+        (
+            "SELECT * FROM t, generate_series(t.d, t.d + INTERVAL 11 MONTH, INTERVAL 1 MONTH) AS r(x)",
+            12 * 5000,
+        ),
+    ],
+)
+def test_lateral_generators_counted_per_row_are_estimated_by_their_count(
+    scratch: DuckDBSession, sql: str, rows: int
+) -> None:
+    assert rows <= _estimate(scratch, sql) <= 2 * rows
+
+
+def test_constant_generators_behind_lateral_count_as_before(scratch: DuckDBSession) -> None:
+    sql = "SELECT * FROM t CROSS JOIN LATERAL range(100000) AS r(x)"
+    assert _estimate(scratch, sql) >= 5000 * 100_000 > CAP
+    assert sqlglot.parse_one(sql, read="duckdb").find(sqlglot.exp.Lateral) is not None  # as written
 
 
 def tables(root: Path) -> set[str]:

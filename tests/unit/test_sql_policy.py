@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import sqlglot
+from sqlglot import exp
 
+from queryforge.sql.generators import lateral_rows
 from queryforge.sql.parse import SqlProblem, parse_expression, parse_order, parse_select, table_references
 from queryforge.sql.policy import MAX_SQL_CHARS, MAX_TREE_DEPTH, UnsafeSql, function_names, typed_functions
 from queryforge.sql.safety import check_query
@@ -259,7 +262,7 @@ def test_row_generators_in_from_are_admitted(sql: str) -> None:
         ("SELECT * FROM range((SELECT count(*) FROM read_csv('/etc/passwd')))", "may not read a table"),
         ("SELECT * FROM range(length(read_text('/etc/passwd')))", "may not be text"),
         ("SELECT * FROM range('/etc/passwd')", "may not be text"),
-        ("SELECT * FROM orders AS o, range(o.amount)", "must be constants"),
+        ("SELECT * FROM orders AS o, range(o.amount * 1000)", "must be constants or columns"),
         ("SELECT * FROM evil.range(10)", "directly is not allowed|schema"),
         ("SELECT * FROM repeat(1, 10)", "directly is not allowed"),
     ],
@@ -273,3 +276,188 @@ def test_row_generators_are_refused_when_they_read_or_cannot_be_counted(sql: str
 def test_generate_series_in_from_only_where_the_database_has_it(dialect: str) -> None:
     with pytest.raises(UnsafeSql, match=f"not available on {dialect}"):
         check_query(SPINE, dialect=dialect)
+
+
+# ---------------------------------------------------------------- lateral table functions
+
+
+LATERAL_ADMITTED = [
+    ("SELECT o.order_id, r.n FROM orders AS o, range(o.amount) AS r(n)", ("duckdb", "postgres")),
+    (
+        "SELECT o.order_id, r.n FROM orders AS o, range(o.quantity, o.amount, 2) AS r(n)",
+        ("duckdb", "postgres"),
+    ),
+    ("SELECT * FROM orders AS o CROSS JOIN LATERAL range(o.amount) AS r(n)", ("duckdb", "postgres")),
+    (
+        "SELECT * FROM orders AS o, generate_series(o.order_date, o.shipped_date, INTERVAL 1 DAY) AS d(day)",
+        ("duckdb", "postgres"),
+    ),
+    (
+        "SELECT * FROM orders AS o LEFT JOIN LATERAL generate_series(o.order_date, "
+        "o.order_date + INTERVAL 6 DAY, INTERVAL 1 DAY) AS d(day) ON TRUE",
+        ("duckdb", "postgres"),
+    ),
+    ("SELECT * FROM orders AS o, unnest(range(o.amount, o.amount + 10)) AS r(n)", ("duckdb", "postgres")),
+    ("SELECT * FROM orders AS o, unnest(o.tags) AS t(tag)", ("duckdb", "postgres")),
+    (
+        "SELECT * FROM orders AS o CROSS JOIN LATERAL unnest(o.tags) WITH ORDINALITY AS t(tag, i)",
+        ("duckdb", "postgres"),
+    ),
+    ("SELECT * FROM orders AS o, json_each(o.payload) AS j", ("duckdb",)),
+    ("SELECT * FROM orders AS o, json_tree(o.payload) AS j", ("duckdb",)),
+    ("SELECT * FROM orders AS o, jsonb_array_elements(o.payload) AS e(value)", ("postgres",)),
+    (
+        "SELECT * FROM orders AS o CROSS JOIN LATERAL jsonb_array_elements(CAST(o.payload AS JSONB)) "
+        "WITH ORDINALITY AS e(value, i)",
+        ("postgres",),
+    ),
+    ("SELECT * FROM orders AS o, json_array_elements(o.payload -> 'items') AS e(value)", ("postgres",)),
+    ("SELECT * FROM orders AS o, jsonb_each_text(o.payload) AS p(key, value)", ("postgres",)),
+    ("SELECT * FROM orders AS o, regexp_split_to_table(o.status, ',') AS p(part)", ("postgres",)),
+    (
+        "SELECT * FROM orders AS o, LATERAL (SELECT max(x) AS m FROM unnest(o.tags) AS u(x)) AS s",
+        ("duckdb", "postgres"),
+    ),
+    (
+        "SELECT * FROM orders AS o CROSS JOIN LATERAL (SELECT n FROM range(o.amount) AS r(n)) AS s",
+        ("duckdb", "postgres"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("sql", "dialects"), LATERAL_ADMITTED)
+def test_lateral_table_functions_over_a_rows_values_are_admitted(sql: str, dialects: tuple[str, ...]) -> None:
+    for dialect in dialects:
+        check_query(sql, dialect=dialect, allowed_tables=TABLES)
+
+
+@pytest.mark.parametrize(
+    ("sql", "refusal"),
+    [
+        ("SELECT * FROM orders AS o, range(o.amount * 1000000000)", "not the computed value"),
+        (
+            "SELECT * FROM orders AS o CROSS JOIN LATERAL range(o.amount * 1000000000)",
+            "not the computed value",
+        ),
+        ("SELECT * FROM orders AS o, unnest(range(o.amount * 1000000000))", "not the computed value"),
+        ("SELECT * FROM orders AS o CROSS JOIN LATERAL range(1e12)", "would make 1,000,000,000,000 rows"),
+        (
+            "SELECT * FROM orders AS o CROSS JOIN LATERAL unnest(range(1e12))",
+            "would make 1,000,000,000,000 rows",
+        ),
+        ("SELECT * FROM orders AS o, range(o.amount + 1e12)", "not the computed value"),
+        ("SELECT * FROM orders AS o, range(o.amount, o.amount + 1e12)", "not the computed value"),
+        (
+            "SELECT * FROM orders AS o, generate_series(o.order_date, o.order_date + INTERVAL 100 YEAR, "
+            "INTERVAL 1 SECOND)",
+            "for each row it runs over",
+        ),
+        ("SELECT * FROM orders AS o, range(length(o.status))", "not the computed value"),
+        ("SELECT * FROM orders AS o, range((SELECT max(order_id) FROM orders))", "may not read a table"),
+        ("SELECT * FROM orders AS o, read_csv(o.status)", "directly is not allowed"),
+        ("SELECT * FROM orders AS o CROSS JOIN LATERAL read_text(o.status)", "directly is not allowed"),
+        (
+            "SELECT * FROM orders AS o, LATERAL (SELECT * FROM read_text(o.status)) AS x",
+            "directly is not allowed",
+        ),
+        ("SELECT * FROM orders AS o, json_each(read_text('/etc/passwd'))", "must be columns of the rows"),
+        ("SELECT * FROM orders AS o, json_each(o.payload, getenv('HOME'))", "must be columns of the rows"),
+        (
+            "SELECT * FROM orders AS o, jsonb_array_elements(o.payload)",
+            "directly is not allowed",
+        ),  # not DuckDB's
+        ("SELECT * FROM orders AS o, main.json_each(o.payload)", "directly is not allowed"),
+        (
+            "SELECT * FROM orders AS o, unnest((SELECT list(content) FROM read_text('/etc/passwd')))",
+            "directly",
+        ),
+        (
+            "SELECT * FROM orders AS o LEFT JOIN LATERAL range(o.amount) AS r(n) ON TRUE",
+            "comma or CROSS JOIN",
+        ),
+        ("SELECT * FROM orders AS o JOIN range(o.amount) AS r(n) ON r.n > 1", "comma or CROSS JOIN"),
+        ("SELECT * FROM orders AS o JOIN range(o.amount) AS r(n) ON TRUE", "comma or CROSS JOIN"),
+        ("SELECT * FROM orders AS o, unnest(range(o.amount)) AS r(n)", "write the generator itself"),
+    ],
+)
+def test_lateral_table_functions_stay_within_the_rules(sql: str, refusal: str) -> None:
+    with pytest.raises(UnsafeSql, match=refusal):
+        check_query(sql, dialect="duckdb", allowed_tables=TABLES)
+
+
+@pytest.mark.parametrize(
+    ("sql", "refusal"),
+    [
+        (
+            "SELECT * FROM orders AS o, jsonb_array_elements(pg_read_file('/etc/passwd')::jsonb)",
+            "must be columns",
+        ),
+        (
+            "SELECT * FROM orders AS o, jsonb_array_elements((SELECT payload FROM orders LIMIT 1))",
+            "must be columns",
+        ),
+        (
+            "SELECT * FROM orders AS o, regexp_split_to_table(current_setting('data_directory'), '/')",
+            "must be",
+        ),
+        ("SELECT * FROM orders AS o CROSS JOIN LATERAL pg_ls_dir(o.status)", "directly is not allowed"),
+        ("SELECT * FROM orders AS o, dblink(o.status, 'SELECT 1') AS t(x INT)", "directly is not allowed"),
+        ("SELECT * FROM orders AS o, json_tree(o.payload)", "directly is not allowed"),  # DuckDB's, not PG's
+        ("SELECT * FROM orders AS o, range(o.amount * 1000000000)", "not the computed value"),
+    ],
+)
+def test_lateral_table_functions_on_postgres_stay_within_the_rules(sql: str, refusal: str) -> None:
+    with pytest.raises(UnsafeSql, match=refusal):
+        check_query(sql, dialect="postgres", allowed_tables=TABLES)
+
+
+@pytest.mark.parametrize(
+    ("sql", "sent"),
+    [
+        (
+            "SELECT * FROM orders AS o CROSS JOIN LATERAL range(o.amount) AS r(n)",
+            "SELECT * FROM orders AS o, RANGE(0, o.amount) AS r(n)",
+        ),
+        (
+            "SELECT * FROM orders AS o LEFT JOIN LATERAL json_each(o.payload) AS j ON TRUE",
+            "SELECT * FROM orders AS o LEFT JOIN JSON_EACH(o.payload) AS j ON TRUE",
+        ),
+        (
+            "SELECT * FROM orders AS o CROSS JOIN LATERAL unnest(o.tags) WITH ORDINALITY AS t(tag, i) "
+            "JOIN customers AS c ON c.tag = t.tag",
+            "SELECT * FROM orders AS o CROSS JOIN UNNEST(o.tags) WITH ORDINALITY AS t(tag, i) "
+            "JOIN customers AS c ON c.tag = t.tag",
+        ),
+        (
+            "SELECT * FROM orders AS o, LATERAL (SELECT 1 AS one) AS s",
+            "SELECT * FROM orders AS o, LATERAL (SELECT 1 AS one) AS s",
+        ),
+    ],
+)
+def test_lateral_before_a_function_is_the_from_item_it_means(sql: str, sent: str) -> None:
+    """A noise word on PostgreSQL, the default on DuckDB: one shape is checked and counted."""
+    assert check_query(sql, allowed_tables=TABLES).sql("duckdb") == sent
+
+
+def test_lateral_functions_only_where_the_database_has_them() -> None:
+    with pytest.raises(UnsafeSql, match="not available on mysql"):
+        check_query("SELECT * FROM orders AS o, range(o.amount)", dialect="mysql", allowed_tables=TABLES)
+
+
+@pytest.mark.parametrize(
+    ("call", "rows"),
+    [
+        ("range(o.n, o.n + 10)", 10),
+        ("generate_series(o.n, (o.n + 10) - 1)", 10),  # how sqlglot writes the range above for PostgreSQL
+        ("generate_series(o.n + 2, o.n + 5)", 4),
+        ("generate_series(o.d, o.d + INTERVAL 6 DAY, INTERVAL 1 DAY)", 7),
+        ("generate_series(o.d, (o.d + INTERVAL 1 WEEK) - INTERVAL 1 DAY, INTERVAL 1 DAY)", 7),
+        ("range(o.n)", None),  # as many as the data says
+        ("range(o.n, o.m + 10)", None),
+        ("generate_series(o.n, o.n + INTERVAL 1 DAY - 1)", None),  # a number and an interval do not add up
+    ],
+)
+def test_lateral_generator_counted_per_row_when_end_is_start_moved(call: str, rows: int | None) -> None:
+    node = sqlglot.parse_one(f"SELECT * FROM o, {call}", read="duckdb").find(exp.GenerateSeries)
+    assert node is not None
+    assert lateral_rows(node) == rows

@@ -6,6 +6,14 @@ policy, which admits a generator in `FROM` only when its rows can be counted and
 them where DuckDB's plan does not. Bounds may be numbers, dates or timestamps (literals, casts,
 `current_date`/`now()`, `+`/`-` of intervals) with a number or interval step. This module
 imports nothing of ours.
+
+A generator whose bounds read the row before it (`FROM t, range(t.n)`, a *lateral* generator) makes
+a number of rows per input row that is known only when it runs, and DuckDB's plan estimates it at
+about one row per input row whatever the bounds. Where its rows become rows (a FROM item, an
+`unnest`), it counts `lateral_rows` per input row when its end is its start plus a constant
+(`generate_series(t.d, t.d + INTERVAL 6 DAY, INTERVAL 1 DAY)` is 7), and `UNCOUNTED_LATERAL_ROWS`
+otherwise: more than any generator is admitted to make, so a cost gate that multiplies it by the
+rows it runs over refuses it without an explicit approval.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from sqlglot import exp
 # The most rows one generator in FROM may make: the default cost cap of `ask`. A date spine by the
 # second over three years is 95 million; `range(1e12)` is a runaway query, not a spine.
 MAX_GENERATED_ROWS = 100_000_000
+# Rows per input row of a lateral generator whose count depends on the data (`range(t.n)`).
+UNCOUNTED_LATERAL_ROWS = MAX_GENERATED_ROWS + 1
 
 _TEMPORAL = {
     exp.DataType.Type.DATE,
@@ -40,6 +50,10 @@ _MICROS = {
 }
 _MONTHS = {"month": 1, "quarter": 3, "year": 12, "decade": 120, "century": 1200, "millennium": 12000}
 _NOW = frozenset({"now", "get_current_timestamp", "current_localtimestamp", "transaction_timestamp"})
+_TO_INTERVAL = {
+    f"to_{unit}s": unit
+    for unit in ("microsecond", "millisecond", "second", "minute", "hour", "day", "week", "month", "year")
+} | {"to_decades": "decade", "to_centuries": "century", "to_millennia": "millennium"}
 _PART = re.compile(r"\s*([+-]?\d+(?:\.\d+)?)\s*([a-z]+?)s?\s*(?=[+-]?\d|$)")
 
 
@@ -132,6 +146,23 @@ def value(node: exp.Expr | None) -> Value | None:
         return value(node.this)
     if isinstance(node, exp.Interval):
         return _interval(node)
+    if isinstance(node, exp.Trunc | exp.Floor | exp.Ceil) and not node.args.get("decimals"):
+        inner = value(node.this)
+        if not isinstance(inner, float) or not math.isfinite(inner):
+            return None
+        rounding = {exp.Floor: math.floor, exp.Ceil: math.ceil}.get(type(node), math.trunc)
+        return float(rounding(inner))
+    if isinstance(node, exp.ToDays) or (
+        isinstance(node, exp.Anonymous) and node.name.lower() in _TO_INTERVAL and len(node.expressions) == 1
+    ):
+        # DuckDB stores `INTERVAL '6' DAY` in a view's SQL as to_days(CAST(trunc(CAST('6' AS DOUBLE)) ...)
+        unit = "to_days" if isinstance(node, exp.ToDays) else node.name.lower()
+        amount = value(node.this if isinstance(node, exp.ToDays) else node.expressions[0])
+        found = _unit(_TO_INTERVAL[unit])
+        if not isinstance(amount, float) or found is None:
+            return None
+        kind, size = found
+        return Interval(amount * size, 0) if kind == "months" else Interval(0, amount * size)
     if isinstance(node, exp.CurrentDate):
         return datetime.combine(date.today(), time(), tzinfo=UTC)
     if isinstance(node, exp.CurrentTimestamp | exp.CurrentDatetime) or (
@@ -202,9 +233,107 @@ def _count(start: Value, end: Value, step: Value, exclusive: bool) -> int | None
     return math.ceil(span) if exclusive else math.floor(span) + 1
 
 
+def is_constant(node: exp.Expr) -> bool:
+    """No table, query or column anywhere in `node` (words of types, units and intervals aside)."""
+    for part in node.walk():
+        if isinstance(part, exp.Query | exp.Subquery | exp.Table):
+            return False
+        if isinstance(part, exp.Column | exp.Identifier) and not isinstance(
+            part.parent, exp.DataType | exp.Var | exp.Interval
+        ):
+            return False
+    return True
+
+
+_JSON_EXTRACTS = (exp.JSONExtract, exp.JSONExtractScalar, exp.JSONBExtract, exp.JSONBExtractScalar)
+
+
+def row_value(node: exp.Expr | None) -> bool:
+    """A value read from the current row as stored: a column, a field or element of one, a JSON
+    extraction of one with a constant path, or a cast of one. Computing on it (`t.n * 1e9`) is not."""
+    if isinstance(node, exp.Column):
+        return isinstance(node.this, exp.Identifier)
+    if isinstance(node, exp.Cast | exp.TryCast | exp.Paren):
+        return row_value(node.this)
+    if isinstance(node, exp.Dot):
+        return row_value(node.this) and isinstance(node.expression, exp.Identifier)
+    if isinstance(node, _JSON_EXTRACTS):
+        path = node.expression
+        return row_value(node.this) and (
+            isinstance(path, exp.JSONPath) or (isinstance(path, exp.Literal) and path.is_string)
+        )
+    if isinstance(node, exp.Bracket):
+        return row_value(node.this) and all(isinstance(e, exp.Literal) for e in node.expressions)
+    return False
+
+
+def _bounds(node: exp.GenerateSeries) -> list[exp.Expr]:
+    return [v for k in ("start", "end", "step") if isinstance(v := node.args.get(k), exp.Expr)]
+
+
+def is_lateral(node: exp.GenerateSeries) -> bool:
+    """Whether a generator's bounds read the row before it (are not all constants)."""
+    return not all(is_constant(b) for b in _bounds(node))
+
+
+_REFERENCE = datetime(2001, 1, 1, tzinfo=UTC)  # offsets in months are counted from a 31-day month
+
+
+def moved(node: exp.Expr | None) -> tuple[exp.Expr | None, Value | None]:
+    """`node` as a base and the constant it is moved by: `(t.n + 10) - 1` is (t.n, 9.0), `t.d +
+    INTERVAL 6 DAY` is (t.d, 6 days), `t.n` is (t.n, None). Offsets of different kinds (a number and
+    an interval) are not added: the whole node is then the base."""
+    base, terms = node, []
+    while True:
+        while isinstance(base, exp.Paren):
+            base = base.this
+        if not isinstance(base, exp.Add | exp.Sub) or not is_constant(base.expression):
+            break
+        terms.append((1 if isinstance(base, exp.Add) else -1, value(base.expression)))
+        base = base.this
+    if not terms:
+        return base, None
+    numbers = [sign * v for sign, v in terms if isinstance(v, float)]
+    if len(numbers) == len(terms):
+        return base, float(sum(numbers))
+    if all(isinstance(v, Interval) for _, v in terms):
+        parts = [v.scaled(sign) for sign, v in terms if isinstance(v, Interval)]
+        return base, Interval(sum(p.months for p in parts), sum(p.micros for p in parts))
+    return node, None
+
+
+def lateral_rows(node: exp.GenerateSeries) -> int | None:
+    """Rows per input row of a lateral generator whose end is its start moved by a constant
+    (`range(t.n, t.n + 10)`, `generate_series(t.d, t.d + INTERVAL 6 DAY, INTERVAL 1 DAY)`); else None."""
+    start, step = node.args.get("start"), node.args.get("step")
+    if start is None or (step is not None and not is_constant(step)):
+        return None
+    base, offset = moved(node.args.get("end"))
+    start_base, start_offset = moved(start)
+    if base is None or base != start_base or offset is None:
+        return None
+    stride = value(step) if step is not None else 1.0
+    exclusive = bool(node.args.get("is_end_exclusive"))
+    if isinstance(offset, float) and isinstance(stride, float):
+        begin = start_offset if isinstance(start_offset, float) else 0.0 if start_offset is None else None
+        return None if begin is None else _count(begin, offset, stride, exclusive)
+    if isinstance(offset, Interval) and isinstance(stride, Interval) and start_offset is None:
+        shifted = _shift(_REFERENCE, offset)
+        return None if shifted is None else _count(_REFERENCE, shifted, stride, exclusive)
+    return None
+
+
 def generated_rows(node: exp.Expr | None) -> int | None:
     """Rows a `range`/`generate_series` call (list or table), `repeat(x, n)` table or `unnest` of a
-    list literal or of a generator makes, when its arguments are constants; else None."""
+    list literal or of a generator makes, when its arguments are constants; else None.
+
+    A lateral generator whose rows become rows (in FROM or unnested) counts per input row: its
+    `lateral_rows`, or `UNCOUNTED_LATERAL_ROWS` when those depend on the data (see the module)."""
+    if isinstance(node, exp.GenerateSeries) and is_lateral(node):
+        if not isinstance(node.parent, exp.Table | exp.Unnest | exp.Explode | exp.Lateral):
+            return None  # a list in a select item: one row, whatever its length
+        per_row = lateral_rows(node)
+        return UNCOUNTED_LATERAL_ROWS if per_row is None else per_row
     if isinstance(node, exp.GenerateSeries):
         start = value(node.args.get("start")) if node.args.get("start") is not None else 0.0
         end = value(node.args.get("end"))

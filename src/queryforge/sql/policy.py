@@ -13,10 +13,16 @@ tree must be on an allow-list:
   before anything is checked or sent), and a schema qualifier other than `pg_catalog` is refused
   (a function in another schema is somebody's code);
 - **tables**: plain names, resolved with scopes, so a CTE shadows only unqualified references --
-  no string paths, no system catalogs, no internal `_qf_` names, and no table functions except the
-  row generators `range`/`generate_series` (DuckDB, PostgreSQL) and `unnest`, whose arguments must
-  be constants (no table, query, column or text but a date or interval) and whose rows, counted by
-  `generators.py`, may not exceed `MAX_GENERATED_ROWS`.
+  no string paths, no system catalogs, no internal `_qf_` names, and no table functions except
+  - the row generators `range`/`generate_series` (DuckDB, PostgreSQL) and `unnest`: with constant
+    arguments (no table, query, column or text but a date or interval) their rows, counted by
+    `generators.py`, may not exceed `MAX_GENERATED_ROWS`; a *lateral* generator reads the row
+    before it, each bound a constant or a value of that row as stored (`range(t.n)`, not
+    `range(t.n * 1000)`), and is counted by the cost gate (`generators.generated_rows`);
+  - the per-dialect `ROW_FUNCTIONS`, which return the parts of one value (`json_each(t.doc)`,
+    `jsonb_array_elements(t.doc -> 'items')`), with arguments that are values of the row or literals.
+  `LATERAL f(...)` is the FROM item `f(...)` (a noise word on PostgreSQL, the default on DuckDB) and
+  is rewritten so by `normalise`, so one shape is checked and counted.
 
 Anything else is refused with its name and, for functions, the nearest allowed one. This module
 imports nothing of ours outside `sql/`.
@@ -33,7 +39,16 @@ from importlib import resources
 import sqlglot
 from sqlglot import exp
 
-from .generators import MAX_GENERATED_ROWS, generated_rows
+from .generators import (
+    MAX_GENERATED_ROWS,
+    Interval,
+    generated_rows,
+    is_constant,
+    is_lateral,
+    lateral_rows,
+    moved,
+    row_value,
+)
 
 DIALECT = "duckdb"
 MAX_SQL_CHARS = 200_000
@@ -99,6 +114,32 @@ ALLOWED_NODES: frozenset[type[exp.Expr]] = frozenset(
 
 DIALECT_FILES = {"duckdb": "duckdb", "postgres": "postgres", "mysql": "mysql", "sqlite": "sqlite"}
 
+# Table functions admitted as FROM items besides the generators and `unnest`: each returns the parts
+# of one value (a JSON document, a string), so its rows are bounded by the data it is given, and
+# its arguments must be values of the row or literals. Reviewed like the function lists: nothing
+# here reads a file, a table, a setting or another session.
+ROW_FUNCTIONS: dict[str, frozenset[str]] = {
+    "duckdb": frozenset({"json_each", "json_tree"}),
+    "postgres": frozenset(
+        {
+            "json_array_elements",
+            "json_array_elements_text",
+            "json_each",
+            "json_each_text",
+            "json_object_keys",
+            "jsonb_array_elements",
+            "jsonb_array_elements_text",
+            "jsonb_each",
+            "jsonb_each_text",
+            "jsonb_object_keys",
+            "jsonb_path_query",
+            "regexp_matches",
+            "regexp_split_to_table",
+            "string_to_table",
+        }
+    ),
+}
+
 
 @functools.cache
 def _listed(name: str) -> frozenset[str]:
@@ -127,7 +168,19 @@ def _fn_name(node: exp.Func) -> str:
         return type(node).__name__.lower()
 
 
+def _is_row_function(node: exp.Expr, dialect: str) -> bool:
+    """A FROM item that is one of the dialect's `ROW_FUNCTIONS` (checked by `_check_table_shape`)."""
+    return (
+        isinstance(node, exp.Anonymous)
+        and isinstance(node.parent, exp.Table)
+        and node.parent.this is node
+        and _fn_name(node) in ROW_FUNCTIONS.get(dialect, frozenset())
+    )
+
+
 def _check_function(node: exp.Func, dialect: str) -> None:
+    if _is_row_function(node, dialect):
+        return
     if isinstance(node, exp.Anonymous | exp.AnonymousAggFunc):
         name = _fn_name(node)
         allowed = function_names(dialect)
@@ -222,10 +275,41 @@ def _method_call(dot: exp.Dot) -> exp.Expr | None:
     return parsed
 
 
+def _plain_lateral(node: exp.Lateral) -> exp.Expr | None:
+    """`LATERAL f(...) AS a` as the FROM item `f(...) AS a` it means, or None for `LATERAL (query)`.
+
+    PostgreSQL calls LATERAL before a function-call FROM item a noise word (the function may refer
+    to earlier FROM items anyway) and DuckDB makes every table function in FROM lateral, so the
+    meaning is the same; the policy and the cost gate then see one shape of a table function.
+    """
+    call = node.this
+    if node.args.get("view") or not isinstance(call, exp.Func):
+        return None
+    alias = node.args.get("alias")
+    if isinstance(call, exp.Unnest):
+        plain = call.copy()
+        if isinstance(alias, exp.TableAlias):
+            alias = alias.copy()
+            columns = list(alias.columns)
+            if node.args.get("ordinality") and columns:  # as the parser reads `unnest(x) WITH ORDINALITY`
+                plain.set("offset", columns.pop().copy())
+                alias.set("columns", columns)
+            plain.set("alias", alias)
+        elif node.args.get("ordinality"):
+            plain.set("offset", exp.to_identifier("ordinality"))
+        return plain
+    return exp.Table(
+        this=call.copy(),
+        alias=alias.copy() if isinstance(alias, exp.Expr) else None,
+        ordinality=node.args.get("ordinality") or None,
+    )
+
+
 def normalise(tree: exp.Expr) -> exp.Expr:
     """Rewrite DuckDB's method-call syntax into the function calls it means, innermost first, so
-    the allow-list checks (and the engine runs) `lower(name)` for `name.lower()`. Returns the tree
-    (a new root when the root itself was a method call)."""
+    the allow-list checks (and the engine runs) `lower(name)` for `name.lower()`, and
+    `LATERAL f(...)` into the FROM item `f(...)` (`_plain_lateral`). Returns the tree (a new root
+    when the root itself was a method call)."""
     dots = [d for d in tree.walk() if isinstance(d, exp.Dot) and isinstance(d.expression, exp.Func)]
     for dot in reversed(dots):  # breadth-first reversed: inner calls before the calls on them
         call = _method_call(dot)
@@ -235,7 +319,34 @@ def normalise(tree: exp.Expr) -> exp.Expr:
             tree = call
         else:
             dot.replace(call)
+    for lateral in [n for n in tree.walk() if isinstance(n, exp.Lateral)]:
+        plain = _plain_lateral(lateral)
+        if plain is not None and lateral is not tree:
+            lateral.replace(plain)
+    for select in [n for n in tree.walk() if isinstance(n, exp.Select)]:
+        _comma_cross_joins(select)
     return tree
+
+
+def _is_comma(join: exp.Join) -> bool:
+    return not any(join.args.get(k) for k in ("kind", "side", "method", "on", "using"))
+
+
+def _comma_cross_joins(select: exp.Select) -> None:
+    """`a CROSS JOIN f(...)` as `a, f(...)` (the same product) when only comma or cross joins
+    follow it, so the join order is unchanged: DuckDB keeps an explicit join as a parenthesised
+    join tree in a view's SQL, which the cost gate's syntax bound does not walk, and a table
+    function there would go uncounted."""
+    joins = list(select.args.get("joins") or [])
+    for i, join in enumerate(joins):
+        if (
+            (join.args.get("kind") or "").upper() == "CROSS"
+            and not join.args.get("side")
+            and isinstance(join.this, exp.Table | exp.Unnest)
+            and not isinstance(join.this.this, exp.Identifier)
+            and all(_is_comma(j) or (j.args.get("kind") or "").upper() == "CROSS" for j in joins[i + 1 :])
+        ):
+            join.set("kind", None)
 
 
 def _check_dot(node: exp.Dot) -> None:
@@ -284,7 +395,7 @@ def _check_node(node: exp.Expr, dialect: str) -> None:
     if isinstance(node, exp.Table):
         _check_table_shape(node, dialect)
     if isinstance(node, exp.Unnest):
-        _check_row_source(node)
+        _check_row_source(node, dialect)
     _check_words(node)
 
 
@@ -307,6 +418,20 @@ def _refusal(node: exp.Expr) -> str:
     return f"{kind.upper()} is not allowed: {why}"
 
 
+def _check_constant_text(node: exp.Expr, what: str) -> None:
+    """No string in a generator bound but a date, time or interval written as one."""
+    for part in node.walk():
+        if (
+            isinstance(part, exp.Literal)
+            and part.is_string
+            and not isinstance(part.parent, exp.Cast | exp.TryCast | exp.Interval)
+        ):
+            raise UnsafeSql(
+                f"the arguments of {what} in FROM may not be text ({part.sql(DIALECT)[:60]}); "
+                "write dates as DATE '2026-01-01' and steps as INTERVAL 1 DAY"
+            )
+
+
 def _check_generator_args(call: exp.Expr, what: str) -> None:
     """A row generator's arguments are constants: no table, no subquery, no column, and no string
     but a date, time or interval written as one (`DATE '2026-01-01'`, `INTERVAL '1 day'`)."""
@@ -314,22 +439,82 @@ def _check_generator_args(call: exp.Expr, what: str) -> None:
         for part in arg.walk():
             if isinstance(part, exp.Query | exp.Subquery | exp.Table):
                 raise UnsafeSql(f"the arguments of {what} in FROM may not read a table or run a query")
-            if isinstance(part, exp.Column | exp.Identifier) and not isinstance(
-                part.parent, exp.DataType | exp.Var | exp.Interval
-            ):
-                raise UnsafeSql(
-                    f"the arguments of {what} in FROM must be constants (numbers, dates, timestamps, "
-                    f"intervals), not the column {part.sql(DIALECT)[:60]}"
-                )
-            if (
-                isinstance(part, exp.Literal)
-                and part.is_string
-                and not isinstance(part.parent, exp.Cast | exp.TryCast | exp.Interval)
-            ):
-                raise UnsafeSql(
-                    f"the arguments of {what} in FROM may not be text ({part.sql(DIALECT)[:60]}); "
-                    "write dates as DATE '2026-01-01' and steps as INTERVAL 1 DAY"
-                )
+        if not is_constant(arg):
+            column = next((c for c in arg.find_all(exp.Column)), arg)
+            raise UnsafeSql(
+                f"the arguments of {what} in FROM must be constants (numbers, dates, timestamps, "
+                f"intervals), not the column {column.sql(DIALECT)[:60]}"
+            )
+        _check_constant_text(arg, what)
+
+
+def _shifted_row_value(node: exp.Expr) -> bool:
+    """`t.n - 1`, `(t.n + 10) - 1`, `t.d + INTERVAL 1 YEAR`: a value of the row moved by constants
+    adding up to no more than a generator may count (how `range(t.n)` is written for PostgreSQL:
+    `generate_series(0, t.n - 1)`)."""
+    base, by = moved(node)
+    if base is None or not row_value(base):
+        return False
+    return isinstance(by, Interval) or (isinstance(by, float) and abs(by) <= MAX_GENERATED_ROWS)
+
+
+def _check_lateral_args(call: exp.GenerateSeries, what: str) -> None:
+    """A lateral generator's bounds: each a constant (as above) or a value of the row as stored --
+    a column, a field of one, a cast of one -- possibly moved by a constant (`t.n - 1`,
+    `t.d + INTERVAL 6 DAY`); computing on it (`t.n * 1000`) is refused."""
+    for arg in call.iter_expressions():
+        if any(isinstance(p, exp.Query | exp.Subquery | exp.Table) for p in arg.walk()):
+            raise UnsafeSql(f"the arguments of {what} in FROM may not read a table or run a query")
+        if is_constant(arg):
+            _check_constant_text(arg, what)
+        elif not (row_value(arg) or _shifted_row_value(arg)):
+            raise UnsafeSql(
+                f"the arguments of {what} in FROM must be constants or columns of the rows before it, "
+                f"not the computed value {arg.sql(DIALECT)[:60]}: compute it in a CTE and pass the column"
+            )
+
+
+def _check_generator(call: exp.GenerateSeries, what: str, dialect: str) -> None:
+    """`range`/`generate_series` as a FROM item: constant and counted, or lateral and checked."""
+    if dialect not in GENERATOR_DIALECTS:
+        raise UnsafeSql(f"{what} in FROM is not available on {dialect}; generate the rows in a step")
+    if is_lateral(call):
+        _check_lateral_args(call, what)
+        per_row = lateral_rows(call)
+        if per_row is None and isinstance(call.parent, exp.Unnest):
+            # DuckDB's writer sends `FROM t, unnest(...)` as `JOIN unnest(...) ON TRUE`: see below
+            raise UnsafeSql(
+                f"unnest({what}) in FROM makes as many rows as the data says; write the generator "
+                f"itself as the FROM item (`FROM t, range(t.n)`), which QueryForge can bound"
+            )
+        join = call.parent.parent if call.parent is not None else None  # the FROM item's join
+        if per_row is None and isinstance(join, exp.Join) and not _is_comma(join):
+            raise UnsafeSql(
+                f"{what} makes as many rows as the data says, which QueryForge can bound only in a "
+                "comma or CROSS JOIN; write `FROM t, generate_series(...)` (or count the rows with "
+                "`generate_series(t.d, t.d + INTERVAL 6 DAY, ...)`)"
+            )
+        if per_row is not None and per_row > MAX_GENERATED_ROWS:
+            raise UnsafeSql(
+                f"{what} would make {per_row:,} rows for each row it runs over; a row generator may "
+                f"make at most {MAX_GENERATED_ROWS:,} (narrow its range or use a coarser step)"
+            )
+        return
+    _check_generator_args(call, what)
+    _check_generated_rows(call, what, required=True)
+
+
+def _check_row_function(call: exp.Anonymous, what: str, dialect: str) -> None:
+    """A `ROW_FUNCTIONS` FROM item: its arguments are values of the row or literals."""
+    for arg in call.expressions:
+        literal = isinstance(arg, exp.Literal) or (
+            isinstance(arg, exp.Cast | exp.TryCast) and isinstance(arg.this, exp.Literal)
+        )
+        if not (literal or row_value(arg)):
+            raise UnsafeSql(
+                f"the arguments of {what} in FROM must be columns of the rows before it or literals, "
+                f"not {arg.sql(DIALECT)[:60]}: compute the value in a CTE and pass the column"
+            )
 
 
 def _check_generated_rows(call: exp.Expr, what: str, *, required: bool) -> None:
@@ -349,10 +534,16 @@ def _check_generated_rows(call: exp.Expr, what: str, *, required: bool) -> None:
         )
 
 
-def _check_row_source(node: exp.Unnest) -> None:
-    """`FROM unnest(...)`: a list literal or a generator is counted like `range` in FROM; a list
-    read from a column (a lateral unnest) is counted by the plan-based cost gate."""
-    if isinstance(node.parent, exp.From | exp.Join):
+def _check_row_source(node: exp.Unnest, dialect: str) -> None:
+    """`FROM unnest(...)`: a list literal or a constant generator is counted like `range` in FROM;
+    a generator in it obeys the rules of generators in FROM (`unnest(range(t.n))` is `range(t.n)`);
+    a list read from a column (a lateral unnest) is counted by the plan-based cost gate."""
+    if not isinstance(node.parent, exp.From | exp.Join):
+        return
+    generators = [g for g in node.find_all(exp.GenerateSeries) if g.parent is node]
+    for call in generators:
+        _check_generator(call, call.sql(DIALECT)[:80], dialect if dialect in GENERATOR_DIALECTS else DIALECT)
+    if not any(is_lateral(g) for g in generators):
         _check_generated_rows(node, "unnest(...)", required=False)
 
 
@@ -360,14 +551,16 @@ GENERATOR_DIALECTS = frozenset({"duckdb", "postgres"})  # where generate_series(
 
 
 def _check_table_shape(node: exp.Table, dialect: str = DIALECT) -> None:
-    if isinstance(node.this, exp.GenerateSeries) and not (node.args.get("db") or node.args.get("catalog")):
-        # A row generator (`range`, `generate_series`): date spines and number tables. Only with
-        # constant arguments and a countable number of rows (the cost gate counts them too).
-        what = node.this.sql(DIALECT)[:80]
-        if dialect not in GENERATOR_DIALECTS:
-            raise UnsafeSql(f"{what} in FROM is not available on {dialect}; generate the rows in a step")
-        _check_generator_args(node.this, what)
-        _check_generated_rows(node.this, what, required=True)
+    qualified = bool(node.args.get("db") or node.args.get("catalog"))
+    if isinstance(node.this, exp.GenerateSeries) and not qualified:
+        # A row generator (`range`, `generate_series`): date spines and number tables, with
+        # constant, counted arguments; or a lateral one over the rows before it (the cost gate
+        # counts both).
+        _check_generator(node.this, node.this.sql(DIALECT)[:80], dialect)
+        return
+    if _is_row_function(node.this, dialect) and not qualified:
+        assert isinstance(node.this, exp.Anonymous)
+        _check_row_function(node.this, node.this.sql(DIALECT)[:80], dialect)
         return
     if not isinstance(node.this, exp.Identifier):
         # A table function or a string path ("SELECT * FROM 'file.csv'") reads outside the catalog.
