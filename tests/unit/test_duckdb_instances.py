@@ -84,3 +84,22 @@ def test_a_work_file_that_cannot_be_attached_fails_cleanly_and_the_next_run_work
     after.create("v", select("SELECT 2 AS x"), table=True)
     assert after.fetch(select("SELECT x FROM v"))[1] == [(2,)]
     after.close()
+
+
+def test_a_result_left_half_read_does_not_lock_the_run_out_of_its_work_file(tmp_path: Path) -> None:
+    """A load whose target failed before reading its input out (the warehouse was busy) left a
+    streamed result open: DuckDB 2.0 then refused every statement on the session, and the instance
+    it kept alive held the work file, so the run's own retry could not attach it."""
+    engine = DuckDBEngine()
+    work = tmp_path / ".queryforge" / "runs" / "r1"
+    session = engine.session(work, allowed_dirs=[tmp_path])
+    session.create("big", select("SELECT range AS x FROM range(3000000)"), table=True)
+    reader = session.read(select("SELECT * FROM big"))
+    assert reader.read_next_batch().num_rows > 0  # half read, then abandoned
+    assert session.fetch(select("SELECT count(*) FROM big"))[1] == [(3_000_000,)]  # the session goes on
+    session.read(select("SELECT * FROM big")).read_next_batch()  # abandoned again
+    session.close()
+
+    retry = engine.session(work, allowed_dirs=[tmp_path])  # the run tried again by the same worker
+    assert retry.fetch(select("SELECT max(x) FROM big"))[1] == [(2_999_999,)]
+    retry.close()

@@ -9,6 +9,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from ..errors import TransientError
+from ..libs.duckdb_arrow import arrow_table
 from ..libs.duckdb_open import open_duckdb
 from .base import ColumnInfo, ConnectionConfig, StagedLoad, TableInfo, TargetRef
 from .sql import SqlConnector, content_hash, diff_in_duckdb
@@ -61,7 +62,7 @@ class DuckDBConnector(SqlConnector):
 
     def fetch_arrow(self, sql: str) -> pa.Table:
         try:
-            return self.con.sql(sql).to_arrow_table()
+            return arrow_table(self.con, sql)  # bound once (libs/duckdb_arrow.py)
         except duckdb.TransactionException as exc:
             raise self._conflict(exc) from exc
 
@@ -90,9 +91,11 @@ class DuckDBConnector(SqlConnector):
         return int(written[0][0]) if written and written[0] else 0
 
     def table_columns(self, schema: str | None, name: str) -> list[tuple[str, str]] | None:
+        # duckdb_columns() answers in about half the time of information_schema.columns (a run of
+        # a load asks ~6 times), with the same names and types.
         rows = self.con.execute(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            "SELECT column_name, data_type FROM duckdb_columns() "
+            "WHERE schema_name = ? AND table_name = ? ORDER BY column_index",
             [schema or "main", name],
         ).fetchall()
         return [(r[0], r[1]) for r in rows] or None
@@ -127,6 +130,7 @@ class DuckDBConnector(SqlConnector):
             self.sql(self.target_expr(load.target)),
             load.mode,
             load.keys,
+            staged_cols=load.columns or None,  # as staging read them back
         )
 
     def fingerprint(self, target: TargetRef) -> str | None:

@@ -4,7 +4,8 @@ A run's work file is ATTACHed to a fenced in-memory DuckDB instance that the thr
 next run with the same fence (`_Instances`): starting a DuckDB instance costs about 15 ms of CPU, an
 ATTACH about 3, and a worker executes runs back to back. The instance's fence (readable folders, no
 network, locked configuration) is the same one a fresh instance would get; the workspace, which
-holds every run's work folder, is always inside it.
+holds every run's work folder, is always inside it. Scratch sessions (compile, validate, plan
+estimates) attach an empty in-memory database to a kept instance the same way.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ..errors import (
     TransientError,
     suggest,
 )
+from ..libs.duckdb_arrow import arrow_reader
 from ..libs.duckdb_errors import input_problem
 from ..libs.duckdb_open import open_duckdb
 from ..sql.parse import ident, table
@@ -152,6 +154,7 @@ class DuckDBSession:
         planning: bool = False,
     ) -> None:
         self.con = open_duckdb(path)
+        self._reader: pa.RecordBatchReader | None = None
         self.con.execute(f"SET preserve_insertion_order = {'true' if preserve_order else 'false'}")
         limit_memory(self.con, max_memory)
         if planning:  # constant folding would build generate_series(1, 2e8) while merely EXPLAINing it
@@ -161,7 +164,19 @@ class DuckDBSession:
         if allowed_dirs is not None:
             fence(self.con, [*allowed_dirs, *([temp_dir] if temp_dir else [])])
 
+    def _drop_reader(self) -> None:
+        """Close the result `read` handed out last, if its caller did not.
+
+        DuckDB 2.0 refuses any statement on a connection while one of its streamed results is
+        open, and such a result keeps a closed instance -- with the run's work file attached --
+        alive: a run that failed half-way through a load would leave its work file unattachable
+        for its own retry (Unique file handle conflict)."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+
     def _run(self, name: str, sql: str) -> duckdb.DuckDBPyConnection:
+        self._drop_reader()
         try:
             return self.con.execute(sql)
         except duckdb.Error as exc:
@@ -192,8 +207,12 @@ class DuckDBSession:
         return [(r[0], r[1]) for r in rows]
 
     def read(self, query: exp.Query) -> pa.RecordBatchReader:
+        """A streamed result; it holds the connection until it is read out, closed, or the session
+        runs its next statement (which closes it)."""
+        self._drop_reader()
         try:
-            return self.con.sql(query.sql(dialect="duckdb")).to_arrow_reader(batch_size=1_000_000)
+            self._reader = arrow_reader(self.con, query.sql(dialect="duckdb"), 1_000_000)  # bound once
+            return self._reader
         except duckdb.Error as exc:
             raise classify(exc, "read") from exc
 
@@ -205,6 +224,7 @@ class DuckDBSession:
     def estimate_rows(self, query: exp.Query, *, known: Mapping[str, int] | None = None) -> int:
         """Rows the query handles at its largest step: the plan's estimate at every node, or the
         syntax tree's bound on row generators and cross products where the plan misses them."""
+        self._drop_reader()
         with Deadline(self.con, PLAN_TIMEOUT_S) as deadline:
             try:
                 rows = self.con.execute(f"EXPLAIN (FORMAT json) {query.sql(dialect='duckdb')}").fetchall()
@@ -247,16 +267,19 @@ class DuckDBSession:
         return rows_of
 
     def close(self) -> None:
+        self._drop_reader()
         self.con.close()
 
 
 class AttachedSession(DuckDBSession):
-    """A run's work file attached (as `work`, the default database) to a kept, fenced instance."""
+    """A run's work file (or, for a scratch session, an empty in-memory database) attached as `work`,
+    the default database, to a kept, fenced instance."""
 
-    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection, release: Any) -> None:
+    def __init__(self, path: Path | None, con: duckdb.DuckDBPyConnection, release: Any) -> None:
         self.con = con
+        self._reader = None
         self._release = release
-        quoted = str(path).replace("'", "''")
+        quoted = ":memory:" if path is None else str(path).replace("'", "''")
         try:
             con.execute(f"ATTACH '{quoted}' AS work")
             con.execute("USE work")
@@ -270,6 +293,7 @@ class AttachedSession(DuckDBSession):
         release, self._release = self._release, None
         healthy = True
         try:
+            self._drop_reader()
             self.con.execute("USE memory")
             self.con.execute("DETACH work")
         except duckdb.Error:
@@ -294,24 +318,30 @@ class _Instances:
 
     def session(
         self,
-        path: Path,
+        path: Path | None,
         *,
         preserve_order: bool,
         allowed_dirs: list[Path],
-        temp_root: Path,
+        temp_root: Path | None,
         max_memory: str | None = None,
     ) -> AttachedSession:
-        key = (preserve_order, tuple(str(d) for d in allowed_dirs), str(temp_root), max_memory)
+        """A session on `path` (a run's work file), or with `path` and `temp_root` None a scratch
+        session for compiling and planning (an in-memory database, planning settings)."""
+        planning = path is None
+        key = (preserve_order, tuple(str(d) for d in allowed_dirs), str(temp_root), max_memory, planning)
         kept = self._kept()
         con = kept.pop(key, None)
         if con is None:
-            temp_dir = temp_root / f"{os.getpid()}-{threading.get_ident()}"
+            temp_dir = None if temp_root is None else temp_root / f"{os.getpid()}-{threading.get_ident()}"
             con = open_duckdb(":memory:")
             try:
                 con.execute(f"SET preserve_insertion_order = {'true' if preserve_order else 'false'}")
-                con.execute("SET temp_directory = ?", [str(temp_dir)])
+                if planning:  # as DuckDBSession(planning=True): EXPLAIN must not fold huge constants
+                    con.execute("SET disabled_optimizers = 'expression_rewriter'")
+                if temp_dir is not None:
+                    con.execute("SET temp_directory = ?", [str(temp_dir)])
                 limit_memory(con, max_memory)
-                fence(con, [*allowed_dirs, temp_dir])
+                fence(con, [*allowed_dirs, *([temp_dir] if temp_dir else [])])
             except BaseException:
                 con.close()
                 raise
@@ -360,7 +390,17 @@ class DuckDBEngine(Engine):
     def session(
         self, work_dir: Path | None, *, preserve_order: bool = True, allowed_dirs: list[Path] | None = None
     ) -> DuckDBSession:
-        if work_dir is None:  # a scratch session: compiles and plans, holds no data
+        if work_dir is None and allowed_dirs is not None:
+            # A scratch session (compiles and plans, holds no data) on a kept instance: opening and
+            # closing a fresh one cost ~20 ms of every run's compile (decision 0007).
+            return _INSTANCES.session(
+                None,
+                preserve_order=preserve_order,
+                allowed_dirs=allowed_dirs,
+                temp_root=None,
+                max_memory=self.max_memory,
+            )
+        if work_dir is None:  # a scratch session without a fence: a fresh instance
             return DuckDBSession(
                 ":memory:",
                 preserve_order=preserve_order,

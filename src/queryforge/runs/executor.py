@@ -161,6 +161,7 @@ class Executor:
                 if isinstance(stage, StageLoadStage) and outcome.failed_checks:
                     raise self._checks_failed(outcome)
                 if isinstance(stage, PublishStage) and not verified:
+                    self._settle_sources(run_id)
                     sources.verify(list(self.snapshots.values()))  # what was audited is what is published
                     verified = True
                 if isinstance(stage, PublishStage) and mode == "sandbox":
@@ -179,6 +180,7 @@ class Executor:
             if outcome.failed_checks:
                 raise self._checks_failed(outcome)
             if not verified:
+                self._settle_sources(run_id)
                 sources.verify(list(self.snapshots.values()))
             if skipped:  # an extract feeding a skipped load keeps its mark: those rows are still owed
                 for step_id in plan.upstream_of(
@@ -199,10 +201,13 @@ class Executor:
             )
             sources.discard(self.sources_dir)  # only an unfinished run can be resumed from them
         except RunCancelled as exc:
+            self._settle_sources_quietly(run_id)
             self._cancelled(outcome, exc)
         except QueryForgeError as exc:
+            self._settle_sources_quietly(run_id)
             self.fail(outcome, exc)
         except Exception as exc:  # a bug of ours: keep the traceback in the log only
+            self._settle_sources_quietly(run_id)
             trace = traceback.format_exc()
             (self.runs_dir / run_id).mkdir(parents=True, exist_ok=True)
             (self.runs_dir / run_id / "traceback.txt").write_text(scrub(trace))
@@ -215,6 +220,7 @@ class Executor:
                 ),
             )
         finally:
+            self.hasher.close()
             if session is not None:
                 session.close()
             self.connections.close()
@@ -378,6 +384,8 @@ class Executor:
         self.step_bytes: dict[str, int] = {}
         self.sources_changed = False  # set when a resume could not reuse an earlier snapshot
         self.resuming = prior is not None and prior.same_run
+        self.hasher = sources.Hasher()  # hashes hard links while the run goes on (decision 0007)
+        self.unnoted: set[str] = set()  # extract steps recorded before their snapshot's hash was known
 
     def _read_snapshot(self, stage: ExtractStage, run_id: str) -> exp.Query:
         """The file extract's query over this run's snapshot of its files, taken on first use.
@@ -397,12 +405,42 @@ class Executor:
             ):
                 snapshot = earlier
                 for f in earlier.files:
+                    if f.pending and f.source not in self.snapshot_files:
+                        self.hasher.submit(f)  # the earlier attempt ended before its hash did
                     self.snapshot_files.setdefault(f.source, f)
             else:
                 self.sources_changed = self.sources_changed or self.resuming
-                snapshot = sources.take(stage.step_id, wanted, self.sources_dir, self.snapshot_files)
+                snapshot = sources.take(
+                    stage.step_id, wanted, self.sources_dir, self.snapshot_files, self.hasher
+                )
             self.snapshots[stage.step_id] = snapshot
         return sources.repoint(stage.query, snapshot)
+
+    def _settle_sources(self, run_id: str) -> None:
+        """Wait for the snapshots' background hashes: before a publish, or before a run ends.
+
+        Each settled snapshot's manifest is written again with its hash (for a resume), and an extract
+        step recorded while its hash was pending gets its full note. A hard link that moved while it
+        was hashed raises SourceChanged: nothing is published.
+        """
+        for step_id, snapshot in list(self.snapshots.items()):
+            if not snapshot.pending:
+                continue
+            settled = self.hasher.settle(snapshot)
+            self.snapshots[step_id] = settled
+            for f in settled.files:
+                self.snapshot_files[f.source] = f
+            sources.write_manifest(settled, self.sources_dir)
+            if step_id in self.unnoted:
+                self.repo.note_step(run_id, step_id, settled.describe())
+                self.unnoted.discard(step_id)
+
+    def _settle_sources_quietly(self, run_id: str) -> None:
+        """On the way out of a failed run: record what hashes can be, so a resume can reuse them."""
+        try:
+            self._settle_sources(run_id)
+        except Exception:  # the run is failing already; a moved file is found again by the resume
+            log.debug("could not settle the snapshot hashes of run %s", run_id, exc_info=True)
 
     @staticmethod
     def _has_table(session: EngineSession, name: str) -> bool:
@@ -640,6 +678,8 @@ class Executor:
             query = self._read_snapshot(stage, outcome.run_id)
             snapshot = self.snapshots[stage.step_id]
             self.step_bytes[stage.step_id] = snapshot.bytes
+            if snapshot.pending:  # the note gets the hash when it is settled (_settle_sources)
+                self.unnoted.add(stage.step_id)
             return None, self._produce(session, stage.step_id, query, stage.materialize), snapshot.describe()
         assert stage.connection is not None and stage.request is not None
         connector = self.connections.get(stage.connection)
@@ -733,7 +773,10 @@ class Executor:
         )
         # Registered first, so a failure half-way still discards it (once, when the step is retried).
         outcome.staged = [s for s in outcome.staged if s.step_id != stage.step_id] + [load]
-        connector.stage(outcome.run_id, load, reader)
+        try:
+            connector.stage(outcome.run_id, load, reader)
+        finally:
+            reader.close()  # a target that failed before reading it out leaves the work area busy
         self.repo.update_run(outcome.run_id, staged=staged_to_json(outcome.staged))  # for a resume
         d = load.diff
         return load.rows, load.rows, f"+{d.get('added', 0)} -{d.get('removed', 0)} ~{d.get('changed', 0)}"

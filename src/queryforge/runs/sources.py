@@ -7,6 +7,11 @@ private copy. Checks, transforms, loads and a resume of the same run all read th
 what was audited is what is loaded. A hard link shares its inode with an in-place writer, so
 `verify` compares size and mtime again before anything is published. See
 docs/decisions/0005-sources-read-once.md.
+
+A run hashes its hard links on a background thread (`Hasher`), so reading a large source once more
+for its hash overlaps the run's query instead of preceding it; the hashes are awaited, and a file
+that moved while it was hashed raises `SourceChanged`, before anything is published or a sandbox
+run ends audited (decision 0007).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import xxhash
@@ -30,6 +36,10 @@ RACY_NS = 2_000_000_000
 CHUNK = 4 << 20
 TRIES = 3
 MANIFEST = "manifest.json"
+PENDING = ""  # the hash of a hard link that a `Hasher` is still hashing
+# Smaller files are hashed on the spot (~2 ms at most): waiting for a thread and writing the manifest
+# and the step's note again would cost more than it hides.
+BACKGROUND_MIN_BYTES = 8 << 20
 
 
 class SourceChanged(TransientError):
@@ -44,7 +54,11 @@ class SnapshotFile:
     mtime_ns: int
     inode: int
     linked: bool  # a hard link shares the source's inode; a copy is the run's own
-    xxh3_128: str
+    xxh3_128: str  # PENDING while a Hasher hashes it
+
+    @property
+    def pending(self) -> bool:
+        return self.xxh3_128 == PENDING
 
 
 @dataclass(frozen=True)
@@ -55,8 +69,16 @@ class Snapshot:
     files: tuple[SnapshotFile, ...]
 
     @property
+    def pending(self) -> bool:
+        """Some file's hash is still being computed (see `Hasher`)."""
+        return any(f.pending for f in self.files)
+
+    @property
     def hash(self) -> str:
-        """xxh3_128 of the content: of the one file, or of the files' hashes in order."""
+        """xxh3_128 of the content: of the one file, or of the files' hashes in order (PENDING
+        while a file's hash is)."""
+        if self.pending:
+            return PENDING
         if len(self.files) == 1:
             return self.files[0].xxh3_128
         return xxhash.xxh3_128_hexdigest("\n".join(f.xxh3_128 for f in self.files).encode())
@@ -70,7 +92,8 @@ class Snapshot:
         linked = sum(f.linked for f in self.files)
         n = len(self.files)
         how = "linked" if linked == n else "copied" if not linked else f"{linked} linked, {n - linked} copied"
-        return f"snapshot xxh3_128:{self.hash}, {n} file{'s' if n != 1 else ''}, {_size(self.bytes)}, {how}"
+        digest = "pending" if self.pending else self.hash
+        return f"snapshot xxh3_128:{digest}, {n} file{'s' if n != 1 else ''}, {_size(self.bytes)}, {how}"
 
     def paths(self) -> dict[str, str]:
         return {f.source: f.path for f in self.files}
@@ -148,8 +171,9 @@ def _copy(source: str, target: Path) -> SnapshotFile | None:
     return SnapshotFile(source, str(target), st.st_size, st.st_mtime_ns, st.st_ino, False, digest.hexdigest())
 
 
-def _link(source: str, target: Path) -> SnapshotFile | None:
-    """A hard link, hashed; None when linking is impossible or the file is (or was just) written."""
+def _link(source: str, target: Path, hasher: Hasher | None) -> SnapshotFile | None:
+    """A hard link, hashed (by `hasher` in the background if given); None when linking is impossible
+    or the file is (or was just) written."""
     try:
         os.link(source, target)
     except OSError:  # another filesystem, or linking not permitted: copy instead
@@ -158,6 +182,12 @@ def _link(source: str, target: Path) -> SnapshotFile | None:
     if before.st_mtime_ns > time.time_ns() - RACY_NS:
         target.unlink()
         return None
+    if hasher is not None and before.st_size >= BACKGROUND_MIN_BYTES:
+        entry = SnapshotFile(
+            source, str(target), before.st_size, before.st_mtime_ns, before.st_ino, True, PENDING
+        )
+        hasher.submit(entry)
+        return entry
     digest = _hash(target)
     if not _same(before, target.stat()):
         target.unlink()
@@ -165,11 +195,11 @@ def _link(source: str, target: Path) -> SnapshotFile | None:
     return SnapshotFile(source, str(target), before.st_size, before.st_mtime_ns, before.st_ino, True, digest)
 
 
-def _take_file(source: str, target: Path) -> SnapshotFile:
+def _take_file(source: str, target: Path, hasher: Hasher | None) -> SnapshotFile:
     for _ in range(TRIES):
         target.unlink(missing_ok=True)
         try:
-            taken = _link(source, target) or _copy(source, target)
+            taken = _link(source, target, hasher) or _copy(source, target)
         except FileNotFoundError:
             taken = None  # replaced by a writer that deletes first, or gone: try again
         except OSError as exc:
@@ -186,8 +216,17 @@ def _take_file(source: str, target: Path) -> SnapshotFile:
     )
 
 
-def take(step_id: str, files: list[str], folder: Path, known: dict[str, SnapshotFile]) -> Snapshot:
-    """Snapshot `files` into `folder/<step_id>/`; files in `known` (taken earlier in this run) are shared."""
+def take(
+    step_id: str,
+    files: list[str],
+    folder: Path,
+    known: dict[str, SnapshotFile],
+    hasher: Hasher | None = None,
+) -> Snapshot:
+    """Snapshot `files` into `folder/<step_id>/`; files in `known` (taken earlier in this run) are shared.
+
+    With `hasher`, hard links are hashed in the background: their hash is PENDING until
+    `hasher.settle` (the manifest is written again then)."""
     target = folder / step_id
     for source in [s for s, f in known.items() if Path(f.path).parent == target]:
         del known[source]  # a try of this step that failed half-way
@@ -196,18 +235,26 @@ def take(step_id: str, files: list[str], folder: Path, known: dict[str, Snapshot
     target.mkdir(parents=True)
     taken: list[SnapshotFile] = []
     for i, source in enumerate(files):
-        entry = known.get(source) or _take_file(source, target / f"{i}-{Path(source).name}")
+        entry = known.get(source) or _take_file(source, target / f"{i}-{Path(source).name}", hasher)
         known[source] = entry
         taken.append(entry)
     snapshot = Snapshot(step_id=step_id, files=tuple(taken))
-    (target / MANIFEST).write_text(
-        json.dumps({"step_id": step_id, "hash": snapshot.hash, "files": [asdict(f) for f in taken]}, indent=1)
-    )
+    write_manifest(snapshot, folder)
     return snapshot
 
 
+def write_manifest(snapshot: Snapshot, folder: Path) -> None:
+    """`folder/<step id>/manifest.json`, replaced atomically (a resume reads it)."""
+    target = folder / snapshot.step_id / MANIFEST
+    tmp = target.with_name(MANIFEST + ".part")
+    files = [asdict(f) for f in snapshot.files]
+    tmp.write_text(json.dumps({"step_id": snapshot.step_id, "hash": snapshot.hash, "files": files}, indent=1))
+    os.replace(tmp, target)
+
+
 def load(step_id: str, folder: Path) -> Snapshot | None:
-    """The snapshot an earlier attempt of this run took for a step, as its manifest records it."""
+    """The snapshot an earlier attempt of this run took for a step, as its manifest records it
+    (a file's hash is PENDING when the attempt ended before its background hash did)."""
     try:
         data = json.loads((folder / step_id / MANIFEST).read_text())
         return Snapshot(step_id=step_id, files=tuple(SnapshotFile(**f) for f in data["files"]))
@@ -241,6 +288,69 @@ def verify(snapshots: list[Snapshot]) -> None:
             "snapshotted it, so nothing was published",
             hint="the run is tried again (or resume it); make writers replace files by atomic rename",
         )
+
+
+def _hash_linked(entry: SnapshotFile) -> str | None:
+    """The hash of a hard-linked snapshot, or None when the file moved while it was read."""
+    path = Path(entry.path)
+    try:
+        digest = _hash(path)
+        st = path.stat()
+    except OSError:
+        return None
+    if (st.st_size, st.st_mtime_ns, st.st_ino) != (entry.size, entry.mtime_ns, entry.inode):
+        return None
+    return digest
+
+
+class Hasher:
+    """Hashes a run's hard-linked snapshots on one background thread (decision 0007).
+
+    Taking the link, its stat and the racy-file check stay on the run's thread, before the first
+    read; only reading the file once more for its hash moves here, so that it overlaps the run's
+    query (xxhash and file reads release the GIL). `settle` waits for a snapshot's hashes. A linked
+    file that moved while it was hashed is not retried as a copy (the run may have read it
+    already): `settle` raises `SourceChanged`, before anything is published.
+    """
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._jobs: dict[str, Future[str | None]] = {}
+
+    def submit(self, entry: SnapshotFile) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qf-snapshot-hash")
+        self._jobs[entry.path] = self._pool.submit(_hash_linked, entry)
+
+    def settle(self, snapshot: Snapshot) -> Snapshot:
+        """`snapshot` with every pending hash filled in, waiting for them; SourceChanged if one moved."""
+        if not snapshot.pending:
+            return snapshot
+        files = []
+        moved = []
+        for f in snapshot.files:
+            if f.pending:
+                job = self._jobs.get(f.path)
+                digest = job.result() if job is not None else _hash_linked(f)
+                if digest is None:
+                    moved.append(f.source)
+                    continue
+                f = replace(f, xxh3_128=digest)
+            files.append(f)
+        if moved:
+            raise SourceChanged(
+                f"Source file changed while the run read it: '{moved[0]}' was written in place while "
+                "the run hashed its snapshot, so nothing was published",
+                hint="the run is tried again (or resume it); make writers replace files by atomic rename",
+            )
+        return replace(snapshot, files=tuple(files))
+
+    def close(self) -> None:
+        """Stop the thread; hashes nobody waited for are dropped (their manifests stay PENDING)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._jobs.clear()
 
 
 def discard(folder: Path) -> None:

@@ -909,6 +909,17 @@ class Repo:
             )
             self._event(conn, run_id, "step", status, step_id=step_id, detail=failure_class)
 
+    def note_step(self, run_id: str, step_id: str, message: str) -> None:
+        """Replace a recorded step's note, leaving its status and times alone (an extract's snapshot
+        hash, computed in the background, arrives after the step ended)."""
+        s = t.run_steps
+        with self._write() as conn:
+            conn.execute(
+                update(s)
+                .where(s.c.run_id == run_id, s.c.step_id == step_id, s.c.org_id == self.org_id)
+                .values(message=message)
+            )
+
     def list_steps(self, run_id: str) -> list[StepRecord]:
         """The run's steps in the order they were first started."""
         s = t.run_steps
