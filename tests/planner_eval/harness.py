@@ -24,6 +24,8 @@ Each case runs in a fresh copy of a template workspace (bare, with the data in d
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -45,8 +47,21 @@ DATA_DIR = REPO / "tests" / "fixtures" / "planner" / "data"
 FAMILIES = HERE / "families.yaml"
 MUST_ASK = HERE / "must_ask.yaml"
 DEV_CASES = HERE / "dev_cases.yaml"
+HOLDOUT = HERE / "holdout.yaml"  # held-out families: scored only on request, never tuned on (README)
+HOLDOUT_MUST_ASK = HERE / "holdout_must_ask.yaml"
 ROW_CAP = 1_000_000  # far above any table the data can produce
 NOT_PUBLISHED = {"needs_input", "failed"}  # the two must-not-publish expectations
+KINDS = {  # phrasing kinds of the family suites (README, "Shapes and kinds")
+    "plain",
+    "synonym",
+    "passive",
+    "typo",
+    "lowercase",
+    "long-winded",
+    "british",
+    "terse",
+    "question",
+}
 
 
 # ---------------------------------------------------------------- comparison (as run_eval.py)
@@ -134,12 +149,18 @@ class Case:
     id: str
     prompt: str
     expect: dict[str, Any]
-    suite: str  # family | must_ask | dev
+    suite: str  # family | must_ask | dev | holdout | holdout_must_ask
     setup: tuple[str, ...] = ()
     family: str = ""
     shape: str = ""
     kind: str = ""
     category: str = ""
+    novel: bool = False  # held-out family whose task or shape families.yaml does not have
+
+    @property
+    def task(self) -> str:
+        """`novel` or `seen` (a task families.yaml also has): the held-out set's extra breakdown."""
+        return "novel" if self.novel else "seen"
 
     @property
     def must_not_publish(self) -> bool:
@@ -183,7 +204,7 @@ def load_families(path: Path = FAMILIES) -> list[dict[str, Any]]:
     return list(_yaml(path)["families"])
 
 
-def family_cases(family: dict[str, Any]) -> list[Case]:
+def family_cases(family: dict[str, Any], suite: str = "family") -> list[Case]:
     out = []
     for i, p in enumerate(family["phrasings"], 1):
         out.append(
@@ -191,32 +212,38 @@ def family_cases(family: dict[str, Any]) -> list[Case]:
                 id=f"{family['id']}#{i}",
                 prompt=p["text"],
                 expect=family["expect"],
-                suite="family",
+                suite=suite,
                 setup=tuple(family.get("setup") or ()),
                 family=family["id"],
                 shape=family["shape"],
                 kind=p["kind"],
+                novel=bool(family.get("novel", False)),
             )
         )
     return out
 
 
-def load_family_cases(path: Path = FAMILIES) -> list[Case]:
-    return [c for f in load_families(path) for c in family_cases(f)]
+def load_family_cases(path: Path = FAMILIES, suite: str = "family") -> list[Case]:
+    return [c for f in load_families(path) for c in family_cases(f, suite)]
 
 
-def load_must_ask(path: Path = MUST_ASK) -> list[Case]:
+def load_must_ask(path: Path = MUST_ASK, suite: str = "must_ask") -> list[Case]:
     return [
         Case(
             id=c["id"],
             prompt=c["prompt"],
             expect=c["expect"],
-            suite="must_ask",
+            suite=suite,
             setup=tuple(c.get("setup") or ()),
             category=c.get("category", ""),
         )
         for c in _yaml(path)["cases"]
     ]
+
+
+def load_holdout_cases() -> list[Case]:
+    """The held-out families (suite `holdout`) and must-ask requests (suite `holdout_must_ask`)."""
+    return load_family_cases(HOLDOUT, "holdout") + load_must_ask(HOLDOUT_MUST_ASK, "holdout_must_ask")
 
 
 def load_dev_cases(path: Path = DEV_CASES) -> list[Case]:
@@ -393,6 +420,39 @@ class Harness:
         if as_multiset(got) == as_multiset(want):
             return True, f"{len(got)} rows match"
         return False, describe_difference(got, want)
+
+
+# ---------------------------------------------------------------- results shared by pytest-xdist workers
+def shared_results(
+    key: str, cases: list[Case], harness: Harness, shared: Path, *, wait_s: float = 900.0
+) -> list[Result]:
+    """The results of `cases`, run once per test run by whichever worker claims `key` first.
+
+    `shared` is a folder every worker sees; the results are stored there as `<key>.json`. A worker that
+    finds the key claimed waits up to `wait_s` for the results, then runs the cases itself.
+    """
+    done = shared / f"{key}.json"
+    claim = shared / f"{key}.claim"
+
+    def read() -> list[Result]:
+        data = json.loads(done.read_text())
+        return [Result.from_dict(d, c) for d, c in zip(data, cases, strict=True)]
+
+    if done.exists():
+        return read()
+    try:
+        os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:  # another worker is running it: wait for its results
+        deadline = time.monotonic() + wait_s
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if done.exists():
+            return read()
+    results = harness.run_many(cases)
+    tmp = done.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps([r.as_dict() for r in results]))
+    os.replace(tmp, done)
+    return results
 
 
 def _outcome_text(outcome: Any) -> str:

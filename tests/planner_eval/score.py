@@ -6,6 +6,7 @@ Usage (from the repository root):
     python -m tests.planner_eval.score -j 2           # two worker processes
     python -m tests.planner_eval.score -k dates       # cases whose id/family/shape/kind/category has "dates"
     python -m tests.planner_eval.score --suite must_ask --json
+    python -m tests.planner_eval.score --suite holdout -j 2  # the held-out set (never part of `all`)
 
 Workspaces live in a temporary folder that is removed afterwards; nothing is written into the repository.
 """
@@ -29,10 +30,13 @@ from tests.planner_eval.harness import (
     Result,
     load_dev_cases,
     load_family_cases,
+    load_holdout_cases,
     load_must_ask,
 )
 
-SUITES = ("family", "must_ask", "dev")
+SUITES = ("family", "must_ask", "dev")  # `all`; the held-out set runs only when asked for (--suite holdout)
+FAMILY_SUITES = ("family", "holdout")
+MUST_ASK_SUITES = ("must_ask", "holdout_must_ask")
 
 
 def select(cases: Iterable[Case], k: str | None) -> list[Case]:
@@ -45,7 +49,12 @@ def select(cases: Iterable[Case], k: str | None) -> list[Case]:
 
 
 def all_cases(suites: Sequence[str], k: str | None = None) -> list[Case]:
-    loaders = {"family": load_family_cases, "must_ask": load_must_ask, "dev": load_dev_cases}
+    loaders = {
+        "family": load_family_cases,
+        "must_ask": load_must_ask,
+        "dev": load_dev_cases,
+        "holdout": load_holdout_cases,
+    }
     return [c for s in suites for c in select(loaders[s](), k)]
 
 
@@ -89,9 +98,25 @@ def breakdown(results: Iterable[Result], key: str) -> dict[str, dict[str, Any]]:
     }
 
 
+def text_breakdown(results: list[Result], *keys: str) -> str:
+    """`by <key>:` tables for a test's assertion message, one line per value of each key."""
+    out = []
+    for key in keys:
+        rows = breakdown(results, key)
+        out.append(f"by {key}:")
+        out += [
+            f"  {k:<24} {v['passed']:>4}/{v['total']:<4} {100 * v['rate']:5.1f}%" for k, v in rows.items()
+        ]
+    return "\n".join(out)
+
+
+def failure_lines(results: Iterable[Result]) -> str:
+    return "\n".join(f"  FAIL {r.case.id}: {r.case.prompt!r}\n       {r.detail}" for r in results if not r.ok)
+
+
 def summary(results: list[Result]) -> dict[str, Any]:
-    fam = [r for r in results if r.case.suite == "family"]
-    must = [r for r in results if r.case.suite == "must_ask"]
+    fam = [r for r in results if r.case.suite in FAMILY_SUITES]
+    must = [r for r in results if r.case.suite in MUST_ASK_SUITES]
     dev = [r for r in results if r.case.suite == "dev"]
 
     def total(rs: list[Result]) -> dict[str, Any]:
@@ -109,6 +134,8 @@ def summary(results: list[Result]) -> dict[str, Any]:
             "families": len(families_all_pass),
             "by_shape": breakdown(fam, "shape"),
             "by_kind": breakdown(fam, "kind"),
+            # held-out families only: tasks families.yaml also has (seen) or not (novel)
+            **({"by_task": breakdown(fam, "task")} if any(r.case.suite == "holdout" for r in fam) else {}),
         },
         "must_ask": {
             **total(must),
@@ -145,6 +172,7 @@ def render(s: dict[str, Any], seconds: float) -> str:
     if f["total"]:
         out += _table("shape", f["by_shape"])
         out += _table("kind", f["by_kind"])
+        out += _table("task", f.get("by_task", {}))
         out.append(
             f"families: {f['passed']}/{f['total']} requests = {100 * f['rate']:.1f}% exact tables; "
             f"{f['families_fully_passed']}/{f['families']} families pass every phrasing"
@@ -171,7 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the summary and every result as JSON")
     ap.add_argument("-k", help="only cases whose id, family, shape, kind or category contains this")
     ap.add_argument("-j", "--jobs", type=int, default=1, help="worker processes (default 1)")
-    ap.add_argument("--suite", choices=[*SUITES, "all"], default="all")
+    ap.add_argument(
+        "--suite",
+        choices=[*SUITES, "holdout", "all"],
+        default="all",
+        help="all = family, must_ask and dev; holdout = the held-out families and must-ask (only on request)",
+    )
     ap.add_argument("--provider", default="rules", help="planner provider to score (default: rules)")
     a = ap.parse_args(argv)
     suites = SUITES if a.suite == "all" else (a.suite,)

@@ -12,10 +12,6 @@ The provider scored is `rules` unless PLANNER_EVAL_PROVIDER says otherwise. See 
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +19,7 @@ import pytest
 
 from tests.planner_eval.harness import (
     DATA_DIR,
+    KINDS,
     Expected,
     Harness,
     Result,
@@ -30,22 +27,11 @@ from tests.planner_eval.harness import (
     load_dev_cases,
     load_families,
     load_must_ask,
+    shared_results,
 )
-from tests.planner_eval.score import breakdown
+from tests.planner_eval.score import failure_lines, text_breakdown
 
 THRESHOLD = 0.74  # exact-table share of the family requests: just under the 76.6% measured on main (README)
-PROVIDER = os.environ.get("PLANNER_EVAL_PROVIDER", "rules")
-KINDS = {
-    "plain",
-    "synonym",
-    "passive",
-    "typo",
-    "lowercase",
-    "long-winded",
-    "british",
-    "terse",
-    "question",
-}
 WAIT_FOR_OTHER_WORKER_S = 900.0
 
 FAMILIES = load_families()
@@ -53,49 +39,9 @@ MUST_ASK = load_must_ask()
 DEV = load_dev_cases()
 
 
-@pytest.fixture(scope="session")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    h = Harness(tmp_path_factory.mktemp("planner-eval"), provider=PROVIDER)
-    yield h
-    h.close()
-
-
-@pytest.fixture(scope="session")
-def shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder every xdist worker of this run sees (the base temp's parent under xdist)."""
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent
-    folder = base / "planner-eval-families"
-    folder.mkdir(exist_ok=True)
-    return folder
-
-
 def family_results(family: dict[str, Any], harness: Harness, shared: Path) -> list[Result]:
     """The family's results: run here once per test run, whichever worker claims the family first."""
-    cases = family_cases(family)
-    done = shared / f"{family['id']}.json"
-    claim = shared / f"{family['id']}.claim"
-
-    def read() -> list[Result]:
-        data = json.loads(done.read_text())
-        return [Result.from_dict(d, c) for d, c in zip(data, cases, strict=True)]
-
-    if done.exists():
-        return read()
-    try:
-        os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:  # another worker is running it: wait for its results
-        deadline = time.monotonic() + WAIT_FOR_OTHER_WORKER_S
-        while not done.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if done.exists():
-            return read()
-    results = harness.run_many(cases)
-    tmp = done.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps([r.as_dict() for r in results]))
-    os.replace(tmp, done)
-    return results
+    return shared_results(family["id"], family_cases(family), harness, shared, wait_s=WAIT_FOR_OTHER_WORKER_S)
 
 
 # ---------------------------------------------------------------- the suite files themselves
@@ -155,18 +101,9 @@ def test_family_suite_score(harness: Harness, shared_dir: Path) -> None:
     results = [r for f in FAMILIES for r in family_results(f, harness, shared_dir)]
     passed = sum(r.ok for r in results)
     rate = passed / len(results)
-
-    def table(key: str) -> str:
-        rows = breakdown(results, key)
-        return "\n".join(
-            f"  {k:<24} {v['passed']:>4}/{v['total']:<4} {100 * v['rate']:5.1f}%" for k, v in rows.items()
-        )
-
-    report = f"by shape:\n{table('shape')}\nby kind:\n{table('kind')}"
+    report = text_breakdown(results, "shape", "kind")
     print(f"planner families: {passed}/{len(results)} = {rate:.1%}\n{report}")
-    failures = "\n".join(
-        f"  FAIL {r.case.id}: {r.case.prompt!r}\n       {r.detail}" for r in results if not r.ok
-    )
+    failures = failure_lines(results)
     assert rate >= THRESHOLD, (
         f"paraphrase families scored {passed}/{len(results)} = {rate:.1%} (< {THRESHOLD:.0%})\n"
         f"{report}\nfailing requests:\n{failures}"
