@@ -602,3 +602,380 @@ def test_drafts_are_deterministic(ctx: PlannerContext) -> None:
     again = draft(request, ctx)
     assert first.pipeline == again.pipeline
     assert first.reading == again.reading
+
+
+# ---------------------------------------------------------------- classes of wording added to the rules
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    [
+        "Load products.csv into products_tiered with a tier column: 'premium' if the price is over 100, "
+        "'regular' for everything else",
+        "products.csv plus tier: anything above 100 is 'premium', all the others are 'regular'; save as "
+        "products_tiered",
+        "Sort the products in products.csv into a tier of 'premium' (price > 100) or 'regular' (the rest), "
+        "into products_tiered",
+    ],
+    ids=["label-if-else", "label-condition-first", "label-in-brackets"],
+)
+def test_a_label_column_from_a_condition(env: Env, expected: Expected, request_text: str) -> None:
+    d = draft(request_text, env.ctx)
+    columns = assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT *, CASE WHEN price > 100 THEN 'premium' ELSE 'regular' END FROM 'products.csv'",
+    )
+    assert "tier" in columns
+    assert load(d)["table"] == "products_tiered"
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    [
+        "products.csv into products_by_price with a price_position column where 1 is the cheapest product",
+        "Give every product in products.csv a rank column, 1 meaning the cheapest; store as "
+        "products_by_price",
+    ],
+    ids=["named-rank-column", "rank-column-one-means"],
+)
+def test_a_rank_column_whose_first_is_said(env: Env, expected: Expected, request_text: str) -> None:
+    d = draft(request_text, env.ctx)
+    assert_rows(d, env, expected, "SELECT *, rank() OVER (ORDER BY price ASC) FROM 'products.csv'")
+    assert load(d)["table"] == "products_by_price"
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    [
+        "orders.csv with an extra order_month column taken from order_date, into orders_months",
+        "Could you put the month each order was placed in a new column and keep everything else, orders.csv "
+        "into orders_months?",
+    ],
+    ids=["named-part-column", "part-as-a-new-column"],
+)
+def test_a_date_part_as_a_new_column(env: Env, expected: Expected, request_text: str) -> None:
+    d = draft(request_text, env.ctx)
+    assert_rows(d, env, expected, "SELECT *, month(order_date) FROM 'orders.csv'")
+    assert load(d)["table"] == "orders_months"
+
+
+def test_a_formula_in_brackets_and_a_row_level_for_every(env: Env, expected: Expected) -> None:
+    for text in (
+        "Add a column called gross_amount to orders.csv, the amount with tax added (amount * 1.2), "
+        "and save it in orders_gross",
+        "compute gross_amount as amount times 1.2 for each order of orders.csv, saved as orders_gross",
+    ):
+        d = draft(text, env.ctx)
+        assert_rows(d, env, expected, "SELECT *, amount * 1.2 FROM 'orders.csv'")
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    [
+        "Each product category's percentage of the total order amount (orders.csv with products.csv) "
+        "into category_share",
+        "Sales share by category in percent, orders.csv joined to products.csv, into category_share",
+    ],
+    ids=["percentage-of-total-measure", "measure-share"],
+)
+def test_share_of_a_measure(env: Env, expected: Expected, request_text: str) -> None:
+    d = draft(request_text, env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT p.category, 100.0 * sum(o.amount) / sum(sum(o.amount)) OVER () FROM 'orders.csv' o "
+        "JOIN (SELECT DISTINCT * FROM 'products.csv') p USING (product_id) GROUP BY p.category",
+    )
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    [
+        "Shipment rate per product_id as a fraction from 0 to 1, orders.csv into ship_rate",
+        "For each product_id of orders.csv, what fraction (0 to 1) of its orders were shipped? Save as "
+        "ship_rate",
+        "per product_id in orders.csv divide the number of shipped orders by the number of all orders, a "
+        "value between 0 and 1, into ship_rate",
+    ],
+    ids=["noun-form-of-a-value", "what-fraction-of-its", "divide-by-all"],
+)
+def test_rate_of_a_value_per_group(env: Env, expected: Expected, request_text: str) -> None:
+    d = draft(request_text, env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT product_id, 1.0 * count(*) FILTER (WHERE status = 'shipped') / count(*) FROM 'orders.csv' "
+        "GROUP BY product_id",
+    )
+
+
+def test_per_cent_is_one_word(env: Env, expected: Expected) -> None:
+    d = draft(
+        "By country, what per cent of the orders were cancelled? orders.csv and customers.csv, into x_pct",
+        env.ctx,
+    )
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT c.country, 100.0 * count(*) FILTER (WHERE o.status = 'cancelled') / count(*) "
+        "FROM 'orders.csv' o "
+        "JOIN (SELECT DISTINCT * FROM 'customers.csv') c USING (customer_id) GROUP BY c.country",
+    )
+
+
+def test_counts_of_values_as_columns(env: Env, expected: Expected) -> None:
+    want = (
+        "SELECT page, count(*) FILTER (WHERE event_type = 'click'), count(*) FILTER (WHERE event_type = "
+        "'signup') FROM read_json_auto('events.ndjson') GROUP BY page"
+    )
+    for text in (
+        "events.ndjson by page: clicks, signups -> page_activity",
+        "for each page of events.ndjson one column counting the clicks and another counting the signups, "
+        "into page_activity",
+    ):
+        assert_rows(draft(text, env.ctx), env, expected, want)
+
+
+def test_years_as_adjectives_side_by_side(env: Env, expected: Expected) -> None:
+    want = (
+        "SELECT status, sum(amount) FILTER (WHERE year(order_date) = 2025), sum(amount) FILTER (WHERE "
+        "year(order_date) = 2026) FROM 'orders.csv' GROUP BY status"
+    )
+    for text in (
+        "per status the 2025 revenue and the 2026 revenue next to each other, orders.csv into status_years",
+        "by status, 2025 total and 2026 total as two columns from orders.csv into status_years",
+    ):
+        assert_rows(draft(text, env.ctx), env, expected, want)
+
+
+def test_anti_join_with_a_year_or_zero(env: Env, expected: Expected) -> None:
+    want = (
+        "SELECT * FROM 'products.csv' p WHERE NOT EXISTS (SELECT 1 FROM 'orders.csv' o WHERE o.product_id = "
+        "p.product_id AND o.order_date >= DATE '2025-12-01' AND o.order_date < DATE '2026-01-01')"
+    )
+    for text in (
+        "products of products.csv without any orders in December 2025 (orders.csv) into unsold_2025",
+        "Which products in products.csv had zero orders in December 2025 according to orders.csv? "
+        "Into unsold_2025",
+        "products.csv products that haven't been ordered at all during December 2025 (see orders.csv), "
+        "into unsold_2025",
+    ):
+        assert_rows(draft(text, env.ctx), env, expected, want)
+
+
+def test_unique_rows_of_the_main_source(env: Env, expected: Expected) -> None:
+    d = draft(
+        "unique customers of customers.csv who did not place any order in 2025 (orders.csv) into quiet_2025",
+        env.ctx,
+    )
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT DISTINCT * FROM 'customers.csv' c WHERE NOT EXISTS (SELECT 1 FROM 'orders.csv' o WHERE "
+        "o.customer_id = c.customer_id AND year(o.order_date) = 2025)",
+    )
+
+
+def test_files_described_and_merged_into_one_table(env: Env, expected: Expected) -> None:
+    want = "SELECT * FROM 'orders_2025.csv' UNION ALL SELECT * FROM 'orders_2026.csv'"
+    for text in (
+        "Stack the two annual files orders_2025.csv and orders_2026.csv into all_years",
+        "orders_2025.csv and orders_2026.csv merged into a single table called all_years",
+        "Combine the 2025 and 2026 files (orders_2025.csv, orders_2026.csv) into all_years",
+    ):
+        d = draft(text, env.ctx)
+        assert load(d)["mode"] == "replace"
+        assert_rows(d, env, expected, want)
+
+
+def test_column_lists_drops_and_renames_without_keywords(env: Env, expected: Expected) -> None:
+    cases = [
+        ("products.csv name and price into price_list", "SELECT name, price FROM 'products.csv'"),
+        (
+            "The category and price of every products.csv row, with no other columns, into price_list",
+            "SELECT category, price FROM 'products.csv'",
+        ),
+        (
+            "remove email from customers.csv and keep the rest in no_email",
+            "SELECT * EXCLUDE (email) FROM 'customers.csv'",
+        ),
+        ("customers.csv into no_email with email left out", "SELECT * EXCLUDE (email) FROM 'customers.csv'"),
+    ]
+    for text, want in cases:
+        assert_rows(draft(text, env.ctx), env, expected, want)
+    for text in (
+        "orders.csv, amount -> order_value, into orders_value",
+        "orders.csv with the amount column called order_value instead, into orders_value",
+    ):
+        columns = assert_rows(draft(text, env.ctx), env, expected, "SELECT * FROM 'orders.csv'")
+        assert "order_value" in columns and "amount" not in columns
+
+
+def test_measures_said_as_verbs(env: Env, expected: Expected) -> None:
+    want = "SELECT status, count(*), sum(amount) FROM 'orders.csv' GROUP BY status"
+    for text in (
+        "per status, how many orders there are in orders.csv and what they add up to in amount, "
+        "into status_sums",
+        "for every status count the orders of orders.csv and add up their amounts into status_sums",
+    ):
+        assert_rows(draft(text, env.ctx), env, expected, want)
+    d = draft(
+        "per category the cheapest and the most expensive price of products.csv into price_span", env.ctx
+    )
+    assert_rows(
+        d, env, expected, "SELECT category, min(price), max(price) FROM 'products.csv' GROUP BY category"
+    )
+
+
+def test_top_n_said_with_a_relative_clause(env: Env, expected: Expected) -> None:
+    d = draft(
+        "the 5 products that sold the most in orders.csv, product_id and total, into top_sellers", env.ctx
+    )
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT product_id, sum(amount) AS t FROM 'orders.csv' GROUP BY product_id ORDER BY t DESC LIMIT 5",
+    )
+
+
+def test_latest_row_per_key_in_other_words(env: Env, expected: Expected) -> None:
+    want = (
+        "SELECT * FROM 'orders.csv' QUALIFY row_number() OVER (PARTITION BY status ORDER BY amount DESC) = 1"
+    )
+    for text in (
+        "For each status, only its largest order should be kept from orders.csv, into top_order_per_status",
+        "per status in orders.csv keep only the order with the highest amount, into top_order_per_status",
+    ):
+        assert_rows(draft(text, env.ctx), env, expected, want)
+    d = draft("the most recent order each customer made (orders.csv) into newest_orders", env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT * FROM 'orders.csv' QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY order_date "
+        "DESC) = 1",
+    )
+
+
+def test_sorted_and_ranged_rows_in_other_words(env: Env, expected: Expected) -> None:
+    d = draft("orders.csv ordered by amount descending, first 4 rows, into big_four", env.ctx)
+    assert_top_n(d, env, expected, "SELECT * FROM 'orders.csv'", "amount DESC", 4)
+    d = draft("products.csv products with a price from 20 to 40 into mid_price", env.ctx)
+    assert_rows(d, env, expected, "SELECT * FROM 'products.csv' WHERE price BETWEEN 20 AND 40")
+    d = draft("orders.csv by status and by month of order_date, counted, into status_months", env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT status, date_trunc('month', order_date), count(*) FROM 'orders.csv' GROUP BY ALL",
+    )
+
+
+def test_columns_of_another_source_added_to_the_rows(env: Env, expected: Expected) -> None:
+    d = draft(
+        "add the category and price from products.csv to every order of orders.csv into orders_cat", env.ctx
+    )
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT o.*, p.category, p.price FROM 'orders.csv' o JOIN (SELECT DISTINCT * FROM 'products.csv') p "
+        "USING (product_id)",
+    )
+    d = draft(
+        "Games orders that were cancelled (products.csv for the category), keep the columns of orders.csv, "
+        "into cancelled_games",
+        env.ctx,
+    )
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT o.* FROM 'orders.csv' o JOIN (SELECT DISTINCT * FROM 'products.csv') p USING (product_id) "
+        "WHERE p.category = 'games' AND o.status = 'cancelled'",
+    )
+
+
+def test_the_table_read_is_not_the_destination(env: Env, expected: Expected) -> None:
+    d = draft("Total amount by status in the orders table; save as status_amounts", env.ctx)
+    assert load(d)["table"] == "status_amounts"
+    assert_rows(d, env, expected, "SELECT status, sum(amount) FROM 'orders.csv' GROUP BY status")
+
+
+def test_year_to_date_running_total_is_not_a_filter(env: Env, expected: Expected) -> None:
+    d = draft(
+        "orders.csv summed per month of 2025 with a year-to-date running total, into ytd_2025",
+        env.ctx,
+    )
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT date_trunc('month', order_date) m, sum(amount), sum(sum(amount)) OVER (ORDER BY "
+        "date_trunc('month', order_date)) FROM 'orders.csv' WHERE year(order_date) = 2025 GROUP BY m",
+    )
+
+
+def test_hyphenated_prefixes_and_singular_values(env: Env, expected: Expected) -> None:
+    d = draft("re-load products.csv, de-duplicated, into products_once", env.ctx)
+    assert_rows(d, env, expected, "SELECT DISTINCT * FROM 'products.csv'")
+    d = draft("every game product of products.csv into game_products", env.ctx)
+    assert_rows(d, env, expected, "SELECT * FROM 'products.csv' WHERE category = 'games'")
+
+
+def test_more_shares_and_rates(env: Env, expected: Expected) -> None:
+    d = draft(
+        "orders.csv, per status the total amount expressed as a percentage of the overall total, "
+        "into status_pct",
+        env.ctx,
+    )
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT status, 100.0 * sum(amount) / sum(sum(amount)) OVER () FROM 'orders.csv' GROUP BY status",
+    )
+    d = draft(
+        "What fraction of each category's orders were shipped? orders.csv with products.csv, "
+        "into shipped_share",
+        env.ctx,
+    )
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT p.category, 1.0 * count(*) FILTER (WHERE o.status = 'shipped') / count(*) "
+        "FROM 'orders.csv' o JOIN (SELECT DISTINCT * FROM 'products.csv') p USING (product_id) "
+        "GROUP BY p.category",
+    )
+
+
+def test_more_columns_and_entities(env: Env, expected: Expected) -> None:
+    d = draft("products.csv with a new half_price column which is price divided by 2, into halved", env.ctx)
+    assert_rows(d, env, expected, "SELECT *, price / 2 FROM 'products.csv'")
+    d = draft("orders.csv minus order_date into orders_undated", env.ctx)
+    assert_rows(d, env, expected, "SELECT * EXCLUDE (order_date) FROM 'orders.csv'")
+    d = draft(
+        "products of products.csv that have never been ordered in December 2025 (orders.csv) into unordered",
+        env.ctx,
+    )
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT * FROM 'products.csv' p WHERE NOT EXISTS (SELECT 1 FROM 'orders.csv' o WHERE o.product_id = "
+        "p.product_id AND o.order_date >= DATE '2025-12-01' AND o.order_date < DATE '2026-01-01')",
+    )
+    d = draft(
+        "Which statuses in orders.csv have more than 170 orders? status and count into big_statuses", env.ctx
+    )
+    assert_rows(
+        d, env, expected, "SELECT status, count(*) FROM 'orders.csv' GROUP BY status HAVING count(*) > 170"
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from ..context import Source
@@ -178,6 +179,13 @@ class Clauses:
                 ]
             vals = self.values(phrase)
             src = self.p.entity_source(phrase) if n == 1 else None
+            if (
+                src is not None
+                and phrase.endswith("ed")
+                and i + 1 < len(toks)
+                and toks[i + 1].norm in ("by", "on")
+            ):
+                return Item("word", phrase, chunk)  # "ordered by price": a sort, not the orders
             if vals and (not cols or (vals[0].score >= 95 and cols[0].score < 100)):
                 return Item("val", phrase, chunk, ref=vals, alts=cols)
             if src is not None and not (cols and cols[0].score >= 100):
@@ -303,6 +311,15 @@ class Clauses:
             raise PlannerQuestion(f"'{it.text}' names no column of {self.main.source.name}")
         return refs[0]
 
+    def num(self, *values: float) -> str:
+        """A pattern for the number symbols whose value is one of `values` ('N7' for 'one' or '1')."""
+        ks = [
+            f"N{k}"
+            for k, it in enumerate(self.items)
+            if it.kind == "num" and not it.used and it.ref is not None and float(it.ref) in values
+        ]
+        return "(?:" + "|".join(ks) + r")(?!\d)" if ks else "(?!x)x"
+
     def entity_key(self, source: Source) -> list[ColumnRef]:
         """'per customer' over orders: the key of that entity in the main source (customer_id)."""
         stem = singular(source.stem.lower())
@@ -406,6 +423,14 @@ class Clauses:
 
     # ---- "month as the first day of the month": how a bucket is shown
     def rule_bucket_format(self) -> None:
+        first = rf"(?:first|1st|{self.num(1)} st|start|beginning)"
+        for m in self.find(
+            rf"\b(?:(?:(?:{UNIT_WORDS}) )?(?:shown|given|keyed|labell?ed|written|displayed|as|being) (?:"
+            rf"as |by )?)?"
+            rf"(?:the |its )?{first} (?:day |date )?of (?:the |each |every |its |that )?(?:{UNIT_WORDS})\b"
+        ):
+            self.take(m)
+        self.render()
         for m in self.find(
             rf"\b(?:(?:shown|given|keyed|labell?ed|written|displayed) (?:as|by) )?(?:the )?(?:{UNIT_WORDS} "
             rf"'s )?"
@@ -532,20 +557,31 @@ class Clauses:
         )
         pats = [
             rf"\b{intro} (?:a |an |one )?(?:new |extra |computed |derived )?(?:column|field|one) (?:called |"
-            rf"named )?{name}"
+            rf"named )?{name}(?: (?:to|in|on|for)(?: S\d+)?)?"
             rf"(?: ,)? (?:equal to|equals|that is|which is|as|=|computed as|calculated as|defined as|with|"
             rf"being|"
             rf"set to|holding|containing|:|\() (?:the )?{expr}",
             rf"\b{intro}? ?{name} (?:=|as|:|\() (?:the )?{expr}(?= |$|,|\))",
             rf"\b{intro} {expr} (?:as|called|named) (?:a )?(?:new )?(?:column )?{name}",
+            rf"\b{intro} (?:a |an )?(?:new |extra |computed |derived )?{name} (?:column|field) "
+            rf"(?:equal to|equals|"
+            rf"that is|which is|as|=|computed as|calculated as|defined as|being|set to|holding|containing|:) "
+            rf"(?:the )?{expr}",
         ]
         for n, pat in enumerate(pats):
             for m in self.find(pat):
-                col_name, text = (m.group(1), m.group(2)) if n < 2 else (m.group(2), m.group(1))
+                col_name, text = (m.group(1), m.group(2)) if n != 2 else (m.group(2), m.group(1))
                 if n == 1 and (
-                    col_name in FILLERS or col_name in KNOWN_WORDS or not re.search(rf"{opw}", text)
+                    col_name in FILLERS
+                    or col_name in KNOWN_WORDS
+                    or not re.search(rf"{opw}", text)
+                    or ("_" not in col_name and re.search(r"(?:ed|ing)$", col_name))
                 ):
-                    continue
+                    continue  # "the amount with tax added (amount * 1.2)": 'added' names no column
+                if not re.search(rf"(?:{opw})", text) and re.match(
+                    rf"[^;()]*\( {term}(?: (?:{opw}) {term})+ \)", self.sym[m.end() :]
+                ):
+                    continue  # "net_amount, which is the amount without VAT (amount / 1.19)": the formula
                 if re.fullmatch(r"C\d+", col_name):
                     col_name = self.colref(col_name[1:]).column
                 sql = []
@@ -567,7 +603,7 @@ class Clauses:
         # a part of a date as a column: "adding a column with the year of order_date", "+ year(order_date)"
         part = r"(?P<u>year|month|quarter|hour|day|weekday|week)"
         for m in self.find(
-            rf"\b(?:{intro}|\+) (?:a |an |one )?(?:new |extra )?(?:(?:column|field) )?(?:called |named "
+            rf"(?:\b{intro}|\+) (?:a |an |one )?(?:new |extra )?(?:(?:column|field) )?(?:called |named "
             rf")?(?P<n>[a-z_][a-z0-9_]*)? ?"
             rf"(?:(?:column|field) )?(?:with |for |holding |containing |of |from )?(?:the )?(?:S\d+ )?{part}"
             rf"(?: (?:of|from|in) (?:the )?(?P<c>C\d+)| \( (?P<f>C\d+) \)|(?P<none>))(?: as (?:a )?(?:new "
@@ -576,71 +612,246 @@ class Clauses:
             c = m.group("c") or m.group("f")
             if m.group("none") is not None and not re.search(r"\b(?:column|field)\b", m.group(0)):
                 continue
+            if (
+                not re.search(
+                    r"\b(?:column|field|add|adding|plus|new|extra|create|creating|compute|computing|calculate|"
+                    r"calculating|include|including)\b|\+",
+                    m.group(0),
+                )
+                and not m.group("f")
+                and not re.match(
+                    r" (?:added |included |put |kept |stored )?(?:as|in|into) (?:a |an )?"
+                    r"(?:new |extra |separate )?(?:column|field)",
+                    self.sym[m.end() :],
+                )
+            ):
+                continue  # "by status and by year of order_date": a grouping, not a new column
             ref = self.colref(c) if c else self.date_column()
             unit = m.group("u")
             fn = {"weekday": "dayname", "day": "day"}.get(unit, unit)
             new = m.group("n2") or (
-                m.group("n") if m.group("n") and m.group("n") not in ("column", "field") else None
+                m.group("n")
+                if m.group("n")
+                and m.group("n")
+                not in ("column", "field", "for", "with", "of", "from", "holding", "containing")
+                and m.group("n") not in FILLERS
+                else None
             )
             new = new or f"{ref.column.split('_')[0]}_{unit}" if "_" in ref.column else new or unit
             self.req.derived[new] = f"{fn}({qident(ref.column)})"
             self.take(m)
         self.render()
-        # a rank as a column: "a price_rank column, 1 for the most expensive", "rank all products by price"
+        # "the year each order was placed as a new column", "the month of signup in a column of its own"
         for m in self.find(
-            r"\b(?:rank|ranking|ranked|number|numbered)(?: all| every| each)?(?: S\d+)?(?: column)? (?:by|"
-            r"on) (?:the )?(C\d+)"
-            r"|\b(?:a |an )?([a-z_]*rank[a-z_]*) (?:column )?(?:by|on) (?:the )?(C\d+)"
+            rf"\b(?:{intro}|with|put|store|keep|show) (?:the |a |an )?{part}(?: (?:that |in which |when "
+            rf")?(?:each "
+            rf"|every |the |an? )?S\d+)?(?: (?:was|were|is|got|has been|had been))?(?: (?:of |from |in )?"
+            rf"(?P<c>C\d+))?(?: (?:as|in|into|to) (?:a |an |its |their )?(?:new |extra |separate |additi"
+            rf"onal )?"
+            rf"(?:column|field)(?: (?:of (?:its|their) own))?)(?: (?:called|named) (?P<n2>[a-z_][a-z0-9_]*))?"
         ):
-            ref = self.colref(m.group(1) or m.group(3), numeric=True)
+            ref = self.colref(m.group("c")[1:]) if m.group("c") else self.date_column()
+            if not ref.temporal:
+                continue
+            unit = m.group("u")
+            fn = {"weekday": "dayname", "day": "day"}.get(unit, unit)
+            new = m.group("n2") or (f"{ref.column.split('_')[0]}_{unit}" if "_" in ref.column else unit)
+            self.req.derived[new] = f"{fn}({qident(ref.column)})"
+            self.take(m)
+        self.render()
+        for m in self.find(
+            rf"\b(?:a |an |one )?(?:new |extra |additional )?(?:column|field) (?:for|with|holding|containing|"
+            rf"showing|of) (?:the |its |their )?(?:S\d+ )?{part}(?: (?:of|from|in) (?:the )?(?P<c>C\d+))?"
+        ):
+            ref = self.colref(m.group("c")[1:]) if m.group("c") else self.date_column()
+            unit = m.group("u")
+            fn = {"weekday": "dayname", "day": "day"}.get(unit, unit)
+            new = f"{ref.column.split('_')[0]}_{unit}" if "_" in ref.column else unit
+            self.req.derived[new] = f"{fn}({qident(ref.column)})"
+            self.take(m)
+        self.render()
+        # a new column named for a part of a date: "an order_year column (taken from the order date)"
+        for m in self.find(
+            rf"\b(?:(?:{intro}|with) )?(?:a |an |one )?(?:new |extra |additional )?(?:(?:column|field) "
+            rf"(?:called |named )?)?(?P<n>(?:[a-z][a-z0-9]*_)?{part})(?: (?:column|field))?"
+            rf"(?: (?:taken |derived |computed |calculated |extracted |pulled )?(?:from|of|out of|based on) "
+            rf"(?:the )?(?P<c>C\d+))?"
+        ):
+            if not re.search(r"\b(?:column|field)\b", m.group(0)) and (
+                not m.group("c") or "_" not in m.group("n")
+            ):
+                continue
+            ref = self.colref(m.group("c")[1:]) if m.group("c") else self.date_column()
+            if not ref.temporal:
+                continue
+            unit = m.group("u")
+            fn = {"weekday": "dayname", "day": "day"}.get(unit, unit)
+            self.req.derived[m.group("n")] = f"{fn}({qident(ref.column)})"
+            self.take(m)
+        self.render()
+        # a formula in brackets after a new name: "net_amount, the amount without VAT (amount / 1.19)"
+        for m in self.find(
+            rf"\b(?:{intro} )?(?:a |an |one )?(?:new |extra |computed |derived )?(?:(?:column|field|one) )?"
+            rf"(?:called |named )?(?P<n>[a-z][a-z0-9]*_[a-z0-9_]+)(?: (?:column|field))?(?: ,)? "
+            rf"(?P<mid>(?:[a-z]+ |C\d+ |N\d+ |, ){{0,14}}?)\( (?P<e>{term}(?: (?:{opw}) {term})+) \)"
+        ):
+            if m.group("n") in self.req.derived:
+                continue
+            sql = []
+            for tok in re.findall(rf"C\d+|N\d+|\(|\)|{opw}", m.group("e")):
+                if re.fullmatch(r"C\d+", tok):
+                    sql.append(self.col(self.colref(tok[1:])).sql(False))
+                elif re.fullmatch(r"N\d+", tok):
+                    sql.append(repr(self.item(tok[1:]).ref).removesuffix(".0"))
+                else:
+                    sql.append(ops.get(tok, tok))
+            self.req.derived[m.group("n")] = " ".join(sql).replace("( ", "(").replace(" )", ")")
+            self.take(m)
+        self.render()
+        # a rank as a column: "a price_rank column, 1 for the most expensive", "rank all products by price"
+        one = self.num(1)
+        top = r"(?:most expensive|priciest|dearest|highest|largest|biggest|top|best|cheapest|least expensive|"
+        top += r"lowest|smallest)"
+        means = r"(?:=|for|is|being|means|meaning|is for|represents|goes to|stands for)"
+        for m in self.find(
+            r"\b(?:rank|ranking|ranked|number|numbered)(?: all| every| each)?(?: S\d+)?(?: (?:in|of|from))?"
+            r"(?: column)? (?:by|on|according to|in order of) (?:the |their |its )?(C\d+)"
+            r"|\b(?:a |an )?([a-z_]*rank[a-z_]*) (?:column |field )?(?:by|on|according to) (?:the )?(C\d+)"
+            r"|\b(?:a |an )?(?:new |extra )?(?:(?P<rn>[a-z_]*rank[a-z_]*)(?: column| field)?|"
+            r"(?P<rn2>[a-z][a-z0-9]*_[a-z0-9_]+) (?:column|field)|column|field)"
+            rf"(?=(?: to| in| for| of)?(?: S\d+)? (?:,|where|with|for|in which|:|\() ?(?:{one}|rank {one}) "
+            rf"{means} (?:the )?{top})"
+        ):
+            named = m.group("rn") or m.group("rn2") or ""
+            if m.group(1) or m.group(3):
+                ref = self.colref(m.group(1) or m.group(3), numeric=True)
+            else:
+                refs = [
+                    r
+                    for part in named.split("_")
+                    if part and "rank" not in part
+                    for r in self.vocab_named.columns(part)
+                    if r.numeric and r.score >= 85
+                ]
+                ref = refs[0] if refs else self.price_column()
             asc = re.search(
-                r"\b(?:ascending|lowest first|cheapest first|smallest first|1 (?:=|for|is) (?:the "
-                r")?(?:cheapest|lowest|smallest))",
+                rf"\b(?:ascending|lowest first|cheapest first|smallest first|(?:1|one) {means} (?:the )?"
+                r"(?:cheapest|lowest|smallest|least expensive))"
+                r"|\b(?:cheapest|lowest|smallest|least expensive)(?: \w+)? (?:being|is|=|gets|ranked) "
+                r"(?:1|one)\b",
                 self.p.norm,
             )
-            new = m.group(2) or f"{ref.column}_rank"
+            new = m.group(2) or named or f"{ref.column}_rank"
             self.req.derived[new] = f"rank() OVER (ORDER BY {qident(ref.column)} {'ASC' if asc else 'DESC'})"
             self.take(m)
             for x in self.find(
-                r"\b(?:highest first|descending|1 (?:=|for|is|being) .*?(?:expensive|highest|largest|"
-                r"priciest)[a-z]*|the most expensive being N\d+|"
-                r"as an extra column|as a new column|(?:with )?rank N\d+ = [a-z]+|where N\d+ is the most "
-                r"expensive S\d+|"
+                rf"\b(?:highest first|descending|ascending|lowest first|cheapest first|(?:rank )?{one} "
+                rf"{means} (?:the )?(?:most |least )?[a-z]*(?: S\d+)?|(?:the )?(?:most |least )?"
+                rf"(?:expensive|priciest|"
+                rf"cheapest|highest|lowest|largest|smallest)(?: S\d+)? (?:being|is|=|gets|ranked) {one}|"
+                r"(?:as|in|into) (?:a |an )?(?:new |extra |separate )?(?:column|field)|where|"
                 r"(?:a |an )?rank column|(?:a |an )?[a-z_]*rank[a-z_]* column)"
             ):
                 self.take(x)
         self.render()
-        # a label from a condition: "price_band 'budget' when the price is under 50 and 'standard' otherwise"
-        label_m = re.search(
-            rf"(?:(?P<n>[a-z_][a-z0-9_]*) (?:column )?(?:that is |of |is |: |as )?)?(?P<a>Q\d+) (?:when|if|"
-            rf"for|where) "
-            rf"(?:the )?(?:C\d+ )?(?:is |are )?(?:C\d+ )?{CMP} (?P<v>N\d+)(?: ,)? (?:and |or |else |"
-            rf"otherwise )?(?P<b>Q\d+) "
-            rf"(?:otherwise|else|for the rest|for everything else|for all others|if not)",
+        self.rule_label()
+
+    # ---- a label from a condition: "price_band 'budget' when the price is under 50 and 'standard' otherwise"
+    def rule_label(self) -> None:
+        qs = [k for k, it in enumerate(self.items) if it.kind in ("quoted", "val") and not it.used]
+        quoted = [k for k in qs if self.items[k].kind == "quoted"]
+        if len(quoted) < 2:
+            return
+        ka, kb = quoted[0], quoted[1]
+        rest = r"(?:otherwise|else|for the rest|the rest|rest|everything else|anything else|all others|"
+        rest += r"all the others|"
+        rest += r"the others|others|if not|for everything else|for all others|for all the rest|the remainder)"
+        qa, qb = f"Q{ka}", f"Q{kb}"
+        cond = r"(?:(?:the |its |it |their |they |anything |everything |items? |rows? |those |ones )?"
+        cond += r"(?:(?:S\d+ )?(?P<c>C\d+) )?"
+        cond += rf"(?:is |are |costs? |priced |of |with |has |have )?(?:{CMP} (?P<v>N\d+)|(?P<v2>N\d+) "
+        cond += r"(?P<tc>or more|or over|or above|or higher|and up|and above|plus|or less|or under|or below|"
+        cond += r"or lower|or fewer)))"
+        forms = [
+            # 'budget' when/if/for price < 50 [,] [and|or|else] 'standard' [otherwise]
+            rf"{qa} (?:\( )?(?:when|if|for|where|meaning|:)? ?{cond}(?: \))?(?: ,)? (?:and |or |else |"
+            rf"otherwise |, )*(?:(?:{rest}) (?:is |are |=|: |becomes |gets )?)?{qb}"
+            rf"(?: \( (?:for )?{rest} \)| (?:for )?{rest})?",
+            # anything under 50 is 'budget', everything else is 'standard'
+            rf"(?:for |when |if |where )?{cond} (?:is |are |=|: |-|> |becomes |gets |as |labell?ed |tagg"
+            rf"ed )*{qa}"
+            rf"(?: ,)? (?:and |or |, |;)*(?:{rest}) (?:is |are |=|: |becomes |gets |as |labell?ed |tagge"
+            rf"d )*{qb}",
+        ]
+        label_m = None
+        for f in forms:
+            label_m = re.search(f, self.sym)
+            if label_m:
+                break
+        if not label_m:
+            return
+        if not re.search(rf"{rest}|\bor\b", label_m.group(0)):
+            return
+        c = label_m.group("c")
+        ref = self.colref(c[1:], numeric=True) if c else self.only_measure("the condition")
+        before = self.sym[: label_m.start()]
+        named = re.search(
+            r"\b(?:column|field) (?:called |named )?([a-z_][a-z0-9_]*_[a-z0-9_]*)|\b([a-z][a-z0-9]*_[a-z"
+            r"0-9_]+)"
+            r"(?: (?:column|field))?(?= |$)",
+            before,
+        ) or re.search(
+            r"\b(?:column|field) (?:called |named )?([a-z_][a-z0-9_]*_[a-z0-9_]*)|\b([a-z][a-z0-9]*_[a-z"
+            r"0-9_]+) "
+            r"(?:column|field)",
             self.sym,
         )
-        if label_m:
-            cols = re.findall(r"C(\d+)", label_m.group(0))
-            ref = self.colref(cols[0], numeric=True) if cols else self.only_measure("the condition")
-            new = label_m.group("n") if label_m.group("n") and label_m.group("n") not in FILLERS else None
-            named = re.search(
-                r"\b(?:column|field) (?:called |named )?([a-z_][a-z0-9_]*_[a-z0-9_]*)|\b([a-z_]+_[a-z0-9_]+) "
-                r"column",
-                self.sym,
+        plain = (
+            re.search(r"\b(?:column|field) (?:called |named )?([a-z][a-z0-9_]*)", before)
+            or re.search(r"\b(?!new\b|extra\b|the\b|a\b|an\b)([a-z][a-z0-9_]*) (?:column|field)\b", before)
+            or re.search(
+                r"\b(?:plus|with|adding|add|into|as) (?:a |an )?(?:new )?([a-z][a-z0-9_]*) ?(?::|of)? ?$",
+                before,
             )
-            new = new or (named and (named.group(1) or named.group(2))) or "label"
-            a, b = self.item(label_m.group("a")).ref, self.item(label_m.group("b")).ref
+        )
+        if (
+            named is None
+            and plain
+            and plain.group(1) not in FILLERS
+            and plain.group(1) not in STRUCTURE_WORDS
+        ):
+            named = plain
+        new = (
+            named
+            and (
+                named.group(1) or named.group(2)
+                if named.lastindex and named.lastindex > 1
+                else named.group(1)
+            )
+        ) or "label"
+        a, b = self.item(ka).ref, self.item(kb).ref
+        if label_m.group("v"):
             value = self.item(label_m.group("v")).ref
             op = self.cmp_op(label_m.group("cmp"))
-            self.req.derived[new] = (
-                f"CASE WHEN {qident(ref.column)} {op} {literal(value)} THEN {literal(a)} ELSE {literal(b)} "
-                f"END"
-            )
-            self.take(label_m)
-            if named:
-                for k in self.at(named.start(), named.end()):
-                    self.items[k].used = True
-            self.render()
+        else:
+            value = self.item(label_m.group("v2")).ref
+            op = "<=" if re.search(r"less|under|below|lower|fewer", label_m.group("tc")) else ">="
+        self.req.derived[new] = (
+            f"CASE WHEN {qident(ref.column)} {op} {literal(value)} THEN {literal(a)} ELSE {literal(b)} END"
+        )
+        self.take(label_m)
+        if named:
+            for k in self.at(named.start(), named.end()):
+                self.items[k].used = True
+        self.render()
+        for x in self.find(
+            r"\b(?:(?:in|into|as) (?:a |an )?(?:new |extra |separate )?(?:column|field)|(?:a |an )?(?:ne"
+            r"w |extra )?"
+            r"(?:column|field)|label(?:l?ed)?(?: it| them)?|tag(?:ged)?(?: it| them)?|categori[sz]e|classify|"
+            r"either)\b"
+        ):
+            self.take(x)
+        self.render()
 
     # ---- rename: "rename amount to total", "amount renamed as total"
     def rule_rename(self) -> None:
@@ -649,8 +860,16 @@ class Clauses:
             rf"\b{C} (?:column )?renamed (?:to|as) ([a-z_][a-z0-9_]*|C\d+|S\d+)",
             rf"\bcall (?:the )?(?:column )?{C} (?:column )?([a-z_][a-z0-9_]*)",
         ]
+        pats += [
+            # "the price column called unit_price instead", "price -> unit_price", "price becomes unit_price"
+            rf"\b{C} (?:column |field )?(?:called|named|titled|relabell?ed|re named|labell?ed|shown as|-"
+            rf" >|→|= >|"
+            rf"becomes|turned into|changed to) ([a-z_][a-z0-9_]*)(?: instead)?",
+        ]
         for pat in pats:
             for m in self.find(pat):
+                if m.group(2) in FILLERS or m.group(2) in STRUCTURE_WORDS:
+                    continue
                 ref = self.colref(m.group(1))
                 new = m.group(2)
                 if re.fullmatch(r"[CS]\d+", new):
@@ -671,6 +890,23 @@ class Clauses:
         ):
             self.main_only = True
             self.take(m)
+            # "keep the columns of orders.csv", "order columns only": the rows kept are that source's
+            kept: Source | None = None
+            srcs = re.findall(r"S(\d+)", m.group(0))
+            if srcs:
+                kept = self.item(srcs[0]).ref
+            else:
+                toks = self.p.tokens
+                for k, t in enumerate(toks[:-2]):
+                    if t.norm in ("column", "columns") and toks[k + 1].norm == "of":
+                        at = k + 3 if toks[k + 2].norm == "the" else k + 2
+                        kept = getattr(self.p, "named_at", {}).get(at, kept)
+            if (
+                kept is not None
+                and kept is not self.main.source
+                and any(u.source is kept for u in self.req.sources)
+            ):
+                self.make_main(kept)
         self.render()
         cols = r"((?:C\d+)(?:(?: ,| and| ,? and| &)? (?:C\d+))*)"
         keep = [
@@ -687,6 +923,18 @@ class Clauses:
             rf"\b(?:drop|dropping|remove|removing|exclude|excluding|omit|omitting|hide|hiding|discard|"
             rf"discarding) (?:the )?(?:columns?|fields?) {cols}",
             rf"\b(?:all|every) columns? (?:but|except|other than|apart from) {cols}",
+            rf"\b(?:everything |all )?(?:minus|except(?: for)?|but not) (?:the )?{cols}"
+            rf"(?= ,| ;| into| to| as|$)",
+        ]
+        drop += [
+            # "drop product_id from orders.csv", "with product_id left out"
+            rf"\b(?:drop|dropping|remove|removing|exclude|excluding|omit|omitting|strip|stripping|discard|"
+            rf"discarding|leave out|leaving out|take out|taking out|cut|cutting) (?:the )?{cols}(?= (?:f"
+            rf"rom|of|out of)"
+            rf"\b)",
+            rf"\b{cols} (?:columns? |fields? )?(?:left out|omitted|excluded|removed|dropped|stripped|str"
+            rf"ipped out|"
+            rf"taken out|cut out|not included|discarded)\b",
         ]
         for pat in drop:
             for m in self.find(pat):
@@ -700,9 +948,39 @@ class Clauses:
             if m.group(1) is None or self.item(m.group(1)).ref is self.main.source:
                 self.take(m)  # "keeping all order columns": the main source's columns stay
         self.render()
+        # "add each customer's name and country (customers.csv) to the orders": another source's columns on
+        # the rows of the source named after "to"
+        for m in self.find(
+            rf"\b(?:add|adding|attach|attaching|append|appending|bring|bringing|pull|pulling|put|putting)"
+            rf"(?: in| over)? (?:each |every |the |their |its )?(?:S\d+ )?(?:[a-z]+ )?{cols}(?: \( \))?"
+            rf"(?: (?:from|of|in)(?: the)?(?: S\d+)?)?(?: ,)? (?:to|onto|on) (?:the |each |every |all )?"
+            rf"(?:S\d+ )?(?P<t>S\d+)"
+        ):
+            if self.req.measures:
+                continue
+            want = self.item(m.group("t")).ref
+            rows = [
+                u.source
+                for u in self.req.sources
+                if u.source is want or singular(u.source.stem.lower()) == singular(want.stem.lower())
+            ]
+            if not rows:
+                continue
+            if rows[0] is not self.main.source:
+                self.make_main(rows[0])
+            refs = [self.colref(k) for k in re.findall(r"C(\d+)", m.group(1))]
+            if not refs or not all(r.source is not self.main.source for r in refs):
+                continue
+            for r in refs:
+                c = self.col(r)
+                if c not in self.req.extra:
+                    self.req.extra.append(c)
+            self.take(m)
+        self.render()
         for m in self.find(
             rf"\b(?:(?:plus|along with|together with|adding|including|and also|as well as) |"
-            rf"with (?=(?:their |its |each )?(?:S\d+ )?C\d+))(?:their |its |each )?(?:(?:S\d+) )?{cols}"
+            rf"with (?=(?:their |its |each |that |those |the )?(?:S\d+ )?C\d+))(?:their |its |each |that "
+            rf"|those |the )?(?:(?:S\d+) )?{cols}"
         ):
             refs = [self.colref(k) for k in re.findall(r"C(\d+)", m.group(1))]
             if not any(r.source is not self.main.source for r in refs) or self.req.measures:
@@ -713,6 +991,45 @@ class Clauses:
                     self.req.extra.append(c)
             self.take(m)
         self.render()
+        if self.req.extra or len(self.req.sources) > 1:
+            # "the order columns with those two extra columns": the added columns, said again
+            for m in self.find(
+                r"\b(?:with |and |plus )?(?:those|these|the|both) (?:N\d+ )?(?:extra|additional|added|new|"
+                r"looked up|joined) (?:columns?|fields?)\b|\blook(?:s|ing|ed)? up\b"
+                r"|\bto (?:get|fetch|obtain|pull in)\b"
+            ):
+                self.take(m)
+            self.render()
+        only = list(
+            self.find(
+                r"\b(?:with |and |but )?(?:no other|nothing else|no more|none of the other|no further) ?"
+                r"(?:columns?|"
+                r"fields?)?\b|\b(?:and )?nothing else\b"
+            )
+        )
+        # a bare list of columns right after the source: "customers.csv name and email into mailing_list"
+        bare = re.match(
+            rf"^(?:, )?(?:the )?{cols}(?= (?:of|from|in|for) (?:every|each|all|the)?|(?: ,| ;)|$| should"
+            rf"| into| to| -)",
+            self.sym,
+        )
+        if bare and (only or len(re.findall(r"C\d+", bare.group(1))) >= 2) and not self.req.select:
+            refs = [self.colref(k) for k in re.findall(r"C(\d+)", bare.group(1))]
+            if len(refs) >= 2 and all(r.source is self.main.source for r in refs):
+                for r in refs:
+                    self.req.select.append(self.col(r))
+                for k in self.at(bare.start(1), bare.end(1)):
+                    self.items[k].used = True
+                for m in only:
+                    self.take(m)
+                tail = re.match(
+                    r" (?:of|for) (?:every|each|all) (?:S\d+ )?(?:rows?|records?|entr(?:y|ies)|lines?)?",
+                    self.sym[bare.end(1) :],
+                )
+                if tail:
+                    for k in self.at(bare.end(1) + tail.start(), bare.end(1) + tail.end()):
+                        self.items[k].used = True
+                self.render()
         for n, pat in enumerate(keep):
             for m in self.find(pat):
                 ks = re.findall(r"[CS](\d+)", m.group(1))
@@ -730,6 +1047,16 @@ class Clauses:
 
     # ---- duplicates
     def rule_dedupe(self) -> None:
+        # "unique customers of customers.csv who ...": the main source's rows, each once
+        for u in self.find(
+            r"(?<!count )(?<!number of )(?<!many )(?<!count of )\b(?:unique|distinct) (S\d+)\b"
+        ):
+            if self.item(u.group(1)).ref is self.main.source and not re.search(
+                r"\b(?:count|number|how many|per|by|each|every)\b", self.sym
+            ):
+                self.req.distinct = True
+                self.take(u)
+        self.render()
         m = re.search(
             r"\b(?:remov\w*|drop\w*|without|no|eliminat\w*|get rid of|strip\w*|excluding|dedup\w*|"
             r"de dup\w*|deduplicat\w*)? ?(?:any |all |the )?(?:exact )?(?:duplicates|duplicated|duplicate|"
@@ -796,9 +1123,33 @@ class Clauses:
             if said:
                 self.take(said)
             self.render()
+            # how the files are described: "the two yearly files", "the 2025 and 2026 order files"
+            stems = " ".join(u.source.stem.lower() for u in files)
+            for m in self.find(
+                r"\b(?:(?:N\d+|both|all) )?(?:(?:N\d+|D\d+)(?: ,| and| ,? and| &)? (?:N\d+|D\d+) )?(?:ye"
+                r"arly |"
+                r"annual |monthly |quarterly |daily |separate |different |individual )?(?:S\d+ )?(?:file"
+                r"s?|csvs?|"
+                r"exports?|extracts?|tables?)\b|\b(?:into |in )?(?:one|a single|single|one single) (?:ta"
+                r"ble|dataset)\b"
+                r"|\bkeeping (?:all|every) (?:the )?(?:rows|records)\b"
+            ):
+                ok = True
+                for k in re.findall(r"[ND](\d+)", m.group(0)):
+                    it = self.items[int(k)]
+                    word = it.tokens[-1].raw.lower()
+                    if not (word in stems or (it.kind == "num" and it.ref == len(files))):
+                        ok = False
+                if ok:
+                    self.take(m)
+            self.render()
 
     # ---- running totals: "running total of amount by order_date"
     def rule_running(self) -> None:
+        for ytd in self.find(r"(D\d+) (?=(?:running|cumulative|cumulated|accumulated)\b)"):
+            if "to date" in " ".join(t.norm for t in self.item(ytd.group(1)).tokens):
+                self.take(ytd)  # "a year-to-date running total": how the total runs, not a filter
+        self.render()
         m = re.search(
             rf"\b(?:running|cumulative|cumulated|accumulated|rolling sum|to date) ?(?:total|sum|count|"
             rf"totals)?(?: column| field| value)?"
@@ -873,18 +1224,36 @@ class Clauses:
             self.share_of_total = (
                 "percent" if of_total.group(1) in ("percentage", "percent", "pct", "%") else "fraction"
             )
+            if "fraction" in self.hints:
+                self.share_of_total = "fraction"
             self.take(of_total)
+            # "percentage of total order amount", "share of all the money": the measure follows
+            nxt = re.match(r" (?:the |our |its |their )?(C\d+)", self.sym[of_total.end() :])
+            if nxt and self.colref(nxt.group(1)[1:]).numeric and not self.colref(nxt.group(1)[1:]).keyish:
+                ref = self.colref(nxt.group(1)[1:], numeric=True)
+                self.add_measure(ir.Measure("sum", self.col(ref), alias=f"total_{ref.column}"))
+                for k in self.at(of_total.end() + nxt.start(1), of_total.end() + nxt.end(1)):
+                    self.items[k].used = True
             self.render()
             return
         rate_word = r"(percentage|percent|pct|%|share|proportion|fraction|ratio|rate)s?"
         rate = (
             re.search(
-                rf"\b{rate_word} (?:of|in) (?:the |all |its |their )?(?:S\d+ )?(?:that (?:are|were|got|have "
-                rf"been|is|was) |"
-                rf"which (?:are|were) |being )?(?P<v>V\d+)(?: S\d+)?",
+                rf"\b{rate_word}(?: ~)* (?:of|in|among) (?:the |all |its |their |those )?(?:(?:each|every) "
+                rf"(?:C\d+|S\d+) )?(?:S\d+ )?(?:(?"
+                rf":that |which |"
+                rf"who )?(?:are|were|got|have been|had been|is|was|being|get|got) )?(?:(?:that|which|who) )?"
+                rf"(?P<v>V\d+)(?: S\d+)?",
                 self.sym,
             )
             or re.search(rf"\b(?P<v>V\d+)(?: S\d+)? {rate_word}", self.sym)
+            or re.search(
+                rf"\b(?:divide |divided |dividing )?(?:the )?(?:number of |count of )?(?P<v>V\d+)(?: S\d+)? "
+                rf"(?:divided by|by|/|over|out of|to|relative to|against) "
+                rf"(?:the )?(?:number of |count of |total |all )?(?:all )?(?:the )?(?:S\d+|rows|total)(?P<w> "
+                rf"{rate_word})?",
+                self.sym,
+            )
             or re.search(
                 rf"\b(?:number of |count of )?(?P<v>V\d+)(?: S\d+)? (?:divided by|/|over|out of|to|relative "
                 rf"to) "
@@ -908,6 +1277,22 @@ class Clauses:
                 )
             )
             self.take(rate)
+            per = re.search(r"\b(?:each|every) ((?:C|S)\d+)", rate.group(0))
+            if per:  # "the proportion of each category's orders that were returned": per category
+                g = self.group_key_for(self.item(per.group(1)))
+                if g is not None and g.col not in [x.col for x in self.req.group]:
+                    self.req.group.append(g)
+                    self.group_said = True
+            self.render()
+            # the same rate said again: "purchase ratio (purchases / all events)"
+            for m in self.find(
+                r"\b(?:the )?(?:number of |count of )?(V\d+)(?: S\d+)? (?:divided by|/|over|out of|by) ("
+                r"?:the )?"
+                r"(?:number of |count of |total |all )?(?:all )?(?:the )?(?:S\d+|rows|total)"
+            ):
+                again = self.value_refs(m.group(1))
+                if again and again[0].value == vref.value and again[0].column == vref.column:
+                    self.take(m)
             for m in self.find(r"\b(?:divide|compute|work out|calculate)\b"):
                 self.take(m)
             self.render()
@@ -923,6 +1308,16 @@ class Clauses:
         percent = share_m.group(1) in ("percentage", "percent", "pct", "%") or "percent" in self.hints
         kind = "fraction" if "fraction" in self.hints or not percent else "percent"
         what = share_m.group(2) or ""
+        prev = re.search(r"(C\d+) $", self.sym[: share_m.start()])
+        if (
+            not what
+            and prev
+            and self.colref(prev.group(1)[1:]).numeric
+            and not self.colref(prev.group(1)[1:]).keyish
+        ):
+            what = prev.group(1)  # "revenue share per country"
+            for k in self.at(prev.start(1), prev.end(1)):
+                self.items[k].used = True
         if not what:  # "each country's percentage of total order amount": the measure follows
             nxt = re.match(
                 r" ?(?:of |in )?(?:the |all |our |total |overall )*(C\d+)", self.sym[share_m.end() :]
@@ -942,35 +1337,65 @@ class Clauses:
 
     # ---- anti- and semi-joins: "customers with no order in 2026", "products never ordered"
     def rule_anti(self) -> None:
+        zero = self.num(0)
         pat = (
-            r"\b(?:(with no|without|with zero|that have no|who have no|which have no|having no|that never|"
-            r"who never|which never|never|that have not|who have not|who haven't|that haven't|that were "
+            rf"\b(?:((?:with|had|have|has|having|got) {zero}|with no|without|with zero|that have no|who "
+            rf"have no|which have no|having no|that never|"
+            r"who never|which never|never|that have not|who have not|who haven't|that haven't|"
+            r"that don't have|who don't have|which don't have|that do not have|who do not have|don't have|"
+            r"do not have|"
+            r"that doesn't have|which doesn't have|that does not have|that were "
             r"never|that was never|did not|didn't|does not|doesn't|has not|hasn't|have not|haven't|had no|"
             r"had zero|were not|was not|weren't|wasn't|nobody|no one|not|no)|(with|with at least one|who "
             r"have|"
             r"that have|which have|having|who|that))"
-            r" (?:place |placed |make |made |have |had |receive |received |get |got |been |buy |bought )?"
-            r"(?:any |a |an |single |one |zero )?(?:placed |made |had |received |got |been )?(S\d+)(?: at "
-            r"all| anything)?"
+            r" (?:place |placed |make |made |have |had |receive |received |get |got |been |buy |bought |"
+            r"(?P<vc>C\d+) )?"
+            rf"(?:any |a |an |single |one |zero |{self.num(0)} )?(?:placed |made |had |received |got |been )?"
+            r"(?P<y>(?:N\d+|D\d+) )?(?P<s>S\d+)(?: at all| anything| whatsoever| ever)?"
         )
         for m in self.find(pat):
-            it = self.item(m.group(3))
+            it = self.item(m.group("s"))
             other: Source = it.ref
             if other is self.main.source:
                 continue
+            if m.group("vc") and self.item(m.group("vc")).text not in ("placed", "made", "ordered", "bought"):
+                continue  # "who have never placed an order": 'placed' says what was (not) done
             keys = self.join_keys(self.main.source, other)
             if not keys:
                 continue
             negated = bool(m.group(1))
             if not negated and self.join_said():
                 continue  # "orders joined with customers" is a join, not a filter
+            year = m.group("y")
+            if year and self.item(year[:-1]).kind == "num":
+                n = self.item(year[:-1]).ref
+                if not (float(n).is_integer() and 1990 <= n <= 2100):
+                    continue
             use = self.uses.get(id(other)) or self.use(other)
             self.take(m)
             self.render()
             # conditions right after the other source apply to it: "no order in 2026"
             where: list[ir.Cond] = []
-            tail = self.sym[self.spans[int(m.group(3)[1:])][1] :]
-            dm = re.match(r" ?(?:placed |made )?(D\d+)", tail)
+            tail = self.sym[self.spans[int(m.group("s")[1:])][1] :]
+            dm = re.match(
+                r"(?: ~)*(?: (?:in|from|of|at|according to)(?= (?:D|~)))?(?: ~)* ?(?:placed |made |ordered |"
+                r"bought )?(?:during |within |for )?(D\d+)",
+                tail,
+            )
+            year = m.group("y")
+            if year and self.item(year[:-1]).kind == "date":
+                dm = re.match(r" ?(D\d+)", " " + year)
+            elif year and self.item(year[:-1]).kind == "num":
+                n = self.item(year[:-1]).ref
+                col = self.date_column(other)
+                where_y = self.date_cond(
+                    ir.Col(use.alias, col.column),
+                    Period(date(int(n), 1, 1), date(int(n) + 1, 1, 1), str(int(n))),
+                )
+                self.req.where.append(ir.Exists(use, keys, [where_y], negated=negated))
+                self.p.readings.append(f"{'without' if negated else 'with'} matching rows in {other.name}")
+                continue
             if dm:
                 col = self.date_column(other)
                 spec = self.item(dm.group(1)).ref
@@ -990,14 +1415,24 @@ class Clauses:
     # ---- conditional counts: "number of shipped and cancelled orders per country"
     def rule_hints(self) -> None:
         """Format notes that shape the output: '(0-100)', 'as two columns', 'side by side'."""
+        zero, one, hundred = self.num(0), self.num(1), self.num(100)
+        value = "".join(
+            f"C{k}|" for k, it in enumerate(self.items) if it.kind == "col" and it.text == "value"
+        )
         pats = {
-            "percent": r"(?:\( ?)?(?:0 (?:-|to) 100|in percent|as (?:a )?percentages?(?! of)|in per cent)"
-            r"(?: ?\))?",
-            "fraction": r"(?:\( ?)?(?:0 (?:-|to) 1|(?:a )?(?:value|fraction|number) (?:between|from) 0 "
-            r"(?:and|to) 1|between 0 and 1|from 0 to 1)(?: ?\))?",
-            "separate": r"\b(?:as|in) (?:N\d+|separate) columns|\bside by side|\bseparately|"
+            "percent": rf"(?:\( ?)?(?:{zero} (?:-|to) {hundred}|(?:in|as) percent(?:s|ages?)?\b(?! of)|"
+            rf"as (?:a )?percentages?(?! of)|in per cent|(?:on|from) (?:a )?{zero} (?:-|to) {hundred} "
+            rf"scale)(?: ?\))?",
+            "fraction": rf"(?:\( ?)?(?:{zero} (?:-|to) {one}|(?:a |as a )?(?:value|{value}fraction|number|"
+            rf"decimal|"
+            rf"ratio) (?:between|from) {zero} (?:and|to) {one}|between {zero} and {one}|from {zero} to {one}|"
+            rf"as a (?:fraction|decimal)(?! of))(?: ?\))?",
+            "separate": rf"\b(?:(?:as|in) )?(?:{self.num(2, 3, 4)}|separate) (?:separate )?columns|"
+            r"\bside by side|\bseparately|\bnext to each other|"
             r"\bnext to each other|\bin columns of their own|\beach in (?:its|their) own column",
-            "label": r"\( ?N\d+ (?:-|to) N\d+ ?\)|\bas (?:a )?numbers? (?:from )?N\d+ (?:-|to) N\d+",
+            "label": r"\( ?N\d+ (?:-|to) N\d+ ?\)|\bas (?:a )?numbers? (?:from )?N\d+ (?:-|to) N\d+|"
+            rf"\b(?:(?:as )?(?:a )?numbers? )?(?:from |between )?{self.num(0, 1)} (?:-|to|through|and) "
+            rf"{self.num(4, 7, 12, 23, 24, 31, 52, 53)}\b",
         }
         self.hints: set[str] = set()
         for name, pat in pats.items():
@@ -1005,11 +1440,8 @@ class Clauses:
                 self.hints.add(name)
                 self.take(m)
             self.render()
-        # "per cent" is one word
-        for m in self.find(r"\bper cent\b"):
+        if re.search(r"\b(?:percent|percentage|pct)\b", self.sym) and "fraction" not in self.hints:
             self.hints.add("percent")
-            self.take(m)
-        self.render()
 
     # ---- conditional measures: "number of shipped and cancelled orders per country" (two columns)
     def rule_conditional_counts(self) -> None:
@@ -1025,13 +1457,21 @@ class Clauses:
             between = " ".join(self.items[j].text for j in range(ks[0] + 1, ks[-1]) if not self.items[j].used)
             if re.search(r"\bor\b", between) or not re.search(r"\band\b|,|\bvs\b|\bversus\b", between):
                 continue
-            if not re.search(
-                r"\b(?:count|counts|number|numbers|how many|tally|total|sum|amount)\b", self.sym
+            plural = all(
+                self.items[k].text.endswith("s") and not self.items[k].ref[0].value.lower().endswith("s")
+                for k in ks
+            )  # "views, purchases per page": the events counted
+            if not plural and not re.search(
+                r"\b(?:count|counts|counting|counted|number|numbers|how many|how often|tally|total|sum|a"
+                r"mount)\b",
+                self.sym,
             ):
                 continue
             money = re.search(
                 r"\b(?:total|sum|revenue|amount|spend)\b",
-                " ".join(self.items[j].text for j in range(max(0, ks[0] - 4), ks[-1] + 3)),
+                " ".join(
+                    self.items[j].text for j in range(max(0, ks[0] - 4), min(len(self.items), ks[-1] + 3))
+                ),
             )
             for k in ks:
                 r = self.items[k].ref[0]
@@ -1046,30 +1486,68 @@ class Clauses:
                 else:
                     self.req.measures.append(ir.Measure("count", None, where=cond, alias=f"{alias}_count"))
                 self.items[k].used = True
-            for m in self.find(r"\b(?:count|counts|number|numbers|how many|tally)(?: of)?\b"):
+            for m in self.find(
+                r"\b(?:(?:one |a |another |second |other )?(?:columns? )?(?:count|counts|counting|number"
+                r"|numbers|"
+                r"how many|how often|tally)(?: of)?|(?:and )?(?:another|one) (?:columns? )?(?:counting|f"
+                r"or)?)\b"
+            ):
                 self.take(m)
             self.render()
             return
         # two periods: "total amount in 2025 and total amount in 2026 per product"
+        # (or "2025 sales and 2026 sales")
         dates = [k for k, it in enumerate(self.items) if it.kind == "date" and not it.used]
+        years = [
+            k
+            for k, it in enumerate(self.items)
+            if it.kind == "num"
+            and not it.used
+            and it.ref is not None
+            and float(it.ref).is_integer()
+            and 1990 <= it.ref <= 2100
+            and len(it.tokens) == 1
+            and re.fullmatch(r"\d{4}", it.tokens[0].raw)
+        ]
+        if len(dates) < 2 and len(years) >= 2 and not dates:
+            dates = years
         if len(dates) >= 2 and (
             "separate" in self.hints or re.search(r"\b(?:columns?|each|side)\b", self.sym)
         ):
-            ref = self.only_measure("the total")
-            money = re.search(r"\b(?:total|sum|revenue|amount|spend)\b", self.sym)
+            cols = [
+                k
+                for k, it in enumerate(self.items)
+                if it.kind == "col" and not it.used and self.colref(k).numeric and not self.colref(k).keyish
+            ]
+            names = {self.colref(k).column for k in cols}
+            ref = self.colref(cols[0]) if len(names) == 1 else self.only_measure("the total")
+            money_said = re.search(
+                r"\b(?:total|totals|sum|sums|revenue|amount|spend|sales|turnover|C\d+)\b", self.sym
+            ) and not re.search(r"\b(?:count|counts|number|how many)\b", self.sym)
+            for k in cols:
+                if self.colref(k).column == ref.column:
+                    self.items[k].used = True
             for k in dates:
                 spec = self.items[k].ref
+                if self.items[k].kind == "num":
+                    year = int(self.items[k].ref)
+                    spec = Period(date(year, 1, 1), date(year + 1, 1, 1), str(year))
                 dcol = self.col(self.date_column())
                 period = self.date_cond(dcol, spec)
                 label = re.sub(r"\W+", "_", self.items[k].tokens[-1].norm).strip("_")
-                if money:
+                if money_said:
                     self.req.measures.append(
                         ir.Measure("sum", self.col(ref), where=period, alias=f"{ref.column}_{label}")
                     )
                 else:
                     self.req.measures.append(ir.Measure("count", None, where=period, alias=f"count_{label}"))
                 self.items[k].used = True
-            for m in self.find(r"\b(?:total|sum|revenue|count|number)(?: of)?(?: C\d+)?\b"):
+            self.render()
+            for m in self.find(
+                r"\b(?:total|totals|sum|sums|revenue|count|number)(?: of)?(?: C\d+)?\b|\b(?:next to|besi"
+                r"de) each "
+                r"other\b|\b(?:in |as )?(?:separate |their own |own )?columns\b"
+            ):
                 self.take(m)
             self.render()
 
@@ -1092,6 +1570,15 @@ class Clauses:
             rf"total)?",
             self.sym,
         )
+        if m2 is None:
+            # "products that have totalled over 8000", "which products sold for more than 8000 in total"
+            m2 = re.search(
+                rf"\b(S\d+|C\d+) (?:(?:who|that|which) )?(?:have |has |had )?(?:sold|totaled|earned|"
+                rf"generated|brought in|made|S\d+)(?: for)?(?: a total of| in total| overall)? {CMP} (N\d+)"
+                rf"(?: in total| "
+                rf"overall| total| combined| altogether| in sales)?",
+                self.sym,
+            )
         m3 = re.search(
             r"\b(S\d+|C\d+)(?: in| from| of)? (?:with|having|that have|which have|who have|who|that|which) "
             r"(?:have |has )?(?:placed |made |ordered |bought |purchased |C\d+ |S\d+ )?(N\d+) (?:times? )?"
@@ -1259,7 +1746,8 @@ class Clauses:
             r"\b(?:the |each |every )?(?:(?P<n>N\d+) )?(?P<w2>highest|largest|biggest|lowest|smallest|most "
             r"recent|"
             r"latest|earliest|newest|oldest) (?P<by>C\d+) (?P<what>S\d+)",
-            r"\b(?:the )?(?:top |first )?(?P<n>N\d+) (?P<what>S\d+|C\d+) (?:with|that have|which have|having|"
+            r"\b(?:the |only |just )?(?:top |first )?(?:(?P<n>N\d+) )?(?P<what>S\d+|C\d+) (?:with|that have|"
+            r"which have|having|"
             r"that had|with the) (?:the )?(?P<w2>highest|lowest|largest|biggest|smallest|most|least|greatest|"
             r"latest|earliest|newest|oldest|most recent) (?:total |average )?(?P<by>C\d+)",
             rf"\b(?:the )?(?P<w1>top|best|bottom|worst|first|last|highest|lowest|largest|biggest|smallest) "
@@ -1279,11 +1767,27 @@ class Clauses:
             r"latest|"
             r"newest|oldest|earliest|biggest|largest|highest|smallest|lowest) (?P<n>N\d+)? ?(?P<what>S\d+)",
         ]
+        pats.insert(
+            0,
+            # "the 8 customers that spent the most", "the ten accounts that were opened earliest"
+            r"\b(?:the )?(?:top )?(?P<n>N\d+) (?P<what>S\d+|C\d+) (?:that|who|which|whose)(?: S\d+)?"
+            r"(?: (?:were|"
+            r"was|have|had|did|got|has been|have been))? (?:(?P<by>C\d+)|(?P<verb>sold|earned|generated|made|"
+            r"brought in|ordered|bought|purchased|S\d+)) (?:the )?(?P<w2>most|least|earliest|latest|"
+            r"first|last|oldest|newest|longest ago|most recently)\b",
+        )
         for _n_pat, pat in enumerate(pats):
             m = re.search(pat, self.sym)
             if not m:
                 continue
             gd = m.groupdict()
+            verb = gd.get("verb") or ""
+            if (
+                verb
+            ):  # "the 5 products that sold the most": by money; "... that were ordered the most": by count
+                if verb.startswith("S"):
+                    verb = self.item(verb).text
+                gd["by"] = "count" if verb in ("ordered", "bought", "purchased", "order") else "revenue"
             if not gd.get("by"):
                 later = re.match(
                     r"(?: [a-z~,]+){0,3}? (?:by|on|based on|in terms of|ranked by|sorted by) (?:the |their |"
@@ -1326,7 +1830,9 @@ class Clauses:
             )
             possessive = re.search(
                 r"\b(?:each|every|for each|for every|per|of each|in each|within each|within every) (S\d+|"
-                r"C\d+)(?: ,)?(?: (?:their|its|"
+                r"C\d+)(?: (?:of|in|from)(?: S\d+)?)?(?: ,)?(?: (?:only|just|keep|keeping|kept|retain|"
+                r"retaining|i|we|want|need|would|like|to|should|be|please|select|pick|show|take|get|find|list)){0,6}"
+                r"(?: (?:their|its|"
                 r"his|her|the))? ?$",
                 self.sym[: m.start()],
             )
@@ -1394,6 +1900,13 @@ class Clauses:
                         base = m.end() if grp is per_group else 0
                         for kk in self.at(base + grp.start(), base + grp.end()):
                             self.items[kk].used = True
+                        # "the last order each customer placed": the verb of the rows ranked
+                        verb = re.match(r" (?:has |have |had )?(C\d+)\b", self.sym[base + grp.end() :])
+                        if verb and self.item(verb.group(1)).text in ("placed", "made", "ordered", "bought"):
+                            for kk in self.at(
+                                base + grp.end() + verb.start(1), base + grp.end() + verb.end(1)
+                            ):
+                                self.items[kk].used = True
             keys: list[tuple[ir.Col | str, bool]] = [(order_col if order_col else by, desc)]
             self.req.rank = ir.Rank(n, keys, partition)
             self.rank_col = order_col
@@ -1447,8 +1960,29 @@ class Clauses:
                         distinct=distinct or ref.keyish,
                         alias=f"{'distinct_' if distinct or ref.keyish else ''}{c.name}_count",
                     )
+                if (
+                    "(?P<what>S\\d+|C\\d+) (?:count" in pat
+                    and measure.col is None
+                    and any(x.func == "count" for x in self.req.measures)
+                ):
+                    self.take(m)  # "..., country and customer count": the count said again
+                    continue
                 self.add_measure(measure)
                 self.take(m)
+                # "how many orders they placed": the verb of the thing counted
+                verb = re.match(
+                    r" (?:that |which )?(?:they|he|she|it|we|were|was|have|has|had|got)(?: been)? (C\d+)\b",
+                    self.sym[m.end() :],
+                )
+                if verb and self.item(verb.group(1)).text in (
+                    "placed",
+                    "made",
+                    "ordered",
+                    "bought",
+                    "received",
+                ):
+                    for kk in self.at(m.end() + verb.start(), m.end() + verb.end()):
+                        self.items[kk].used = True
             self.render()
         if counting and self.req.measures:
             for m in self.find(r"\b(?:counted|counting)\b"):
@@ -1464,12 +1998,22 @@ class Clauses:
                 self.add_measure(ir.Measure(func, self.col(ref), alias=f"{alias}_{ref.column}"))
             self.take(m)
         self.render()
-        agg = "|".join(sorted(AGGREGATES, key=len, reverse=True))
-        pair = rf"\b(?P<f1>{agg}) (?:and|&|,|/) (?P<f2>{agg}) (?:of )?(?:the )?(?:order |item )?(?P<c>C\d+)"
+        aggs = dict(AGGREGATES) | {
+            "cheapest": "min",
+            "least expensive": "min",
+            "most expensive": "max",
+            "priciest": "max",
+            "dearest": "max",
+        }
+        agg = "|".join(sorted(aggs, key=len, reverse=True))
+        pair = (
+            rf"\b(?P<f1>{agg}) (?:and|&|,|/|to) (?:the )?(?P<f2>{agg}) (?:of )?(?:the )?(?:order |item )?"
+            rf"(?P<c>C\d+)"
+        )
         for m in self.find(pair):
             ref = self.colref(m.group("c"), numeric=True)
             for f in (m.group("f1"), m.group("f2")):
-                func = AGGREGATES[f]
+                func = aggs[f]
                 self.add_measure(ir.Measure(func, self.col(ref), alias=f"{func}_{ref.column}"))
             self.take(m)
         self.render()
@@ -1502,6 +2046,45 @@ class Clauses:
             ref = self.colref(m.group(1) or m.group(2), numeric=True)
             self.add_measure(ir.Measure("sum", self.col(ref), alias=f"total_{ref.column}"))
             self.take(m)
+        self.render()
+        # "what they add up to in amount", "summarise the amount by country", "total the order amounts"
+        for m in self.find(
+            r"\b(?:what (?:they|it|these|those|the S\d+) )?(?:add(?:s|ed)? up to|sum(?:s|med)? up to|"
+            r"came to|come to"
+            r"|amount(?:s|ed)? to)(?: (?:in|of) (?:the |their |its )?(C\d+))?"
+            r"|\b(?:summari[sz]e[ds]?|summari[sz]ing|total(?:led|ed|ling|ing)?|sum) (?:up )?(?:the |all "
+            r"|their |its )?"
+            r"(?P<yr>N\d+ )?(?:order |item )?(C\d+)s?(?= (?:of|from|in|per|by|for|grouped|across|broken|,)|$)"
+        ):
+            csym = m.group(1) or m.group(3)
+            if csym is None:
+                ref = self.only_measure("the total")
+            else:
+                ref = self.colref(csym, numeric=True)
+                if not ref.numeric or ref.keyish:
+                    continue
+            self.add_measure(ir.Measure("sum", self.col(ref), alias=f"total_{ref.column}"))
+            self.take(m)
+            if m.group("yr"):
+                self.item(m.group("yr").strip()).used = False  # "the 2025 order amounts": a year, read later
+        self.render()
+        for m in self.find(
+            r"\b(?:summed|totall?ed|added up|sum(?:med)? up)"
+            r"(?= (?:per|by|for each|for every|across|over|grouped))"
+        ):
+            if not any(x.func == "sum" for x in self.req.measures):
+                ref = self.only_measure("the total")
+                self.add_measure(ir.Measure("sum", self.col(ref), alias=f"total_{ref.column}"))
+            self.take(m)  # "orders.csv summed per month"
+        self.render()
+        for m in self.find(
+            r"\b(?:total(?:led|ed)?|add(?:ed)?|sum(?:med)?)(?: up)? (?:what|how much) (?:each|they|it|every|"
+            r"each of them)?(?: S\d+| C\d+)? ?(C\d+)"
+        ):
+            ref = self.colref(m.group(1), numeric=True)
+            if ref.numeric and not ref.keyish:  # "total up what each customer spent"
+                self.add_measure(ir.Measure("sum", self.col(ref), alias=f"total_{ref.column}"))
+                self.take(m)
         self.render()
         # "how much was spent per country", "total per status"
         for m in self.find(r"\b(?:how much|total|sum|totals)\b"):
@@ -1558,9 +2141,9 @@ class Clauses:
                             rf"\b(?:{unit.split('_')[0]} )?(?:number|nr|no|index)\b|\bas (?:a )?numbers?\b"
                         ):
                             self.take(nm)
-                    self.req.group.append(
-                        ir.GroupKey(self.col(ref), None if unit == "day" and ref.type == "DATE" else unit)
-                    )
+                    key = ir.GroupKey(self.col(ref), None if unit == "day" and ref.type == "DATE" else unit)
+                    if all((g.col, g.unit) != (key.col, key.unit) for g in self.req.group):
+                        self.req.group.append(key)  # "per month (keyed by month ...)": one key
                     self.take(m)
                     continue
                 ks = re.findall(r"[CS](\d+)", (gd.get("c") or "") + (gd.get("more") or ""))
@@ -1568,6 +2151,15 @@ class Clauses:
                     ks = [gd["c3"][1:]]
                     if not self.req.measures:
                         continue
+                if (
+                    n == 1
+                    and len(ks) == 1
+                    and self.item(ks[0]).kind == "src"
+                    and self.item(ks[0]).ref is self.main.source
+                    and not self.req.measures
+                ):
+                    self.take(m)  # "compute net_amount for every order": row by row, not a grouping
+                    continue
                 for k in ks:
                     g = self.group_key_for(self.item(k))
                     if g is None:
@@ -1664,6 +2256,19 @@ class Clauses:
             add(m, self.in_cond(refs), negate=bool(m.group("neg")))
         self.render()
         # column compared with a number: "amount over 100", "amount >= 20", "price between 10 and 50"
+        for m in self.find(
+            r"\b(C\d+) (?:is |are |was |were |of |has |with |having |that is |which is )?(?:(?P<neg>not) )?"
+            r"(?:between (N\d+) and|from (N\d+) (?:to|through|up to|until)|"
+            r"in the range(?: of)? (N\d+) (?:to|-)) "
+            r"(N\d+)"
+        ):
+            if not self.colref(m.group(1)).numeric:
+                continue
+            lo = self.item((m.group(3) or m.group(4) or m.group(5))[1:]).ref
+            hi = self.item(m.group(6)[1:]).ref
+            c = self.col(self.colref(m.group(1), numeric=True))
+            add(m, ir.And([ir.Compare(c, ">=", lo), ir.Compare(c, "<=", hi)]), negate=bool(m.group("neg")))
+        self.render()
         for m in self.find(
             r"\b(C\d+) (?:is |are |was |were |of |has |with |having )?(?:(?P<neg>not) )?between (N\d+) and "
             r"(N\d+)"
@@ -1858,7 +2463,7 @@ class Clauses:
             add(m, self.date_cond(self.col(ref), spec))
         self.render()
         # a bare year next to the rows it qualifies: "the 2024 signups", "2026 orders"
-        for m in self.find(r"(N\d+)(?= (?:C\d+|S\d+|:|,))|(?<=S\d )(N\d+)|(?<=S\d\d )(N\d+)"):
+        for m in self.find(r"(N\d+)(?= (?:C\d+|S\d+|V\d+|~|:|,))|(?<=S\d )(N\d+)|(?<=S\d\d )(N\d+)"):
             ksym = m.group(1) or m.group(2) or m.group(3)
             v = self.item(ksym).ref
             if isinstance(v, float) and v.is_integer() and 1990 <= v <= 2100:
@@ -2189,7 +2794,7 @@ class Clauses:
                 ]
                 if others and len(others) == len(it.ref):
                     c = self.col(others[0])
-                    if c not in self.req.extra:
+                    if c not in self.req.extra and not self.main_only:
                         self.req.extra.append(c)
                     it.used = True
         used = {c.alias for c in self.columns_used()}
@@ -2236,8 +2841,10 @@ class Clauses:
                     ]
                     if refs:
                         c = ir.Col(j.right.alias, refs[0].column)
-                        if c not in self.req.extra:
-                            self.req.extra.append(c)
+                        if c not in self.req.extra and not self.main_only:
+                            self.req.extra.append(
+                                c
+                            )  # "order columns only": where a column comes from, no more
                         it.used = True
                 if any(c.alias == j.right.alias for c in self.req.extra) or self.main_only:
                     continue
@@ -2283,8 +2890,10 @@ class Clauses:
                     continue
                 unit = UNITS[it.text]
                 key = ir.GroupKey(self.col(ref), None if unit == "day" and ref.type == "DATE" else unit)
-                if all((g.col, g.unit) != (key.col, key.unit) for g in r.group):
-                    r.group.append(key)
+                if all(
+                    (g.col, (g.unit or "").removesuffix("_number")) != (key.col, key.unit) for g in r.group
+                ):
+                    r.group.append(key)  # "by quarter (quarter as 1 to 4)": the same key said again
                 it.used = True
 
     def rank_over_groups(self) -> None:
@@ -2554,6 +3163,9 @@ def is_english(word: str) -> bool:
 
 # Words that only shape a sentence; an unconsumed one is not worth reporting.
 STRUCTURE_WORDS = {
+    "up",  # "so all rows end up in orders_all"
+    "if",  # "I'd be grateful if you could ..."
+    "grateful",
     "join",
     "joined",
     "joining",

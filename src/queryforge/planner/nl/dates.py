@@ -289,7 +289,8 @@ def find_dates(text: str) -> list[DateMatch]:
     # single periods
     for m in re.finditer(
         rf"\b(?:(?:placed|made|created|happened|dated|recorded|logged) )?"
-        rf"(?:in|during|for|of|on|from|within|throughout|dated)? ?(?:the )?(?:year |month of )?({POINT})\b",
+        rf"(?:in|during|for|of|on|from|within|throughout|dated)? ?(?:the )?"
+        rf"(?:year |month of (?!(?:19|20)\d\d\b))?({POINT})\b",
         text,
     ):
         p = point(m.group(1))

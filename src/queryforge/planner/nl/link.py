@@ -233,6 +233,14 @@ class Vocabulary:
                 if p.rstrip("s") in lower and len(p) > 3:  # "pendings", plural of a status
                     out.append(ValueRef(s, column, lower[p.rstrip("s")], 90))
                     continue
+                if p + "s" in lower and len(p) >= 3:  # "toy" for 'toys': the singular of a plural value
+                    out.append(ValueRef(s, column, lower[p + "s"], 90))
+                    continue
+                stems = {_stem(v): orig for v, orig in lower.items() if " " not in v}
+                if " " not in p and len(p) >= 5 and _stem(p) in stems and len(_stem(p)) >= 4:
+                    # another form of the same word: "cancellation" for 'cancelled', "shipment" for 'shipped'
+                    out.append(ValueRef(s, column, stems[_stem(p)], 88))
+                    continue
                 if _code_column(domain):
                     hit = _countries().get(p)
                     if hit is not None:
@@ -251,6 +259,18 @@ class Vocabulary:
                     if match:
                         out.append(ValueRef(s, column, lower[match[0]], int(match[1]) - 10))
         return sorted(out, key=lambda r: -r.score)
+
+
+def _stem(word: str) -> str:
+    """A crude stem of one word: cancellation, cancelled, cancels → cancel; shipment, shipped → ship."""
+    w = re.sub(r"[^a-z]", "", word.lower())
+    for suffix in ("ations", "ation", "ments", "ment", "ies", "ed", "es", "s", "e"):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 4:
+            w = w[: -len(suffix)] + ("y" if suffix == "ies" else "")
+            break
+    if len(w) >= 5 and w[-1] == w[-2] and w[-1] not in "aeiou":
+        w = w[:-1]  # cancell → cancel, shipp → ship
+    return w
 
 
 def _code_column(domain: tuple[str, ...]) -> bool:

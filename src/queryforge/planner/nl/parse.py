@@ -71,6 +71,8 @@ TARGET_STOP = {
     "separate",
     "production",
     "prod",
+    "catalog",
+    "catalogue",
 }
 NAME = r"([a-z_][a-z0-9_]*)"
 DESTRUCTIVE = re.compile(
@@ -238,7 +240,8 @@ class Parser:
             rf"|"
             rf"existing )?(?:table )?{NAME}",
             rf"\bas (?:the |a |an )?(?:new )?(?:table )?{NAME}$",
-            rf"^(?:create|build|make|produce|generate|prepare|compute|derive|populate|fill|refresh|rebuild)"
+            rf"^(?:(?:please|could you|can you|would you|will you|i want to|i'd like to|let's|lets|now) )*"
+            rf"(?:create|build|make|produce|generate|prepare|compute|derive|populate|fill|refresh|rebuild)"
             rf" (?:me )?(?:a |the |an )?(?:new )?(?:table )?{NAME} (?:table )?(?:from|with|that|containing|"
             rf"using|by|of|out of|based on|listing|holding|showing|:|,)",
         ]
@@ -259,6 +262,27 @@ class Parser:
                     name = re.sub(r"\W+", "_", tok.norm.strip().lower()) if tok else name
                 if name in TARGET_STOP or name in FUNCTION_WORDS or re.fullmatch(r"\d.*", name):
                     continue
+                if (
+                    i in (8, 9)
+                    and re.match(r"in\b", m.group(0))
+                    and self._is_source_word(name)
+                    and re.search(r"\b(?:into|as|save|store|call|called|named)\b", text[m.end() :])
+                ):
+                    continue  # "by status in the orders table; save as x": the table read, not the target
+                prior = text[: m.start()].split()
+                if (
+                    i == 5
+                    and prior
+                    and self._is_column_word(prior[-1])
+                    and re.search(r"\b(?:into|as|save|store|call|called|named)\b", text[m.end() :])
+                ):
+                    continue  # "price -> unit_price, into products_x": a rename, the table comes later
+                after, before = text[m.end(1) :], text[: m.start(1)]
+                if (
+                    re.match(r" (?:column|field)s?\b| of Q\b", after)
+                    or re.search(r"\b(?:column|field|one|col)s? (?:called|named|titled) $", before)
+                ) and name != "q":
+                    continue  # "a column called net_amount", "into a price_band of 'budget'": not the table
                 if i == len(patterns) - 1 and "_" not in name and not re.search(r"\d", name):
                     # "create a report from ..." names no table; only identifier-like names count
                     continue
@@ -282,6 +306,9 @@ class Parser:
             return cands[0].group(1), (cands[0].start(1), cands[0].end(1))
         return None, None
 
+    def _is_column_word(self, word: str) -> bool:
+        return any(word == c.lower() for s in self.ctx.sources for c in s.column_names)
+
     def _is_source_word(self, word: str) -> bool:
         return any(singular(word) == singular(s.stem.lower()) for s in self.ctx.sources)
 
@@ -293,6 +320,14 @@ class Parser:
             r"^update\b",
             low,
         )
+        if merge and re.match(
+            r"(?: [^;]{0,80}?)? (?:(?:them|it|both|all|these|those|the (?:two|files|tables)) )?(?:together )?"
+            r"(?:in|into|to) "
+            r"(?:one|a single|single|one single|a new|one new|one big|a combined)(?: new)? "
+            r"(?:table|dataset|file)\b",
+            low[merge.end() :],
+        ):
+            merge = None  # "merged into one table": the files are stacked, not upserted on a key
         if merge:
             self.use_span(merge.start(), merge.end())
             m = re.search(
@@ -306,11 +341,19 @@ class Parser:
         append = re.search(r"\b(append|appending|appended)\b", low)
         if append is None and target:
             append = re.search(
-                rf"\b(?:add|adding|added|insert|inserting|inserted)\b(?:(?! column| field)[^;])*\b(?:to|into|"
+                rf"\b(?:add|adding|added|insert|inserting|inserted)\b(?! up\b)(?:(?! column| field)[^;])*"
+                rf"\b(?:to|into|"
                 rf"onto) "
                 rf"(?:the )?(?:end of )?(?:the )?(?:existing )?(?:table )?{re.escape(target)}\b",
                 low,
             )
+        if (
+            append
+            and append.group(0).split()[0].startswith("add")
+            and re.search(r" into (?:the )?(?:existing )?(?:table )?\S+$", append.group(0))
+            and re.search(r" (?:to|onto) (?:each |every |all |the )*\w+", append.group(0))
+        ):
+            append = None  # "add the price from products.csv to every order ... into x": columns, not rows
         if append:
             self.use_span(append.start(), append.start() + len(append.group(0).split()[0]))
             return "append", True, []
@@ -549,6 +592,7 @@ def keywords(ctx: PlannerContext) -> frozenset[str]:
         out |= set(phrase.split())
     out |= catalog_words(ctx)
     out |= {"distinct", "unique", "duplicates", "cancelled", "shipped", "category", "customer", "customers"}
+    out |= set(RANKING) | {"column", "columns", "quarter", "percentage"}
     return frozenset(w for w in out if w.isalpha() and len(w) >= 4)
 
 
@@ -578,6 +622,7 @@ class Reader(Parser):
                 candidates=[s.name for s in self.ctx.sources][:8],
             )
         self.named = [s for _, s in named]
+        self.named_at = dict(named)  # token index → the source named there
         self.entities = entities
         self.mode_info = (mode, mode_said, keys)
         self.target_name = target

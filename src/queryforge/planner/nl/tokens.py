@@ -78,6 +78,8 @@ def tokenize(text: str) -> list[Token]:
             parts = raw.split("-")
             if len(parts) > 1 and parts[0].lower() in ("e",):
                 parts = ["".join(parts)]
+            elif len(parts) == 2 and parts[0].lower() in ("de", "re") and len(parts[1]) >= 4:
+                parts = ["".join(parts)]  # de-duplicate, re-name: one word
             offset = m.start()
             for part in parts:
                 if part:
@@ -92,9 +94,17 @@ def tokenize(text: str) -> list[Token]:
         if kind == "quoted":
             norm = raw[1:-1]
         tokens.append(Token(raw, norm, kind, m.start(), m.end()))
-    for i, t in enumerate(tokens):
+    merged: list[Token] = []
+    for t in tokens:
+        prev = merged[-1] if merged else None
+        if prev is not None and prev.kind == t.kind == "word" and prev.norm == "per" and t.norm == "cent":
+            # "per cent" is one word, "percent"
+            merged[-1] = Token(prev.raw + " " + t.raw, "percent", "word", prev.start, t.end, tags=prev.tags)
+            continue
+        merged.append(t)
+    for i, t in enumerate(merged):
         t.index = i
-    return tokens
+    return merged
 
 
 def singular(word: str) -> str:
@@ -103,7 +113,7 @@ def singular(word: str) -> str:
         return w
     if w.endswith("ies"):
         return w[:-3] + "y"
-    if w.endswith(("sses", "xes", "ches", "shes")):
+    if w.endswith(("sses", "xes", "ches", "shes", "tuses", "buses")):
         return w[:-2]
     if w.endswith("s") and not w.endswith(("ss", "us", "is")):
         return w[:-1]
