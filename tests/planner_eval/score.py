@@ -114,6 +114,19 @@ def failure_lines(results: Iterable[Result]) -> str:
     return "\n".join(f"  FAIL {r.case.id}: {r.case.prompt!r}\n       {r.detail}" for r in results if not r.ok)
 
 
+def assert_score(label: str, results: list[Result], threshold: float, *keys: str) -> None:
+    """The suite tests' one verdict: the share of passing `results` is at least `threshold`; the
+    breakdown by `keys` is printed, and listed with every failing request when it is not."""
+    passed = sum(r.ok for r in results)
+    rate = passed / len(results)
+    report = text_breakdown(results, *keys)
+    print(f"{label}: {passed}/{len(results)} = {rate:.1%}\n{report}")
+    assert rate >= threshold, (
+        f"{label} scored {passed}/{len(results)} = {rate:.1%} (< {threshold:.0%})\n"
+        f"{report}\nfailing requests:\n{failure_lines(results)}"
+    )
+
+
 def summary(results: list[Result]) -> dict[str, Any]:
     fam = [r for r in results if r.case.suite in FAMILY_SUITES]
     must = [r for r in results if r.case.suite in MUST_ASK_SUITES]

@@ -29,7 +29,7 @@ from tests.planner_eval.harness import (
     load_must_ask,
     shared_results,
 )
-from tests.planner_eval.score import failure_lines, text_breakdown
+from tests.planner_eval.score import assert_score
 
 THRESHOLD = 0.90  # exact-table share of the family requests: just under the 94.2% measured (README)
 WAIT_FOR_OTHER_WORKER_S = 900.0
@@ -99,15 +99,7 @@ def test_family_runs(family: dict[str, Any], harness: Harness, shared_dir: Path)
 @pytest.mark.planner_eval
 def test_family_suite_score(harness: Harness, shared_dir: Path) -> None:
     results = [r for f in FAMILIES for r in family_results(f, harness, shared_dir)]
-    passed = sum(r.ok for r in results)
-    rate = passed / len(results)
-    report = text_breakdown(results, "shape", "kind")
-    print(f"planner families: {passed}/{len(results)} = {rate:.1%}\n{report}")
-    failures = failure_lines(results)
-    assert rate >= THRESHOLD, (
-        f"paraphrase families scored {passed}/{len(results)} = {rate:.1%} (< {THRESHOLD:.0%})\n"
-        f"{report}\nfailing requests:\n{failures}"
-    )
+    assert_score("paraphrase families", results, THRESHOLD, "shape", "kind")
 
 
 # ---------------------------------------------------------------- shared dev cases: smoke test

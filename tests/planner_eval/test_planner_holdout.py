@@ -33,7 +33,7 @@ from tests.planner_eval.harness import (
     load_must_ask,
     shared_results,
 )
-from tests.planner_eval.score import failure_lines, text_breakdown
+from tests.planner_eval.score import assert_score
 
 # first measurement (README "Held-out set"): 42/203 = 20.7 % and 17/22 = 77.3 %; set just under it
 THRESHOLD = 0.20  # exact-table share of the held-out family requests
@@ -115,14 +115,7 @@ def test_holdout_family_runs(family: dict[str, Any], harness: Harness, holdout_d
 @pytest.mark.planner_eval
 def test_holdout_family_score(harness: Harness, holdout_dir: Path) -> None:
     results = [r for f in FAMILIES for r in family_results(f, harness, holdout_dir)]
-    passed = sum(r.ok for r in results)
-    rate = passed / len(results)
-    report = text_breakdown(results, "shape", "kind", "task")
-    print(f"held-out families: {passed}/{len(results)} = {rate:.1%}\n{report}")
-    assert rate >= THRESHOLD, (
-        f"held-out families scored {passed}/{len(results)} = {rate:.1%} (< {THRESHOLD:.0%})\n"
-        f"{report}\nfailing requests:\n{failure_lines(results)}"
-    )
+    assert_score("held-out families", results, THRESHOLD, "shape", "kind", "task")
 
 
 # ---------------------------------------------------------------- held-out must-ask: score >= its threshold
@@ -136,11 +129,4 @@ def test_holdout_must_ask_runs(case: Case, harness: Harness, holdout_dir: Path) 
 @pytest.mark.planner_eval
 def test_holdout_must_ask_score(harness: Harness, holdout_dir: Path) -> None:
     results = [must_ask_result(c, harness, holdout_dir) for c in MUST_ASK]
-    passed = sum(r.ok for r in results)
-    rate = passed / len(results)
-    report = text_breakdown(results, "category")
-    print(f"held-out must-ask: {passed}/{len(results)} = {rate:.1%}\n{report}")
-    assert rate >= MUST_ASK_THRESHOLD, (
-        f"held-out must-ask scored {passed}/{len(results)} = {rate:.1%} (< {MUST_ASK_THRESHOLD:.0%})\n"
-        f"{report}\nfailing requests:\n{failure_lines(results)}"
-    )
+    assert_score("held-out must-ask", results, MUST_ASK_THRESHOLD, "category")

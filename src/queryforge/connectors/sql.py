@@ -528,15 +528,12 @@ def diff_in_duckdb(
     mode: str,
     keys: list[str],
     staged_cols: list[tuple[str, str]] | None = None,
-    prod_cols: list[tuple[str, str]] | None = None,
 ) -> dict[str, int]:
     """Diff two relations visible to one DuckDB connection (names are trusted internal names); the
-    columns of either side are described here unless the caller knows them already."""
+    staged columns are described here unless the caller knows them already."""
     if staged_cols is None:
         staged_cols = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {staged}").fetchall()]
-    if prod_cols is None:
-        prod_cols = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {prod}").fetchall()]
-    prod_names = {c.lower() for c, _ in prod_cols}
+    prod_names = {r[0].lower() for r in con.execute(f"DESCRIBE {prod}").fetchall()}
     row = con.execute(diff_query(staged, prod, mode, keys, staged_cols, prod_names)).fetchall()[0]
     return diff_counts(row, mode, keys)
 
@@ -546,13 +543,13 @@ FLOATS = ("DOUBLE", "FLOAT", "REAL", "DOUBLE PRECISION", "FLOAT4", "FLOAT8")
 
 def _same_value(column: str, kind: str) -> str:
     """Equality for the diff; floating sums differ in the last bits between runs, so they get a tolerance."""
-    c = column.replace('"', '""')
+    c = _quoted(column)
     if kind.upper() in FLOATS:
         return (
-            f'((s."{c}" IS NULL AND p."{c}" IS NULL) OR abs(s."{c}" - p."{c}") <= '
-            f'1e-9 * greatest(abs(s."{c}"), abs(p."{c}"), 1))'
+            f"((s.{c} IS NULL AND p.{c} IS NULL) OR abs(s.{c} - p.{c}) <= "
+            f"1e-9 * greatest(abs(s.{c}), abs(p.{c}), 1))"
         )
-    return f's."{c}" IS NOT DISTINCT FROM p."{c}"'
+    return f"s.{c} IS NOT DISTINCT FROM p.{c}"
 
 
 FINGERPRINT_SALT = "qf-fingerprint/2"

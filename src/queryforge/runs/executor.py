@@ -773,10 +773,7 @@ class Executor:
         )
         # Registered first, so a failure half-way still discards it (once, when the step is retried).
         outcome.staged = [s for s in outcome.staged if s.step_id != stage.step_id] + [load]
-        try:
-            connector.stage(outcome.run_id, load, reader)
-        finally:
-            reader.close()  # a target that failed before reading it out leaves the work area busy
+        connector.stage(outcome.run_id, load, reader)  # a reader left open is closed by the session
         self.repo.update_run(outcome.run_id, staged=staged_to_json(outcome.staged))  # for a resume
         d = load.diff
         return load.rows, load.rows, f"+{d.get('added', 0)} -{d.get('removed', 0)} ~{d.get('changed', 0)}"

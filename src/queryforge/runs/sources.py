@@ -262,45 +262,43 @@ def load(step_id: str, folder: Path) -> Snapshot | None:
         return None
 
 
+def _moved(f: SnapshotFile) -> bool:
+    """The snapshot file is no longer as taken (gone, or an in-place writer changed a hard link)."""
+    try:
+        st = os.stat(f.path)
+    except OSError:
+        return True
+    return (st.st_size, st.st_mtime_ns, st.st_ino) != (f.size, f.mtime_ns, f.inode)
+
+
 def changed(snapshot: Snapshot) -> list[str]:
-    """Sources whose snapshot is no longer as taken (an in-place writer changed a hard-linked file)."""
-    out = []
-    for f in snapshot.files:
-        try:
-            st = os.stat(f.path)
-        except OSError:
-            out.append(f.source)
-            continue
-        if (st.st_size, st.st_mtime_ns, st.st_ino) != (f.size, f.mtime_ns, f.inode):
-            out.append(f.source)
-    return out
+    """Sources whose snapshot is no longer as taken."""
+    return [f.source for f in snapshot.files if _moved(f)]
+
+
+def _changed_error(moved: list[str], when: str) -> SourceChanged:
+    names = ", ".join(f"'{m}'" for m in moved[:3]) + (f" and {len(moved) - 3} more" if len(moved) > 3 else "")
+    return SourceChanged(
+        f"Source file changed while the run read it: {names} was written in place {when}, so nothing "
+        "was published",
+        hint="the run is tried again (or resume it); make writers replace files by atomic rename",
+    )
 
 
 def verify(snapshots: list[Snapshot]) -> None:
     """Raise SourceChanged if any snapshot moved since it was taken: what was audited must be loaded."""
     moved = sorted({s for snap in snapshots for s in changed(snap)})
     if moved:
-        names = ", ".join(f"'{m}'" for m in moved[:3]) + (
-            f" and {len(moved) - 3} more" if len(moved) > 3 else ""
-        )
-        raise SourceChanged(
-            f"Source file changed while the run read it: {names} was written in place after the run "
-            "snapshotted it, so nothing was published",
-            hint="the run is tried again (or resume it); make writers replace files by atomic rename",
-        )
+        raise _changed_error(moved, "after the run snapshotted it")
 
 
 def _hash_linked(entry: SnapshotFile) -> str | None:
     """The hash of a hard-linked snapshot, or None when the file moved while it was read."""
-    path = Path(entry.path)
     try:
-        digest = _hash(path)
-        st = path.stat()
+        digest = _hash(Path(entry.path))
     except OSError:
         return None
-    if (st.st_size, st.st_mtime_ns, st.st_ino) != (entry.size, entry.mtime_ns, entry.inode):
-        return None
-    return digest
+    return None if _moved(entry) else digest
 
 
 class Hasher:
@@ -338,11 +336,7 @@ class Hasher:
                 f = replace(f, xxh3_128=digest)
             files.append(f)
         if moved:
-            raise SourceChanged(
-                f"Source file changed while the run read it: '{moved[0]}' was written in place while "
-                "the run hashed its snapshot, so nothing was published",
-                hint="the run is tried again (or resume it); make writers replace files by atomic rename",
-            )
+            raise _changed_error(moved, "while the run hashed its snapshot")
         return replace(snapshot, files=tuple(files))
 
     def close(self) -> None:

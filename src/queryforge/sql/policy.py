@@ -432,22 +432,6 @@ def _check_constant_text(node: exp.Expr, what: str) -> None:
             )
 
 
-def _check_generator_args(call: exp.Expr, what: str) -> None:
-    """A row generator's arguments are constants: no table, no subquery, no column, and no string
-    but a date, time or interval written as one (`DATE '2026-01-01'`, `INTERVAL '1 day'`)."""
-    for arg in call.iter_expressions():
-        for part in arg.walk():
-            if isinstance(part, exp.Query | exp.Subquery | exp.Table):
-                raise UnsafeSql(f"the arguments of {what} in FROM may not read a table or run a query")
-        if not is_constant(arg):
-            column = next((c for c in arg.find_all(exp.Column)), arg)
-            raise UnsafeSql(
-                f"the arguments of {what} in FROM must be constants (numbers, dates, timestamps, "
-                f"intervals), not the column {column.sql(DIALECT)[:60]}"
-            )
-        _check_constant_text(arg, what)
-
-
 def _shifted_row_value(node: exp.Expr) -> bool:
     """`t.n - 1`, `(t.n + 10) - 1`, `t.d + INTERVAL 1 YEAR`: a value of the row moved by constants
     adding up to no more than a generator may count (how `range(t.n)` is written for PostgreSQL:
@@ -458,10 +442,12 @@ def _shifted_row_value(node: exp.Expr) -> bool:
     return isinstance(by, Interval) or (isinstance(by, float) and abs(by) <= MAX_GENERATED_ROWS)
 
 
-def _check_lateral_args(call: exp.GenerateSeries, what: str) -> None:
-    """A lateral generator's bounds: each a constant (as above) or a value of the row as stored --
-    a column, a field of one, a cast of one -- possibly moved by a constant (`t.n - 1`,
-    `t.d + INTERVAL 6 DAY`); computing on it (`t.n * 1000`) is refused."""
+def _check_generator_bounds(call: exp.GenerateSeries, what: str) -> None:
+    """A generator's bounds: no table or query; each a constant -- numbers, dates, timestamps,
+    intervals, and no string but a date, time or interval written as one (`DATE '2026-01-01'`) --
+    or, for a lateral generator, a value of the row as stored (a column, a field of one, a cast of
+    one), possibly moved by a constant (`t.n - 1`, `t.d + INTERVAL 6 DAY`); computing on it
+    (`t.n * 1000`) is refused."""
     for arg in call.iter_expressions():
         if any(isinstance(p, exp.Query | exp.Subquery | exp.Table) for p in arg.walk()):
             raise UnsafeSql(f"the arguments of {what} in FROM may not read a table or run a query")
@@ -478,8 +464,8 @@ def _check_generator(call: exp.GenerateSeries, what: str, dialect: str) -> None:
     """`range`/`generate_series` as a FROM item: constant and counted, or lateral and checked."""
     if dialect not in GENERATOR_DIALECTS:
         raise UnsafeSql(f"{what} in FROM is not available on {dialect}; generate the rows in a step")
+    _check_generator_bounds(call, what)
     if is_lateral(call):
-        _check_lateral_args(call, what)
         per_row = lateral_rows(call)
         if per_row is None and isinstance(call.parent, exp.Unnest):
             # DuckDB's writer sends `FROM t, unnest(...)` as `JOIN unnest(...) ON TRUE`: see below
@@ -500,7 +486,6 @@ def _check_generator(call: exp.GenerateSeries, what: str, dialect: str) -> None:
                 f"make at most {MAX_GENERATED_ROWS:,} (narrow its range or use a coarser step)"
             )
         return
-    _check_generator_args(call, what)
     _check_generated_rows(call, what, required=True)
 
 

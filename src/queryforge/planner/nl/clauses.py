@@ -845,8 +845,8 @@ class Clauses:
                 self.items[k].used = True
         self.render()
         for x in self.find(
-            r"\b(?:(?:in|into|as) (?:a |an )?(?:new |extra |separate )?(?:column|field)|(?:a |an )?(?:ne"
-            r"w |extra )?"
+            r"\b(?:(?:in|into|as) (?:a |an )?(?:new |extra |separate )?(?:column|field)|"
+            r"(?:a |an )?(?:new |extra )?"
             r"(?:column|field)|label(?:l?ed)?(?: it| them)?|tag(?:ged)?(?: it| them)?|categori[sz]e|classify|"
             r"either)\b"
         ):
@@ -1126,12 +1126,12 @@ class Clauses:
             # how the files are described: "the two yearly files", "the 2025 and 2026 order files"
             stems = " ".join(u.source.stem.lower() for u in files)
             for m in self.find(
-                r"\b(?:(?:N\d+|both|all) )?(?:(?:N\d+|D\d+)(?: ,| and| ,? and| &)? (?:N\d+|D\d+) )?(?:ye"
-                r"arly |"
-                r"annual |monthly |quarterly |daily |separate |different |individual )?(?:S\d+ )?(?:file"
-                r"s?|csvs?|"
-                r"exports?|extracts?|tables?)\b|\b(?:into |in )?(?:one|a single|single|one single) (?:ta"
-                r"ble|dataset)\b"
+                r"\b(?:(?:N\d+|both|all) )?(?:(?:N\d+|D\d+)(?: ,| and| ,? and| &)? (?:N\d+|D\d+) )?"
+                r"(?:yearly |"
+                r"annual |monthly |quarterly |daily |separate |different |individual )?(?:S\d+ )?"
+                r"(?:files?|csvs?|"
+                r"exports?|extracts?|tables?)\b|\b(?:into |in )?(?:one|a single|single|one single) "
+                r"(?:table|dataset)\b"
                 r"|\bkeeping (?:all|every) (?:the )?(?:rows|records)\b"
             ):
                 ok = True
@@ -1286,8 +1286,8 @@ class Clauses:
             self.render()
             # the same rate said again: "purchase ratio (purchases / all events)"
             for m in self.find(
-                r"\b(?:the )?(?:number of |count of )?(V\d+)(?: S\d+)? (?:divided by|/|over|out of|by) ("
-                r"?:the )?"
+                r"\b(?:the )?(?:number of |count of )?(V\d+)(?: S\d+)? (?:divided by|/|over|out of|by) "
+                r"(?:the )?"
                 r"(?:number of |count of |total |all )?(?:all )?(?:the )?(?:S\d+|rows|total)"
             ):
                 again = self.value_refs(m.group(1))
@@ -1462,8 +1462,8 @@ class Clauses:
                 for k in ks
             )  # "views, purchases per page": the events counted
             if not plural and not re.search(
-                r"\b(?:count|counts|counting|counted|number|numbers|how many|how often|tally|total|sum|a"
-                r"mount)\b",
+                r"\b(?:count|counts|counting|counted|number|numbers|how many|how often|tally|total|sum|"
+                r"amount)\b",
                 self.sym,
             ):
                 continue
@@ -1489,8 +1489,8 @@ class Clauses:
             for m in self.find(
                 r"\b(?:(?:one |a |another |second |other )?(?:columns? )?(?:count|counts|counting|number"
                 r"|numbers|"
-                r"how many|how often|tally)(?: of)?|(?:and )?(?:another|one) (?:columns? )?(?:counting|f"
-                r"or)?)\b"
+                r"how many|how often|tally)(?: of)?|(?:and )?(?:another|one) (?:columns? )?"
+                r"(?:counting|for)?)\b"
             ):
                 self.take(m)
             self.render()
@@ -1544,8 +1544,8 @@ class Clauses:
                 self.items[k].used = True
             self.render()
             for m in self.find(
-                r"\b(?:total|totals|sum|sums|revenue|count|number)(?: of)?(?: C\d+)?\b|\b(?:next to|besi"
-                r"de) each "
+                r"\b(?:total|totals|sum|sums|revenue|count|number)(?: of)?(?: C\d+)?\b|\b"
+                r"(?:next to|beside) each "
                 r"other\b|\b(?:in |as )?(?:separate |their own |own )?columns\b"
             ):
                 self.take(m)
