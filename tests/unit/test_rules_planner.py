@@ -979,3 +979,111 @@ def test_more_columns_and_entities(env: Env, expected: Expected) -> None:
     assert_rows(
         d, env, expected, "SELECT status, count(*) FROM 'orders.csv' GROUP BY status HAVING count(*) > 170"
     )
+
+
+# ---------------------------------------------------------------- second pass (2026-12-06)
+@pytest.mark.parametrize(
+    ("request_text", "want_sql"),
+    [
+        (
+            "customers.csv where signup_date < 2024-03-01 -> early",
+            "SELECT * FROM 'customers.csv' WHERE signup_date < DATE '2024-03-01'",
+        ),
+        (
+            "orders.csv: order_date = 2026-03-14 -> one_day",
+            "SELECT * FROM 'orders.csv' WHERE order_date = DATE '2026-03-14'",
+        ),
+        (
+            "orders.csv order_date <= 2025-01-31 -> january_and_before",
+            "SELECT * FROM 'orders.csv' WHERE order_date <= DATE '2025-01-31'",
+        ),
+    ],
+    ids=["less-than", "equals", "at-most"],
+)
+def test_date_compared_with_an_operator(
+    env: Env, expected: Expected, request_text: str, want_sql: str
+) -> None:
+    assert_rows(draft(request_text, env.ctx), env, expected, want_sql)
+
+
+def test_misspellings_one_swap_or_edit_away(env: Env, expected: Expected) -> None:
+    """Swapped letters count as one slip ('frist'), a rare dictionary word near a keyword is one too."""
+    d = draft("the frist 4 customers by signup_date from customers.csv -> earliest_four", env.ctx)
+    assert_rows(d, env, expected, "SELECT * FROM 'customers.csv' ORDER BY signup_date LIMIT 4")
+    d = draft("orders.csv exept the cancelled ones -> not_cancelled", env.ctx)
+    assert_rows(d, env, expected, "SELECT * FROM 'orders.csv' WHERE status <> 'cancelled'")
+
+
+def test_sort_on_two_keys_then_limit(env: Env, expected: Expected) -> None:
+    d = draft("products.csv order by category desc, price asc, limit 7 -> p7", env.ctx)
+    assert_rows(d, env, expected, "SELECT * FROM 'products.csv' ORDER BY category DESC, price ASC LIMIT 7")
+
+
+def test_exclusive_conditions_become_columns_beside_a_measure_and_or_without(
+    env: Env, expected: Expected
+) -> None:
+    """'shipped and returned' can't both hold for one row: two counts per group, or either one."""
+    d = draft("orders.csv per product_id: returned orders and shipped orders as two columns -> rs", env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT product_id, count(*) FILTER (WHERE status = 'returned'), count(*) FILTER (WHERE status = "
+        "'shipped') FROM 'orders.csv' GROUP BY product_id",
+    )
+    d = draft("orders.csv returned and pending orders -> rp", env.ctx)
+    assert_rows(d, env, expected, "SELECT * FROM 'orders.csv' WHERE status IN ('returned', 'pending')")
+
+
+def test_window_columns(env: Env, expected: Expected) -> None:
+    d = draft("products.csv with each product's price rank within its category -> ranked", env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT *, rank() OVER (PARTITION BY category ORDER BY price DESC) FROM 'products.csv'",
+    )
+    d = draft("events.ndjson: add the ts of the same user's next event -> with_next", env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT *, lead(ts) OVER (PARTITION BY user_id ORDER BY ts) FROM read_json_auto('events.ndjson')",
+    )
+
+
+def test_rates_of_a_sum_and_of_present_values(env: Env, expected: Expected) -> None:
+    d = draft("orders.csv per customer_id, pending amount divided by total amount -> pending_share", env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT customer_id, sum(amount) FILTER (WHERE status = 'pending') / sum(amount) FROM 'orders.csv' "
+        "GROUP BY customer_id",
+    )
+    d = draft("customers.csv: percentage of customers without an email per country -> no_email", env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT country, 100.0 * count(*) FILTER (WHERE email IS NULL OR email = '') / count(*) "
+        "FROM 'customers.csv' GROUP BY country",
+    )
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    [
+        "keep the Dutch customers of customers.csv and write them back into customers.csv",
+        "Copy orders.csv into the accounts table of legacy.sqlite",
+        "orders.csv joined with customers.csv, rows where the date is in 2025 -> j",
+        "orders.csv with customers.csv and products.csv, rows whose name ends with 'a' -> j",
+        "products.csv products with more than 4 ratings -> rated",
+        "customers.csv customers who are not subscribed to the newsletter -> unsubscribed",
+    ],
+    ids=["write-back", "other-database", "which-date", "whose-name", "unknown-noun", "lost-negation"],
+)
+def test_never_guesses_a_destination_a_column_or_a_condition(ctx: PlannerContext, request_text: str) -> None:
+    with pytest.raises(PlannerQuestion) as info:
+        RulesPlanner().draft(request_text, ctx)
+    assert info.value.message

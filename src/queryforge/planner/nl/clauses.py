@@ -13,12 +13,24 @@ import re
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
+from wordfreq import zipf_frequency
+
 from ..context import Source
 from ..draft import PlannerQuestion
 from . import ir
+from .compile import measure_words
 from .dates import Part, Period, Rolling, find_dates
-from .lexicon import AGGREGATES, COMPARATORS, FILLERS, NUMBER_WORDS, PRICE_WORDS, RANKING, UNITS
-from .link import ColumnRef, ValueRef, Vocabulary
+from .lexicon import (
+    AGGREGATES,
+    COMPARATORS,
+    FILLERS,
+    NEGATIONS,
+    NUMBER_WORDS,
+    PRICE_WORDS,
+    RANKING,
+    UNITS,
+)
+from .link import ColumnRef, ValueRef, Vocabulary, is_numeric_type
 from .render import literal, qident, shown
 from .tokens import singular
 
@@ -42,6 +54,14 @@ GROUP_INTRO = (
     r"(?:per|by|for each|for every|in each|in every|of each|of every|across|grouped by|group by|"
     r"grouping by|broken down by|broken out by|break down by|split by|split out by|bucketed by|"
     r"aggregated by|summari[sz]ed by|counted by|totaled by|for all|within each|each)"
+)
+
+
+# "ignoring the year", "across all years", "both years together": a calendar part, not a period
+ANY_YEAR = (
+    r"\b(?:ignoring|regardless of|irrespective of|across|over|whatever) (?:the |all |all the |every )?"
+    r"years?\b"
+    r"|\b(?:(?:the|both|all) )?years? (?:combined|together|merged|pooled)\b"
 )
 
 
@@ -162,6 +182,8 @@ class Clauses:
                 continue
             if words[0] in FUNCTION_WORDS or words[-1] in FUNCTION_WORDS:
                 continue
+            if n > 1 and (words[0] in NEGATIONS or words[0] in ("no", "non", "never")):
+                continue  # "no cancelled": the negation stays a word of its own, never part of a value
             phrase = " ".join(words)
             if n == 1 and phrase in RANKING_ONLY:
                 break
@@ -179,13 +201,16 @@ class Clauses:
                 ]
             vals = self.values(phrase)
             src = self.p.entity_source(phrase) if n == 1 else None
-            if (
-                src is not None
-                and phrase.endswith("ed")
-                and i + 1 < len(toks)
-                and toks[i + 1].norm in ("by", "on")
-            ):
-                return Item("word", phrase, chunk)  # "ordered by price": a sort, not the orders
+            if src is not None and (phrase.endswith("ed") or phrase == "order"):
+                # "ordered by price", "order orders.csv by status": a sort, not the orders
+                ahead = [
+                    t
+                    for t in toks[i + 1 : i + 5]
+                    if t.kind != "file"
+                    and t.norm not in ("the", "it", "them", "rows", "data", "table", "file")
+                ]
+                if ahead and ahead[0].norm in ("by", "on"):
+                    return Item("word", phrase, chunk)
             if vals and (not cols or (vals[0].score >= 95 and cols[0].score < 100)):
                 return Item("val", phrase, chunk, ref=vals, alts=cols)
             if src is not None and not (cols and cols[0].score >= 100):
@@ -299,10 +324,19 @@ class Clauses:
         if temporal is not None:
             refs = [r for r in refs if r.temporal == temporal] or refs
         names = {r.column.lower() for r in refs}
-        if len(names) > 1:
+        read = [r for r in refs if any(r.source is u.source for u in self.req.sources)]
+        owners = {id(r.source) for r in read}
+        if len(names) > 1 or len(owners) > 1:
             main = [r for r in refs if r.source is self.main.source]
             if len({r.column.lower() for r in main}) == 1:
                 return main[0]
+            if len(names) == 1 and len(owners) > 1:
+                # "whose name starts with K" over orders, customers and products: whose name?
+                shown_refs = sorted(f"{r.source.stem}.{r.column}" for r in read)
+                raise PlannerQuestion(
+                    f"'{it.text}' is a column of several sources: {', '.join(shown_refs)}. Which one?",
+                    candidates=shown_refs,
+                )
             raise PlannerQuestion(
                 f"'{it.text}' could mean several columns: {', '.join(sorted(names))}. Which one?",
                 candidates=sorted(names),
@@ -340,19 +374,23 @@ class Clauses:
         self.rule_join_on()
         self.rule_bucket_format()
         self.rule_fill()
+        self.rule_window()
         self.rule_derive()
         self.rule_rename()
         self.rule_columns()
         self.rule_dedupe()
         self.rule_distinct_values()
         self.rule_union()
+        self.rule_name_parts()
         self.rule_running()
         self.rule_sort()
         self.rule_share()
         self.rule_anti()
+        self.rule_not_in()
         self.rule_conditional_counts()
         self.rule_having()
         self.rule_limit()
+        self.rule_span()
         self.rule_rank()
         self.rule_measures()
         self.rule_group()
@@ -360,6 +398,7 @@ class Clauses:
             m0 = self.req.measures[0]
             m0.share = self.share_of_total
             m0.alias = f"{self.share_of_total}_{m0.col.name if m0.col else 'rows'}"
+        self.rule_measure_filter()
         self.rule_limit()
         self.rule_output_columns()
         self.rule_conditions()
@@ -756,6 +795,90 @@ class Clauses:
         self.render()
         self.rule_label()
 
+    # ---- window columns: "price rank within its category", "the same user's previous event time"
+    def rule_window(self) -> None:
+        group = (
+            r"(?:within|inside|in|per|for|across|among|by) (?:each |every |its own |their own |its |their |"
+            r"the same |that |the )?(?P<g>C\d+|S\d+)"
+        )
+        m = re.search(rf"\b(?P<c1>C\d+) (?:rank|ranking|position) {group}", self.sym) or re.search(
+            r"\b(?:rank|ranks|ranking|ranked|number|numbers|numbered)(?: (?:all|every|each|the))?(?: S\d+)?"
+            r"(?: (?:of|in|from))? (?:by|on|according to) (?:the |their |its )?(?P<c2>C\d+)"
+            rf"(?: (?:descending|ascending|desc|asc|highest first|lowest first))?(?: ,)? {group}",
+            self.sym,
+        )
+        if m:
+            ref = self.colref(m.groupdict().get("c1") or m.group("c2"))
+            part = self.group_key_for(self.item(m.group("g")))
+            if (ref.numeric or ref.temporal) and part is not None and part.unit is None:
+                asc = re.search(
+                    r"\b(?:ascending|lowest first|cheapest first|smallest first|oldest first|earliest first|"
+                    r"(?:1|one) (?:=|is|means|for) (?:the )?(?:cheapest|lowest|smallest|least expensive|"
+                    r"oldest|earliest))\b|\b(?:cheapest|lowest|smallest|least expensive)(?: \w+)? "
+                    r"(?:being|is|=|gets|getting|ranked) (?:1|one)\b",
+                    self.p.norm,
+                )
+                self.req.derived[f"{ref.column}_rank"] = (
+                    f"rank() OVER (PARTITION BY {qident(part.col.name)} ORDER BY {qident(ref.column)} "
+                    f"{'ASC' if asc else 'DESC'})"
+                )
+                self.take(m)
+                self.take_window_words()
+        lag = re.search(r"\b(?P<w>previous|preceding|prior|next|following|subsequent|lag|lead)\b", self.sym)
+        if lag is None:
+            return
+        after = re.match(r" (?:\( )?(?:S\d+ )?(?P<c>C\d+)", self.sym[lag.end() :])
+        before = re.search(
+            r"(?P<c>C\d+) (?:of|for|from) (?:the |that |each |every )?(?:same )?\S+ $",
+            self.sym[: lag.start()],
+        )
+        said = after or before
+        if said is None:
+            return
+        ref = self.colref(said.group("c"))
+        # whose previous value: the owner said nearest before the word ("for every order ... that
+        # customer's preceding order" is the customer's), else the one after ("per user_id")
+        owners = list(
+            re.finditer(
+                r"\b(?:same|each|every|that|per|for each|for every|by|partitioned by) (C\d+|S\d+)", self.sym
+            )
+        )
+        before_lag = [o for o in owners if o.start() < lag.start()]
+        part_m = before_lag[-1] if before_lag else (owners[0] if owners else None)
+        part = self.group_key_for(self.item(part_m.group(1))) if part_m else None
+        if part is None or part.unit is not None or part.col.name == ref.column:
+            return
+        order_m = re.search(r"\b(?:ordered|sorted|order) by (?:the )?(C\d+)|\bin (C\d+) order\b", self.sym)
+        order = self.colref(order_m.group(1) or order_m.group(2)) if order_m else self.date_column()
+        ahead = lag.group("w") in ("next", "following", "subsequent", "lead")
+        fn, word = ("lead", "next") if ahead else ("lag", "previous")
+        window = f"PARTITION BY {qident(part.col.name)} ORDER BY {qident(order.column)}"
+        self.req.derived[f"{word}_{ref.column}"] = f"{fn}({qident(ref.column)}) OVER ({window})"
+        for x in (lag, part_m, order_m):
+            if x is not None:
+                self.take(x)
+        for k in self.at(
+            (lag.end() + said.start("c")) if said is after else said.start("c"),
+            (lag.end() + said.end("c")) if said is after else said.end("c"),
+        ):
+            self.items[k].used = True
+        self.take_window_words()
+
+    def take_window_words(self) -> None:
+        """The words around a window column that only say it is one: 'as an extra column', '1 = priciest'."""
+        self.render()
+        for x in self.find(
+            r"\b(?:highest first|descending|ascending|lowest first|cheapest first|(?:the )?(?:most |least )?"
+            r"(?:expensive|priciest|cheapest|highest|lowest|largest|smallest|biggest|greatest|newest|oldest|"
+            r"latest|earliest)(?: S\d+| one)? "
+            r"(?:being|is|=|gets|getting|ranked|ranks) (?:rank )?N\d+|\(? ?(?:rank )?N\d+ (?:=|is|means|for) "
+            r"(?:the )?(?:most |least )?"
+            r"[a-z]+(?: S\d+)? ?\)?|(?:as|in|into) (?:a |an |one )?(?:new |extra |separate |additional )?"
+            r"(?:column|field)|(?:a |an |one )?(?:new |extra |separate |additional )?(?:column|field))"
+        ):
+            self.take(x)
+        self.render()
+
     # ---- a label from a condition: "price_band 'budget' when the price is under 50 and 'standard' otherwise"
     def rule_label(self) -> None:
         qs = [k for k, it in enumerate(self.items) if it.kind in ("quoted", "val") and not it.used]
@@ -857,8 +980,8 @@ class Clauses:
     def rule_rename(self) -> None:
         pats = [
             rf"\brenam\w* (?:the )?(?:column )?{C} (?:column )?(?:to|as|into) ([a-z_][a-z0-9_]*|C\d+|S\d+)",
-            rf"\b{C} (?:column )?renamed (?:to|as) ([a-z_][a-z0-9_]*|C\d+|S\d+)",
-            rf"\bcall (?:the )?(?:column )?{C} (?:column )?([a-z_][a-z0-9_]*)",
+            rf"\b{C} (?:column )?(?:\( )?renamed (?:to|as) ([a-z_][a-z0-9_]*|C\d+|S\d+)(?: \))?",
+            rf"\bcall(?:ing)? (?:the )?(?:column )?{C} (?:column )?([a-z_][a-z0-9_]*)",
         ]
         pats += [
             # "the price column called unit_price instead", "price -> unit_price", "price becomes unit_price"
@@ -866,16 +989,26 @@ class Clauses:
             rf" >|→|= >|"
             rf"becomes|turned into|changed to) ([a-z_][a-z0-9_]*)(?: instead)?",
         ]
-        for pat in pats:
+        from .parse import FUNCTION_WORDS
+
+        # SQL's alias, "owner AS holder, balance": only the alias is taken, so the column stays in a list
+        pats.append(rf"\b{C} as ([a-z_][a-z0-9_]*|C\d+)(?! S\d| C\d| V\d)")
+        for n, pat in enumerate(pats):
             for m in self.find(pat):
-                if m.group(2) in FILLERS or m.group(2) in STRUCTURE_WORDS:
-                    continue
-                ref = self.colref(m.group(1))
                 new = m.group(2)
+                if new in FILLERS or new in STRUCTURE_WORDS:
+                    continue
+                if n == len(pats) - 1 and (new in FUNCTION_WORDS or new in KNOWN_WORDS):
+                    continue  # "amount as total" is a rename; "price as well" is not
+                ref = self.colref(m.group(1))
                 if re.fullmatch(r"[CS]\d+", new):
                     new = self.item(new[1:]).tokens[0].norm
                 self.req.renames[ref.column] = new
-                self.take(m)
+                if n == len(pats) - 1:
+                    for k in self.at(m.end(1), m.end()):
+                        self.items[k].used = True
+                else:
+                    self.take(m)
                 self.p.readings.append(f"{ref.column} renamed to {new}")
         self.render()
 
@@ -1008,9 +1141,10 @@ class Clauses:
             )
         )
         # a bare list of columns right after the source: "customers.csv name and email into mailing_list"
+        listed = r"((?:C\d+(?: ~)*)(?:(?: ,| and| ,? and| &)? (?:C\d+(?: ~)*))*)"  # renamed ones too
         bare = re.match(
-            rf"^(?:, )?(?:the )?{cols}(?= (?:of|from|in|for) (?:every|each|all|the)?|(?: ,| ;)|$| should"
-            rf"| into| to| -)",
+            rf"^(?:[,:;-] )?(?:the )?{listed}(?= (?:of|from|in|for) (?:every|each|all|the)?|(?: ,| ;)|$"
+            rf"| should| into| to| -| where| whose| with| if)",
             self.sym,
         )
         if bare and (only or len(re.findall(r"C\d+", bare.group(1))) >= 2) and not self.req.select:
@@ -1153,9 +1287,8 @@ class Clauses:
         m = re.search(
             rf"\b(?:running|cumulative|cumulated|accumulated|rolling sum|to date) ?(?:total|sum|count|"
             rf"totals)?(?: column| field| value)?"
-            rf"(?: of| for)? ?(?:the )?(C\d+|S\d+)?(?: (?:over|by|ordered by|sorted by|along|across|per|in "
-            rf"order of|"
-            rf"through|as of) (?:the )?(C\d+|D\d+|{UNIT_WORDS}))?",
+            rf"(?: of| for)? ?(?:the )?(C\d+|S\d+)?(?: (?P<conn>over|by|ordered by|sorted by|along|across|"
+            rf"per|in order of|through|as of) (?:the )?(C\d+|D\d+|{UNIT_WORDS}))?",
             self.sym,
         )
         if not m:
@@ -1177,8 +1310,9 @@ class Clauses:
         elif func == "sum":
             col = self.col(self.only_measure("a running total"))
         order_ref = None
-        if m.group(2) and m.group(2).startswith("C"):
-            order_ref = self.colref(m.group(2)[1:])
+        said = m.group(3)
+        if said and said.startswith("C"):
+            order_ref = self.colref(said[1:])
         if order_ref is None:
             order_ref = self.date_column()
         self.take(m)
@@ -1193,17 +1327,24 @@ class Clauses:
             om_col = om.group(1) or om.group(2)
         else:
             om_col = None
+        part = []
         if (
             om
             and om_col
             and (self.colref(om_col).temporal or self.colref(om_col).keyish or "order" in om.group(0))
         ):
+            if (
+                m.group("conn") in ("by", "per")
+                and order_ref is not None
+                and order_ref.column != self.colref(om_col).column
+            ):
+                # "cumulative sum of amount by customer_id in order_id order": by the customer, in that order
+                part = [self.col(order_ref)]
             order_ref = self.colref(om_col)
             self.take(om)
             self.render()
-        part = []
         pm = re.search(r"\b(?:per|for each|for every|by|within each|in each) (?:the )?(C\d+|S\d+)", self.sym)
-        if pm:
+        if pm and not part:
             part = [self.col(self.colref(pm.group(1)[1:]))]
             self.take(pm)
         measure = ir.Measure(func=func, col=col if func == "sum" else None)
@@ -1215,6 +1356,8 @@ class Clauses:
 
     # ---- shares: "share of revenue per country", "percentage of orders by status"
     def rule_share(self) -> None:
+        if self.sum_rate():
+            return
         of_total = re.search(
             r"\b(?:as |in )?(?:a |the )?(percentage|percent|pct|%|share|proportion|fraction)s? of (?:the )?"
             r"(?:overall |grand |whole |entire |total )?(?:total|sum|all|everything|whole)\b",
@@ -1226,6 +1369,8 @@ class Clauses:
             )
             if "fraction" in self.hints:
                 self.share_of_total = "fraction"
+            elif "percent" in self.hints:
+                self.share_of_total = "percent"
             self.take(of_total)
             # "percentage of total order amount", "share of all the money": the measure follows
             nxt = re.match(r" (?:the |our |its |their )?(C\d+)", self.sym[of_total.end() :])
@@ -1262,6 +1407,8 @@ class Clauses:
                 self.sym,
             )
         )
+        if rate is None and self.presence_rate(rate_word):
+            return
         if rate:
             word = next((g for g in rate.groups() if g and not re.fullmatch(r"V\d+| .*", g)), "") or ""
             percent = "percent" in self.hints or word in ("percentage", "percent", "pct", "%")
@@ -1335,6 +1482,94 @@ class Clauses:
         self.req.measures.append(measure)
         self.render()
 
+    def presence_rate(self, rate_word: str) -> bool:
+        """'the percentage of customers with an email': the rows that have a value, out of all rows."""
+        m = re.search(
+            rf"\b{rate_word} of (?:the |all |our )?(?P<d>distinct |unique |different )?(?P<s>S\d+ )?"
+            r"(?:(?:in|from|of) )?(?:(?:that|which|who) )?"
+            r"(?P<how>without|with no|with|having|have|has|that have|missing|lacking)"
+            r"(?: an?| any| some)? (?P<c>C\d+)",
+            self.sym,
+        )
+        if m is None:
+            return False
+        ref = self.colref(m.group("c"))
+        missing = m.group("how") in ("without", "with no", "missing", "lacking")
+        percent = m.group(1) in ("percentage", "percent", "pct", "%") or "percent" in self.hints
+        if "fraction" in self.hints:
+            percent = False
+        counted: ir.Col | None = None
+        if m.group("d"):  # "unique customers": each counted once
+            keys = self.key_of(self.main.source)
+            counted = self.col(keys[0]) if keys else None
+        label = f"{'without' if missing else 'with'}_{ref.column}"
+        self.req.measures.append(
+            ir.Measure(
+                "count",
+                counted,
+                distinct=counted is not None,
+                where=ir.IsNull(self.col(ref), negated=not missing),
+                alias=f"{label}_{'pct' if percent else 'ratio'}",
+                share="rate_percent" if percent else "rate_fraction",
+            )
+        )
+        self.take(m)
+        self.render()
+        return True
+
+    def sum_rate(self) -> bool:
+        """'returned amount divided by total amount', 'the fraction of its amount from returned orders':
+        a sum over the rows that match, out of the sum over all the group's rows."""
+        words = r"(?P<w>percentage|percent|pct|%|share|proportion|fraction|ratio|rate)s?"
+        m = (
+            re.search(
+                rf"\b(?:{words} of )?(?:the )?(?P<v>V\d+)(?: S\d+)? (?P<c>C\d+) (?:divided by|/|over|out of|"
+                r"to|relative to|as a share of|as a fraction of|as a percentage of|compared to) "
+                r"(?:the |all |its |their )?(?:total |overall |whole |entire )?(?:of )?(?:the |all )?"
+                r"(?P<c2>C\d+)",
+                self.sym,
+            )
+            or re.search(
+                rf"\b{words} of (?:the |its |their )?(?:total |overall )?(?P<c>C\d+) (?:that |which )?"
+                r"(?:comes? |coming |came |is |was )?(?:from|in|on|for|of|through) (?:the )?(?P<v>V\d+)"
+                r"(?: S\d+)?",
+                self.sym,
+            )
+            or re.search(
+                rf"\b{words} of (?:the )?(?P<v>V\d+)(?: S\d+)? (?P<c>C\d+) (?:to|out of|over|in|of|against) "
+                r"(?:the |all |its |their )?(?:total |overall )?(?P<c2>C\d+)",
+                self.sym,
+            )
+        )
+        if m is None:
+            return False
+        ref = self.colref(m.group("c"))
+        if not ref.numeric or ref.keyish:
+            return False
+        if m.groupdict().get("c2") and self.colref(m.group("c2")).column != ref.column:
+            return False
+        vrefs = self.value_refs(m.group("v"))
+        if not vrefs:
+            return False
+        word = m.group("w") or ""
+        percent = word in ("percentage", "percent", "pct", "%") or "percent" in self.hints
+        if "fraction" in self.hints:
+            percent = False
+        cond = self.in_cond(vrefs)
+        label = re.sub(r"\W+", "_", vrefs[0].value.lower()).strip("_")
+        self.req.measures.append(
+            ir.Measure(
+                "sum",
+                self.col(ref),
+                where=cond,
+                alias=f"{label}_{ref.column}_{'pct' if percent else 'ratio'}",
+                share="rate_percent" if percent else "rate_fraction",
+            )
+        )
+        self.take(m)
+        self.render()
+        return True
+
     # ---- anti- and semi-joins: "customers with no order in 2026", "products never ordered"
     def rule_anti(self) -> None:
         zero = self.num(0)
@@ -1351,8 +1586,10 @@ class Clauses:
             r"that have|which have|having|who|that))"
             r" (?:place |placed |make |made |have |had |receive |received |get |got |been |buy |bought |"
             r"(?P<vc>C\d+) )?"
-            rf"(?:any |a |an |single |one |zero |{self.num(0)} )?(?:placed |made |had |received |got |been )?"
-            r"(?P<y>(?:N\d+|D\d+) )?(?P<s>S\d+)(?: at all| anything| whatsoever| ever)?"
+            rf"(?:at least )?(?:any |a |an |single |one |zero |{self.num(0)} )?(?:placed |made |had |"
+            r"received |got |been )?(?P<y>(?:N\d+|D\d+) )?(?P<v>(?:V\d+ )+)?(?P<s>S\d+)"
+            r"(?: at all| anything| whatsoever| ever)?"
+            r"(?: (?:that|which|who)? ?(?:was|were|is|are|got|had been|has been|with status) (?P<v2>V\d+))?"
         )
         for m in self.find(pat):
             it = self.item(m.group("s"))
@@ -1372,11 +1609,15 @@ class Clauses:
                 n = self.item(year[:-1]).ref
                 if not (float(n).is_integer() and 1990 <= n <= 2100):
                     continue
+            qualifiers = re.findall(r"V\d+", (m.group("v") or "") + " " + (m.group("v2") or ""))
+            refs = [r for k in qualifiers for r in self.item(k).ref if r.source is other]
+            if len(refs) < len(qualifiers):
+                continue  # "without a cancelled order": the value must be one of the other source's
             use = self.uses.get(id(other)) or self.use(other)
             self.take(m)
             self.render()
-            # conditions right after the other source apply to it: "no order in 2026"
-            where: list[ir.Cond] = []
+            # conditions on the other source's rows: "no cancelled order", "no order in 2026"
+            where: list[ir.Cond] = [self.in_cond(refs)] if refs else []
             tail = self.sym[self.spans[int(m.group("s")[1:])][1] :]
             dm = re.match(
                 r"(?: ~)*(?: (?:in|from|of|at|according to)(?= (?:D|~)))?(?: ~)* ?(?:placed |made |ordered |"
@@ -1393,7 +1634,7 @@ class Clauses:
                     ir.Col(use.alias, col.column),
                     Period(date(int(n), 1, 1), date(int(n) + 1, 1, 1), str(int(n))),
                 )
-                self.req.where.append(ir.Exists(use, keys, [where_y], negated=negated))
+                self.req.where.append(ir.Exists(use, keys, [*where, where_y], negated=negated))
                 self.p.readings.append(f"{'without' if negated else 'with'} matching rows in {other.name}")
                 continue
             if dm:
@@ -1403,6 +1644,54 @@ class Clauses:
                 self.item(dm.group(1)).used = True
             self.req.where.append(ir.Exists(use, keys, where, negated=negated))
             self.p.readings.append(f"{'without' if negated else 'with'} matching rows in {other.name}")
+        self.render()
+
+    def rule_not_in(self) -> None:
+        """'rows whose order_id is not in orders.csv', 'minus any order_id already present in orders.csv':
+        the rows of the main source whose key the other named file does (or does not) hold."""
+        toks = self.p.tokens
+        for j, other in sorted(getattr(self.p, "named_at", {}).items()):
+            if other is self.main.source:
+                continue
+            before = " ".join(t.norm for t in toks[max(0, j - 9) : j])
+            m = re.search(
+                r"\b(?P<col>[a-z_]+) (?:(?:is|are|does|do|did|that|which|who) )*(?P<neg>not|n't|never) "
+                r"(?:already )?(?:(?:exist|exists|appear|appears|occur|occurs|present|found|listed|seen|"
+                r"included|contained|there) )?in(?: the)?$"
+                r"|\b(?P<neg2>minus|except|excluding|without|other than) (?:any |the |those |all |every )?"
+                r"(?P<col2>[a-z_]+) (?:(?:that|which) (?:is |are )?)?(?:already )?(?:present|found|existing|"
+                r"listed|seen|exist|exists|appearing|there) in(?: the)?$"
+                r"|\b(?P<col3>[a-z_]+) (?:(?:is|are|that|which) )*(?:also |already )?(?:present|found|listed|"
+                r"seen|appearing|existing|exists|exist) in(?: the)?$",
+                before,
+            )
+            if m is None:
+                continue
+            after = re.match(
+                r",? ?(?:by|on|using|matching on|matched on) (?:the )?([a-z_]+)",
+                " ".join(t.norm for t in toks[j + 1 : j + 6]),
+            )
+            said = m.group("col") or m.group("col2") or m.group("col3")
+            mine = [r for r in self.columns(said, exact_only=True) if r.source is self.main.source]
+            if not mine and after is not None:
+                said = None  # "orders that do not appear in orders.csv by order_id": the key comes after
+                mine = [
+                    r for r in self.columns(after.group(1), exact_only=True) if r.source is self.main.source
+                ]
+            theirs = [c for c in other.column_names if mine and c.lower() == mine[0].column.lower()]
+            if not mine or not theirs:
+                continue
+            negated = bool(m.group("neg") or m.group("neg2"))
+            use = self.uses.get(id(other)) or self.use(other)
+            self.req.where.append(ir.Exists(use, [(mine[0].column, theirs[0])], [], negated=negated))
+            self.p.readings.append(
+                f"{'without' if negated else 'with'} a matching {mine[0].column} in {other.name}"
+            )
+            start = j - len(before[m.start() :].split())
+            end = j + 1 + (len(after.group(0).split()) if after and said is None else 0)
+            for it in self.items:
+                if any(start <= t.index < end for t in it.tokens):
+                    it.used = True
         self.render()
 
     def _fresh_alias(self, source: Source) -> str:
@@ -1556,18 +1845,18 @@ class Clauses:
         m = re.search(
             rf"\b(C\d+|S\d+)(?: in| from| of)? (?:with|having|that have|which have|who have|that had|who had|"
             rf"whose|"
-            rf"have|has) (?:a |an )?(?P<agg>total|average|avg|mean|combined|overall|sum|maximum|minimum|max|"
-            rf"min)? ?"
+            rf"have|has) (?:a |an )?(?P<agg>total|average|avg|mean|median|combined|overall|sum|maximum|"
+            rf"minimum|max|min)? ?"
             rf"(?:(C\d+) )?{CMP} (N\d+) ?(?:(?:in|of|for) (?:total |combined |overall )?)?(?:distinct |"
             rf"unique |"
             rf"different )?(S\d+|C\d+|orders|rows|records)?",
             self.sym,
         )
         m2 = re.search(
-            rf"\b(S\d+|C\d+) (?:who|that|which|whose) (?:have |has )?(?:spent|spend|bought|ordered|paid|"
-            rf"generated|"
-            rf"made|placed|C\d+|S\d+)(?: a total of| in total| overall)? {CMP} (N\d+)(?: in total| overall| "
-            rf"total)?",
+            rf"\b(S\d+|C\d+)(?: in| from| of)? (?:(?:who|that|which|whose) )?(?:have |has |had )?"
+            rf"(?:spent|spend|bought|ordered|paid|generated|made|placed|purchased|C\d+|S\d+)"
+            rf"(?: a total of| in total| overall)? {CMP} (N\d+)(?P<times> times| S\d+)?"
+            rf"(?: in total| overall| total)?",
             self.sym,
         )
         if m2 is None:
@@ -1639,8 +1928,9 @@ class Clauses:
             if group is None:
                 return
             ref = self.only_measure("total spend")
-            verb = re.search(r"\b(ordered|placed|made)\b", m2.group(0))
-            if verb:
+            spoken = " ".join(self.items[k].text for k in self.at(m2.start(), m2.end()))
+            verb = re.search(r"\b(ordered|placed|made|bought|purchased)\b", spoken)
+            if verb or m2.groupdict().get("times"):  # "ordered more than once", "placed over 3 orders"
                 measure = ir.Measure("count", None, alias="order_count")
             else:
                 measure = ir.Measure("sum", self.col(ref), alias=f"total_{ref.column}")
@@ -1676,9 +1966,7 @@ class Clauses:
                 col = self.col(self.colref(said.group(1), numeric=True)) if said else None  # type: ignore[assignment]
             if col is None:
                 return
-            alias = {"sum": "total", "avg": "avg", "min": "min", "max": "max"}.get(
-                func, func
-            ) + f"_{col.name}"
+            alias = measure_alias(func, col.name)
             measure = ir.Measure(func, col, alias=alias)
         elif (
             measured.startswith("C")
@@ -1746,16 +2034,17 @@ class Clauses:
             r"\b(?:the |each |every )?(?:(?P<n>N\d+) )?(?P<w2>highest|largest|biggest|lowest|smallest|most "
             r"recent|"
             r"latest|earliest|newest|oldest) (?P<by>C\d+) (?P<what>S\d+)",
-            r"\b(?:the |only |just )?(?:top |first )?(?:(?P<n>N\d+) )?(?P<what>S\d+|C\d+) (?:with|that have|"
-            r"which have|having|"
-            r"that had|with the) (?:the )?(?P<w2>highest|lowest|largest|biggest|smallest|most|least|greatest|"
-            r"latest|earliest|newest|oldest|most recent) (?:total |average )?(?P<by>C\d+)",
+            r"\b(?:the |only |just )?(?:top |first )?(?:(?P<n>N\d+) )?(?P<what>S\d+|C\d+)(?: of| in| from)? "
+            r"(?:with|that have|which have|having|that had|with the|have|has|had) (?:the )?"
+            r"(?P<w2>highest|lowest|largest|biggest|smallest|most|least|greatest|latest|earliest|newest|oldest|"
+            r"most recent) (?P<agg>total |average |avg |mean |median )?"
+            r"(?P<by>C\d+|S\d+)",
             rf"\b(?:the )?(?P<w1>top|best|bottom|worst|first|last|highest|lowest|largest|biggest|smallest) "
             rf"(?P<n>N\d+) ?(?P<w2>{rank_words})? ?(?P<what>S\d+|C\d+)?(?: (?:by|on|in terms of|based on|"
             rf"ranked by|"
             rf"sorted by|ordered by|with the (?:highest|largest|biggest|most|lowest|smallest)) (?:the "
-            rf")?(?:total |average |"
-            rf"highest |largest )?(?P<by>C\d+|S\d+|total|count|number of S\d+|revenue|spend))?",
+            rf")?(?P<agg>total |average |avg |mean |median )?(?:highest |largest )?"
+            rf"(?P<by>C\d+|S\d+|total|count|number of S\d+|revenue|spend))?",
             rf"\b(?:the )?(?P<n>N\d+) (?P<w2>{rank_words}) (?P<what>S\d+|C\d+)?(?: (?:by|on) (?:the "
             rf")?(?:total )?"
             rf"(?P<by>C\d+|S\d+|total|count))?",
@@ -1788,10 +2077,11 @@ class Clauses:
                 if verb.startswith("S"):
                     verb = self.item(verb).text
                 gd["by"] = "count" if verb in ("ordered", "bought", "purchased", "order") else "revenue"
+            later = None
             if not gd.get("by"):
                 later = re.match(
-                    r"(?: [a-z~,]+){0,3}? (?:by|on|based on|in terms of|ranked by|sorted by) (?:the |their |"
-                    r"its )?(C\d+)",
+                    r" ?(?:(?:[a-z~,]+|D\d+|V\d+) ){0,3}?(?:by|on|based on|in terms of|ranked by|sorted by) "
+                    r"(?:the |their |its )?(C\d+)",
                     self.sym[m.end() :],
                 )
                 if later and self.colref(later.group(1)).numeric:
@@ -1836,9 +2126,28 @@ class Clauses:
                 r"his|her|the))? ?$",
                 self.sym[: m.start()],
             )
+            if gd.get("n") and not what:
+                self.unknown_after(m.end("n") if not gd.get("w2") else m.end("w2"))  # "first three sprints"
+            if (
+                not what
+                and not by
+                and gd.get("w1") in ("top", "bottom")
+                and not self.req.order
+                and not later
+                and (
+                    not self.has_measure_column()
+                    or re.search(
+                        r"\b(?:count|number|total|sum|average|avg|mean|median) (?:of )?(?:the )?(?:C\d+ )?"
+                        r"(?:per|by|for each|for every|in each) (?:C|S)\d+",
+                        self.sym,
+                    )
+                )
+            ):
+                continue  # "count per page, top 2": the measure read later ranks the groups; see rule_limit
             self.take(m)
+            if self.rank_groups(what, by, gd.get("agg"), words, n, desc, bool(per_group or possessive)):
+                return
             if by.startswith("C"):
-                self.col(self.colref(by[1:])).sql(False)
                 order_col: ir.Col | None = self.col(self.colref(by[1:]))
             else:
                 order_col = None
@@ -1913,6 +2222,64 @@ class Clauses:
             self.render()
             return
 
+    def rule_span(self) -> None:
+        """'the date of their first and last order', 'when did each customer first and last order':
+        the earliest and latest date of the rows, two measures."""
+        m = re.search(
+            r"\b(?:(?:the )?(?:dates?|times?|days?|(?P<c>C\d+)) (?:of )?)?(?:their |its |the |when did \w+ )?"
+            r"(?:first|earliest|oldest) (?:S\d+ )?(?:(?:C\d+ )?(?:and|&|,|to) )"
+            r"(?:(?:the |their |its |when did \w+ )?)?(?:last|latest|most recent|newest|final) "
+            r"(?P<s>S\d+|C\d+)?",
+            self.sym,
+        )
+        if m is None:
+            return
+        said = m.group("c") or (m.group("s") if (m.group("s") or "").startswith("C") else None)
+        ref = self.colref(said) if said and self.colref(said).temporal else self.date_column()
+        for func in ("min", "max"):
+            self.add_measure(ir.Measure(func, self.col(ref), alias=measure_alias(func, ref.column)))
+        self.take(m)
+        # "with both dates": the two measures said again
+        for x in self.find(r"\b(?:with )?(?:both|the two) (?:C\d+|dates|times)\b"):
+            self.take(x)
+        self.render()
+
+    def has_measure_column(self) -> bool:
+        """Whether the main source has a number column that is not a key (something to rank by)."""
+        return any(
+            ColumnRef(self.main.source, c, 50).numeric and not ColumnRef(self.main.source, c, 50).keyish
+            for c in self.main.source.column_names
+        )
+
+    def rank_groups(
+        self, what: str, by: str, agg: str | None, words: str, n: int, desc: bool, partitioned: bool
+    ) -> bool:
+        """'the 2 categories with the highest average price', 'top 3 users by number of events':
+        the values of a text or key column ranked by a measure of their rows."""
+        if not what.startswith("C") or partitioned:
+            return False
+        dim = self.colref(what[1:])
+        if dim.numeric and not dim.keyish:
+            return False
+        func = AGGREGATES.get((agg or "").strip(), "sum")
+        if by.startswith(("S", "count", "number")) or (
+            not by and re.search(r"\b(?:most|fewest|least)\b", words)
+        ):
+            measure = ir.Measure("count", None, alias="count")
+        elif by.startswith("C") and self.colref(by[1:]).numeric:
+            ref = self.colref(by[1:], numeric=True)
+            measure = ir.Measure(func, self.col(ref), alias=measure_alias(func, ref.column))
+        else:
+            return False
+        key = ir.GroupKey(self.col(dim))
+        if key.col not in [g.col for g in self.req.group]:
+            self.req.group.append(key)
+        self.add_measure(measure)
+        alias = next(x.alias for x in self.req.measures if (x.func, x.col) == (measure.func, measure.col))
+        self.req.rank = ir.Rank(n, [(alias, desc)])
+        self.render()
+        return True
+
     # ---- measures: count, count distinct, sum/avg/min/max
     def rule_measures(self) -> None:
         pats = [
@@ -1928,7 +2295,9 @@ class Clauses:
         if counting or re.search(GROUP_INTRO + r" (?:C|S)\d+", self.sym):
             # "the unique customers ... counted per country", "unique users by event type"
             pats.insert(
-                0, r"\b(?P<d>distinct |unique |different )(?P<what>S\d+|C\d+)(?! (?:count|counts|tally)\b)"
+                0,
+                r"\b(?:(?:count|counts|number|numbers|how many|tally|total number) (?:of )?(?:the )?)?"
+                r"(?P<d>distinct |unique |different )(?P<what>S\d+|C\d+)(?! (?:count|counts|tally)\b)",
             )
         for pat in pats:
             for m in self.find(pat):
@@ -1988,14 +2357,13 @@ class Clauses:
             for m in self.find(r"\b(?:counted|counting)\b"):
                 self.take(m)
             self.render()
-        for m in self.find(r"\b(sum|avg|average|mean|min|max|count|total) \( (C\d+|\*) \)"):
+        for m in self.find(r"\b(sum|avg|average|mean|median|min|max|count|total) \( (C\d+|\*) \)"):
             func = AGGREGATES.get(m.group(1), m.group(1))
             if m.group(2) == "*":
                 self.add_measure(ir.Measure("count", None, alias="count"))
             else:
                 ref = self.colref(m.group(2))
-                alias = {"sum": "total", "avg": "avg", "min": "min", "max": "max", "count": "count"}[func]
-                self.add_measure(ir.Measure(func, self.col(ref), alias=f"{alias}_{ref.column}"))
+                self.add_measure(ir.Measure(func, self.col(ref), alias=measure_alias(func, ref.column)))
             self.take(m)
         self.render()
         aggs = dict(AGGREGATES) | {
@@ -2023,7 +2391,7 @@ class Clauses:
             if not ref.numeric and AGGREGATES[m.group("f")] in ("sum", "avg"):
                 continue
             func = AGGREGATES[m.group("f")]
-            alias = {"sum": "total", "avg": "avg", "min": "min", "max": "max"}[func] + f"_{ref.column}"
+            alias = measure_alias(func, ref.column)
             self.add_measure(ir.Measure(func, self.col(ref), alias=alias))
             self.take(m)
         self.render()
@@ -2095,6 +2463,24 @@ class Clauses:
             self.take(m)
         self.render()
 
+    def rule_measure_filter(self) -> None:
+        """'only where count > 1', 'where the avg is above 100': a condition on a measure read before."""
+        if not self.req.measures:
+            return
+        for m in self.find(
+            r"\b(?P<w>count|number|total|sum|average|avg|mean|median|maximum|minimum|max|min)"
+            rf"(?: (?:is|of))? {CMP} (N\d+)"
+        ):
+            w = m.group("w")
+            func = "count" if w in ("count", "number") else AGGREGATES[w]
+            said = [x for x in self.req.measures if x.func == func]
+            if len(said) != 1:
+                continue
+            value = float(self.item(m.group(3)).ref)
+            self.req.having.append(ir.Having(said[0].alias, self.cmp_op(m.group("cmp")), value))
+            self.take(m)
+        self.render()
+
     def add_measure(self, measure: ir.Measure) -> None:
         """A measure said twice ('average price ..., sorted by average price') is one column."""
         for x in self.req.measures:
@@ -2109,7 +2495,9 @@ class Clauses:
 
     # ---- grouping: "per country", "by month", "in each category", "monthly"
     def rule_group(self) -> None:
-        unit_pat = rf"(?P<u>{UNIT_WORDS})(?: of (?:the )?(?:day|week|year|month))?(?: \( (?P<fc>C\d+) \))?"
+        unit_pat = (
+            rf"(?P<u>{UNIT_WORDS})(?: of (?:the )?(?P<of>day|week|year|month))?(?: \( (?P<fc>C\d+) \))?"
+        )
         pats = [
             rf"\b{GROUP_INTRO} (?:the |their |its )?(?:order |event |signup )?(?:calendar )?(?:(?P<pc>C\d+) "
             rf")?{unit_pat}\b"
@@ -2124,6 +2512,9 @@ class Clauses:
                 gd = m.groupdict()
                 if gd.get("u") or gd.get("u2"):
                     unit = UNITS[gd.get("u") or gd.get("u2") or "day"]
+                    # "day of the week", "month of the year", "hour of the day": the recurring part
+                    recurring = {("day", "week"): "weekday", ("month", "year"): "month_number"}
+                    unit = recurring.get((unit, gd.get("of") or ""), unit)
                     uc = gd.get("uc") or gd.get("fc") or gd.get("pc")
                     if uc and not (
                         self.colref(uc[1:]).temporal
@@ -2132,13 +2523,16 @@ class Clauses:
                         uc = None
                     ref = self.colref(uc[1:]) if uc else self.date_column()
                     numbered = "label" in self.hints or re.search(
-                        rf"\b{gd.get('u') or gd.get('u2')} (?:number|nr|no|index)\b|\bas (?:a )?numbers?\b",
+                        rf"\b{gd.get('u') or gd.get('u2')} (?:number|nr|no|index)\b|\bas (?:a )?numbers?\b"
+                        rf"|{ANY_YEAR}",
                         self.sym,
                     )
                     if numbered and unit in ("quarter", "month", "week"):
                         unit = f"{unit}_number"  # "quarter as 1 to 4": the number, not the first day
+                    if unit.endswith("_number") or unit == "weekday":
                         for nm in self.find(
                             rf"\b(?:{unit.split('_')[0]} )?(?:number|nr|no|index)\b|\bas (?:a )?numbers?\b"
+                            rf"|{ANY_YEAR}"
                         ):
                             self.take(nm)
                     key = ir.GroupKey(self.col(ref), None if unit == "day" and ref.type == "DATE" else unit)
@@ -2341,6 +2735,7 @@ class Clauses:
         self.render()
         for m in self.find(rf"{CMP} (N\d+)"):
             self.unknown_before(m.start())
+            self.unknown_after(m.end())
             if self.req.measures and self.req.group:
                 # "keep the countries where that number is above 25", "only where > 25": the measure
                 target = self.req.measures[-1] if len(self.req.measures) == 1 else None
@@ -2459,6 +2854,7 @@ class Clauses:
                 if not ref.temporal:
                     ref = self.date_column()
             else:
+                self.one_date_said(m.start())
                 ref = self.date_column()
             add(m, self.date_cond(self.col(ref), spec))
         self.render()
@@ -2492,6 +2888,57 @@ class Clauses:
         self.render()
         self.req.where += self.combine(atoms)
 
+    def rule_name_parts(self) -> None:
+        """Part of a full name, read before a 'first' can become a measure."""
+        # part of a full name: "whose first name is Kim", "the owner's surname is Olsen"
+        for m in self.find(
+            r"\b(?:(?P<c>C\d+) )?(?P<part>first|given|last|family|sur|fore) ?(?P<n>C\d+|name)? ?(?:name )?"
+            r"(?:is |was |are |= |equals |of |being )?(?P<v>Q\d+|[a-z][\w'-]*)\b"
+        ):
+            part, said = m.group("part"), m.group("n")
+            if part in ("first", "last", "family") and not said:
+                continue  # "the first order", "last 5 days": not a name
+            if said and said.startswith("C") and not re.search(r"name", self.colref(said).column, re.I):
+                continue
+            raw = self.textof(m.group("v"))
+            if raw in FILLERS or raw in STRUCTURE_WORDS or raw in KNOWN_WORDS or not raw.isalpha():
+                continue
+            ref = self.name_column(m.group("c"))
+            pattern = f"{raw} %" if part in ("first", "given", "fore") else f"% {raw}"
+            self.req.where.append(ir.Compare(self.col(ref), "ilike", pattern))
+            self.take(m)
+        self.render()
+        # "with Tanaka as their last name"
+        for m in self.find(
+            r"\b(?P<v>Q\d+|[a-z][\w'-]*) as (?:their|its|his|her|the|a) "
+            r"(?P<part>first|given|last|family|sur|fore) ?(?:C\d+|name)\b"
+        ):
+            raw = self.textof(m.group("v"))
+            if raw in FILLERS or raw in STRUCTURE_WORDS or raw in KNOWN_WORDS or not raw.isalpha():
+                continue
+            ref = self.name_column(None)
+            part = m.group("part")
+            pattern = f"{raw} %" if part in ("first", "given", "fore") else f"% {raw}"
+            self.req.where.append(ir.Compare(self.col(ref), "ilike", pattern))
+            self.take(m)
+        self.render()
+
+    def name_column(self, said: str | None) -> ColumnRef:
+        """The column holding full names, for a first name or a surname: the one said, or the only one."""
+        if said is not None:
+            return self.colref(said)
+        refs = [
+            ColumnRef(self.main.source, c, 100)
+            for c, t in self.main.source.columns
+            if re.search(r"name|owner|holder|person", c, re.I) and not is_numeric_type(t)
+        ]
+        if len(refs) != 1:
+            raise PlannerQuestion(
+                f"Which column holds the names in {self.main.source.name}?",
+                candidates=[r.column for r in refs] or list(self.main.source.column_names),
+            )
+        return refs[0]
+
     def unknown_before(self, pos: int) -> None:
         """'a rating above 4': the word before a comparison names a column that does not exist."""
         before = re.search(r"([a-z][a-z_]*) (?:is |are |of |was )?$", self.sym[:pos])
@@ -2499,6 +2946,30 @@ class Clauses:
             return
         word = before.group(1)
         if word in FILLERS or word in STRUCTURE_WORDS or word in KNOWN_WORDS or self.p.entity_source(word):
+            return
+        raise PlannerQuestion(
+            f"No column called '{word}' in {', '.join(u.source.name for u in self.req.sources)}",
+            hint="name one of the columns: " + ", ".join(self.main.source.column_names[:12]),
+            candidates=self.near_columns(word),
+        )
+
+    def unknown_after(self, pos: int) -> None:
+        """'fewer than 10 units in stock': the noun after the number names what is compared, and no
+        column is called that; comparing the only number column instead would be a guess."""
+        after = re.match(r" ([a-z][a-z_']*)", self.sym[pos:])
+        if after is None:
+            return
+        from .parse import FUNCTION_WORDS
+
+        word = after.group(1)
+        if (
+            word in FILLERS
+            or word in STRUCTURE_WORDS
+            or word in KNOWN_WORDS
+            or word in FUNCTION_WORDS
+            or word in MONEY_WORDS
+            or self.p.entity_source(word)
+        ):
             return
         raise PlannerQuestion(
             f"No column called '{word}' in {', '.join(u.source.name for u in self.req.sources)}",
@@ -2523,9 +2994,33 @@ class Clauses:
                 segments.append([cond])
             else:
                 segments[-1].append(cond)
-        if len(segments) == 1:
-            return segments[0]
+        segments = [self.split_exclusive(seg) for seg in segments]
+        segments = [seg for seg in segments if seg]
+        if len(segments) <= 1:
+            return segments[0] if segments else []
         return [ir.Or([seg[0] if len(seg) == 1 else ir.And(seg) for seg in segments])]
+
+    def split_exclusive(self, conds: list[ir.Cond]) -> list[ir.Cond]:
+        """Conditions joined by 'and' that no row can meet together: 'shipped and cancelled orders',
+        'signed up in 2024 and in 2025'. Beside a measure, each is a column of its own (a conditional
+        aggregate); otherwise people mean either one."""
+        for k, first in enumerate(conds):
+            clash = [c for c in conds[k + 1 :] if exclusive(first, c)]
+            if not clash:
+                continue
+            group = [first, *clash]
+            rest = [c for c in conds if not any(c is g for g in group)]
+            plain = [m for m in self.req.measures if m.where is None and not m.share]
+            if plain:
+                for m in plain:
+                    at = self.req.measures.index(m)
+                    self.req.measures[at : at + 1] = [
+                        ir.Measure(m.func, m.col, m.distinct, where=c, alias=f"{m.alias}_{cond_label(c)}")
+                        for c in group
+                    ]
+                return rest
+            return [*rest, ir.Or(group)]
+        return conds
 
     def value_refs(self, text: str, column: ColumnRef | None = None) -> list[ValueRef]:
         out: list[ValueRef] = []
@@ -2589,57 +3084,34 @@ class Clauses:
 
     # ---- sort: "sorted by amount descending", "cheapest first"
     def rule_sort(self) -> None:
+        dirs = (
+            r"desc|descending|asc|ascending|reverse|decreasing|increasing|highest first|lowest first|"
+            r"largest first|smallest first|newest first|oldest first|biggest first|from high to low|"
+            r"from low to high|from highest to lowest|from lowest to highest|high to low|low to high|"
+            r"highest to lowest|lowest to highest"
+        )
+        key_pattern = (
+            r"(?:the )?(?P<agg>(?:total|sum|average|avg|mean|highest|lowest|maximum|minimum|max|min|"
+            r"number of|count of) )?(?P<what>C\d+|S\d+|count|total)"
+            rf"(?: ,?(?: in)? ?(?P<dir>{dirs})\b(?: order)?)?"
+        )
         m = re.search(
             r"\b(?:sort|sorted|sorting|order|ordered|ordering|rank|ranked|arrange|arranged|list|listed) "
-            r"(?:them |it |the rows |the result |the table |everything )?(?:by|on) (?:the )?(?P<agg>(?:total|"
-            r"sum|average|avg|mean|"
-            r"highest|lowest|maximum|minimum|max|min|number of|count of) )?(?P<what>C\d+|S\d+|count|"
-            r"total)(?: ,?(?: in)? ?"
-            r"(?P<dir>desc|descending|asc|ascending|reverse|decreasing|increasing|highest first|lowest first|"
-            r"largest first|smallest first|newest first|oldest first|biggest first|from high to low|"
-            r"from low to high|from highest to lowest|from lowest to highest)(?: order)?)?",
+            r"(?:them |it |the rows |the result |the table |everything )?(?:(?:in )?(?P<dir0>"
+            rf"{dirs})\b(?: order)? )?(?:by|on) {key_pattern}",
             self.sym,
         )
-        if m:
-            what = m.group("what")
-            key: ir.Col | str
-            agg = (m.group("agg") or "").strip()
-            if agg and what.startswith("C"):
-                func = {"number of": "count", "count of": "count"}.get(agg, AGGREGATES.get(agg, "sum"))
-                ref = self.colref(what[1:])
-                alias = {"sum": "total", "avg": "avg", "min": "min", "max": "max", "count": "count"}[
-                    func
-                ] + f"_{ref.column}"
-                if not any(x.alias == alias for x in self.req.measures):
-                    self.req.measures.append(ir.Measure(func, self.col(ref), alias=alias))
-                key = alias
-            elif what.startswith("S") or agg in ("number of", "count of"):
-                key = "count"
-                if not any(x.alias == "count" for x in self.req.measures):
-                    self.req.measures.append(ir.Measure("count", None, alias="count"))
-            elif what.startswith("C"):
-                key = self.col(self.colref(what[1:]))
-                if self.req.measures:
-                    found = next(
-                        (
-                            x.alias
-                            for x in self.req.measures
-                            if x.col and x.col.name == self.colref(what[1:]).column
-                        ),
-                        None,
-                    )
-                    key = found or key
-            else:
-                key = next((x.alias for x in self.req.measures), what)
-            d = m.group("dir") or ""
-            desc = bool(
-                re.search(
-                    r"desc|reverse|decreasing|highest first|largest first|newest first|biggest first|high to "
-                    r"low|highest to lowest",
-                    d,
-                )
-            )
-            self.req.order.append((key, desc))
+        said: list[re.Match[str]] = []
+        while m:
+            said.append(m)
+            # more keys: "by category ascending, then by price descending", "category asc, price desc"
+            m = re.compile(
+                rf" ?(?:,|and|then|;)(?: and)?(?: then)?(?: by)? {key_pattern}"
+                r"(?! (?:[VNQD]\d|is\b|are\b|=|>|<|!|not\b|in\b|between\b|over\b|under\b))"
+            ).match(self.sym, m.end())
+        for m in said:
+            self.req.order.append((self.sort_key(m.group("agg"), m.group("what")), self.descending(m)))
+        for m in said:
             self.take(m)
         bare = re.search(
             r"\b(?:sort|sorted|sorting|order|ordered|rank|ranked|arrange|arranged)(?: it| them| the result| "
@@ -2681,8 +3153,49 @@ class Clauses:
             self.take(fm)
         self.render()
 
+    def sort_key(self, agg: str | None, what: str) -> ir.Col | str:
+        """A sort key as said: a column, an aggregate of one (added as a measure), or the count."""
+        agg = (agg or "").strip()
+        if agg and what.startswith("C"):
+            func = {"number of": "count", "count of": "count"}.get(agg, AGGREGATES.get(agg, "sum"))
+            ref = self.colref(what[1:])
+            alias = measure_alias(func, ref.column)
+            if not any(x.alias == alias for x in self.req.measures):
+                self.req.measures.append(ir.Measure(func, self.col(ref), alias=alias))
+            return alias
+        if what.startswith("S") or agg in ("number of", "count of"):
+            if not any(x.alias == "count" for x in self.req.measures):
+                self.req.measures.append(ir.Measure("count", None, alias="count"))
+            return "count"
+        if what.startswith("C"):
+            ref = self.colref(what[1:])
+            found = next((x.alias for x in self.req.measures if x.col and x.col.name == ref.column), None)
+            return found or self.col(ref)
+        return next((x.alias for x in self.req.measures), what)
+
+    @staticmethod
+    def descending(m: re.Match[str]) -> bool:
+        said = m.group("dir") or (m.groupdict().get("dir0") or "")
+        return bool(
+            re.search(
+                r"desc|reverse|decreasing|highest first|largest first|newest first|biggest first|high to low|"
+                r"highest to lowest",
+                said,
+            )
+        )
+
     # ---- "sorted by amount, keep 8 rows": a limit after a sort
     def rule_limit(self) -> None:
+        if self.req.rank is None and not self.req.order and len(self.req.measures) == 1 and self.req.group:
+            top = re.search(r"\b(?P<w>top|bottom) (N\d+)\b", self.sym)
+            if top:  # "count per page, top 2": the groups with the highest measure
+                desc = top.group("w") == "top"
+                self.req.rank = ir.Rank(
+                    int(self.item(top.group(2)).ref), [(self.req.measures[0].alias, desc)]
+                )
+                self.take(top)
+                self.render()
+                return
         if self.req.rank is not None or not self.req.order:
             return
         m = re.search(
@@ -2724,6 +3237,26 @@ class Clauses:
                     return ColumnRef(u.source, c, 50)
         return self.only_measure("'expensive'")
 
+    def one_date_said(self, pos: int) -> None:
+        """'keep the rows where the date is in 2025' over orders joined with customers: which date?"""
+        if not re.search(
+            r"\b(?:date|dates|day|time|times|timestamp)s? (?:(?:is|was|are|were|falls?|fell) )?$",
+            self.sym[:pos],
+        ):
+            return
+        joined = [
+            u.source
+            for u in self.req.sources
+            if not any(isinstance(w, ir.Exists) and w.source is u for w in self.req.where)
+        ]
+        dated = [f"{s.name}:{c}" for s in joined for c, _ in s.columns if ColumnRef(s, c, 50).temporal]
+        if len({d.split(":")[0] for d in dated}) > 1:
+            raise PlannerQuestion(
+                "Which date do you mean: " + ", ".join(d.rsplit(":", 1)[1] for d in dated) + "?",
+                hint="name the column, e.g. 'where order_date is in 2025'",
+                candidates=[d.rsplit(":", 1)[1] for d in dated],
+            )
+
     def date_column(self, source: Source | None = None) -> ColumnRef:
         """The time column of a source: the only one, or the one that is not a bookkeeping stamp."""
         sources = [source] if source else [u.source for u in self.req.sources]
@@ -2752,10 +3285,12 @@ class Clauses:
 
     # ------------------------------------------------------------ the rest
     def finish(self) -> None:
+        self.conditions_into_exists()
         self.listed_groups()
         self.rank_over_groups()
         self.joins()
         self.unused()
+        self.numeric_measures()
         mode, said, keys = self.p.mode_info
         self.req.mode, self.req.mode_said = mode, said
         self.req.keys = keys
@@ -2778,6 +3313,34 @@ class Clauses:
                 candidates=[f"into {name}"],
             )
         self.req.notes = self.p.notes
+
+    def conditions_into_exists(self) -> None:
+        """A condition on the columns of a source read only inside EXISTS belongs inside it:
+        'customers who never had an order cancelled' filters the orders, not the customers."""
+        inner = {w.source.alias: w for w in self.req.where if isinstance(w, ir.Exists)}
+        if not inner:
+            return
+        kept: list[ir.Cond] = []
+        for cond in self.req.where:
+            aliases = {c.alias for c in columns_in(cond)}
+            if not isinstance(cond, ir.Exists) and len(aliases) == 1 and next(iter(aliases)) in inner:
+                inner[next(iter(aliases))].where.append(cond)
+            else:
+                kept.append(cond)
+        self.req.where = kept
+
+    def numeric_measures(self) -> None:
+        """A total, average or median of a text column is a misreading, never a table to publish."""
+        types = {(u.alias, c.lower()): t for u in self.req.sources for c, t in u.source.columns}
+        for m in self.req.measures:
+            if m.func not in ("sum", "avg", "median") or m.col is None:
+                continue
+            kind = types.get((m.col.alias, m.col.name.lower()))
+            if kind is not None and not is_numeric_type(kind):
+                raise PlannerQuestion(
+                    f"I read a {measure_words(m)}, but {m.col.name} holds {kind.lower()}, not numbers",
+                    hint="name the number column to add up or average, e.g. 'total amount per country'",
+                )
 
     def joins(self) -> None:
         """Sources whose columns the reading uses join the main source on their shared key."""
@@ -3003,6 +3566,21 @@ class Clauses:
                 "or a column to keep ('only the name and email columns')",
             )
         self.req.unused = list(dict.fromkeys(leftovers))
+        vital = [
+            w
+            for w in self.req.unused
+            if w in VITAL_WORDS
+            and not self.reading_has(VITAL_WORDS[w])
+            and (VITAL_WORDS[w] != "compare" or re.search(rf"\b{w} than\b|\bor {w}\b", self.p.norm))
+        ]
+        if vital:
+            # "customers with more than one order" read as a count of all rows: a quantity word
+            # left over means a measure, comparison or ranking was not understood
+            raise PlannerQuestion(
+                f"I did not understand what {', '.join(repr(w) for w in vital)} applies to, and won't guess",
+                hint="say it with the column it is about, e.g. 'more than 2 orders per customer' or "
+                "'total amount per country'",
+            )
         for k, it in enumerate(self.items[:-1]):
             nxt = self.items[k + 1]
             if (
@@ -3045,7 +3623,7 @@ class Clauses:
             r"\b(?:whose|where|with|if|when|and) (?:the |a |an |its |their )?((?:[a-z][a-z_]* "
             r"){0,2}[a-z][a-z_]*) "
             r"(?:is|are|was|were|=|equals|of) (?:not )?([a-z][\w-]*|Q\d+|N\d+)\b"
-            r"|\b(?:average|avg|mean|sum|total|maximum|minimum|max|min) (?:of )?(?:the |their |its "
+            r"|\b(?:average|avg|mean|median|sum|total|maximum|minimum|max|min) (?:of )?(?:the |their |its "
             r")?([a-z][a-z_]*)\b",
             self.sym,
         )
@@ -3069,7 +3647,11 @@ class Clauses:
                     hint="name one of the columns: " + ", ".join(self.main.source.column_names[:12]),
                     candidates=self.near_columns(words[-1]),
                 )
-        strange = [w for w in self.req.unused if not is_english(w)]
+        strange = [
+            w
+            for w in self.req.unused
+            if not is_english(w) and w not in MONEY_WORDS and zipf_frequency(w, "en") < COMMON_ZIPF
+        ]
         if strange:
             # plain English words the reading did not need are listed; words no dictionary knows
             # ("frobnicate the zorbs") may name something, so they are a question
@@ -3078,6 +3660,31 @@ class Clauses:
                 hint="rephrase that part, or leave it out",
                 candidates=[f"without '{' '.join(strange)}'"],
             )
+
+    def reading_has(self, kind: str) -> bool:
+        """Whether the reading holds a part of this kind (see VITAL_WORDS)."""
+        r = self.req
+        if kind == "measure":
+            return bool(r.measures or r.running or r.derived)
+        if kind == "count":
+            return any(m.func == "count" for m in r.measures) or bool(r.running)
+        if kind == "compare":
+            return bool(r.having) or any(
+                isinstance(c, ir.Compare) and c.op in (">", ">=", "<", "<=") for c in walk(r.where)
+            )
+        if kind == "rank":
+            return bool(r.rank or r.order or r.derived)
+        if kind == "share":
+            return any(m.share for m in r.measures)
+        if kind == "running":
+            return bool(r.running)
+        return bool(r.exclude) or any(
+            isinstance(c, ir.Not)
+            or (isinstance(c, ir.Compare) and c.op in ("<>", "not_in"))
+            or (isinstance(c, ir.Exists) and c.negated)
+            or isinstance(c, ir.IsNull)
+            for c in walk(r.where)
+        )
 
     def in_output(self, it: Item) -> bool:
         """A column (or an entity's key) that the result already holds as a group, measure or choice."""
@@ -3116,6 +3723,55 @@ class Clauses:
         return cand
 
 
+def walk(conds: list[ir.Cond]) -> list[ir.Cond]:
+    """Every condition of a list, nested ones under And, Or and Not included."""
+    out: list[ir.Cond] = []
+    for c in conds:
+        out.append(c)
+        if isinstance(c, (ir.And, ir.Or)):
+            out += walk(c.items)
+        elif isinstance(c, ir.Not):
+            out += walk([c.cond])
+    return out
+
+
+def exclusive(a: ir.Cond, b: ir.Cond) -> bool:
+    """Two conditions on one column that no row meets together: two values, or two date ranges apart."""
+    if isinstance(a, ir.Compare) and isinstance(b, ir.Compare) and a.col == b.col:
+        sets = []
+        for c in (a, b):
+            if c.op == "=":
+                sets.append({c.value})
+            elif c.op == "in":
+                sets.append(set(c.value))
+            else:
+                return False
+        return not sets[0] & sets[1]
+    if isinstance(a, ir.DateRange) and isinstance(b, ir.DateRange) and a.col == b.col:
+        bounds = (a.lo, a.hi, b.lo, b.hi)
+        if not all(isinstance(x, date) for x in bounds):
+            return False
+        return bool(a.hi <= b.lo or b.hi <= a.lo)
+    return False
+
+
+def cond_label(c: ir.Cond) -> str:
+    """A short name for a condition, for the column it makes: 'shipped', '2024'."""
+    if isinstance(c, ir.Compare):
+        values = c.value if isinstance(c.value, list) else [c.value]
+        text = "_".join(str(v) for v in values)
+    elif isinstance(c, ir.DateRange):
+        text = c.words or f"{c.lo}_{c.hi}"
+    else:
+        text = "match"
+    return re.sub(r"\W+", "_", text.lower()).strip("_")[:30]
+
+
+def measure_alias(func: str, column: str) -> str:
+    """The output name of an aggregate of a column: total_amount, avg_price, median_price."""
+    return f"{'total' if func == 'sum' else func}_{column}"
+
+
 def columns_in(value: Any) -> list[ir.Col]:
     """Every column a part of the intermediate form refers to (not inside EXISTS: another source's)."""
     if isinstance(value, ir.Col):
@@ -3129,15 +3785,21 @@ def columns_in(value: Any) -> list[ir.Col]:
     return []
 
 
-_ENGLISH: set[str] = set()
+_ENGLISH: dict[str, set[str]] = {}
 
 
-def is_english(word: str) -> bool:
-    """A dictionary word, or an inflection of one ('changes', 'catalogued', 'purchases')."""
+def is_english(word: str, *, broad: bool = True) -> bool:
+    """A dictionary word, or an inflection of one ('changes', 'catalogued', 'purchases').
+
+    `broad` adds Webster's 1934 list, which knows 'seasonality' and 'weekday' but also archaic
+    words that are everyday typos ('frist'): a typo check asks with broad=False.
+    """
     if not _ENGLISH:
         from english_words import get_english_words_set
 
-        _ENGLISH.update(get_english_words_set(["gcide"], lower=True, alpha=True))
+        _ENGLISH["core"] = get_english_words_set(["gcide"], lower=True, alpha=True)
+        _ENGLISH["broad"] = _ENGLISH["core"] | get_english_words_set(["web2"], lower=True, alpha=True)
+    known = _ENGLISH["broad" if broad else "core"]
     w = word.lower().replace("'", "")
     if not w.isalpha():
         return False
@@ -3158,7 +3820,7 @@ def is_english(word: str) -> bool:
     ):
         if w.endswith(suffix):
             stems.add(w[: -len(suffix)] + repl)
-    return any(len(s) >= 3 and s in _ENGLISH for s in stems) or w in FILLERS
+    return any(len(s) >= 3 and s in known for s in stems) or w in FILLERS
 
 
 # Words that only shape a sentence; an unconsumed one is not worth reporting.
@@ -3254,5 +3916,28 @@ KNOWN_WORDS = (
         "duplicates",
     }
 )
+# A word this common in English text (Zipf scale: 3 is once per million words) is a word, not a
+# name, even when the dictionaries lack it ('pricey', 'shoppers'): listed as unused, not asked about.
+COMMON_ZIPF = 3.0
+# Units of money after an amount: "under 20 euros" compares the amount itself.
+MONEY_WORDS = {"dollars", "dollar", "euros", "euro", "eur", "usd", "gbp", "pounds", "pound", "bucks", "quid"}
+MONEY_WORDS |= {"cents", "times", "each", "apiece", "total", "overall"}
+# Words that carry a measure, a comparison, a ranking or a negation, and the part of a reading
+# that accounts for each: left over while the reading has no such part, they mean a misreading
+# ("customers with more than one order" read as a count of all rows), so the planner asks.
+# Said again beside a reading that has it ("... with that total"), they are harmless.
+VITAL_WORDS: dict[str, str] = {
+    **{
+        w: "measure"
+        for w in AGGREGATES
+        if w not in ("first", "last", "latest", "newest", "earliest", "oldest")
+    },
+    **dict.fromkeys(("count", "counts", "number", "tally"), "count"),
+    **dict.fromkeys(("more", "less", "fewer", "greater"), "compare"),
+    **dict.fromkeys(("most", "least", "top", "bottom", "rank", "ranked", "ranking"), "rank"),
+    **dict.fromkeys(("percent", "percentage", "ratio", "share", "proportion", "fraction"), "share"),
+    **dict.fromkeys(("running", "cumulative"), "running"),
+    **dict.fromkeys(("not", "never", "no", "excluding", "except", "exclude", "minus"), "negation"),
+}
 # Ranking words read by the rank rule, never linked to a column by synonym.
 RANKING_ONLY: set[str] = set(RANKING) | PRICE_WORDS | {"recent", "newest", "oldest", "earliest", "latest"}

@@ -150,7 +150,7 @@ class Compiler:
         if m.share in ("rate_percent", "rate_fraction"):
             # within each group: the rows that match, out of all the group's rows
             scale = "100.0 * " if m.share == "rate_percent" else "1.0 * "
-            whole = f"{m.func}({'*' if m.col is None else self.c(m.col)})"
+            whole = f"{m.func}({arg})"
             e = f"{scale}{e} / {whole}"
         elif m.share:
             scale = "100.0 * " if m.share == "percent" else "1.0 * "
@@ -413,13 +413,16 @@ def measure_words(m: ir.Measure) -> str:
     if m.col is None:
         text = "number of rows"
     else:
-        fn = {"sum": "total", "avg": "average", "min": "lowest", "max": "highest", "count": "number of"}[
-            m.func
-        ]
+        fn = {"sum": "total", "avg": "average", "min": "lowest", "max": "highest", "count": "number of"}.get(
+            m.func, m.func
+        )
         text = f"{fn} {'distinct ' if m.distinct else ''}{m.col.name}"
     if m.where is not None:
         text += f" where {cond_words(m.where)}"
-    if m.share:
+    if m.share in ("rate_percent", "rate_fraction"):
+        whole = measure_words(ir.Measure(m.func, m.col, distinct=m.distinct))
+        text = f"({text}) as a {'percentage' if m.share == 'rate_percent' else 'fraction'} of the {whole}"
+    elif m.share:
         text = f"{'percentage' if m.share == 'percent' else 'share'} of all ({text})"
     return text
 

@@ -41,9 +41,26 @@ POINT = (
     rf"|\d{{1,2}}/\d{{1,2}}/\d{{4}}"
     rf"|{MONTH} {DAY}(?: ,)? {YEAR}|{DAY} (?:of )?{MONTH}(?: ,)? {YEAR}"
     rf"|{MONTH} (?:of )?{YEAR}|{MONTH} '?\d\d\b|{QUARTER_NC}(?: (?:of|in) )?(?: ?{YEAR})?"
-    rf"|(?:first|second|1st|2nd|last) half(?: of)?(?: {YEAR})?"
+    rf"|(?:first|second|1st|2nd|last) half(?: of)?(?: {YEAR})?|h[12] {YEAR}"
     rf"|{MONTH}|{YEAR})"
 )
+SMALL_NUMBERS = {
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+}
+# DuckDB's dayofweek: Sunday is 0
+WEEKDAYS = {"sunday": 0, "monday": 1, "tuesday": 2, "wednesday": 3, "thursday": 4, "friday": 5, "saturday": 6}
+WEEKDAY = "(?:" + "|".join(WEEKDAYS) + ")"
 CLOCK = r"\d{1,2}(?::\d\d)? ?(?:am|pm)|\d{1,2}:\d\d|noon|midday|midnight"
 
 
@@ -113,11 +130,11 @@ def point(text: str, year_hint: int | None = None) -> Period | Part | None:
             return Part("quarter", "=", n, t)
         lo = date(year, 3 * (n - 1) + 1, 1)
         return Period(lo, lo + relativedelta(months=3), t)
-    h = re.search(r"(first|second|1st|2nd|last) half", t)
+    h = re.search(r"(first|second|1st|2nd|last) half|\bh([12])\b", t)
     if h:
         if year is None:
             return None
-        lo = date(year, 1 if h.group(1) in ("first", "1st") else 7, 1)
+        lo = date(year, 1 if h.group(1) in ("first", "1st") or h.group(2) == "1" else 7, 1)
         return Period(lo, lo + relativedelta(months=6), t)
     month = _month(t)
     day = re.search(r"(?:^|\s)(\d{1,2})(?: ?(?:st|nd|rd|th))?(?=\s|$|,)", re.sub(YEAR, "", t))
@@ -202,17 +219,26 @@ def find_dates(text: str) -> list[DateMatch]:
         add(m, Part("hour", "between", span[m.group(1)], m.group(0)))
     for m in re.finditer(r"\b(?:on |during |over )?(?:the )?weekends?\b", text):
         add(m, Part("dow", "in", (0, 6), m.group(0)))
+    for m in re.finditer(
+        rf"\b(?:on |during )?(?:a |the )?({WEEKDAY})s?(?:(?: ,| or| and| ,? or| ,? and)(?: on)?(?: a| the)? "
+        rf"(?:{WEEKDAY})s?)*\b",
+        text,
+    ):
+        days = tuple(sorted({WEEKDAYS[d] for d in re.findall(WEEKDAY, m.group(0))}))
+        add(m, Part("dow", "in", days, m.group(0)))
     for m in re.finditer(r"\b(?:on )?weekdays\b", text):
         add(m, Part("dow", "in", (1, 2, 3, 4, 5), m.group(0)))
     # ranges between two points
     for m in re.finditer(
-        rf"\b(?:between|from) (?:the )?({POINT}) (?:and|to|until|till|through|thru|-) (?:the )?(?:end of )?"
-        rf"({POINT})(?: inclusive)?",
+        rf"\b(?:between|from) (?:the )?(?:(?:start|beginning) of )?({POINT}) "
+        rf"(?:and|to|until|till|through|thru|-) (?:the )?(?:end of )?({POINT})(?: inclusive)?"
+        rf"|\b({MONTH}) (?:to|until|till|through|thru|-) ({MONTH} {YEAR})\b",
         text,
     ):
-        b = point(m.group(2))
-        year = _year(m.group(2))
-        a = point(m.group(1), year)
+        first, last = m.group(1) or m.group(3), m.group(2) or m.group(4)
+        b = point(last)
+        year = _year(last)
+        a = point(first, year)
         if isinstance(a, Period) and isinstance(b, Period):
             add(m, Period(a.lo, b.hi, m.group(0), hi_inclusive=b.hi_inclusive))
         elif isinstance(a, Part) and isinstance(b, Part) and a.part == b.part == "month":
@@ -237,6 +263,18 @@ def find_dates(text: str) -> list[DateMatch]:
         except ValueError:
             continue
         add(m, Period(lo, last + timedelta(days=1), m.group(0)))
+    # "the first six months of 2025", "the last 3 months of 2024"
+    for m in re.finditer(
+        rf"\b(?:in |during |over )?(?:the )?(first|last|final) (\d+|{'|'.join(SMALL_NUMBERS)}) months "
+        rf"(?:of|in) ({YEAR})\b",
+        text,
+    ):
+        n = int(m.group(2)) if m.group(2).isdigit() else SMALL_NUMBERS[m.group(2)]
+        year = int(m.group(3))
+        if not 1 <= n <= 12:
+            continue
+        lo = date(year, 1, 1) if m.group(1) == "first" else date(year, 13 - n, 1)
+        add(m, Period(lo, lo + relativedelta(months=n), m.group(0)))
     # open ranges
     for m in re.finditer(
         rf"\b(since|after|starting(?: from| on| in)?|as of|on or after|beginning(?: in)?|"
@@ -257,6 +295,18 @@ def find_dates(text: str) -> list[DateMatch]:
             add(m, Period(None, p.hi if end_of else p.lo, m.group(0)))
         else:  # until, through, up to, no later than: inclusive of the named period
             add(m, Period(None, p.hi, m.group(0)))
+    # operators, as analysts write them in terse requests: "order_date >= 2026-01-01", "ts = 2026-03-14"
+    for m in re.finditer(rf"(?<![<>=!])(>=|<=|==|=|>|<|≥|≤) ({POINT})\b", text):
+        p = point(m.group(2))
+        if not isinstance(p, Period):
+            continue
+        op = {"≥": ">=", "≤": "<=", "==": "="}.get(m.group(1), m.group(1))
+        if op == ">" and p.lo == p.hi:
+            continue  # strictly after a moment: a range here starts inclusive, so no reading
+        lo, hi = {">=": (p.lo, None), ">": (p.hi, None), "<": (None, p.lo), "<=": (None, p.hi)}.get(
+            op, (p.lo, p.hi)
+        )
+        add(m, Period(lo, hi, m.group(0), hi_inclusive=p.hi_inclusive and op in ("<=", "=")))
     for m in re.finditer(rf"\bfrom (?:the )?({POINT}) (?:on|onwards?|forward|and later|or later)\b", text):
         p = point(m.group(1))
         if isinstance(p, Period):

@@ -117,7 +117,7 @@ class GroupKey:
 
 @dataclass
 class Measure:
-    func: str  # count sum avg min max
+    func: str  # count sum avg median min max
     col: Col | None = None  # None: count(*)
     distinct: bool = False
     where: Cond | None = None  # a conditional aggregate

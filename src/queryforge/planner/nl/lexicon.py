@@ -4,6 +4,8 @@ from __future__ import annotations
 
 # British spellings and common typos of the words the parser relies on, mapped to one spelling.
 SPELLING = {
+    "alphabetically": "ascending",
+    "alphabetical": "ascending",
     "summarise": "summarize",
     "summarised": "summarized",
     "summarising": "summarizing",
@@ -94,6 +96,8 @@ AGGREGATES = {
     "averages": "avg",
     "avg": "avg",
     "mean": "avg",
+    "median": "median",
+    "medians": "median",
     "maximum": "max",
     "max": "max",
     "highest": "max",

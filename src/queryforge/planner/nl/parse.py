@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rapidfuzz import fuzz, process
+from rapidfuzz.distance import OSA
+from wordfreq import zipf_frequency
 
 from ..context import PlannerContext, Source
 from ..draft import PlannerQuestion
@@ -30,7 +32,7 @@ from .lexicon import (
     words,
 )
 from .link import ColumnRef, ValueRef, Vocabulary, is_numeric_type, is_temporal_type
-from .tokens import Token, singular, tokenize
+from .tokens import Token, phrases, singular, tokenize
 
 FUNCTION_WORDS = words(
     """
@@ -122,25 +124,20 @@ class Parser:
                 continue  # a name, not a misspelt word
             from .clauses import is_english
 
-            if is_english(t.norm):
-                continue  # 'worth' is a word of its own, not a misspelt 'worst'
+            english = is_english(t.norm, broad=False)
             if t.raw[:1].isupper() and t.index > 0:
                 continue  # a proper noun is not a typo ('Mars')
             before = self.tokens[t.index - 1].norm if t.index > 0 else ""
             if before in ("into", "to", "as", "called", "named", "call", "table", "name", "titled"):
                 continue  # a destination's name is the user's to choose ('orderz')
-            hit = process.extractOne(
-                t.norm,
-                [
-                    w
-                    for w in targets
-                    if w[:1] == t.norm[:1] and abs(len(w) - len(t.norm)) <= 1 and len(w) >= 4
-                ],
-                scorer=fuzz.ratio,
-                score_cutoff=80,
-            )
+            hit = closest_keyword(t.norm, targets)
+            if hit and english and zipf_frequency(hit, "en") - zipf_frequency(t.norm, "en") < RARE_GAP:
+                continue  # 'worth' is a word of its own, not a misspelt 'worst'; 'frist' is a typo
             if hit:
-                t.norm = hit[0]
+                t.norm = hit
+        self.tokens = phrases(self.tokens, self.request)
+        for k, t in enumerate(self.tokens):
+            t.index = k
         self.norm = " ".join(t.norm if t.kind != "quoted" else "Q" for t in self.tokens)
         self.offsets = []
         pos = 0
@@ -210,6 +207,34 @@ class Parser:
                 "into active_customers'",
                 refusal=True,
             )
+
+    def refuse_foreign_target(self, target: str | None, span: tuple[int, int]) -> None:
+        """A destination that is a source file, or a table of another database, is not ours to write.
+
+        'write them back into orders.csv' and 'into the accounts table of legacy.sqlite' would either
+        overwrite data the pipeline reads or land somewhere other than the user asked; a question,
+        never a new warehouse table of that name.
+        """
+        here = [self.tokens[i] for i in self.tokens_in(*span)]
+        k = here[-1].index if here else -1
+        tail = self.tokens[k + 1 : k + 4]
+        owner = next((t for t in tail if t.kind == "file"), None)
+        named_file = next((t for t in here if t.kind == "file"), None)
+        words = [t.norm for t in tail[:2]]
+        in_other_db = owner is not None and (
+            words[:1] in (["of"], ["in"], ["inside"]) or words in (["table", "of"], ["table", "in"])
+        )
+        spot = named_file or (owner if in_other_db else None)
+        if spot is None:
+            return
+        where = spot.raw
+        raise PlannerQuestion(
+            f"You asked to write the result into {where}, but a pipeline writes only to a table of the "
+            f"warehouse ({self.ctx.target_connection}); it never writes back into a file or another "
+            "database it reads",
+            hint=f"name a new table for the result, e.g. 'into {target or 'a_new_table'}_result'",
+            candidates=[f"into {target}_result" if target else "into a new table"],
+        )
 
     # ------------------------------------------------------------ target and mode
     def target(self) -> tuple[str | None, tuple[int, int] | None]:
@@ -592,8 +617,68 @@ def keywords(ctx: PlannerContext) -> frozenset[str]:
         out |= set(phrase.split())
     out |= catalog_words(ctx)
     out |= {"distinct", "unique", "duplicates", "cancelled", "shipped", "category", "customer", "customers"}
-    out |= set(RANKING) | {"column", "columns", "quarter", "percentage"}
+    out |= set(RANKING) | {"column", "columns", "quarter", "percentage"} | rule_words()
     return frozenset(w for w in out if w.isalpha() and len(w) >= 4)
+
+
+# How much rarer (in Zipf units, a factor of ten each) a dictionary word must be than the keyword
+# one edit away to be read as its typo: 'frist' (2.4) for 'first' (6.3), never 'worth' for 'worst'.
+RARE_GAP = 2.5
+
+
+def closest_keyword(word: str, targets: frozenset[str]) -> str | None:
+    """The one keyword a misspelt word is a slip away from: one edit or swap, two in long words.
+
+    Optimal string alignment counts a swapped pair as one edit ('frist', 'mulitple', 'retruned'),
+    which a plain ratio scores as two. Two keywords equally close make no correction.
+    """
+    limit = 1 if len(word) < 8 else 2
+    best: list[tuple[int, str]] = []
+    for w in targets:
+        if w[:1] != word[:1] and w[:2] != word[:2][::-1]:
+            continue
+        if abs(len(w) - len(word)) > limit:
+            continue
+        d = OSA.distance(word, w, score_cutoff=limit)
+        if d <= limit:
+            best.append((d, w))
+    if not best:
+        return None
+    best.sort()
+    if len(best) > 1 and best[1][0] == best[0][0] and singular(best[1][1]) != singular(best[0][1]):
+        return None
+    return best[0][1]
+
+
+def rule_words() -> frozenset[str]:
+    """Every word the clause and date rules spell in their patterns: what a typo may be meant as.
+
+    Read once from the rule modules' string constants, so a word a rule starts to match is also
+    one a misspelling is corrected to, with no second list to keep in step.
+    """
+    if _RULE_WORDS:
+        return _RULE_WORDS[0]
+    import ast
+    import inspect
+
+    from . import clauses, dates, lexicon, tokens
+
+    found: set[str] = set()
+    for module in (clauses, dates, lexicon, tokens):
+        tree = ast.parse(inspect.getsource(module))
+        prose = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}  # docstrings
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose:
+                text = re.sub(r"\\[a-zA-Z]", " ", node.value)
+                # whole words only: 'categori' of r"categori[sz]e" is a pattern's fragment
+                found |= set(re.findall(r"(?<![a-z])[a-z]{4,}(?![a-z\[(?*+{])", text))
+    from .lexicon import SPELLING
+
+    _RULE_WORDS.append(frozenset(found - set(SPELLING)))
+    return _RULE_WORDS[0]
+
+
+_RULE_WORDS: list[frozenset[str]] = []
 
 
 def parse(request: str, ctx: PlannerContext) -> ir.Request:
@@ -606,6 +691,8 @@ class Reader(Parser):
     def read(self) -> ir.Request:
         target, span = self.target()
         self.refuse_in_place(target is not None)
+        if span:
+            self.refuse_foreign_target(target, span)
         if span:
             self.use_span(*span)
             self._use_target_words(span)

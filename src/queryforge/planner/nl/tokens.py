@@ -59,6 +59,24 @@ class Token:
         return None
 
 
+# Fixed phrases read as the words the rules know: "per cent" is "percent", "A to Z" ascending,
+# "multiple orders" more than 1 order.
+PHRASES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("per", "cent"), "percent"),
+    # quantities said in words, as the comparison rules read them
+    (("more", "than", "one"), "more than 1"),
+    (("more", "than", "once"), "more than 1 times"),
+    (("at", "least", "twice"), "at least 2 times"),
+    (("twice", "or", "more"), "2 or more times"),
+    (("multiple",), "more than 1"),
+    (("several",), "more than 1"),
+    (("a", "to", "z"), "ascending"),
+    (("z", "to", "a"), "descending"),
+    (("a", "z"), "ascending"),  # "A-Z"
+    (("z", "a"), "descending"),
+)
+
+
 def _norm_word(word: str) -> str:
     w = word.lower().replace("’", "'")
     if w.endswith("'s"):
@@ -94,14 +112,34 @@ def tokenize(text: str) -> list[Token]:
         if kind == "quoted":
             norm = raw[1:-1]
         tokens.append(Token(raw, norm, kind, m.start(), m.end()))
+    return phrases(tokens, text)
+
+
+def phrases(tokens: list[Token], text: str) -> list[Token]:
+    """Fixed phrases rewritten to the words the rules read; run again after typos are corrected."""
     merged: list[Token] = []
     for t in tokens:
-        prev = merged[-1] if merged else None
-        if prev is not None and prev.kind == t.kind == "word" and prev.norm == "per" and t.norm == "cent":
-            # "per cent" is one word, "percent"
-            merged[-1] = Token(prev.raw + " " + t.raw, "percent", "word", prev.start, t.end, tags=prev.tags)
-            continue
         merged.append(t)
+        for words, norm in PHRASES:
+            tail = merged[-len(words) :]
+            if len(tail) == len(words) and all(
+                x.kind == "word" and x.norm == w for x, w in zip(tail, words, strict=True)
+            ):
+                start, end = tail[0].start, t.end
+                raw = text[start:end]
+                parts = norm.split()
+                merged[-len(words) :] = [
+                    Token(
+                        raw if k == 0 else "",
+                        part,
+                        "number" if part.isdigit() else "word",
+                        start,
+                        end,
+                        tags=dict(tail[0].tags),
+                    )
+                    for k, part in enumerate(parts)
+                ]
+                break
     for i, t in enumerate(merged):
         t.index = i
     return merged
