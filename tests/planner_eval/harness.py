@@ -49,6 +49,8 @@ MUST_ASK = HERE / "must_ask.yaml"
 DEV_CASES = HERE / "dev_cases.yaml"
 HOLDOUT = HERE / "holdout.yaml"  # held-out families: scored only on request, never tuned on (README)
 HOLDOUT_MUST_ASK = HERE / "holdout_must_ask.yaml"
+HOLDOUT2 = HERE / "holdout2.yaml"  # the second held-out set, written after the first had been read
+HOLDOUT2_MUST_ASK = HERE / "holdout2_must_ask.yaml"
 ROW_CAP = 1_000_000  # far above any table the data can produce
 NOT_PUBLISHED = {"needs_input", "failed"}  # the two must-not-publish expectations
 KINDS = {  # phrasing kinds of the family suites (README, "Shapes and kinds")
@@ -149,7 +151,7 @@ class Case:
     id: str
     prompt: str
     expect: dict[str, Any]
-    suite: str  # family | must_ask | dev | holdout | holdout_must_ask
+    suite: str  # family | must_ask | dev | holdout | holdout_must_ask | holdout2 | holdout2_must_ask
     setup: tuple[str, ...] = ()
     family: str = ""
     shape: str = ""
@@ -244,6 +246,11 @@ def load_must_ask(path: Path = MUST_ASK, suite: str = "must_ask") -> list[Case]:
 def load_holdout_cases() -> list[Case]:
     """The held-out families (suite `holdout`) and must-ask requests (suite `holdout_must_ask`)."""
     return load_family_cases(HOLDOUT, "holdout") + load_must_ask(HOLDOUT_MUST_ASK, "holdout_must_ask")
+
+
+def load_holdout2_cases() -> list[Case]:
+    """The second held-out set (suites `holdout2` and `holdout2_must_ask`)."""
+    return load_family_cases(HOLDOUT2, "holdout2") + load_must_ask(HOLDOUT2_MUST_ASK, "holdout2_must_ask")
 
 
 def load_dev_cases(path: Path = DEV_CASES) -> list[Case]:

@@ -7,6 +7,7 @@ Usage (from the repository root):
     python -m tests.planner_eval.score -k dates       # cases whose id/family/shape/kind/category has "dates"
     python -m tests.planner_eval.score --suite must_ask --json
     python -m tests.planner_eval.score --suite holdout -j 2  # the held-out set (never part of `all`)
+    python -m tests.planner_eval.score --suite holdout2 -j 2  # the second held-out set
 
 Workspaces live in a temporary folder that is removed afterwards; nothing is written into the repository.
 """
@@ -30,13 +31,14 @@ from tests.planner_eval.harness import (
     Result,
     load_dev_cases,
     load_family_cases,
+    load_holdout2_cases,
     load_holdout_cases,
     load_must_ask,
 )
 
 SUITES = ("family", "must_ask", "dev")  # `all`; the held-out set runs only when asked for (--suite holdout)
-FAMILY_SUITES = ("family", "holdout")
-MUST_ASK_SUITES = ("must_ask", "holdout_must_ask")
+FAMILY_SUITES = ("family", "holdout", "holdout2")
+MUST_ASK_SUITES = ("must_ask", "holdout_must_ask", "holdout2_must_ask")
 
 
 def select(cases: Iterable[Case], k: str | None) -> list[Case]:
@@ -54,6 +56,7 @@ def all_cases(suites: Sequence[str], k: str | None = None) -> list[Case]:
         "must_ask": load_must_ask,
         "dev": load_dev_cases,
         "holdout": load_holdout_cases,
+        "holdout2": load_holdout2_cases,
     }
     return [c for s in suites for c in select(loaders[s](), k)]
 
@@ -148,7 +151,11 @@ def summary(results: list[Result]) -> dict[str, Any]:
             "by_shape": breakdown(fam, "shape"),
             "by_kind": breakdown(fam, "kind"),
             # held-out families only: tasks families.yaml also has (seen) or not (novel)
-            **({"by_task": breakdown(fam, "task")} if any(r.case.suite == "holdout" for r in fam) else {}),
+            **(
+                {"by_task": breakdown(fam, "task")}
+                if any(r.case.suite in ("holdout", "holdout2") for r in fam)
+                else {}
+            ),
         },
         "must_ask": {
             **total(must),
@@ -214,9 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("-j", "--jobs", type=int, default=1, help="worker processes (default 1)")
     ap.add_argument(
         "--suite",
-        choices=[*SUITES, "holdout", "all"],
+        choices=[*SUITES, "holdout", "holdout2", "all"],
         default="all",
-        help="all = family, must_ask and dev; holdout = the held-out families and must-ask (only on request)",
+        help="all = family, must_ask and dev; holdout, holdout2 = the held-out sets (only on request)",
     )
     ap.add_argument("--provider", default="rules", help="planner provider to score (default: rules)")
     a = ap.parse_args(argv)

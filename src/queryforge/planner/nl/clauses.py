@@ -81,6 +81,7 @@ class Clauses:
         self.vocab_named = Vocabulary(list(p.named))
         self.vocab_all = Vocabulary(list(self.ctx.sources))
         self.group_said = False
+        self.keep_unmatched = False  # "including products with no orders": a left join
 
     # ------------------------------------------------------------ sources in use
     def use(self, source: Source) -> ir.SourceUse:
@@ -382,9 +383,11 @@ class Clauses:
         self.rule_distinct_values()
         self.rule_union()
         self.rule_name_parts()
+        self.rule_versus_aggregate()
         self.rule_running()
         self.rule_sort()
         self.rule_share()
+        self.rule_keep_unmatched()
         self.rule_anti()
         self.rule_not_in()
         self.rule_conditional_counts()
@@ -880,7 +883,93 @@ class Clauses:
         self.render()
 
     # ---- a label from a condition: "price_band 'budget' when the price is under 50 and 'standard' otherwise"
+    def rule_bands(self) -> bool:
+        """Labels for ranges of a number, two or more: "small under 50, medium from 50 to 200, large
+        above 200", "'low' if amount < 100, 'mid' if amount < 300, otherwise 'high'" (first match wins,
+        as in SQL's CASE)."""
+        band = (
+            r"(?P<lab>Q\d+|[a-z][a-z_-]*) (?:\( )?(?:if |when |for |where |: |= |means |is |meaning )?"
+            r"(?:(?:the |its |it )?(?P<c>C\d+) (?:is |are )?)?"
+            rf"(?:{CMP} (?P<n>N\d+)|(?:from |between )(?P<lo>N\d+) (?:to|and|-|up to|through|till|until) "
+            r"(?:and including )?(?P<hi>N\d+)(?: inclusive)?|(?P<lo2>N\d+) (?:-|to) (?P<hi2>N\d+)"
+            r"(?: inclusive)?"
+            r"|(?P<n3>N\d+) (?P<tc>or more|or less|or above|or below|or over|or under|and up|and above|plus))"
+            r"(?: \))?"
+        )
+        found: list[re.Match[str]] = []
+        for m in re.finditer(band, self.sym):
+            if found and not re.fullmatch(
+                r"[ ,;/~()]*(?:or|and|,)?[ ,;/~()]*", self.sym[found[-1].end() : m.start()]
+            ):
+                if len(found) >= 2:
+                    break
+                found = []
+            lab = m.group("lab")
+            if not lab.startswith("Q") and (
+                lab in FILLERS or lab in STRUCTURE_WORDS or lab in ("and", "or", "if", "when", "is", "are")
+            ):
+                continue
+            found.append(m)
+        if len(found) < 2:
+            return False
+        said = next((m.group("c") for m in found if m.group("c")), None)
+        ref = self.colref(said, numeric=True) if said else self.only_measure("the labels")
+        col = qident(ref.column)
+        whens: list[str] = []
+        for m in found:
+            label = self.textof(m.group("lab")) if m.group("lab").startswith("Q") else m.group("lab")
+            if m.group("n"):
+                test = f"{col} {self.cmp_op(m.group('cmp'))} {literal(self.item(m.group('n')).ref)}"
+            elif m.group("n3"):
+                op = "<=" if re.search(r"less|below|under", m.group("tc")) else ">="
+                test = f"{col} {op} {literal(self.item(m.group('n3')).ref)}"
+            else:
+                lo, hi = (
+                    self.item(m.group("lo") or m.group("lo2")).ref,
+                    self.item(m.group("hi") or m.group("hi2")).ref,
+                )
+                test = f"{col} BETWEEN {literal(lo)} AND {literal(hi)}"
+            whens.append(f"WHEN {test} THEN {literal(label)}")
+        tail = re.match(
+            r" ?[,;]? ?(?:and |or )?(?:otherwise|else|(?:for )?(?:the |all the )?(?:rest|others|remainder)|"
+            r"anything else|everything else)(?: is| are| =| :| gets| becomes)? (?P<lab>Q\d+|[a-z][a-z_-]*)",
+            self.sym[found[-1].end() :],
+        )
+        other = "NULL"
+        if tail:
+            lab = tail.group("lab")
+            other = literal(self.textof(lab) if lab.startswith("Q") else lab)
+        before = self.sym[: found[0].start()]
+        named = (
+            re.search(r"\b(?:column|field) (?:called |named |titled )?([a-z_][a-z0-9_]*|C\d+)", before)
+            or re.search(r"\b(?!add\b|new\b|extra\b|one\b)([a-z_][a-z0-9_]*|C\d+) (?:column|field)\b", before)
+            or re.search(r"\b([a-z_][a-z0-9_]*|C\d+) (?:=|:) $", before)
+        )
+        name = named.group(1) if named else "label"
+        if name.startswith("C") and name[1:].isdigit():
+            name = self.item(name).tokens[0].norm
+        self.req.derived[name] = f"CASE {' '.join(whens)} ELSE {other} END"
+        for m in found:
+            self.take(m)
+        if tail:
+            for k in self.at(found[-1].end() + tail.start(), found[-1].end() + tail.end()):
+                self.items[k].used = True
+        if named:
+            for k in self.at(named.start(), named.end()):
+                self.items[k].used = True
+        self.render()
+        for x in self.find(
+            r"\b(?:(?:in|into|as) (?:a |an |one )?(?:new |extra |separate )?(?:column|field)|"
+            r"(?:a |an |one )?(?:new |extra )?(?:column|field)|label(?:l?ed)?(?: it| them)?|"
+            r"tag(?:ged)?(?: it| them)?|categori[sz]e|classify|bucket)\b"
+        ):
+            self.take(x)
+        self.render()
+        return True
+
     def rule_label(self) -> None:
+        if self.rule_bands():
+            return
         qs = [k for k, it in enumerate(self.items) if it.kind in ("quoted", "val") and not it.used]
         quoted = [k for k in qs if self.items[k].kind == "quoted"]
         if len(quoted) < 2:
@@ -1200,7 +1289,8 @@ class Clauses:
             r"only distinct|only unique|each row once|every row once|without repeats|no repeats|"
             r"(?:identical|distinct|each|every|unique) (?:rows? |S\d+ |C\d+ )?(?:kept |listed |only |"
             r"appearing )*once|"
-            r"once each|(?:listed|kept|appearing|shown) once)\b",
+            r"once each|(?:listed|kept|appearing|shown) once|(?:duplicates|dupes|duplicate rows) (?:removed|"
+            r"dropped|eliminated|excluded|taken out|stripped))\b",
             self.sym,
         )
         if not m:
@@ -1217,6 +1307,23 @@ class Clauses:
 
     # ---- "the distinct countries", "unique country values", "a list of countries without repeats"
     def rule_distinct_values(self) -> None:
+        # "distinct user_id and page combinations", "unique (user_id, page)", "every unique pair of
+        # user and page": the combinations that occur, each once
+        combo = re.search(
+            r"(?<!count )(?<!number of )(?<!many )(?<!count of )\b(?:distinct|unique|different) "
+            r"(?:(?:combinations?|pairs?|combos?|tuples?) (?:of )?)?(?:\( )?"
+            r"(?P<cols>(?:C\d+|S\d+)(?:(?: ,| and| ,? and| &| /| x) (?:C\d+|S\d+))+)(?: \))?"
+            r"(?: (?:pairs?|combinations?|combos?|tuples?))?",
+            self.sym,
+        )
+        if combo and not re.search(r"\b(?:count|number|how many)\b", self.sym):
+            refs = [self.colref(k) for k in re.findall(r"[CS](\d+)", combo.group("cols"))]
+            if all(r.source is self.main.source for r in refs):
+                self.req.select = [self.col(r) for r in refs]
+                self.req.distinct = True
+                self.take(combo)
+                self.render()
+                return
         m = re.search(
             r"(?<!count )(?<!number of )(?<!many )(?<!count of )\b(?:distinct|unique|different) (C\d+)s?"
             r"(?: values?| names?)?|\b(?:every|each) (C\d+) (?:that (?:appears?|occurs?|exists?)|once)",
@@ -1646,6 +1753,27 @@ class Clauses:
             self.p.readings.append(f"{'without' if negated else 'with'} matching rows in {other.name}")
         self.render()
 
+    def rule_keep_unmatched(self) -> None:
+        """'including products with no orders', '0 for products with none', 'zeros included': the
+        rows of the main source stay when nothing matches (a left join; counts of them are 0)."""
+        zero = self.num(0)
+        m = re.search(
+            r"\b(?:including|incl|include|includes|even|also|as well as|keeping|keep|listing|plus)(?: also)?"
+            r"(?: the| those| ones| any| all)?(?: S\d+)? (?:with|that have|who have|which have|having|"
+            rf"that had) (?:no|zero|{zero}|none)(?: S\d+)?"
+            rf"|\b(?:{zero}|zero) (?:for|if|when|where) (?:the |those |any )?(?:S\d+ |ones )?(?:with )?"
+            r"(?:none|no S\d+|nothing|no match)"
+            rf"|\b(?:zeros?|{zero}s?) (?:included|too|as well|allowed)"
+            r"|\b(?:incl|including|include|with) zeros?"
+            r"|\bnot (?:just|only) (?:the )?(?:ones|S\d+) (?:that|which|who) \w+",
+            self.sym,
+        )
+        if m is None:
+            return
+        self.keep_unmatched = True
+        self.take(m)
+        self.render()
+
     def rule_not_in(self) -> None:
         """'rows whose order_id is not in orders.csv', 'minus any order_id already present in orders.csv':
         the rows of the main source whose key the other named file does (or does not) hold."""
@@ -1719,7 +1847,8 @@ class Clauses:
             "separate": rf"\b(?:(?:as|in) )?(?:{self.num(2, 3, 4)}|separate) (?:separate )?columns|"
             r"\bside by side|\bseparately|\bnext to each other|"
             r"\bnext to each other|\bin columns of their own|\beach in (?:its|their) own column",
-            "label": r"\( ?N\d+ (?:-|to) N\d+ ?\)|\bas (?:a )?numbers? (?:from )?N\d+ (?:-|to) N\d+|"
+            "label": rf"\( ?{self.num(0, 1)} (?:-|to) {self.num(4, 7, 12, 23, 24, 31, 52, 53)} ?\)"
+            r"|\bas (?:a )?numbers? (?:from )?N\d+ (?:-|to) N\d+|"
             rf"\b(?:(?:as )?(?:a )?numbers? )?(?:from |between )?{self.num(0, 1)} (?:-|to|through|and) "
             rf"{self.num(4, 7, 12, 23, 24, 31, 52, 53)}\b",
         }
@@ -2923,6 +3052,36 @@ class Clauses:
             self.take(m)
         self.render()
 
+    def rule_versus_aggregate(self) -> None:
+        """A comparison with an aggregate of the column, read before 'average price' is a measure."""
+        # against an aggregate: "priced above the average price of their category", "below the median"
+        for m in self.find(
+            rf"\b(?:(?P<c>C\d+) (?:is |are |was |were )?)?{CMP} (?:the )?(?:overall |whole |total )?"
+            r"(?:(?:their|its|his|her) (?P<g2>C\d+|S\d+) )?"
+            r"(?P<f>average|avg|mean|median)(?: (?P<c2>C\d+))?"
+            r"(?: (?:of|for|in|within|across) (?!their|its|the same|same|his|her|each|every)(?:the |all )?"
+            r"(?:S\d+)?)?"
+            r"(?: (?:of|in|for|within|across) (?:their|its|the same|same|his|her|each|every) (?:own )?"
+            r"(?P<g>C\d+|S\d+))?"
+        ):
+            said = m.group("c") or m.group("c2")
+            ref = self.colref(said, numeric=True) if said else self.only_measure(f"'{m.group('cmp')}'")
+            if not ref.numeric:
+                continue
+            within: list[str] = []
+            if m.group("g") or m.group("g2"):
+                key = self.group_key_for(self.item(m.group("g") or m.group("g2")))
+                if key is None or key.col.alias != self.main.alias:
+                    continue
+                within = [key.col.name]
+            func = AGGREGATES.get(m.group("f"), "avg")
+            op = self.cmp_op(m.group("cmp"))
+            if op not in (">", ">=", "<", "<="):
+                continue
+            self.req.where.append(ir.VersusAggregate(self.col(ref), op, func, within))
+            self.take(m)
+        self.render()
+
     def name_column(self, said: str | None) -> ColumnRef:
         """The column holding full names, for a first name or a surname: the one said, or the only one."""
         if said is not None:
@@ -3287,6 +3446,7 @@ class Clauses:
     def finish(self) -> None:
         self.conditions_into_exists()
         self.listed_groups()
+        self.group_by_entity()
         self.rank_over_groups()
         self.joins()
         self.unused()
@@ -3313,6 +3473,29 @@ class Clauses:
                 candidates=[f"into {name}"],
             )
         self.req.notes = self.p.notes
+
+    def group_by_entity(self) -> None:
+        """'every product ... with its number of orders': a measure for each row of the main source,
+        grouped by its key, never one total over all of them."""
+        r = self.req
+        if not r.measures or r.group or r.rank is not None or r.running or any(m.share for m in r.measures):
+            return
+        toks = self.p.tokens
+        keys = self.key_of(self.main.source)
+        if keys and re.search(r"\beach (?:with|of them|one|having|showing|plus|along with)\b", self.p.norm):
+            r.group.append(ir.GroupKey(self.col(keys[0])))  # "the customer list, each with how many orders"
+            return
+        for it in self.items:
+            if it.kind != "src" or it.ref is not self.main.source:
+                continue
+            k = it.tokens[0].index
+            if (k > 0 and toks[k - 1].norm in ("every", "each")) or (
+                k > 1 and toks[k - 2].norm in ("every", "each")
+            ):
+                keys = self.key_of(self.main.source)
+                if keys:
+                    r.group.append(ir.GroupKey(self.col(keys[0])))
+                return
 
     def conditions_into_exists(self) -> None:
         """A condition on the columns of a source read only inside EXISTS belongs inside it:
@@ -3389,7 +3572,13 @@ class Clauses:
             key = keys[0]
             left = via.alias if via else self.main.alias
             u.dedupe = True
-            self.req.joins.append(ir.Join(u, [(ir.Col(left, key[0]), ir.Col(u.alias, key[1]))]))
+            join = ir.Join(u, [(ir.Col(left, key[0]), ir.Col(u.alias, key[1]))])
+            if self.keep_unmatched:
+                # the conditions on the joined rows go into ON, or the unmatched rows would be lost
+                join.how = "left"
+                join.on = [w for w in self.req.where if {c.alias for c in columns_in(w)} == {u.alias}]
+                self.req.where = [w for w in self.req.where if all(w is not x for x in join.on)]
+            self.req.joins.append(join)
         # row-level joins: the columns said of the other source are added; a source used only in a
         # condition adds nothing ("orders of toys products"); a join said with no columns adds all
         if self.req.joins and not self.req.aggregated and not self.req.select:
@@ -3738,6 +3927,14 @@ def walk(conds: list[ir.Cond]) -> list[ir.Cond]:
 def exclusive(a: ir.Cond, b: ir.Cond) -> bool:
     """Two conditions on one column that no row meets together: two values, or two date ranges apart."""
     if isinstance(a, ir.Compare) and isinstance(b, ir.Compare) and a.col == b.col:
+        ranges = [c for c in (a, b) if c.op in ("<", "<=", ">", ">=") and isinstance(c.value, (int, float))]
+        if len(ranges) == 2:  # "under 20 and over 100": no number is both
+            lows = [c for c in ranges if c.op.startswith(">")]
+            highs = [c for c in ranges if c.op.startswith("<")]
+            if len(lows) == 1 and len(highs) == 1:
+                lo, hi = lows[0], highs[0]
+                return bool(lo.value > hi.value or (lo.value == hi.value and (lo.op == ">" or hi.op == "<")))
+            return False
         sets = []
         for c in (a, b):
             if c.op == "=":

@@ -112,6 +112,13 @@ class Compiler:
             if cond.op == "in":
                 return f"{e} IN ({', '.join(str(v) for v in cond.value)})"
             return f"{e} {cond.op} {cond.value}"
+        if isinstance(cond, ir.VersusAggregate):
+            main = self.req.main
+            outer = main.alias if self.qualified else main.step
+            same = " AND ".join(f"qf_all.{qident(k)} = {outer}.{qident(k)}" for k in cond.within)
+            scope = f" WHERE {same}" if same else ""
+            whole = f"(SELECT {cond.func}(qf_all.{qident(cond.col.name)}) FROM {main.step} AS qf_all{scope})"
+            return f"{self.c(cond.col)} {OPS[cond.op]} {whole}"
         if isinstance(cond, ir.Recent):
             return f"{self.c(cond.col)} >= current_date - INTERVAL {cond.n} {cond.unit.upper()}"
         if isinstance(cond, ir.Exists):
@@ -168,7 +175,9 @@ class Compiler:
             text = f"{main.step} AS {main.alias}" if self.qualified else main.step
         for j in r.joins:
             right = f"(SELECT DISTINCT * FROM {j.right.step})" if j.right.dedupe else j.right.step
-            on = " AND ".join(f"{self.c(a)} = {self.c(b)}" for a, b in j.keys)
+            on = " AND ".join(
+                [f"{self.c(a)} = {self.c(b)}" for a, b in j.keys] + [self.cond(w) for w in j.on]
+            )
             text += f" {'LEFT ' if j.how == 'left' else ''}JOIN {right} AS {j.right.alias} ON {on}"
         return text
 
@@ -444,6 +453,10 @@ def cond_words(c: ir.Cond) -> str:
         return f"{c.part} of {c.col.name} {c.op} {c.value}"
     if isinstance(c, ir.Recent):
         return f"{c.col.name} in the last {c.n} {c.unit}s"
+    if isinstance(c, ir.VersusAggregate):
+        fn = {"avg": "average", "min": "lowest", "max": "highest"}.get(c.func, c.func)
+        scope = f" of the rows with the same {', '.join(c.within)}" if c.within else " of all rows"
+        return f"{c.col.name} {WORDS.get(c.op, c.op)} the {fn} {c.col.name}{scope}"
     if isinstance(c, ir.Exists):
         extra = f" ({' and '.join(cond_words(w) for w in c.where)})" if c.where else ""
         return f"{'no' if c.negated else 'a'} matching row in {c.source.source.name}{extra}"

@@ -54,6 +54,17 @@ class DatePart:
 
 
 @dataclass
+class VersusAggregate:
+    """A row's value compared with an aggregate of the column over all rows, or over the rows that
+    share the `within` columns: 'priced above the average price of its category'."""
+
+    col: Col
+    op: str  # > >= < <=
+    func: str  # avg median min max
+    within: list[str] = field(default_factory=list)  # column names of the main source
+
+
+@dataclass
 class Recent:
     col: Col
     n: int
@@ -85,7 +96,7 @@ class Or:
     items: list[Cond]
 
 
-Cond = Compare | IsNull | DateRange | DatePart | Recent | Exists | Not | And | Or
+Cond = Compare | IsNull | DateRange | DatePart | Recent | VersusAggregate | Exists | Not | And | Or
 
 
 @dataclass
@@ -101,6 +112,7 @@ class Join:
     right: SourceUse
     keys: list[tuple[Col, Col]]
     how: str = "inner"
+    on: list[Any] = field(default_factory=list)  # conditions on the right rows (a left join's ON)
 
 
 @dataclass

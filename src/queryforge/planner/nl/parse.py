@@ -77,6 +77,7 @@ TARGET_STOP = {
     "catalogue",
 }
 NAME = r"([a-z_][a-z0-9_]*)"
+DATABASE_FILES = (".sqlite", ".sqlite3", ".db", ".duckdb")
 DESTRUCTIVE = re.compile(
     r"^\s*(?:(?:please|kindly|can you|could you|would you|will you|i want to|i'd like to|i would like to|"
     r"i need to|we need to|let's|lets|go ahead and|just|now|then|also|ok|okay|hey)[\s,]+)*"
@@ -208,26 +209,38 @@ class Parser:
                 refusal=True,
             )
 
-    def refuse_foreign_target(self, target: str | None, span: tuple[int, int]) -> None:
+    def refuse_foreign_target(self, target: str | None, span: tuple[int, int] | None) -> None:
         """A destination that is a source file, or a table of another database, is not ours to write.
 
         'write them back into orders.csv' and 'into the accounts table of legacy.sqlite' would either
         overwrite data the pipeline reads or land somewhere other than the user asked; a question,
         never a new warehouse table of that name.
         """
-        here = [self.tokens[i] for i in self.tokens_in(*span)]
-        k = here[-1].index if here else -1
-        tail = self.tokens[k + 1 : k + 4]
-        owner = next((t for t in tail if t.kind == "file"), None)
-        named_file = next((t for t in here if t.kind == "file"), None)
-        words = [t.norm for t in tail[:2]]
-        in_other_db = owner is not None and (
-            words[:1] in (["of"], ["in"], ["inside"]) or words in (["table", "of"], ["table", "in"])
+        files = "|".join(re.escape(t.norm) for t in self.tokens if t.kind == "file")
+        if not files:
+            return
+        spot = re.search(
+            # "write them back into orders.csv", "store it in orders.csv", "save as orders.csv"
+            r"\b(?:write|save|store|put|export|dump|output|land)\w* (?:them |it |this |that |those |these "
+            r"|the results? |the output |everything |all |the rows )?(?:back )?(?:into|to|in|as|over|onto) "
+            rf"(?:the )?(?:file )?({files})(?![\w.])"
+            # "overwrite orders.csv", "back to customers.csv", "into orders.csv"
+            r"|\b(?:overwrite|overwriting|replace|replacing|back (?:into|to|in)|into|onto) "
+            rf"(?:the )?(?:file )?({files})(?![\w.])"
+            rf"|\binto (?:the )?(?:new |existing )?(?:table )?{NAME} table (?:of|in|inside) ({files})",
+            self.norm,
         )
-        spot = named_file or (owner if in_other_db else None)
+        if spot is None and span is not None:
+            # "into the accounts table of legacy.sqlite", "into accounts in legacy.sqlite"
+            tail = self.norm[span[1] :]
+            owner = re.match(rf" (?:table )?(?:of|in|inside) (?:the )?({files})(?![\w.])", tail)
+            if owner and any(
+                t.norm == owner.group(1) and t.norm.endswith(DATABASE_FILES) for t in self.tokens
+            ):
+                spot = owner
         if spot is None:
             return
-        where = spot.raw
+        where = next(g for g in spot.groups() if g and "." in g)
         raise PlannerQuestion(
             f"You asked to write the result into {where}, but a pipeline writes only to a table of the "
             f"warehouse ({self.ctx.target_connection}); it never writes back into a file or another "
@@ -287,6 +300,8 @@ class Parser:
                     name = re.sub(r"\W+", "_", tok.norm.strip().lower()) if tok else name
                 if name in TARGET_STOP or name in FUNCTION_WORDS or re.fullmatch(r"\d.*", name):
                     continue
+                if text[m.end(1) : m.end(1) + 1] == ".":
+                    continue  # "placed in orders.csv": a file named, not a table to write
                 if (
                     i in (8, 9)
                     and re.match(r"in\b", m.group(0))
@@ -691,8 +706,7 @@ class Reader(Parser):
     def read(self) -> ir.Request:
         target, span = self.target()
         self.refuse_in_place(target is not None)
-        if span:
-            self.refuse_foreign_target(target, span)
+        self.refuse_foreign_target(target, span)
         if span:
             self.use_span(*span)
             self._use_target_words(span)
