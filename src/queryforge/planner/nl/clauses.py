@@ -13,8 +13,6 @@ import re
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from wordfreq import zipf_frequency
-
 from ..context import Source
 from ..draft import PlannerQuestion
 from . import ir
@@ -1518,18 +1516,11 @@ class Clauses:
             return
         if rate:
             word = next((g for g in rate.groups() if g and not re.fullmatch(r"V\d+| .*", g)), "") or ""
-            percent = "percent" in self.hints or word in ("percentage", "percent", "pct", "%")
-            if "fraction" in self.hints:
-                percent = False
+            percent = self.percent_said(word)
             vref = self.value_refs(rate.group("v"))[0]
             cond = ir.Compare(ir.Col(self.use(vref.source).alias, vref.column), "=", vref.value)
             label = re.sub(r"\W+", "_", vref.value.lower()).strip("_")
-            kind = "rate_percent" if percent else "rate_fraction"
-            self.req.measures.append(
-                ir.Measure(
-                    "count", None, where=cond, alias=f"{label}_{'pct' if percent else 'ratio'}", share=kind
-                )
-            )
+            self.add_rate("count", None, cond, label, percent)
             self.take(rate)
             per = re.search(r"\b(?:each|every) ((?:C|S)\d+)", rate.group(0))
             if per:  # "the proportion of each category's orders that were returned": per category
@@ -1589,6 +1580,25 @@ class Clauses:
         self.req.measures.append(measure)
         self.render()
 
+    def percent_said(self, word: str) -> bool:
+        """A rate as 0-100 when its word or a format note says so; '(0 to 1)' or 'as a fraction' wins."""
+        if "fraction" in self.hints:
+            return False
+        return word in ("percentage", "percent", "pct", "%") or "percent" in self.hints
+
+    def add_rate(self, func: str, col: ir.Col | None, where: ir.Cond, label: str, percent: bool) -> None:
+        """A measure over the rows that match, as a share of the same measure over all the group's rows."""
+        self.req.measures.append(
+            ir.Measure(
+                func,
+                col,
+                distinct=func == "count" and col is not None,
+                where=where,
+                alias=f"{label}_{'pct' if percent else 'ratio'}",
+                share="rate_percent" if percent else "rate_fraction",
+            )
+        )
+
     def presence_rate(self, rate_word: str) -> bool:
         """'the percentage of customers with an email': the rows that have a value, out of all rows."""
         m = re.search(
@@ -1602,24 +1612,13 @@ class Clauses:
             return False
         ref = self.colref(m.group("c"))
         missing = m.group("how") in ("without", "with no", "missing", "lacking")
-        percent = m.group(1) in ("percentage", "percent", "pct", "%") or "percent" in self.hints
-        if "fraction" in self.hints:
-            percent = False
+        percent = self.percent_said(m.group(1))
         counted: ir.Col | None = None
         if m.group("d"):  # "unique customers": each counted once
             keys = self.key_of(self.main.source)
             counted = self.col(keys[0]) if keys else None
         label = f"{'without' if missing else 'with'}_{ref.column}"
-        self.req.measures.append(
-            ir.Measure(
-                "count",
-                counted,
-                distinct=counted is not None,
-                where=ir.IsNull(self.col(ref), negated=not missing),
-                alias=f"{label}_{'pct' if percent else 'ratio'}",
-                share="rate_percent" if percent else "rate_fraction",
-            )
-        )
+        self.add_rate("count", counted, ir.IsNull(self.col(ref), negated=not missing), label, percent)
         self.take(m)
         self.render()
         return True
@@ -1658,20 +1657,13 @@ class Clauses:
         vrefs = self.value_refs(m.group("v"))
         if not vrefs:
             return False
-        word = m.group("w") or ""
-        percent = word in ("percentage", "percent", "pct", "%") or "percent" in self.hints
-        if "fraction" in self.hints:
-            percent = False
-        cond = self.in_cond(vrefs)
         label = re.sub(r"\W+", "_", vrefs[0].value.lower()).strip("_")
-        self.req.measures.append(
-            ir.Measure(
-                "sum",
-                self.col(ref),
-                where=cond,
-                alias=f"{label}_{ref.column}_{'pct' if percent else 'ratio'}",
-                share="rate_percent" if percent else "rate_fraction",
-            )
+        self.add_rate(
+            "sum",
+            self.col(ref),
+            self.in_cond(vrefs),
+            f"{label}_{ref.column}",
+            self.percent_said(m.group("w") or ""),
         )
         self.take(m)
         self.render()
@@ -3126,7 +3118,7 @@ class Clauses:
             or word in STRUCTURE_WORDS
             or word in KNOWN_WORDS
             or word in FUNCTION_WORDS
-            or word in MONEY_WORDS
+            or word in AFTER_NUMBER
             or self.p.entity_source(word)
         ):
             return
@@ -3839,7 +3831,7 @@ class Clauses:
         strange = [
             w
             for w in self.req.unused
-            if not is_english(w) and w not in MONEY_WORDS and zipf_frequency(w, "en") < COMMON_ZIPF
+            if not is_english(w) and w not in AFTER_NUMBER and zipf_frequency(w) < COMMON_ZIPF
         ]
         if strange:
             # plain English words the reading did not need are listed; words no dictionary knows
@@ -3985,18 +3977,19 @@ def columns_in(value: Any) -> list[ir.Col]:
 _ENGLISH: dict[str, set[str]] = {}
 
 
+def zipf_frequency(word: str) -> float:
+    """How common a word is in English text (Zipf scale); wordfreq is imported on first use."""
+    from wordfreq import zipf_frequency as zipf
+
+    return float(zipf(word, "en"))
+
+
 def is_english(word: str, *, broad: bool = True) -> bool:
     """A dictionary word, or an inflection of one ('changes', 'catalogued', 'purchases').
 
     `broad` adds Webster's 1934 list, which knows 'seasonality' and 'weekday' but also archaic
     words that are everyday typos ('frist'): a typo check asks with broad=False.
     """
-    if not _ENGLISH:
-        from english_words import get_english_words_set
-
-        _ENGLISH["core"] = get_english_words_set(["gcide"], lower=True, alpha=True)
-        _ENGLISH["broad"] = _ENGLISH["core"] | get_english_words_set(["web2"], lower=True, alpha=True)
-    known = _ENGLISH["broad" if broad else "core"]
     w = word.lower().replace("'", "")
     if not w.isalpha():
         return False
@@ -4017,7 +4010,20 @@ def is_english(word: str, *, broad: bool = True) -> bool:
     ):
         if w.endswith(suffix):
             stems.add(w[: -len(suffix)] + repl)
-    return any(len(s) >= 3 and s in known for s in stems) or w in FILLERS
+    if w in FILLERS:
+        return True
+    # the second list costs a second to load: only for a word the first one does not know
+    lists = ("gcide", "web2") if broad else ("gcide",)
+    return any(any(len(s) >= 3 and s in english_words(name) for s in stems) for name in lists)
+
+
+def english_words(name: str) -> set[str]:
+    """One word list of the english-words package, loaded on first use."""
+    if name not in _ENGLISH:
+        from english_words import get_english_words_set
+
+        _ENGLISH[name] = get_english_words_set([name], lower=True, alpha=True)
+    return _ENGLISH[name]
 
 
 # Words that only shape a sentence; an unconsumed one is not worth reporting.
@@ -4116,9 +4122,10 @@ KNOWN_WORDS = (
 # A word this common in English text (Zipf scale: 3 is once per million words) is a word, not a
 # name, even when the dictionaries lack it ('pricey', 'shoppers'): listed as unused, not asked about.
 COMMON_ZIPF = 3.0
-# Units of money after an amount: "under 20 euros" compares the amount itself.
-MONEY_WORDS = {"dollars", "dollar", "euros", "euro", "eur", "usd", "gbp", "pounds", "pound", "bucks", "quid"}
-MONEY_WORDS |= {"cents", "times", "each", "apiece", "total", "overall"}
+# Words after a number that say what the number is without naming a column: units of money
+# ("under 20 euros" compares the amount itself), "3 times", "20 each", "500 in total".
+AFTER_NUMBER = {"dollars", "dollar", "euros", "euro", "eur", "usd", "gbp", "pounds", "pound", "bucks", "quid"}
+AFTER_NUMBER |= {"cents", "times", "each", "apiece", "total", "overall"}
 # Words that carry a measure, a comparison, a ranking or a negation, and the part of a reading
 # that accounts for each: left over while the reading has no such part, they mean a misreading
 # ("customers with more than one order" read as a count of all rows), so the planner asks.

@@ -16,7 +16,7 @@ from typing import Any
 from dateutil import parser as dateparser
 from dateutil.relativedelta import relativedelta
 
-from .lexicon import MONTHS
+from .lexicon import MONTHS, NUMBER_WORDS
 
 MONTH = "(?:" + "|".join(sorted(MONTHS, key=len, reverse=True)) + ")"
 YEAR = r"(?:19|20)\d\d"
@@ -44,20 +44,7 @@ POINT = (
     rf"|(?:first|second|1st|2nd|last) half(?: of)?(?: {YEAR})?|h[12] {YEAR}"
     rf"|{MONTH}|{YEAR})"
 )
-SMALL_NUMBERS = {
-    "one": 1,
-    "two": 2,
-    "three": 3,
-    "four": 4,
-    "five": 5,
-    "six": 6,
-    "seven": 7,
-    "eight": 8,
-    "nine": 9,
-    "ten": 10,
-    "eleven": 11,
-    "twelve": 12,
-}
+SMALL_NUMBERS = {w: n for w, n in NUMBER_WORDS.items() if 1 <= n <= 12}  # "the first six months"
 # DuckDB's dayofweek: Sunday is 0
 WEEKDAYS = {"sunday": 0, "monday": 1, "tuesday": 2, "wednesday": 3, "thursday": 4, "friday": 5, "saturday": 6}
 WEEKDAY = "(?:" + "|".join(WEEKDAYS) + ")"
@@ -318,14 +305,12 @@ def find_dates(text: str) -> list[DateMatch]:
         r"(day|week|month|year|quarter)s?\b(?! (?:of|in) (?:19|20)\d\d)",
         text,
     ):
-        words = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7}
-        words |= {"ten": 10, "twelve": 12, "thirty": 30, "ninety": 90}
         raw = m.group(1)
         unit = RELATIVE_UNITS[m.group(2)]
         if raw is None:  # "last month": the previous calendar period
             add(m, Period(f"{_trunc(unit)} - INTERVAL 1 {unit.upper()}", _trunc(unit), m.group(0)))
         else:
-            n = int(raw) if raw.isdigit() else words[raw]
+            n = int(raw) if raw.isdigit() else NUMBER_WORDS[raw]
             add(m, Rolling(n, unit, m.group(0)))
     for m in re.finditer(r"\b(?:in |during |for )?(?:the )?(this|current) (year|month|quarter|week)\b", text):
         unit = m.group(2)

@@ -82,6 +82,8 @@ NUMBER_WORDS = {
     "twenty": 20,
     "thirty": 30,
     "fifty": 50,
+    "sixty": 60,
+    "ninety": 90,
     "hundred": 100,
     "dozen": 12,
 }

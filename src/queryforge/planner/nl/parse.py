@@ -10,12 +10,12 @@ column, value, file, number or date that the reading ignores — then the planne
 from __future__ import annotations
 
 import re
+import types
 from dataclasses import dataclass, field
 from typing import Any
 
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import OSA
-from wordfreq import zipf_frequency
 
 from ..context import PlannerContext, Source
 from ..draft import PlannerQuestion
@@ -117,13 +117,12 @@ class Parser:
     def correct_typos(self) -> None:
         """Words no vocabulary knows, one or two letters off a known one: 'undr' → 'under'."""
         vocab = known_words(self.ctx)
-        targets = keywords(self.ctx)
         for t in self.tokens:
             if t.kind != "word" or len(t.norm) < 5 or t.norm in vocab or singular(t.norm) in vocab:
                 continue
             if "_" in t.norm or any(ch.isdigit() for ch in t.norm):
                 continue  # a name, not a misspelt word
-            from .clauses import is_english
+            from .clauses import is_english, zipf_frequency
 
             english = is_english(t.norm, broad=False)
             if t.raw[:1].isupper() and t.index > 0:
@@ -131,8 +130,8 @@ class Parser:
             before = self.tokens[t.index - 1].norm if t.index > 0 else ""
             if before in ("into", "to", "as", "called", "named", "call", "table", "name", "titled"):
                 continue  # a destination's name is the user's to choose ('orderz')
-            hit = closest_keyword(t.norm, targets)
-            if hit and english and zipf_frequency(hit, "en") - zipf_frequency(t.norm, "en") < RARE_GAP:
+            hit = closest_keyword(t.norm, keywords(self.ctx))
+            if hit and english and zipf_frequency(hit) - zipf_frequency(t.norm) < RARE_GAP:
                 continue  # 'worth' is a word of its own, not a misspelt 'worst'; 'frist' is a typo
             if hit:
                 t.norm = hit
@@ -624,6 +623,18 @@ def known_words(ctx: PlannerContext) -> frozenset[str]:
 
 def keywords(ctx: PlannerContext) -> frozenset[str]:
     """What a misspelt word may be corrected to: words with a meaning here, never filler."""
+    key = ("keywords", id(ctx))
+    if key not in _KEYWORDS:
+        if len(_KEYWORDS) > 32:
+            _KEYWORDS.clear()
+        _KEYWORDS[key] = _keywords(ctx)
+    return _KEYWORDS[key]
+
+
+_KEYWORDS: dict[tuple[str, int], frozenset[str]] = {}
+
+
+def _keywords(ctx: PlannerContext) -> frozenset[str]:
     from .clauses import KNOWN_WORDS
     from .lexicon import MONTHS, PRICE_WORDS
 
@@ -673,20 +684,16 @@ def rule_words() -> frozenset[str]:
     """
     if _RULE_WORDS:
         return _RULE_WORDS[0]
-    import ast
-    import inspect
+    import sys
 
     from . import clauses, dates, lexicon, tokens
 
     found: set[str] = set()
-    for module in (clauses, dates, lexicon, tokens):
-        tree = ast.parse(inspect.getsource(module))
-        prose = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}  # docstrings
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose:
-                text = re.sub(r"\\[a-zA-Z]", " ", node.value)
-                # whole words only: 'categori' of r"categori[sz]e" is a pattern's fragment
-                found |= set(re.findall(r"(?<![a-z])[a-z]{4,}(?![a-z\[(?*+{])", text))
+    for module in (clauses, dates, lexicon, tokens, sys.modules[__name__]):
+        for text in module_strings(module):
+            text = re.sub(r"\\[a-zA-Z]", " ", text)
+            # whole words only: 'categori' of r"categori[sz]e" is a pattern's fragment
+            found |= set(re.findall(r"(?<![a-z])[a-z]{4,}(?![a-z\[(?*+{])", text))
     from .lexicon import SPELLING
 
     _RULE_WORDS.append(frozenset(found - set(SPELLING)))
@@ -694,6 +701,54 @@ def rule_words() -> frozenset[str]:
 
 
 _RULE_WORDS: list[frozenset[str]] = []
+
+
+def module_strings(module: types.ModuleType) -> set[str]:
+    """The string constants of a module's code (its functions, methods and values), not its docstrings.
+
+    Read from the compiled code objects, which costs milliseconds where parsing the source costs
+    half a second.
+    """
+    out: set[str] = set()
+    docs: set[str] = {module.__doc__ or ""}
+    names: set[str] = set()  # attribute, variable and keyword names: code, not words
+    seen: set[int] = set()
+
+    def walk(obj: object) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, str):
+            out.add(obj)
+        elif isinstance(obj, types.CodeType):
+            names.update(obj.co_names, obj.co_varnames)
+            for c in obj.co_consts:
+                walk(c)
+        elif isinstance(obj, (types.FunctionType, type)):
+            if getattr(obj, "__module__", None) != module.__name__:
+                return
+            docs.add(obj.__doc__ or "")
+            if isinstance(obj, types.FunctionType):
+                walk(obj.__code__)
+            else:
+                for v in vars(obj).values():
+                    walk(v)
+        elif isinstance(obj, (staticmethod, classmethod)):
+            walk(obj.__func__)
+        elif isinstance(obj, property):
+            walk(obj.fget)
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(k)
+                walk(v)
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            for v in obj:
+                walk(v)
+
+    for name, value in vars(module).items():
+        if not name.startswith("_"):  # private values are caches (word lists, drafts), not rules
+            walk(value)
+    return out - docs - names
 
 
 def parse(request: str, ctx: PlannerContext) -> ir.Request:
