@@ -952,6 +952,11 @@ class Clauses:
         if tail:
             for k in self.at(found[-1].end() + tail.start(), found[-1].end() + tail.end()):
                 self.items[k].used = True
+        self.take_label_words(named)
+        return True
+
+    def take_label_words(self, named: re.Match[str] | None) -> None:
+        """After a label column is read: its name, and the words that only say it is a new column."""
         if named:
             for k in self.at(named.start(), named.end()):
                 self.items[k].used = True
@@ -959,11 +964,10 @@ class Clauses:
         for x in self.find(
             r"\b(?:(?:in|into|as) (?:a |an |one )?(?:new |extra |separate )?(?:column|field)|"
             r"(?:a |an |one )?(?:new |extra )?(?:column|field)|label(?:l?ed)?(?: it| them)?|"
-            r"tag(?:ged)?(?: it| them)?|categori[sz]e|classify|bucket)\b"
+            r"tag(?:ged)?(?: it| them)?|categori[sz]e|classify|bucket|either)\b"
         ):
             self.take(x)
         self.render()
-        return True
 
     def rule_label(self) -> None:
         if self.rule_bands():
@@ -1050,18 +1054,7 @@ class Clauses:
             f"CASE WHEN {qident(ref.column)} {op} {literal(value)} THEN {literal(a)} ELSE {literal(b)} END"
         )
         self.take(label_m)
-        if named:
-            for k in self.at(named.start(), named.end()):
-                self.items[k].used = True
-        self.render()
-        for x in self.find(
-            r"\b(?:(?:in|into|as) (?:a |an )?(?:new |extra |separate )?(?:column|field)|"
-            r"(?:a |an )?(?:new |extra )?"
-            r"(?:column|field)|label(?:l?ed)?(?: it| them)?|tag(?:ged)?(?: it| them)?|categori[sz]e|classify|"
-            r"either)\b"
-        ):
-            self.take(x)
-        self.render()
+        self.take_label_words(named)
 
     # ---- rename: "rename amount to total", "amount renamed as total"
     def rule_rename(self) -> None:
