@@ -315,6 +315,18 @@ def test_an_ambiguous_request_is_a_question(ws: Path, prompt: str) -> None:
     assert warehouse_tables(ws) == set()
 
 
+def test_a_draft_that_selects_no_rows_is_a_question_and_publishes_nothing(ws: Path) -> None:
+    # orders_2025.csv holds no order of 2024: an empty table is a misreading far more often than a wish
+    result, data = ask(ws, "Take the 2024 orders out of orders_2025.csv -> orders_2024", "--commit", "--yes")
+    assert result.code == 2, (result.stdout, result.stderr)
+    assert data["status"] == "needs_input"
+    assert data["attempts"] == 1  # rehearsed in the sandbox, then stopped before consent
+    assert "no rows" in data["question"] and "orders_2024" in data["question"]
+    assert data["error"]["hint"]
+    assert data["published"] == []
+    assert "orders_2024" not in warehouse_tables(ws)
+
+
 # ---------------------------------------------------------------- repairs, drafts, audit
 
 

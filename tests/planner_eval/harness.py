@@ -47,10 +47,8 @@ DATA_DIR = REPO / "tests" / "fixtures" / "planner" / "data"
 FAMILIES = HERE / "families.yaml"
 MUST_ASK = HERE / "must_ask.yaml"
 DEV_CASES = HERE / "dev_cases.yaml"
-HOLDOUT = HERE / "holdout.yaml"  # held-out families: scored only on request, never tuned on (README)
-HOLDOUT_MUST_ASK = HERE / "holdout_must_ask.yaml"
-HOLDOUT2 = HERE / "holdout2.yaml"  # the second held-out set, written after the first had been read
-HOLDOUT2_MUST_ASK = HERE / "holdout2_must_ask.yaml"
+# held-out sets, scored only on request (README "Held-out set"): <name>.yaml and <name>_must_ask.yaml
+HELD_OUT = ("holdout", "holdout2", "holdout3")
 ROW_CAP = 1_000_000  # far above any table the data can produce
 NOT_PUBLISHED = {"needs_input", "failed"}  # the two must-not-publish expectations
 KINDS = {  # phrasing kinds of the family suites (README, "Shapes and kinds")
@@ -151,7 +149,7 @@ class Case:
     id: str
     prompt: str
     expect: dict[str, Any]
-    suite: str  # family | must_ask | dev | holdout | holdout_must_ask | holdout2 | holdout2_must_ask
+    suite: str  # family | must_ask | dev | <held-out name> | <held-out name>_must_ask
     setup: tuple[str, ...] = ()
     family: str = ""
     shape: str = ""
@@ -243,14 +241,15 @@ def load_must_ask(path: Path = MUST_ASK, suite: str = "must_ask") -> list[Case]:
     ]
 
 
-def load_holdout_cases() -> list[Case]:
-    """The held-out families (suite `holdout`) and must-ask requests (suite `holdout_must_ask`)."""
-    return load_family_cases(HOLDOUT, "holdout") + load_must_ask(HOLDOUT_MUST_ASK, "holdout_must_ask")
+def held_out_paths(name: str) -> tuple[Path, Path]:
+    """The families file and the must-ask file of the held-out set `name`."""
+    return HERE / f"{name}.yaml", HERE / f"{name}_must_ask.yaml"
 
 
-def load_holdout2_cases() -> list[Case]:
-    """The second held-out set (suites `holdout2` and `holdout2_must_ask`)."""
-    return load_family_cases(HOLDOUT2, "holdout2") + load_must_ask(HOLDOUT2_MUST_ASK, "holdout2_must_ask")
+def load_held_out_cases(name: str) -> list[Case]:
+    """A held-out set's families (suite `name`) and must-ask requests (suite `<name>_must_ask`)."""
+    families, must_ask = held_out_paths(name)
+    return load_family_cases(families, name) + load_must_ask(must_ask, f"{name}_must_ask")
 
 
 def load_dev_cases(path: Path = DEV_CASES) -> list[Case]:

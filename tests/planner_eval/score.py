@@ -7,7 +7,8 @@ Usage (from the repository root):
     python -m tests.planner_eval.score -k dates       # cases whose id/family/shape/kind/category has "dates"
     python -m tests.planner_eval.score --suite must_ask --json
     python -m tests.planner_eval.score --suite holdout -j 2  # the held-out set (never part of `all`)
-    python -m tests.planner_eval.score --suite holdout2 -j 2  # the second held-out set
+    python -m tests.planner_eval.score --suite holdout2 -j 2  # the second held-out set (never read)
+    python -m tests.planner_eval.score --suite holdout3 -j 2  # the third held-out set (tuned on)
 
 Workspaces live in a temporary folder that is removed afterwards; nothing is written into the repository.
 """
@@ -26,19 +27,19 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from tests.planner_eval.harness import (
+    HELD_OUT,
     Case,
     Harness,
     Result,
     load_dev_cases,
     load_family_cases,
-    load_holdout2_cases,
-    load_holdout_cases,
+    load_held_out_cases,
     load_must_ask,
 )
 
 SUITES = ("family", "must_ask", "dev")  # `all`; the held-out set runs only when asked for (--suite holdout)
-FAMILY_SUITES = ("family", "holdout", "holdout2")
-MUST_ASK_SUITES = ("must_ask", "holdout_must_ask", "holdout2_must_ask")
+FAMILY_SUITES = ("family", *HELD_OUT)
+MUST_ASK_SUITES = ("must_ask", *(f"{h}_must_ask" for h in HELD_OUT))
 
 
 def select(cases: Iterable[Case], k: str | None) -> list[Case]:
@@ -51,14 +52,8 @@ def select(cases: Iterable[Case], k: str | None) -> list[Case]:
 
 
 def all_cases(suites: Sequence[str], k: str | None = None) -> list[Case]:
-    loaders = {
-        "family": load_family_cases,
-        "must_ask": load_must_ask,
-        "dev": load_dev_cases,
-        "holdout": load_holdout_cases,
-        "holdout2": load_holdout2_cases,
-    }
-    return [c for s in suites for c in select(loaders[s](), k)]
+    loaders = {"family": load_family_cases, "must_ask": load_must_ask, "dev": load_dev_cases}
+    return [c for s in suites for c in select(loaders[s]() if s in loaders else load_held_out_cases(s), k)]
 
 
 # ---------------------------------------------------------------- running (optionally in processes)
@@ -151,11 +146,7 @@ def summary(results: list[Result]) -> dict[str, Any]:
             "by_shape": breakdown(fam, "shape"),
             "by_kind": breakdown(fam, "kind"),
             # held-out families only: tasks families.yaml also has (seen) or not (novel)
-            **(
-                {"by_task": breakdown(fam, "task")}
-                if any(r.case.suite in ("holdout", "holdout2") for r in fam)
-                else {}
-            ),
+            **({"by_task": breakdown(fam, "task")} if any(r.case.suite in HELD_OUT for r in fam) else {}),
         },
         "must_ask": {
             **total(must),
@@ -221,9 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("-j", "--jobs", type=int, default=1, help="worker processes (default 1)")
     ap.add_argument(
         "--suite",
-        choices=[*SUITES, "holdout", "holdout2", "all"],
+        choices=[*SUITES, *HELD_OUT, "all"],
         default="all",
-        help="all = family, must_ask and dev; holdout, holdout2 = the held-out sets (only on request)",
+        help=f"all = family, must_ask and dev; {', '.join(HELD_OUT)} = the held-out sets (only on request)",
     )
     ap.add_argument("--provider", default="rules", help="planner provider to score (default: rules)")
     a = ap.parse_args(argv)

@@ -21,10 +21,6 @@ from typing import Any
 import pytest
 
 from tests.planner_eval.harness import (
-    HOLDOUT,
-    HOLDOUT2,
-    HOLDOUT2_MUST_ASK,
-    HOLDOUT_MUST_ASK,
     KINDS,
     NOT_PUBLISHED,
     Case,
@@ -32,6 +28,7 @@ from tests.planner_eval.harness import (
     Harness,
     Result,
     family_cases,
+    held_out_paths,
     load_dev_cases,
     load_families,
     load_must_ask,
@@ -52,20 +49,23 @@ class HeldOut:
     min_requests: int
 
 
+def held_out(name: str, threshold: float, must_ask_threshold: float, min_requests: int) -> HeldOut:
+    families, must_ask = held_out_paths(name)
+    return HeldOut(
+        name,
+        load_families(families),
+        load_must_ask(must_ask, f"{name}_must_ask"),
+        threshold,
+        must_ask_threshold,
+        min_requests,
+    )
+
+
 SETS = {
     # measured 94/203 = 46.3 % and 22/22 after the set had been read (README); first 20.7 % and 17/22
-    "holdout": HeldOut(
-        "holdout", load_families(HOLDOUT), load_must_ask(HOLDOUT_MUST_ASK, "holdout_must_ask"), 0.43, 1.0, 180
-    ),
+    "holdout": held_out("holdout", 0.43, 1.0, 180),
     # first measurement (README "Second held-out set"): 67/160 = 41.9 % and 19/25 = 76 %
-    "holdout2": HeldOut(
-        "holdout2",
-        load_families(HOLDOUT2),
-        load_must_ask(HOLDOUT2_MUST_ASK, "holdout2_must_ask"),
-        0.40,
-        0.72,
-        160,
-    ),
+    "holdout2": held_out("holdout2", 0.40, 0.72, 160),
 }
 FAMILY_UNITS = [(h, f) for h in SETS.values() for f in h.families]
 MUST_ASK_UNITS = [(h, c) for h in SETS.values() for c in h.must_ask]

@@ -1087,3 +1087,298 @@ def test_never_guesses_a_destination_a_column_or_a_condition(ctx: PlannerContext
     with pytest.raises(PlannerQuestion) as info:
         RulesPlanner().draft(request_text, ctx)
     assert info.value.message
+
+
+def test_sql_calls_and_partition_words_in_terse_requests(env: Env, expected: Expected) -> None:
+    d = draft("orders.csv where amount > avg(amount) -> above_avg", env.ctx)
+    assert_rows(
+        d, env, expected, "SELECT * FROM 'orders.csv' WHERE amount > (SELECT avg(amount) FROM 'orders.csv')"
+    )
+    d = draft("orders.csv + cumsum(amount) partitioned by customer_id, order by order_id -> running", env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT *, sum(amount) OVER (PARTITION BY customer_id ORDER BY order_id) FROM 'orders.csv'",
+    )
+    d = draft("events.ndjson count(distinct user_id) by page -> users_per_page", env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT page, count(DISTINCT user_id) FROM read_json_auto('events.ndjson') GROUP BY page",
+    )
+
+
+def test_counts_of_one_kind_of_row_compared_per_group(env: Env, expected: Expected) -> None:
+    want = (
+        "SELECT user_id, count(*) FROM read_json_auto('events.ndjson') WHERE event_type = 'purchase' "
+        "GROUP BY user_id HAVING count(*) >= 3"
+    )
+    for text in (
+        "users with 3+ purchase events in events.ndjson (user and count) -> repeat",
+        "events.ndjson users who purchased three or more times, with the number of purchases -> repeat",
+    ):
+        assert_rows(draft(text, env.ctx), env, expected, want)
+
+
+def test_measures_of_both_ends_of_a_column(env: Env, expected: Expected) -> None:
+    d = draft(
+        "For each category in products.csv, the lowest price, the highest price and the gap between the two "
+        "-> price_range",
+        env.ctx,
+    )
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT category, min(price), max(price), max(price) - min(price) FROM 'products.csv' "
+        "GROUP BY category",
+    )
+    d = draft("days from first order to last order per customer_id, orders.csv -> span", env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT customer_id, date_diff('day', min(order_date), max(order_date)) FROM 'orders.csv' "
+        "GROUP BY customer_id",
+    )
+
+
+def test_a_value_and_all_rows_side_by_side_and_shares_of_every_value(env: Env, expected: Expected) -> None:
+    d = draft("orders.csv per year: sum amount where shipped, sum amount overall -> shipped_vs_all", env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT year(order_date), sum(amount) FILTER (WHERE status = 'shipped'), sum(amount) "
+        "FROM 'orders.csv' GROUP BY 1",
+    )
+    d = draft(
+        "what share of the orders in orders.csv is shipped, pending, returned or cancelled, as a percentage? "
+        "-> shares",
+        env.ctx,
+    )
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT status, 100.0 * count(*) / sum(count(*)) OVER () FROM 'orders.csv' GROUP BY status",
+    )
+
+
+def test_negation_after_the_rows_and_the_root_page_as_a_value(env: Env, expected: Expected) -> None:
+    d = draft(
+        "Could you filter the click events out of events.ndjson and keep the rest in no_clicks?", env.ctx
+    )
+    assert_rows(d, env, expected, "SELECT * FROM read_json_auto('events.ndjson') WHERE event_type <> 'click'")
+    want = "SELECT * FROM read_json_auto('events.ndjson') WHERE event_type = 'view' AND page = '/'"
+    for text in (
+        "events.ndjson, views of / only -> home_views",
+        "View events on the home page from events.ndjson -> hv",
+    ):
+        assert_rows(draft(text, env.ctx), env, expected, want)
+    d = draft("fill the empty email values in customers.csv with unknown -> filled", env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT * REPLACE (coalesce(NULLIF(email, ''), 'unknown') AS email) FROM 'customers.csv'",
+    )
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    [
+        "combine the accounts table in legacy.sqlite with orders.csv into account_orders",
+        "accounts in legacy.sqlite that were closed before 2023, store them in closed_accounts",
+        "French customers from customers.csv who opted in to the newsletter -> fr_newsletter",
+        "Count the distinct sessions per day in events.ndjson -> daily_sessions",
+        "replace the missing values in customers.csv and save it as customers_filled",
+        "events.ndjson purchases by hour of ts, busiest hour only -> peak_hour",
+    ],
+    ids=["source-dropped", "other-date", "unread-clause", "unknown-distinct", "fill-what", "unread-ranking"],
+)
+def test_asks_when_a_source_a_clause_or_a_quantity_word_is_not_read(
+    ctx: PlannerContext, request_text: str
+) -> None:
+    with pytest.raises(PlannerQuestion) as info:
+        RulesPlanner().draft(request_text, ctx)
+    assert info.value.message
+
+
+def test_negations_typed_without_apostrophes_or_with_do(env: Env, expected: Expected) -> None:
+    want = "SELECT * FROM read_json_auto('events.ndjson') WHERE event_type <> 'click'"
+    assert_rows(
+        draft("evrything in events.ndjson that isnt a clik event -> no_clicks", env.ctx), env, expected, want
+    )
+    d = draft("orders.csv orders that dont have status shipped -> not_shipped", env.ctx)
+    assert_rows(d, env, expected, "SELECT * FROM 'orders.csv' WHERE status <> 'shipped'")
+    d = draft("customers who haven't ordered in orders_2026.csv, from customers.csv -> idle", env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT * FROM 'customers.csv' c WHERE NOT EXISTS (SELECT 1 FROM 'orders_2026.csv' o "
+        "WHERE o.customer_id = c.customer_id)",
+    )
+
+
+def test_columns_wanted_and_top_n_per_group_after_a_described_source(env: Env, expected: Expected) -> None:
+    d = draft("i just need order_id, amount and order_date out of orders_2026.csv -> slim", env.ctx)
+    assert_rows(d, env, expected, "SELECT order_id, amount, order_date FROM 'orders_2026.csv'")
+    d = draft(
+        "For every category in the products.parquet catalogue, the two dearest products -> top2", env.ctx
+    )
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT * EXCLUDE (r) FROM (SELECT *, row_number() OVER (PARTITION BY category ORDER BY price DESC) "
+        "AS r FROM 'products.parquet') WHERE r <= 2",
+    )
+    d = draft("The 10 smallest orders by amount in orders_2025.csv -> smallest", env.ctx)
+    assert_rows(d, env, expected, "SELECT * FROM 'orders_2025.csv' ORDER BY amount LIMIT 10")
+
+
+def test_a_new_column_defined_in_brackets_never_overwrites_a_column(env: Env, expected: Expected) -> None:
+    want = "SELECT *, amount * 1.21 FROM 'orders_2026.csv'"
+    for text in (
+        "Add a column to orders_2026.csv with the amount including 21% VAT (amount times 1.21) -> vat",
+        "orders_2026.csv with an extra column for the gross amount (amount * 1.21) -> gross",
+    ):
+        assert_rows(draft(text, env.ctx), env, expected, want)
+
+
+def test_date_ranges_with_the_year_said_once_and_text_patterns(env: Env, expected: Expected) -> None:
+    want = "SELECT * FROM 'orders.csv' WHERE order_date BETWEEN DATE '2026-04-01' AND DATE '2026-06-30'"
+    for text in (
+        "every order from orders.csv dated between 1 April and 30 June 2026 -> q2",
+        "orders.csv between April 1 and June 30, 2026 -> q2",
+    ):
+        assert_rows(draft(text, env.ctx), env, expected, want)
+    want = "SELECT * FROM 'products.csv' WHERE name ILIKE '%kitchen%'"
+    for text in (
+        "products.csv where name ilike '%kitchen%' -> k",
+        "which products in products.csv have 'kitchen' somewhere in their name, whatever the "
+        "capitalisation? -> k",
+    ):
+        assert_rows(draft(text, env.ctx), env, expected, want)
+
+
+def test_parts_of_text_columns_as_groups_and_as_new_columns(env: Env, expected: Expected) -> None:
+    d = draft(
+        "Count unique customers in customers.csv by the first letter of their name -> by_initial", env.ctx
+    )
+    assert_rows(
+        d, env, expected, "SELECT left(name, 1), count(DISTINCT customer_id) FROM 'customers.csv' GROUP BY 1"
+    )
+    d = draft(
+        "Can you extract the username (everything before the '@') from each email in customers.csv into "
+        "a new column? Store it as with_user",
+        env.ctx,
+    )
+    assert_rows(d, env, expected, "SELECT *, split_part(email, '@', 1) FROM 'customers.csv'")
+    d = draft("customers.csv number of customers per email domain -> domains", env.ctx)
+    assert_rows(
+        d, env, expected, "SELECT split_part(email, '@', 2), count(*) FROM 'customers.csv' GROUP BY 1"
+    )
+
+
+def test_groups_ranked_by_a_count_of_one_kind_of_row(env: Env, expected: Expected) -> None:
+    purchases = "FROM read_json_auto('events.ndjson') WHERE event_type = 'purchase'"
+    d = draft(
+        "the 2 pages with the most purchase events in events.ndjson, with their purchase count -> p", env.ctx
+    )
+    assert_rows(
+        d, env, expected, f"SELECT page, count(*) AS n {purchases} GROUP BY page ORDER BY n DESC LIMIT 2"
+    )
+    d = draft(
+        "The hour of the day (0-23) with the most purchase events in events.ndjson, with its purchase "
+        "count -> h",
+        env.ctx,
+    )
+    assert_rows(
+        d, env, expected, f"SELECT hour(ts), count(*) AS n {purchases} GROUP BY 1 ORDER BY n DESC LIMIT 1"
+    )
+
+
+def test_key_columns_of_other_names_paired_by_the_request(env: Env, expected: Expected) -> None:
+    d = draft(
+        "Customers in customers.csv who have no events in events.ndjson (user_id is the customer_id) "
+        "-> silent",
+        env.ctx,
+    )
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT * FROM 'customers.csv' c WHERE NOT EXISTS (SELECT 1 FROM read_json_auto('events.ndjson') e "
+        "WHERE e.user_id = c.customer_id)",
+    )
+    d = draft(
+        "orders.csv joined with events.ndjson on customer_id = user_id, count per page -> by_page", env.ctx
+    )
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT e.page, count(*) FROM 'orders.csv' o "
+        "JOIN (SELECT DISTINCT * FROM read_json_auto('events.ndjson')) e "
+        "ON o.customer_id = e.user_id GROUP BY e.page",
+    )
+
+
+def test_update_rows_laid_over_base_rows_into_a_new_table(env: Env, expected: Expected) -> None:
+    want = (
+        "SELECT * FROM 'orders_updates.csv' UNION ALL SELECT * FROM 'orders.csv' "
+        "WHERE order_id NOT IN (SELECT order_id FROM 'orders_updates.csv')"
+    )
+    for text in (
+        "Apply orders_updates.csv to orders.csv: rows with an existing order_id replace the old ones, "
+        "new order_ids are added; save as orders_current",
+        "can you merge orders_updates.csv over orders.csv by order_id (updated rows win, unseen ones "
+        "appended) into orders_current?",
+    ):
+        d = draft(text, env.ctx)
+        assert d.pipeline["steps"][-1]["load"]["mode"] == "replace"
+        assert_rows(d, env, expected, want)
+
+
+def test_parts_of_a_date_compared_and_hours_said_over_a_vague_word(env: Env, expected: Expected) -> None:
+    want = "SELECT * FROM read_json_auto('events.ndjson') WHERE hour(ts) < 12"
+    for text in (
+        "events.ndjson, hour of ts < 12 -> morning",
+        "All morning events in events.ndjson, meaning a time of day before 12:00; save as morning",
+        "events.ndjson events whose timestamp is earlier than midday, whatever the date -> morning",
+    ):
+        assert_rows(draft(text, env.ctx), env, expected, want)
+    d = draft("orders.csv where month(order_date) >= 10 -> late_months", env.ctx)
+    assert_rows(d, env, expected, "SELECT * FROM 'orders.csv' WHERE month(order_date) >= 10")
+
+
+def test_an_average_of_measures_per_group(env: Env, expected: Expected) -> None:
+    want = (
+        "SELECT y, avg(n) FROM (SELECT year(order_date) AS y, customer_id, count(*) AS n FROM 'orders.csv' "
+        "GROUP BY 1, 2) GROUP BY y"
+    )
+    for text in (
+        "For each year in orders.csv, the average number of orders per customer -> avg_orders",
+        "orders.csv: orders per customer per year, averaged per year -> avg_orders",
+    ):
+        assert_rows(draft(text, env.ctx), env, expected, want)
+
+
+def test_examples_and_remarks_in_brackets_are_no_conditions(env: Env, expected: Expected) -> None:
+    d = draft(
+        "Number of orders per day of the week (Monday, Tuesday, ...) from orders.csv -> by_weekday", env.ctx
+    )
+    assert_rows(d, env, expected, "SELECT dayname(order_date), count(*) FROM 'orders.csv' GROUP BY 1")
+    d = draft("Summarise orders.csv by status with the median amount (not the mean) -> medians", env.ctx)
+    assert_rows(d, env, expected, "SELECT status, median(amount) FROM 'orders.csv' GROUP BY status")
+    d = draft(
+        "For each customer in orders.csv, the date of their first and of their last order -> span", env.ctx
+    )
+    assert_rows(
+        d, env, expected, "SELECT customer_id, min(order_date), max(order_date) FROM 'orders.csv' GROUP BY 1"
+    )

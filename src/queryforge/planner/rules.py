@@ -7,7 +7,9 @@ fully accounted for, the parse raises `PlannerQuestion` instead of guessing.
 
 from __future__ import annotations
 
-from .context import PlannerContext
+from typing import Any
+
+from .context import PlannerContext, Source
 from .draft import Draft, PlannerQuestion
 from .nl.compile import pipeline, reading
 from .nl.parse import parse
@@ -23,5 +25,28 @@ class RulesPlanner:
     def draft(self, request: str, ctx: PlannerContext) -> Draft:
         req = parse(request, ctx)
         spec = pipeline(req)
+        dropped = [s for s in req.named if not extracted(spec, s)]
+        if dropped:
+            names = " and ".join(s.name for s in dropped)
+            raise PlannerQuestion(
+                f"I did not use {names}, which the request names: my reading is '{reading(req)}', and I "
+                f"won't guess how {names} fits in",
+                hint="say how the sources combine ('joined on <column>', 'stacked', 'not in <file> by "
+                "<column>'), or leave out the source that is not needed",
+            )
         spec["description"] = " ".join(request.split())[:200]
         return Draft(pipeline=spec, notes=list(req.notes), reading=reading(req), unused=req.unused)
+
+
+def extracted(spec: dict[str, Any], source: Source) -> bool:
+    """Whether a step of the pipeline reads the source."""
+    for step in spec.get("steps", []):
+        ex = step.get("extract") or {}
+        if source.path is not None:
+            if ex.get("path") == source.path and source.table in (None, ex.get("table")):
+                return True
+        elif ex.get("table") in (source.table, source.name) and (
+            source.connection is None or ex.get("connection") in (None, source.connection)
+        ):
+            return True
+    return False

@@ -130,6 +130,22 @@ class AskOutcome:
         return yaml.safe_dump(self.pipeline, sort_keys=False, allow_unicode=True) if self.pipeline else ""
 
 
+def empty_result(outcome: AskOutcome) -> PlannerQuestion | None:
+    """A question when the rehearsed draft would publish a table with no rows."""
+    run = outcome.run
+    empty = [s for s in (run.staged if run else []) if s.rows == 0 and s.mode != "append"]
+    if not empty:
+        return None
+    names = ", ".join(s.target.table for s in empty)
+    reading = f" (my reading: {outcome.reading})" if outcome.reading else ""
+    return PlannerQuestion(
+        f"The draft selects no rows for {names}{reading}, so I published nothing: an empty table "
+        "usually means a value, a period or a column was misread",
+        hint="check the values and dates against the data (`queryforge catalog show <source>`) and "
+        "rephrase; to create an empty table on purpose, write the pipeline YAML",
+    )
+
+
 def _texts(value: Any) -> list[str]:
     """The SQL strings of a declared field: a string, or the values of a list or mapping."""
     if isinstance(value, str):
@@ -430,6 +446,10 @@ class AskService:
         else:
             return outcome
         outcome.error = None
+        empty = empty_result(outcome)
+        if empty is not None:  # a filter that matches nothing is a misreading far more often than a wish
+            outcome.status, outcome.error, outcome.question = "needs_input", empty, empty
+            return outcome
         decision = consent(outcome)
         if not decision:
             outcome.status = "declined" if decision is False else "audited"

@@ -40,7 +40,8 @@ C, V, N, S, D, Q = (rf"{k}(\d+)" for k in "CVNSDQ")
 CMP_WORDS = "|".join(re.escape(w) for w, _ in sorted(COMPARATORS, key=lambda x: -len(x[0])))
 CMP = rf"(?P<cmp>{CMP_WORDS})"
 NEG = (
-    r"(?:outside(?: of)?|not in|not from|neither|nor|not|no|non|never|isn't|aren't|wasn't|weren't|excluding|"
+    r"(?:outside(?: of)?|not in|not from|neither|nor|not|no|non|never|isn't|aren't|wasn't|weren't|don't|"
+    r"doesn't|didn't|hasn't|haven't|hadn't|excluding|"
     r"except(?: for)?|other than|besides|but|"
     r"without|ignoring|ignore|omit(?:ting)?|skip(?:ping)?|leave out|leaving out|filter out|filtering out|"
     r"drop(?:ping)?|remov(?:e|ing)|exclude|excludes|minus|apart from|aside from)"
@@ -145,6 +146,10 @@ class Clauses:
                     self.items.append(Item("quoted", t.norm, [t], ref=t.norm))
                 i += 1
                 continue
+            if t.norm == "/" and self.lone_slash(i):
+                self.items.append(Item("val", t.norm, [t], ref=self.values("/")))
+                i += 1
+                continue
             if t.kind in ("op", "punct", "clock", "date", "slashdate"):
                 self.items.append(Item("op" if t.kind == "op" else "punct", t.norm, [t]))
                 i += 1
@@ -161,6 +166,15 @@ class Clauses:
                 self.items.append(item)
             i += len(item.tokens)
         self.render()
+
+    def lone_slash(self, i: int) -> bool:
+        """'views of / only': a slash that is a value of the data ('/', the root page), not a separator
+        between two values ('shipped / pending')."""
+        if not self.values("/"):
+            return False
+        toks = self.p.tokens
+        around = [toks[k] for k in (i - 1, i + 1) if 0 <= k < len(toks)]
+        return not any(t.kind in ("word", "quoted", "path") and self.values(t.norm) for t in around)
 
     def link_words(self, i: int) -> Item:
         from .parse import FUNCTION_WORDS, Item
@@ -262,7 +276,7 @@ class Clauses:
         )
 
     @staticmethod
-    def join_keys(a: Source, b: Source) -> list[tuple[str, str]]:
+    def shared_keys(a: Source, b: Source) -> list[tuple[str, str]]:
         """Shared key columns of two sources: the same name, ending in _id/_key/_code."""
         names = {c.lower(): c for c in b.column_names}
         keys = [
@@ -271,6 +285,43 @@ class Clauses:
             if c.lower() in names and re.search(r"(_id|_key|_code|_no)$", c.lower())
         ]
         return keys
+
+    def join_keys(self, a: Source, b: Source) -> list[tuple[str, str]]:
+        """The key columns two sources join on: those the request pairs ('user_id is the customer_id'),
+        then those of the same name."""
+        said = [(x, y) for sa, x, sb, y in self.key_map if sa is a and sb is b]
+        said += [(y, x) for sa, x, sb, y in self.key_map if sa is b and sb is a]
+        return said + self.shared_keys(a, b)
+
+    def rule_key_mapping(self) -> None:
+        """'(user_id is the customer_id)', 'joined on user_id = customer_id', 'matching user_id to
+        customer_id': two key columns of two sources said to hold the same thing."""
+        for m in self.find(
+            r"\b(?P<verb>(?:joined|join|joining|matched|matching|match|linked|link|linking)(?: on| by)? )?"
+            r"(?:the )?(C\d+)(?: column)? (?P<conn>is|=|==|equals|matches|match|corresponds to|"
+            r"is the same as|to|with|against|and) (?:the )?(C\d+)\b"
+        ):
+            if m.group("conn") in ("to", "with", "against", "and") and not m.group("verb"):
+                continue  # "customer_id and user_id": two columns, not a pairing
+            a, b = self.item(m.group(2)), self.item(m.group(4))
+            read = [u.source for u in self.req.sources]
+            pairs = [
+                (ra, rb)
+                for ra in a.ref
+                for rb in b.ref
+                if ra.source in read
+                and rb.source in read
+                and ra.source is not rb.source
+                and ra.keyish
+                and rb.keyish
+                and ra.column != rb.column
+            ]
+            if len({(ra.source.name, rb.source.name) for ra, rb in pairs}) != 1:
+                continue
+            ra, rb = pairs[0]
+            self.key_map.append((ra.source, ra.column, rb.source, rb.column))
+            self.take(m)
+        self.render()
 
     def render(self) -> None:
         parts: list[str] = []
@@ -365,20 +416,24 @@ class Clauses:
 
     # ------------------------------------------------------------ the rules
     def build(self) -> ir.Request:
+        self.key_map: list[tuple[Source, str, Source, str]] = []  # keys paired by the request
         self.link()
         self.join_on: str | None = None
         self.share_of_total: str | None = None
         self.rule_hints()
         self.rule_checks()
+        self.rule_key_mapping()
         self.rule_join_on()
         self.rule_bucket_format()
         self.rule_fill()
         self.rule_window()
         self.rule_derive()
+        self.rule_text_parts()
         self.rule_rename()
         self.rule_columns()
         self.rule_dedupe()
         self.rule_distinct_values()
+        self.rule_overlay()
         self.rule_union()
         self.rule_name_parts()
         self.rule_versus_aggregate()
@@ -394,6 +449,8 @@ class Clauses:
         self.rule_span()
         self.rule_rank()
         self.rule_measures()
+        self.measure_remarks()
+        self.rule_spread()
         self.rule_group()
         if self.share_of_total and self.req.measures:
             m0 = self.req.measures[0]
@@ -550,7 +607,8 @@ class Clauses:
             rf"(?:missing|empty|null|blank|absent|unknown|nulls in|blanks in|gaps in)? ?(?:values? )?(?:in |"
             rf"of |for )?"
             rf"(?:the )?{C}(?: column)?(?: values?)?(?: that are| which are| if| when| where)?(?: is| are)?"
-            rf"(?: missing| empty| null| blank)? (?:with|by|to|as) (Q\d+|V\d+|[a-z_][\w/-]*)",
+            rf"(?: missing| empty| null| blank)?(?: (?:in|of|from)(?: the)?(?: S\d+)?)? (?:with|by|to|as) "
+            rf"(Q\d+|V\d+|[a-z_][\w/-]*)",
             rf"\b(?:use|using|put) (Q\d+|V\d+|[a-z_][\w/-]*) (?:for|where|when|as|in place of|instead of)"
             rf" (?:the |a |any )?(?:missing|empty|null|blank|no)? ?{C}",
         ]
@@ -623,7 +681,19 @@ class Clauses:
                 ):
                     continue  # "net_amount, which is the amount without VAT (amount / 1.19)": the formula
                 if re.fullmatch(r"C\d+", col_name):
-                    col_name = self.colref(col_name[1:]).column
+                    said = col_name
+                    col_name = self.colref(said[1:]).column
+                    if re.search(r"\b(?:extra|new|additional|another) (?:column|field)\b", self.p.norm):
+                        # "an extra column for the gross amount (amount * 1.21)": a new column, never
+                        # the source's own amount overwritten
+                        before = self.sym[: m.start(1)].split()
+                        word = (
+                            before[-1]
+                            if before and before[-1].isalpha() and before[-1] not in FILLERS
+                            else "new"
+                        )
+                        col_name = f"{word}_{col_name}"
+                        self.take_word_before(m.start(1))
                 sql = []
                 for tok in re.findall(rf"C\d+|N\d+|\(|\)|{opw}", text):
                     if re.fullmatch(r"C\d+", tok):
@@ -640,6 +710,7 @@ class Clauses:
                 self.req.derived[col_name] = text_sql
                 self.take(m)
         self.render()
+        self.formula_in_brackets(term, opw, ops)
         # a part of a date as a column: "adding a column with the year of order_date", "+ year(order_date)"
         part = r"(?P<u>year|month|quarter|hour|day|weekday|week)"
         for m in self.find(
@@ -797,6 +868,124 @@ class Clauses:
         self.rule_label()
 
     # ---- window columns: "price rank within its category", "the same user's previous event time"
+    def rule_text_parts(self) -> None:
+        """'by the first letter of their name', 'the part of the email before the @', 'email domain':
+        a part of a text column, as a group key after 'per'/'by', else as a new column."""
+        from .compile import TEXT_PARTS
+
+        col = r"(?:of |from |in )?(?:the |their |its |each |every )?(?:S\d+ )?(?:'s )?(?P<c>C\d+)"
+        pats = [
+            (
+                "initial",
+                rf"\binitials? \( (?:the )?(?:first|initial) (?:letter|character|char) (?:of )?{col} \)",
+            ),
+            (
+                "initial",
+                rf"\b(?:the )?(?:first|initial|starting|opening|leading) (?:letter|character|char)s?"
+                rf"(?: of)? {col}",
+            ),
+            ("initial", rf"\binitials? (?:letter )?(?:of )?{col}"),
+            (
+                "email_user",
+                rf"\b(?:(?:the )?(?:local part|username|user name|mailbox name) \( )?"
+                rf"(?:the )?(?:part|text|bit|portion|everything|local part|username|user name|"
+                rf"mailbox name|name)s? (?:of {col} )?(?:before|in front of|preceding) (?:the )?"
+                rf"(?:Q\d+|@|at sign)"
+                rf"(?: \))?(?: (?:of|in|from) {col.replace('P<c>', 'P<c2>')})?",
+            ),
+            (
+                "email_user",
+                rf"\b(?:the )?{col.replace('P<c>', 'P<c3>')}(?: address)? ?(?:local part|username|user "
+                rf"name|mailbox name)s?\b",
+            ),
+            (
+                "email_domain",
+                rf"\b(?:(?:the )?domain \( )?(?:the )?(?:part|text|bit|portion|everything|domain)s? "
+                rf"(?:of {col} )?"
+                rf"(?:after|following|behind) (?:the )?(?:Q\d+|@|at sign)(?: \))?(?: (?:of|in|from) "
+                rf"{col.replace('P<c>', 'P<c2>')})?",
+            ),
+            (
+                "email_domain",
+                r"\b(?:the )?(?:(?:e ?mail|C\d+) )?domains? (?:name )?(?:of |from )?(?:the |their |"
+                r"its |each )?(?P<c4>C\d+)?",
+            ),
+        ]
+        for unit, pat in pats:
+            for m in self.find(pat):
+                said = next((g for g in (m.groupdict().get(k) for k in ("c", "c2", "c3", "c4")) if g), None)
+                ref = self.colref(said[1:]) if said else None
+                if unit.startswith("email"):
+                    ref = ref or next(
+                        (
+                            ColumnRef(self.main.source, c, 80)
+                            for c in self.main.source.column_names
+                            if "mail" in c
+                        ),
+                        None,
+                    )
+                if ref is None or ref.numeric or ref.temporal:
+                    continue
+                before = self.sym[: m.start()]
+                if re.search(
+                    rf"{GROUP_INTRO} (?:the |their |its )?$|\b(?:grouped|group|bucketed) (?:on|by) "
+                    rf"(?:the )?$",
+                    before,
+                ):
+                    self.req.group.append(ir.GroupKey(self.col(ref), unit))
+                    intro = re.search(
+                        rf"{GROUP_INTRO} (?:the |their |its )?$|\b(?:grouped|group|bucketed) "
+                        rf"(?:on|by) (?:the )?$",
+                        before,
+                    )
+                    if intro:
+                        for k in self.at(intro.start(), intro.end()):
+                            self.items[k].used = True
+                else:
+                    expr = TEXT_PARTS[unit].format(c=self.col(ref).sql(False))
+                    self.req.derived[f"{ref.column}_{unit.split('_')[-1]}"] = expr
+                self.take(m)
+            self.render()
+
+    def take_word_before(self, pos: int) -> None:
+        """The plain word just before `pos` in the symbol string, consumed (it names something)."""
+        before = re.search(r"([a-z]+) $", self.sym[:pos])
+        if before:
+            for k in self.at(before.start(1), before.end(1)):
+                self.items[k].used = True
+
+    def formula_in_brackets(self, term: str, opw: str, ops: dict[str, str]) -> None:
+        """'add a column with the amount including 21% VAT (amount times 1.21)': a new column described
+        in words and defined by the formula in brackets; the words name it."""
+        if not re.search(r"\b(?:column|colum|field|add|adding)\b", self.p.norm):
+            return
+        for m in self.find(
+            rf"\b(?:add|adding|with|plus|including|and)\b(?P<d>(?: [^()]+?)?) \( (?P<e>{term}(?: (?:{opw}) "
+            rf"{term})+) \)"
+        ):
+            if not re.search(r"C\d+", m.group("e")):
+                continue
+            sql = []
+            for tok in re.findall(rf"C\d+|N\d+|\(|\)|{opw}", m.group("e")):
+                if re.fullmatch(r"C\d+", tok):
+                    sql.append(self.col(self.colref(tok[1:])).sql(False))
+                elif re.fullmatch(r"N\d+", tok):
+                    sql.append(repr(self.item(tok[1:]).ref).removesuffix(".0"))
+                else:
+                    sql.append(ops.get(tok, tok))
+            words = [
+                self.item(w[1:]).text if re.fullmatch(r"[CVNS]\d+", w) else w
+                for w in m.group("d").split()
+                if w not in FILLERS
+                and w not in ("a", "an", "the", "column", "colum", "field", "new", "extra")
+            ]
+            name = "_".join(re.sub(r"\W+", "_", w).strip("_") for w in words[-4:] if re.sub(r"\W+", "", w))
+            self.req.derived[(name or "value").lower()[:60]] = (
+                " ".join(sql).replace("( ", "(").replace(" )", ")")
+            )
+            self.take(m)
+        self.render()
+
     def rule_window(self) -> None:
         group = (
             r"(?:within|inside|in|per|for|across|among|by) (?:each |every |its own |their own |its |their |"
@@ -1126,7 +1315,11 @@ class Clauses:
             rf"\b(?:only|just|keeping only|keep only|with only|select|selecting|pick|picking|keep|keeping|"
             rf"include only|retain|retaining|containing only|showing|show|with just|take) (?:the )?"
             rf"(?:columns? )?{cols}(?: columns?| fields?)?",
-            rf"\bcolumns? {cols}",
+            rf"\b(?:columns?|cols?|fields?) {cols}",
+            # "i just need order_id, amount and order_date out of orders_2026.csv": two or more columns
+            rf"\b(?:need|want|give me|get me|fetch|extract|pull|pull out|grab) (?:only |just )?(?:the )?"
+            rf"{cols}"
+            rf"(?= (?:out of|from|of|in)\b| ,| ;|$| into| as| to| -)",
         ]
         drop = [
             rf"\b(?:drop|dropping|remove|removing|without|exclude|excluding|minus|except|omit|omitting|hide|"
@@ -1249,6 +1442,8 @@ class Clauses:
                 ks = re.findall(r"[CS](\d+)", m.group(1))
                 if n == 0 and len(ks) < 2 and not re.search(r"columns?|fields?", m.group(0)):
                     continue  # "keeping only shipped rows" is a filter; "only amount" may be a measure
+                if n == 2 and (len(ks) < 2 or re.search(GROUP_INTRO + r" (?:C|S)\d+", self.sym)):
+                    continue  # "need country and amount per month": a grouping, read later
                 if any(self.item(k).kind == "src" and not self.item(k).alts for k in ks):
                     continue
                 refs = [self.colref(k) for k in ks]
@@ -1337,6 +1532,68 @@ class Clauses:
         self.render()
 
     # ---- union of files with the same columns
+    def rule_overlay(self) -> None:
+        """'apply orders_updates.csv to orders.csv (updates win, new ids added)', 'upsert X onto a copy of
+        Y keyed on order_id': a new table of the base rows with the update rows in place of those of
+        the same key, and the update rows with new keys added."""
+        uses = list(self.req.sources)
+        if len(uses) != 2 or [c.lower() for c in uses[0].source.column_names] != [
+            c.lower() for c in uses[1].source.column_names
+        ]:
+            return
+        verbs = re.search(
+            r"\b(?:apply|applying|applied|overlay|overlaid|overlaying|upsert|upserting|upserted|merge|merged|"
+            r"merging|layer|layered)\b",
+            self.sym,
+        )
+        wins = re.search(
+            r"\b(?:replaces?|replacing|replaced|wins?|winning|overrides?|overriding|take precedence|takes "
+            r"precedence|instead|on top of|over|onto|updated version|upsert\w*|overlaid)\b",
+            self.sym,
+        )
+        if not verbs and not wins:
+            return
+        if not wins:
+            return  # the updates must be said to win: 'replace', 'instead', 'on top of', 'over'
+        changing = [
+            u for u in uses if re.search(r"update|delta|change|patch|correction|new", u.source.stem.lower())
+        ]
+        if len(changing) != 1:
+            raise PlannerQuestion(
+                f"Which of {uses[0].source.name} and {uses[1].source.name} holds the newer rows?",
+                hint="say 'apply <updates file> to <base file>'",
+            )
+        new = changing[0]
+        base = next(u for u in uses if u is not new)
+        keys = [a for a, _ in self.join_keys(base.source, new.source)]
+        # the key: said with 'by'/'on' (read already as the join key), or the one key column named
+        named = {r.column for it in self.items if it.kind == "col" for r in it.ref if r.column in keys}
+        said_keys = [k for k in [self.join_on, *self.p.mode_info[2]] if k in keys]  # "by", "keyed on"
+        key = said_keys[0] if said_keys else None
+        key = key or (named.pop() if len(named) == 1 else keys[0] if len(keys) == 1 else None)
+        if key is None:
+            raise PlannerQuestion(
+                f"On which key do the rows of {new.source.name} replace those of {base.source.name}?",
+                hint="say 'by <key column>'",
+                candidates=[f"by {a}" for a in keys],
+            )
+        if base is not self.main:
+            self.make_main(base.source)
+        self.req.sources = [self.main, *(u for u in self.req.sources if u is not self.main)]
+        self.req.overlay_key = key
+        for it in self.items:
+            if it.kind == "col" and any(r.column == key or r.column.lower() == key.lower() for r in it.ref):
+                it.used = True  # "new order_ids are added": the key, said again
+        for m in self.find(
+            r"\b(?:apply|applying|applied|overlay|overlaid|overlaying|upsert|upserting|upserted|merge|merged|"
+            r"merging|layer|layered|replaces?|replacing|replaced|wins?|winning|overrides?|overriding|"
+            r"precedence|instead|on top of|over|onto|updated|update|version|new|unseen|added|adding|"
+            r"appended|appending|included|include|existing|old|original|ones|rows|copy|result|current|state|"
+            r"takes?|exist|exists|only|also|appears?|keyed|keeping|kept|with|by|on|same|using)\b"
+        ):
+            self.take(m)
+        self.render()
+
     def rule_union(self) -> None:
         files = list(self.req.sources)
         if len(files) < 2:
@@ -1686,6 +1943,13 @@ class Clauses:
         for m in self.find(pat):
             it = self.item(m.group("s"))
             other: Source = it.ref
+            subject = re.search(r"(S\d+) $", self.sym[: m.start()])
+            if other is self.main.source and subject:
+                # "customers who have not ordered in orders.csv, from customers.csv": the rows kept are
+                # the subject's, whichever file was named first
+                owner: Source = self.item(subject.group(1)).ref
+                if owner is not other and any(u.source is owner for u in self.req.sources):
+                    self.make_main(owner)
             if other is self.main.source:
                 continue
             if m.group("vc") and self.item(m.group("vc")).text not in ("placed", "made", "ordered", "bought"):
@@ -1744,7 +2008,7 @@ class Clauses:
         zero = self.num(0)
         m = re.search(
             r"\b(?:including|incl|include|includes|even|also|as well as|keeping|keep|listing|plus)(?: also)?"
-            r"(?: the| those| ones| any| all)?(?: S\d+)? (?:with|that have|who have|which have|having|"
+            r"(?: the| those| ones| any| all)*(?: S\d+)? (?:with|that have|who have|which have|having|"
             rf"that had) (?:no|zero|{zero}|none)(?: S\d+)?"
             rf"|\b(?:{zero}|zero) (?:for|if|when|where) (?:the |those |any )?(?:S\d+ |ones )?(?:with )?"
             r"(?:none|no S\d+|nothing|no match)"
@@ -1757,6 +2021,13 @@ class Clauses:
             return
         self.keep_unmatched = True
         self.take(m)
+        # "how many orders (orders.csv) does each customer in customers.csv have, including ...": the
+        # rows kept are those of the source every row of which is listed, whichever was named first
+        for e in re.finditer(r"\b(?:each|every|all|all the) (S\d+)", self.sym):
+            owner = self.item(e.group(1)).ref
+            if owner is not self.main.source and owner in self.p.said:
+                self.make_main(owner)
+                break
         self.render()
 
     def rule_not_in(self) -> None:
@@ -1898,6 +2169,8 @@ class Clauses:
                 self.take(m)
             self.render()
             return
+        if self.value_and_overall(vals):
+            return
         # two periods: "total amount in 2025 and total amount in 2026 per product"
         # (or "2025 sales and 2026 sales")
         dates = [k for k, it in enumerate(self.items) if it.kind == "date" and not it.used]
@@ -1954,6 +2227,46 @@ class Clauses:
                 self.take(m)
             self.render()
 
+    def value_and_overall(self, vals: list[int]) -> bool:
+        """'the total amount of shipped orders and the total amount of all orders', 'sum amount where
+        shipped, sum amount overall': one measure said twice, once for a value and once for all rows."""
+        if len(vals) != 1:
+            return False
+        aggs = re.findall(r"\b(?:total|sum|count|number|average|avg|mean)\b", self.sym)
+        overall = self.find(
+            r"\b(?:of |for |over |across )?(?:all|every)(?: the)?(?: S\d+| rows| C\d+)?\b"
+            r"|\b(?:overall|altogether|in total|regardless of C\d+|whatever the C\d+)\b"
+        )
+        if len(aggs) < 2 or not overall:
+            return False
+        k = vals[0]
+        r = self.items[k].ref[0]
+        cond = ir.Compare(ir.Col(self.use(r.source).alias, r.column), "=", r.value)
+        label = re.sub(r"\W+", "_", r.value.lower()).strip("_") or "value"
+        func = (
+            AGGREGATES.get(next(a for a in aggs if a not in ("count", "number")), "sum")
+            if any(a not in ("count", "number") for a in aggs)
+            else "count"
+        )
+        if func == "count":
+            self.req.measures.append(ir.Measure("count", None, where=cond, alias=f"{label}_count"))
+            self.add_measure(ir.Measure("count", None, alias="count"))
+        else:
+            ref = self.only_measure("the total")
+            self.req.measures.append(
+                ir.Measure(func, self.col(ref), where=cond, alias=f"{label}_{ref.column}")
+            )
+            self.add_measure(ir.Measure(func, self.col(ref), alias=measure_alias(func, ref.column)))
+        self.items[k].used = True
+        for m in overall:
+            self.take(m)
+        for m in self.find(
+            r"\b(?:total|sum|count|number|average|avg|mean)(?: of)?(?: the)?(?: C\d+)?(?: of| where| for)?"
+        ):
+            self.take(m)
+        self.render()
+        return True
+
     # ---- having: "countries with more than 20 customers", "customers who spent over 1000 in total"
     def rule_having(self) -> None:
         m = re.search(
@@ -1983,16 +2296,21 @@ class Clauses:
                 self.sym,
             )
         m3 = re.search(
-            r"\b(S\d+|C\d+)(?: in| from| of)? (?:with|having|that have|which have|who have|who|that|which) "
-            r"(?:have |has )?(?:placed |made |ordered |bought |purchased |C\d+ |S\d+ )?(N\d+) (?:times? )?"
+            r"\b(S\d+|C\d+)(?: in| from| of)? (?:with|having|that have|which have|who have|who|that|which|"
+            r"have|has|had) "
+            r"(?:have |has )?(?:placed |made |ordered |bought |purchased |C\d+ |S\d+ |(?P<v1>V\d+) )?(N\d+) "
+            r"(?:times? )?"
             r"(?P<t>or more|or fewer|or "
             r"less|"
-            r"and more|and up|plus|or above|at least|at most)(?: (S\d+|times))?",
+            r"and more|and up|plus|or above|at least|at most)(?: (?P<v2>V\d+))?(?: (?P<s>S\d+|times))?",
             self.sym,
         )
         if m3 and not m and not m2:
             key = self.item(m3.group(1))
-            other = self.item(m3.group(4)).ref if (m3.group(4) or "").startswith("S") else None
+            other = self.item(m3.group("s")).ref if (m3.group("s") or "").startswith("S") else None
+            said = m3.group("v1") or m3.group("v2")
+            if said:  # "users who purchased 3 or more times": the rows counted are those of that value
+                self.req.where.append(self.in_cond(self.value_refs(said)))
             if key.kind == "src" and key.ref is self.main.source:
                 facts = (
                     [other]
@@ -2015,7 +2333,7 @@ class Clauses:
             if group.col not in [g.col for g in self.req.group]:
                 self.req.group.append(group)
             self.add_measure(measure)
-            self.req.having.append(ir.Having(measure.alias, op, float(self.item(m3.group(2)).ref)))
+            self.req.having.append(ir.Having(measure.alias, op, float(self.item(m3.group(3)).ref)))
             self.take(m3)
             self.render()
             return
@@ -2148,10 +2466,12 @@ class Clauses:
             r"\b(?:the |each |every )?(?:(?P<n>N\d+) )?(?P<w2>highest|largest|biggest|lowest|smallest|most "
             r"recent|"
             r"latest|earliest|newest|oldest) (?P<by>C\d+) (?P<what>S\d+)",
-            r"\b(?:the |only |just )?(?:top |first )?(?:(?P<n>N\d+) )?(?P<what>S\d+|C\d+)(?: of| in| from)? "
+            r"\b(?:the |only |just )?(?:top |first )?(?:(?P<n>N\d+) )?(?P<what>S\d+|C\d+|"
+            r"(?:hour|weekday|month|quarter|year)(?: of (?:the )?(?:day|week|year|C\d+))?)"
+            r"(?: \( [^()]{0,30}\)| ~)*(?: of| in| from)? "
             r"(?:with|that have|which have|having|that had|with the|have|has|had) (?:the )?"
             r"(?P<w2>highest|lowest|largest|biggest|smallest|most|least|greatest|latest|earliest|newest|oldest|"
-            r"most recent) (?P<agg>total |average |avg |mean |median )?"
+            r"most recent) (?P<agg>total |average |avg |mean |median )?(?P<v>V\d+ )?"
             r"(?P<by>C\d+|S\d+)",
             rf"\b(?:the )?(?P<w1>top|best|bottom|worst|first|last|highest|lowest|largest|biggest|smallest) "
             rf"(?P<n>N\d+) ?(?P<w2>{rank_words})? ?(?P<what>S\d+|C\d+)?(?: (?:by|on|in terms of|based on|"
@@ -2234,7 +2554,8 @@ class Clauses:
             )
             possessive = re.search(
                 r"\b(?:each|every|for each|for every|per|of each|in each|within each|within every) (S\d+|"
-                r"C\d+)(?: (?:of|in|from)(?: S\d+)?)?(?: ,)?(?: (?:only|just|keep|keeping|kept|retain|"
+                r"C\d+)(?: (?:of|in|from)(?: the)?(?: S\d+| [a-z]+){0,2})?(?: ,)?"
+                r"(?: (?:only|just|keep|keeping|kept|retain|"
                 r"retaining|i|we|want|need|would|like|to|should|be|please|select|pick|show|take|get|find|list)){0,6}"
                 r"(?: (?:their|its|"
                 r"his|her|the))? ?$",
@@ -2260,6 +2581,8 @@ class Clauses:
                 continue  # "count per page, top 2": the measure read later ranks the groups; see rule_limit
             self.take(m)
             if self.rank_groups(what, by, gd.get("agg"), words, n, desc, bool(per_group or possessive)):
+                if gd.get("v"):  # "the page with the most purchase events": the rows counted
+                    self.req.where.append(self.in_cond(self.value_refs(gd["v"].strip())))
                 return
             if by.startswith("C"):
                 order_col: ir.Col | None = self.col(self.colref(by[1:]))
@@ -2306,7 +2629,7 @@ class Clauses:
             if order_col is None:
                 if temporal:
                     order_col = self.col(self.date_column())
-                elif re.search(r"expensive|cheap|pric", words):
+                elif re.search(r"expensive|cheap|pric|dear", words):
                     order_col = self.col(self.price_column())
                 elif by in ("total", "count", "revenue", "spend") or by.startswith("number"):
                     order_col = None
@@ -2341,7 +2664,7 @@ class Clauses:
         the earliest and latest date of the rows, two measures."""
         m = re.search(
             r"\b(?:(?:the )?(?:dates?|times?|days?|(?P<c>C\d+)) (?:of )?)?(?:their |its |the |when did \w+ )?"
-            r"(?:first|earliest|oldest) (?:S\d+ )?(?:(?:C\d+ )?(?:and|&|,|to) )"
+            r"(?:first|earliest|oldest) (?:S\d+ )?(?:(?:C\d+ )?(?:and|&|,|to) )(?:of )?"
             r"(?:(?:the |their |its |when did \w+ )?)?(?:last|latest|most recent|newest|final) "
             r"(?P<s>S\d+|C\d+)?",
             self.sym,
@@ -2358,6 +2681,53 @@ class Clauses:
             self.take(x)
         self.render()
 
+    def measure_remarks(self) -> None:
+        """'the median amount (not the mean)': a remark on which measure, said in brackets."""
+        for m in self.find(r"\( not (?:the |a |an )?(?P<w>[a-z]+) \)"):
+            func = AGGREGATES.get(m.group("w"))
+            if func and self.req.measures and all(x.func != func for x in self.req.measures):
+                self.take(m)
+        self.render()
+
+    def rule_spread(self) -> None:
+        """'the lowest price, the highest price and the difference between them', 'max minus min',
+        'the number of days between their first and last order': a measure of the two ends."""
+        ends: dict[ir.Col, set[str]] = {}
+        for m in self.req.measures:
+            if m.func in ("min", "max") and m.col is not None and m.where is None:
+                ends.setdefault(m.col, set()).add(m.func)
+        both = [c for c, fs in ends.items() if fs == {"min", "max"}]
+        if len(both) != 1:
+            return
+        col = both[0]
+        temporal = self.types_of(col).temporal
+        days = re.search(
+            r"\b(?:(?:the )?(?:number|count) of |how many )?days?\b(?: (?:between|from|separate|separating|"
+            r"apart|elapsed|passed))?|\bspan in days\b|\bin days\b",
+            self.sym,
+        )
+        if temporal and days:
+            self.req.measures = [m for m in self.req.measures if m.col != col or m.func not in ("min", "max")]
+            self.add_measure(ir.Measure("days", col, alias="days_between"))
+            self.take(days)
+            for x in self.find(r"\b(?:the )?(?:number of )?days\b"):  # "store customer_id and the days"
+                self.take(x)
+            for x in self.find(r"\b(?:the )?(?:span|time|gap|difference|distance)(?: between)?\b"):
+                self.take(x)
+            self.render()
+            return
+        said = self.find(
+            r"\b(?:the )?(?:difference|gap|spread|range|distance)(?: (?:between|of) "
+            r"(?:them|(?:the )?(?:two|N\d+)|those|both|these))?\b"
+            r"|\b(?:max|maximum|highest|largest) (?:C\d+ )?minus (?:the )?(?:min|minimum|lowest|smallest)\b"
+            r"(?: C\d+)?"
+        )
+        if said and not temporal:
+            self.add_measure(ir.Measure("range", col, alias="spread"))
+            for x in said:
+                self.take(x)
+            self.render()
+
     def has_measure_column(self) -> bool:
         """Whether the main source has a number column that is not a key (something to rank by)."""
         return any(
@@ -2370,11 +2740,16 @@ class Clauses:
     ) -> bool:
         """'the 2 categories with the highest average price', 'top 3 users by number of events':
         the values of a text or key column ranked by a measure of their rows."""
-        if not what.startswith("C") or partitioned:
+        unit = re.match(r"(hour|weekday|month|quarter|year)\b", what)
+        if unit:  # "the hour of the day with the most purchases": a part of the date column
+            key = ir.GroupKey(self.col(self.date_column()), UNITS.get(unit.group(1), unit.group(1)))
+        elif not what.startswith("C") or partitioned:
             return False
-        dim = self.colref(what[1:])
-        if dim.numeric and not dim.keyish:
-            return False
+        else:
+            dim = self.colref(what[1:])
+            if dim.numeric and not dim.keyish:
+                return False
+            key = ir.GroupKey(self.col(dim))
         func = AGGREGATES.get((agg or "").strip(), "sum")
         if by.startswith(("S", "count", "number")) or (
             not by and re.search(r"\b(?:most|fewest|least)\b", words)
@@ -2385,7 +2760,6 @@ class Clauses:
             measure = ir.Measure(func, self.col(ref), alias=measure_alias(func, ref.column))
         else:
             return False
-        key = ir.GroupKey(self.col(dim))
         if key.col not in [g.col for g in self.req.group]:
             self.req.group.append(key)
         self.add_measure(measure)
@@ -2499,12 +2873,15 @@ class Clauses:
                 self.add_measure(ir.Measure(func, self.col(ref), alias=f"{func}_{ref.column}"))
             self.take(m)
         self.render()
-        single = rf"\b(?P<f>{agg}) (?:of )?(?:the |all |their |its )?(?:order |item |S\d+ )?(?P<c>C\d+)"
+        single = (
+            rf"\b(?P<f>{agg}) (?:of )?(?:the |all |their |its )?(?:single |individual |one )?"
+            rf"(?:order |item |S\d+ )?(?P<c>C\d+)"
+        )
         for m in self.find(single):
             ref = self.colref(m.group("c"), numeric=True)
-            if not ref.numeric and AGGREGATES[m.group("f")] in ("sum", "avg"):
+            if not ref.numeric and aggs[m.group("f")] in ("sum", "avg"):
                 continue
-            func = AGGREGATES[m.group("f")]
+            func = aggs[m.group("f")]
             alias = measure_alias(func, ref.column)
             self.add_measure(ir.Measure(func, self.col(ref), alias=alias))
             self.take(m)
@@ -2741,19 +3118,46 @@ class Clauses:
             before = self.sym[:start]
             neg = re.search(
                 rf"\b{NEG}(?: (?:the|any|those|ones|rows|with|where|whose|that|which|are|is|status|"
-                rf"in|from|of|for|orders|records|items|S\d+))* ?$",
+                rf"in|from|of|for|orders|records|items|every|each|all|have|has|had|a|an|S\d+))* ?$",
                 before,
             )
+            end = m.end()
+            # "filter the click events out", "leave the cancelled orders out": the negation after
+            out = re.match(r" (?:(?:S\d+|rows|ones|records|items|entries) )?out\b", self.sym[end:])
+            verb = re.search(
+                r"\b(?P<v>filter|leave|take|strip|weed|cut|throw|keep)(?: the| any| all)? ?$", before
+            )
+            if (
+                verb
+                and out
+                and verb.group("v") == "take"
+                and re.match(r" of\b", self.sym[end + out.end() :])
+                and not re.search(r"\b(?:rest|remaining|remainder|everything else|left over)\b", self.p.norm)
+            ):
+                verb = None  # "take the 2024 orders out of orders_2025.csv": from the file, not without
+            if out and verb and not neg and not negate:
+                negate, start, end = True, verb.start(), end + out.end()
             if neg and not negate:
                 negate = True
                 start = neg.start()
-            ks = self.at(start, m.end())
+            ks = self.at(start, end)
             atoms.append((min(ks), max(ks), ir.Not(cond) if negate else cond))
             self.take(m)
             if neg:
                 for k in self.at(neg.start(), m.start()):
                     self.items[k].used = True
 
+        # a part of a date compared: "hour of ts < 12", "month(order_date) >= 10"
+        for m in self.find(
+            rf"\b(?:the )?(?P<p>hour|month|quarter|year)(?: of| \()? (?:the )?(?P<c>C\d+)(?: \))? "
+            rf"(?:is |are |was |were )?{CMP} (?P<n>N\d+)"
+        ):
+            ref = self.colref(m.group("c"))
+            if not ref.temporal:
+                continue
+            value = self.item(m.group("n")[1:]).ref
+            add(m, ir.DatePart(self.col(ref), m.group("p"), self.cmp_op(m.group("cmp")), int(value)))
+        self.render()
         vlist = r"(V\d+(?:(?: ,| or| and| ,? or| ,? and| nor| /) V\d+)*)"
         # column is/is not value(s)
         for m in self.find(
@@ -2905,20 +3309,40 @@ class Clauses:
         # text matching: "name contains 'item'", "page starts with /"
         for m in self.find(
             r"\b(C\d+) (?:(?P<neg>not |doesn't |does not |don't |do not ))?(?P<op>contains?|containing|"
-            r"includes?|including|like|starts? with|starting with|begins? with|beginning with|ends? with|"
+            r"includes?|including|ilike|like|starts? with|starting with|begins? with|beginning with|"
+            r"ends? with|"
             r"ending with|mentions?|mentioning) (Q\d+|V\d+|[a-z0-9_/-]+)"
         ):
             ref = self.colref(m.group(1))
             text = self.textof(m.group(4))
             op = m.group("op")
             pattern = (
-                f"{text}%"
+                text  # "name ilike '%kitchen%'": the pattern as written
+                if "%" in text
+                else f"{text}%"
                 if op.startswith(("start", "begin"))
                 else f"%{text}"
                 if op.startswith("end")
                 else f"%{text}%"
             )
             add(m, ir.Compare(self.col(ref), "ilike", pattern), negate=bool(m.group("neg")))
+        self.render()
+        # "products that have 'kitchen' somewhere in their name"
+        for m in self.find(
+            r"\b(?:have|has|having|with|contains?|containing) (Q\d+|V\d+) (?:somewhere |anywhere )?"
+            r"(?:in|within|"
+            r"inside) (?:the |their |its )?(C\d+)"
+        ):
+            ref = self.colref(m.group(2))
+            add(m, ir.Compare(self.col(ref), "ilike", f"%{self.textof(m.group(1))}%"))
+        for m in self.find(
+            r"\b(?:whatever|regardless of|ignoring|irrespective of) (?:the )?(?:capitali[sz]ation|case)\b"
+            r"|\bcase[ -]?insensitive(?:ly)?\b|\b(?:upper|lower) or (?:upper|lower) ?case\b"
+        ):
+            if any(isinstance(c, ir.Compare) and c.op == "ilike" for c in walk(self.req.where)) or any(
+                isinstance(a[2], ir.Compare) and a[2].op == "ilike" for a in atoms
+            ):
+                self.take(m)  # ILIKE ignores case already
         self.render()
         # a word next to a column of known values that is none of them: "status lost" → a question
         for m in self.find(rf"\b(C\d+) (?:{IS} )?(?:not )?(Q\d+|[a-z][\w'-]*)(?![\w'])"):
@@ -2963,6 +3387,9 @@ class Clauses:
         # dates
         for m in self.find(r"\b(?:(C\d+) (?:(?:up|out|is|was|are|were|at|on) )*)?(D\d+)"):
             spec = self.item(m.group(2)).ref
+            if isinstance(spec, Part) and spec.op == "examples":
+                self.take(m)  # "per day of the week (Monday, Tuesday, ...)": what the groups look like
+                continue
             if m.group(1):
                 ref = self.colref(m.group(1))
                 if not ref.temporal:
@@ -3429,14 +3856,31 @@ class Clauses:
 
     # ------------------------------------------------------------ the rest
     def finish(self) -> None:
+        # "on the landing page (the root of the site)": one condition said twice is one condition
+        self.req.where = [w for k, w in enumerate(self.req.where) if w not in self.req.where[:k]]
+        # "morning events, meaning a time of day before 12:00": the hours said win over the word's
+        hours = [w for w in self.req.where if isinstance(w, ir.DatePart) and w.part == "hour"]
+        if any(w.op != "between" for w in hours):
+            self.req.where = [w for w in self.req.where if not (w in hours and w.op == "between")]
+        self.shares_of_every_value()
         self.conditions_into_exists()
         self.listed_groups()
         self.group_by_entity()
         self.rank_over_groups()
         self.joins()
+        self.rule_rollup()
         self.unused()
         self.numeric_measures()
         mode, said, keys = self.p.mode_info
+        existing = {
+            (s.table or s.name).lower()
+            for s in self.ctx.tables()
+            if s.connection == self.ctx.target_connection
+        }
+        if self.req.overlay_key and mode == "merge" and (self.p.target_name or "").lower() not in existing:
+            # "merge the updates over orders.csv into orders_current": the overlay is the merge; the
+            # new table gets its result
+            mode, said, keys = "replace", False, []
         self.req.mode, self.req.mode_said = mode, said
         self.req.keys = keys
         if mode == "merge" and not keys:
@@ -3458,6 +3902,75 @@ class Clauses:
                 candidates=[f"into {name}"],
             )
         self.req.notes = self.p.notes
+        self.req.named = list(self.p.said)
+
+    def rule_rollup(self) -> None:
+        """'the average number of orders per customer, for each year', 'orders per customer per year,
+        averaged per year': the measures per group, then their average over one of the keys."""
+        r = self.req
+        if not r.measures or not r.group or r.rank or r.having or any(m.share for m in r.measures):
+            return
+        avg = next(
+            (
+                it
+                for it in self.items
+                if not it.used
+                and it.kind == "word"
+                and it.text in ("average", "averaged", "avg", "mean", "median")
+            ),
+            None,
+        )
+        if avg is None or len(r.group) < 1:
+            return
+        func = "median" if avg.text == "median" else "avg"
+        toks = self.p.tokens
+        k = avg.tokens[-1].index
+
+        def key_named(i: int) -> ir.GroupKey | None:
+            """The group key the words from token i on name: 'per customer', 'by year'."""
+            words = [t.norm for t in toks[i : i + 4] if t.norm not in ("the", "each", "every", "a")]
+            if not words:
+                return None
+            w = words[0]
+            ent = self.p.entity_source(w)
+            for g in r.group:
+                names = {g.col.name.lower(), (g.unit or "").lower()}
+                if (
+                    w in names
+                    or singular(w) in names
+                    or (ent is not None and g.col.name.lower() == f"{singular(ent.stem.lower())}_id")
+                ):
+                    return g
+            return None
+
+        after = [t.index for t in toks[k + 1 :] if t.norm in ("per", "by", "each", "over", "across")]
+        if avg.text == "averaged":  # "..., averaged per year": the outer keys follow
+            outer = [g for i in after[:1] if (g := key_named(i + 1)) is not None]
+            if not outer or len(outer) == len(r.group):
+                return
+            r.rollup = (func, outer)
+        else:  # "the average number of orders per customer (for each year)": the inner key follows
+            inner = next((g for i in after[:1] if (g := key_named(i + 1)) is not None), None)
+            if inner is None:
+                return
+            r.rollup = (func, [g for g in r.group if g is not inner])
+        avg.used = True
+
+    def shares_of_every_value(self) -> None:
+        """'what share of the orders is shipped, pending, returned or cancelled': a share over every
+        value a column holds is a share per value, not a filter that keeps all rows."""
+        r = self.req
+        if r.group or not any(m.share for m in r.measures):
+            return
+        for w in list(r.where):
+            if not (isinstance(w, ir.Compare) and w.op == "in"):
+                continue
+            use = next((u for u in r.sources if u.alias == w.col.alias), None)
+            domain = use.source.domains.get(w.col.name) if use else None
+            if domain and {str(v).lower() for v in w.value} == {str(v).lower() for v in domain}:
+                r.where.remove(w)
+                r.group.append(ir.GroupKey(w.col))
+                return
 
     def group_by_entity(self) -> None:
         """'every product ... with its number of orders': a measure for each row of the main source,
@@ -3613,7 +4126,9 @@ class Clauses:
                 if ref is None or (ref.numeric and not ref.keyish):
                     continue
                 key = ir.GroupKey(self.col(ref))
-                if key.col not in [g.col for g in r.group]:
+                # "store customer_id": a key of the same name, grouped already on the other source
+                joined = any(k.col.name == key.col.name and k.unit is None for k in r.group)
+                if key.col not in [g.col for g in r.group] and not joined:
                     r.group.append(key)
                 it.used = True
             elif (
@@ -3705,8 +4220,24 @@ class Clauses:
     def unused(self) -> None:
         """Every content word is consumed or reported; one that names data is a question."""
         leftovers: list[str] = []
-        for it in self.items:
+        dated = {
+            c.col.name.lower()
+            for c in walk(self.req.where)
+            if isinstance(c, (ir.DateRange, ir.DatePart, ir.Recent))
+        }
+        measured = {m.col.name for m in self.req.measures if m.col is not None}
+        measured |= {c.lower() for e in self.req.derived.values() for c in re.findall(r"[A-Za-z_]\w*", e)}
+        for k, it in enumerate(self.items):
             if it.used:
+                continue
+            if it.kind == "col" and any(r.temporal and r.column.lower() in dated for r in it.ref):
+                continue  # "a time of day before 12:00": the date column the condition is on
+            if any(x.text == "(" for x in self.items[k + 1 : k + 8]) and (
+                (it.kind == "col" and any(r.column.lower() in measured for r in it.ref))
+                or (it.kind == "num" and self.req.derived)
+            ):
+                # "revenue (sum of amount)", "the amount including 21% VAT (amount times 1.21)": the
+                # words that name what the brackets define
                 continue
             if it.kind == "word" or it.kind == "punct" or it.kind == "op":
                 w = it.text
@@ -3755,6 +4286,7 @@ class Clauses:
                 hint="say it with the column it is about, e.g. 'more than 2 orders per customer' or "
                 "'total amount per country'",
             )
+        self.unread_clauses()
         for k, it in enumerate(self.items[:-1]):
             nxt = self.items[k + 1]
             if (
@@ -3835,6 +4367,71 @@ class Clauses:
                 candidates=[f"without '{' '.join(strange)}'"],
             )
 
+    def unread_clauses(self) -> None:
+        """'customers who opted in to the newsletter', 'accounts that were closed before 2023': a
+        clause that says which rows, with a word the reading did not use, is a condition not
+        understood; a question, whatever else was read."""
+        from .parse import FUNCTION_WORDS
+
+        def content(it: Item) -> bool:
+            return (
+                it.kind == "word"
+                and not it.used
+                and it.text not in FILLERS
+                and it.text not in STRUCTURE_WORDS
+                and it.text not in FUNCTION_WORDS
+                and it.text not in KNOWN_WORDS
+                and len(it.text) > 2
+            )
+
+        items = self.items
+        for k, rel in enumerate(items):
+            if rel.kind != "word" or rel.text not in ("who", "that", "which", "whose"):
+                continue
+            j = k - 1
+            while j >= 0 and items[j].kind == "word" and items[j].text in ("from", "in", "of"):
+                j -= 1  # "customers from customers.csv who ...": the file is no item of its own
+            if j < 0 or items[j].kind not in ("src", "col"):
+                continue
+            it = items[j]
+            clause = items[k + 1 : k + 6]
+            stop = next((n for n, x in enumerate(clause) if x.kind == "punct"), len(clause))
+            words = [x.text for x in clause[:stop] if content(x) and x.text not in ("either", "both")]
+            if words and not any(x.used and x.kind != "word" for x in clause[:stop]):
+                # nothing of the clause was read: "who opted in to the newsletter"
+                said = " ".join(t.raw for x in [rel, *clause[:stop]] for t in x.tokens)
+                raise PlannerQuestion(
+                    f"Which {it.text} do you mean? I did not understand '{' '.join(words)}' in '{said}'",
+                    hint="say it as a condition on a column of the data, e.g. 'whose status is shipped'",
+                    candidates=[c for w in words for c in self.near_columns(w)][:5],
+                )
+        # "closed before 2023" on a table whose only date is 'opened': the verb names another date
+        for k, it in enumerate(items[:-2]):
+            if not content(it) or not re.fullmatch(r"[a-z]+(?:ed|en)", it.text):
+                continue
+            nxt = items[k + 1 : k + 3]
+            if not (
+                nxt[0].kind == "date"
+                or (nxt[0].text in DATE_PREPOSITIONS and len(nxt) > 1 and nxt[1].kind == "date")
+            ):
+                continue
+            if it.text in EVENT_VERBS:
+                continue
+            dates = [c.name for c in columns_in(self.req.where) if self.types_of(c).temporal]
+            if any(english_prefix(it.text, name) for name in dates):
+                continue
+            when = " ".join(t.raw for x in nxt for t in x.tokens)
+            raise PlannerQuestion(
+                f"'{it.text} {when}': no date column of "
+                f"{', '.join(u.source.name for u in self.req.sources)} says '{it.text}'"
+                + (f" (the date I would use is {', '.join(dates)})" if dates else ""),
+                hint="name the date column, e.g. 'where opened before 2023-01-01'",
+            )
+
+    def types_of(self, c: ir.Col) -> ColumnRef:
+        use = next((u for u in self.req.sources if u.alias == c.alias), self.main)
+        return ColumnRef(use.source, c.name, 100)
+
     def reading_has(self, kind: str) -> bool:
         """Whether the reading holds a part of this kind (see VITAL_WORDS)."""
         r = self.req
@@ -3852,6 +4449,31 @@ class Clauses:
             return any(m.share for m in r.measures)
         if kind == "running":
             return bool(r.running)
+        if kind == "missing":
+            return (
+                bool(r.fills)
+                or any(isinstance(c, ir.IsNull) for c in walk(r.where))
+                or any(
+                    m.where is not None and any(isinstance(c, ir.IsNull) for c in walk([m.where]))
+                    for m in r.measures
+                )
+            )
+        if kind.startswith("func:"):  # "average": an average somewhere in the reading, not any measure
+            func = kind.split(":")[1]
+            return (
+                any(m.func == func for m in r.measures)
+                or any(isinstance(c, ir.VersusAggregate) for c in walk(r.where))
+                or any(f"{func}(" in e for e in r.derived.values())
+                or (r.running is not None and r.running.measure.func == func)
+            )
+        if kind == "fill":
+            return bool(r.fills or r.derived)
+        if kind == "arithmetic":
+            return bool(r.derived) or any(m.func in ("range", "days") or m.share for m in r.measures)
+        if kind == "distinct":
+            return bool(r.distinct or r.distinct_keys or any(m.distinct for m in r.measures)) or bool(
+                r.group and not any(m.func == "count" for m in r.measures)
+            )
         return bool(r.exclude) or any(
             isinstance(c, ir.Not)
             or (isinstance(c, ir.Compare) and c.op in ("<>", "not_in"))
@@ -4123,18 +4745,91 @@ AFTER_NUMBER |= {"cents", "times", "each", "apiece", "total", "overall"}
 # that accounts for each: left over while the reading has no such part, they mean a misreading
 # ("customers with more than one order" read as a count of all rows), so the planner asks.
 # Said again beside a reading that has it ("... with that total"), they are harmless.
+# Verbs of any dated event ("placed in 2025", "created after May"): they name no date column of
+# their own; another participle before a date ("closed before 2023") must match the column read.
+EVENT_VERBS = {
+    "placed",
+    "made",
+    "created",
+    "dated",
+    "recorded",
+    "logged",
+    "happened",
+    "occurred",
+    "ordered",
+    "bought",
+    "purchased",
+    "sold",
+    "registered",
+    "joined",
+    "submitted",
+    "received",
+    "taken",
+    "entered",
+    "added",
+    "posted",
+    "done",
+    "seen",
+    "started",
+    "begun",
+}
+DATE_PREPOSITIONS = {
+    "before",
+    "after",
+    "since",
+    "during",
+    "in",
+    "on",
+    "until",
+    "till",
+    "by",
+    "from",
+    "between",
+}
+
+
+def english_prefix(word: str, column: str) -> bool:
+    """'opened' and 'opened', 'signed' and 'signup_date': the word and the column share a stem."""
+    w = re.sub(r"(?:ed|en|d)$", "", word.lower())
+    return any(part[:4] == w[:4] for part in re.split(r"[_\W]+", column.lower()) if len(part) >= 4)
+
+
 VITAL_WORDS: dict[str, str] = {
     **{
         w: "measure"
         for w in AGGREGATES
         if w not in ("first", "last", "latest", "newest", "earliest", "oldest")
     },
+    **dict.fromkeys(("average", "averages", "averaged", "avg", "mean"), "func:avg"),
+    **dict.fromkeys(("median", "medians"), "func:median"),
     **dict.fromkeys(("count", "counts", "number", "tally"), "count"),
     **dict.fromkeys(("more", "less", "fewer", "greater"), "compare"),
-    **dict.fromkeys(("most", "least", "top", "bottom", "rank", "ranked", "ranking"), "rank"),
+    **dict.fromkeys(
+        ("most", "least", "top", "bottom", "rank", "ranked", "ranking", "busiest", "quietest"), "rank"
+    ),
     **dict.fromkeys(("percent", "percentage", "ratio", "share", "proportion", "fraction"), "share"),
     **dict.fromkeys(("running", "cumulative"), "running"),
-    **dict.fromkeys(("not", "never", "no", "excluding", "except", "exclude", "minus"), "negation"),
+    **dict.fromkeys(
+        (
+            "not",
+            "never",
+            "no",
+            "excluding",
+            "except",
+            "exclude",
+            "minus",
+            "isn't",
+            "aren't",
+            "wasn't",
+            "weren't",
+        ),
+        "negation",
+    ),
+    **dict.fromkeys(("don't", "doesn't", "didn't", "hasn't", "haven't", "hadn't"), "negation"),
+    **dict.fromkeys(("missing", "empty", "blank", "null", "nulls"), "missing"),
+    **dict.fromkeys(("distinct", "unique"), "distinct"),
+    **dict.fromkeys(("difference", "gap", "spread", "minus"), "arithmetic"),
+    **dict.fromkeys(("fill", "filled", "impute", "imputed", "substitute", "coalesce"), "fill"),
 }
 # Ranking words read by the rank rule, never linked to a column by synonym.
 RANKING_ONLY: set[str] = set(RANKING) | PRICE_WORDS | {"recent", "newest", "oldest", "earliest", "latest"}

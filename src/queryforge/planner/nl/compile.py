@@ -26,6 +26,12 @@ UNIT_SQL = {
     "week_number": "week({c})",
     "day": "CAST({c} AS DATE)",
 }
+# parts of a text column: the first letter of a name, the two sides of an e-mail address
+TEXT_PARTS = {
+    "initial": "left({c}, 1)",
+    "email_user": "split_part({c}, '@', 1)",
+    "email_domain": "split_part({c}, '@', 2)",
+}
 OPS = {"=": "=", "<>": "<>", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
 NEGATED = {"=": "<>", "<>": "=", ">": "<=", ">=": "<", "<": ">=", "<=": ">"}
 WORDS = {
@@ -146,12 +152,14 @@ class Compiler:
     def group_expr(self, g: ir.GroupKey) -> str:
         if g.unit is None:
             return self.c(g.col)
+        if g.unit in TEXT_PARTS:
+            return TEXT_PARTS[g.unit].format(c=self.c(g.col))
         c = self.c(g.col) if is_temporal_type(self.type_of(g.col)) else f"CAST({self.c(g.col)} AS TIMESTAMP)"
         return UNIT_SQL[g.unit].format(c=c)
 
     def measure_expr(self, m: ir.Measure) -> str:
         arg = "*" if m.col is None else ("DISTINCT " if m.distinct else "") + self.c(m.col)
-        e = f"{m.func}({arg})"
+        e = SPANS[m.func].format(arg=arg) if m.func in SPANS else f"{m.func}({arg})"
         if m.where is not None:
             e += f" FILTER (WHERE {self.cond(m.where)})"
         if m.share in ("rate_percent", "rate_fraction"):
@@ -220,6 +228,10 @@ class Compiler:
 
     def sql(self) -> str:
         r = self.req
+        if r.overlay_key:
+            return self.overlay_sql(r.overlay_key)
+        if r.aggregated and r.rollup:
+            return self.rollup_sql(*r.rollup)
         if r.aggregated:
             return self.aggregate_sql()
         cols = self.row_columns()
@@ -253,6 +265,29 @@ class Compiler:
         if keys:
             sql += " ORDER BY " + ", ".join(f"{self.key(k)} {'DESC' if d else 'ASC'}" for k, d in keys)
         return sql + limit
+
+    def overlay_sql(self, key: str) -> str:
+        """The update rows, then the base rows whose key they do not hold."""
+        base, new = self.req.sources[0], self.req.sources[1]
+        cols = ", ".join(qident(c) for c in base.source.column_names)
+        k = qident(key)
+        return (
+            f"SELECT {cols} FROM {new.step} UNION ALL SELECT {cols} FROM {base.step} AS qf_base "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {new.step} AS qf_new WHERE qf_new.{k} = qf_base.{k})"
+        )
+
+    def rollup_sql(self, func: str, outer: list[ir.GroupKey]) -> str:
+        """'the average number of orders per customer, per year': the measures per inner group, then
+        `func` of them per outer group."""
+        inner = self.aggregate_sql()
+        r = self.req
+        keys = [qident(g.name) for g in outer]
+        ms = [
+            f"{func}({qident(m.alias or m.func)}) AS {qident(f'{func}_{m.alias or m.func}')}"
+            for m in r.measures
+        ]
+        sql = f"SELECT {', '.join(keys + ms)} FROM ({inner}) AS per_group"
+        return sql + (f" GROUP BY {', '.join(keys)}" if keys else "")
 
     def aggregate_sql(self) -> str:
         r = self.req
@@ -299,6 +334,7 @@ class Compiler:
         r = self.req
         return not (
             r.aggregated
+            or r.overlay_key
             or r.where
             or r.joins
             or r.union
@@ -315,6 +351,13 @@ class Compiler:
         ) and not any(isinstance(w, ir.Exists) for w in r.where)
 
 
+# measures over the two ends of a column: the spread of prices, the days from first to last order
+SPANS = {
+    "range": "max({arg}) - min({arg})",
+    "days": "date_diff('day', min({arg}), max({arg}))",
+}
+
+
 def _key(k: str) -> str:
     return qident(k) if re.fullmatch(r"[A-Za-z_]\w*", k) else k
 
@@ -324,7 +367,7 @@ def pipeline(req: ir.Request) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     read = {req.main.alias} | {j.right.alias for j in req.joins}
     read |= {w.source.alias for w in req.where if isinstance(w, ir.Exists)}
-    if req.union:
+    if req.union or req.overlay_key:
         read |= {u.alias for u in req.sources}
     for u in req.sources:
         if u.alias not in read:
@@ -351,6 +394,11 @@ def reading(req: ir.Request) -> str:
     src = req.main.source.name
     if req.union:
         src = " + ".join(u.source.name for u in req.sources if not _exists(req, u))
+    if req.overlay_key:
+        src += (
+            f" with the rows of {req.sources[1].source.name} in place of those of the same {req.overlay_key}"
+        )
+        src += ", and its new ones added"
     for j in req.joins:
         src += f" joined with {j.right.source.name} on {', '.join(b.name for _, b in j.keys)}"
     parts.append(src)
@@ -369,6 +417,10 @@ def reading(req: ir.Request) -> str:
         ms = ", ".join(measure_words(m) for m in req.measures)
         per = f" per {', '.join(group_words(g) for g in req.group)}" if req.group else ""
         parts.append(ms + per)
+        if req.rollup:
+            func, outer = req.rollup
+            over = f" per {', '.join(group_words(g) for g in outer)}" if outer else " over all of them"
+            parts.append(f"{'average' if func == 'avg' else func} of those{over}")
         if req.having:
             parts.append(
                 "only groups where "
@@ -422,9 +474,15 @@ def measure_words(m: ir.Measure) -> str:
     if m.col is None:
         text = "number of rows"
     else:
-        fn = {"sum": "total", "avg": "average", "min": "lowest", "max": "highest", "count": "number of"}.get(
-            m.func, m.func
-        )
+        fn = {
+            "sum": "total",
+            "avg": "average",
+            "min": "lowest",
+            "max": "highest",
+            "count": "number of",
+            "range": "highest minus lowest",
+            "days": "days from first to last",
+        }.get(m.func, m.func)
         text = f"{fn} {'distinct ' if m.distinct else ''}{m.col.name}"
     if m.where is not None:
         text += f" where {cond_words(m.where)}"

@@ -62,7 +62,7 @@ class Period:
 @dataclass
 class Part:
     part: str  # month | quarter | hour | dow
-    op: str
+    op: str  # = in between < >= ..., or "examples": values shown as examples, no condition
     value: Any
     text: str
 
@@ -198,8 +198,11 @@ def find_dates(text: str) -> list[DateMatch]:
     # hours of the day
     for m in re.finditer(rf"\bbetween ({CLOCK}) and ({CLOCK})", text):
         add(m, Part("hour", "between", (_hour(m.group(1)), _hour(m.group(2))), m.group(0)))
-    for m in re.finditer(rf"\b(after|before|from|since|until) ({CLOCK})", text):
-        op = {"after": ">=", "from": ">=", "since": ">=", "before": "<", "until": "<"}[m.group(1)]
+    for m in re.finditer(
+        rf"\b(after|before|from|since|until|earlier than|later than|prior to|no later than) ({CLOCK})", text
+    ):
+        later = m.group(1) in ("after", "from", "since", "later than")
+        op = ">=" if later else "<"
         add(m, Part("hour", op, _hour(m.group(2)), m.group(0)))
     for m in re.finditer(r"\b(?:in the )?(morning|afternoon|evening|night)s?\b", text):
         span = {"morning": (6, 12), "afternoon": (12, 18), "evening": (18, 22), "night": (22, 6)}
@@ -212,12 +215,22 @@ def find_dates(text: str) -> list[DateMatch]:
         text,
     ):
         days = tuple(sorted({WEEKDAYS[d] for d in re.findall(WEEKDAY, m.group(0))}))
+        if re.match(r" ?,? ?(?:\. ?\. ?\.|…|etc\b)", text[m.end() :]):
+            # "(Monday, Tuesday, ...)": examples of the values, not the days wanted
+            end = re.match(r" ?,? ?(?:\. ?\. ?\.|…|etc)\.?", text[m.end() :])
+            assert end is not None
+            ex_lo, ex_hi = m.start(), m.end() + end.end()
+            if not any(not (ex_hi <= a or ex_lo >= b) for a, b in taken):
+                found.append(DateMatch(ex_lo, ex_hi, Part("dow", "examples", days, m.group(0))))
+                taken.append((ex_lo, ex_hi))
+            continue
         add(m, Part("dow", "in", days, m.group(0)))
     for m in re.finditer(r"\b(?:on )?weekdays\b", text):
         add(m, Part("dow", "in", (1, 2, 3, 4, 5), m.group(0)))
     # ranges between two points
     for m in re.finditer(
-        rf"\b(?:between|from) (?:the )?(?:(?:start|beginning) of )?({POINT}) "
+        rf"\b(?:between|from) (?:the )?(?:(?:start|beginning) of )?"
+        rf"({POINT}|{DAY} (?:of )?{MONTH}|{MONTH} {DAY}) "
         rf"(?:and|to|until|till|through|thru|-) (?:the )?(?:end of )?({POINT})(?: inclusive)?"
         rf"|\b({MONTH}) (?:to|until|till|through|thru|-) ({MONTH} {YEAR})\b",
         text,

@@ -118,7 +118,7 @@ class Join:
 @dataclass
 class GroupKey:
     col: Col
-    unit: str | None = None  # a time bucket: hour day week month quarter year weekday
+    unit: str | None = None  # a time bucket (hour day week month quarter year weekday) or a text part
 
     @property
     def name(self) -> str:
@@ -129,7 +129,7 @@ class GroupKey:
 
 @dataclass
 class Measure:
-    func: str  # count sum avg median min max
+    func: str  # count sum avg median min max, range (max - min), days (days from min to max)
     col: Col | None = None  # None: count(*)
     distinct: bool = False
     where: Cond | None = None  # a conditional aggregate
@@ -166,6 +166,8 @@ class Request:
     sources: list[SourceUse]
     joins: list[Join] = field(default_factory=list)
     union: bool = False
+    rollup: tuple[str, list[GroupKey]] | None = None  # (func, outer keys): an aggregate of the measures
+    overlay_key: str | None = None  # sources[1]'s rows replace sources[0]'s of the same key, new ones added
     where: list[Cond] = field(default_factory=list)
     group: list[GroupKey] = field(default_factory=list)
     measures: list[Measure] = field(default_factory=list)
@@ -189,6 +191,7 @@ class Request:
     keys: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)  # words the reading did not use
+    named: list[Any] = field(default_factory=list)  # the sources the request names (files, tables)
 
     @property
     def main(self) -> SourceUse:

@@ -4,6 +4,17 @@ from __future__ import annotations
 
 # British spellings and common typos of the words the parser relies on, mapped to one spelling.
 SPELLING = {
+    # contractions typed without the apostrophe: the negation must never be lost
+    "isnt": "isn't",
+    "arent": "aren't",
+    "wasnt": "wasn't",
+    "werent": "weren't",
+    "dont": "don't",
+    "doesnt": "doesn't",
+    "didnt": "didn't",
+    "hasnt": "hasn't",
+    "havent": "haven't",
+    "hadnt": "hadn't",
     "alphabetically": "ascending",
     "alphabetical": "ascending",
     "summarise": "summarize",
@@ -130,11 +141,14 @@ RANKING = {
     "greatest": (True, False),
     "most": (True, False),
     "priciest": (True, False),
+    "dearest": (True, False),
     "smallest": (False, False),
     "lowest": (False, False),
     "least": (False, False),
     "cheapest": (False, False),
     "poorest": (False, False),
+    "busiest": (True, False),  # by number of rows
+    "quietest": (False, False),
     "richest": (True, False),
     "wealthiest": (True, False),
     "bottom": (False, False),
@@ -161,6 +175,7 @@ PRICE_WORDS = {
     "cheaper",
     "pricier",
     "dearer",
+    "dearest",
 }
 
 # Comparison phrases, longest first: phrase → operator (applied as column OP value).
@@ -254,6 +269,12 @@ NEGATIONS = {
     "aren't",
     "wasn't",
     "weren't",
+    "don't",
+    "doesn't",
+    "didn't",
+    "hasn't",
+    "haven't",
+    "hadn't",
     "never",
     "other",  # "other than"
     "besides",

@@ -221,14 +221,17 @@ class Vocabulary:
     def values(self, phrase: str, *, sources: list[Source] | None = None) -> list[ValueRef]:
         """Domain values a phrase names: exact, country names for code columns, close spellings."""
         p = phrase.strip().lower()
-        if not p or len(p) < 2:
-            return []
+        if not p or (len(p) < 2 and p.isalnum()):
+            return []  # one letter is no value; one sign may be ('/', the root page)
         out: list[ValueRef] = []
         for s in sources if sources is not None else self.sources:
             for column, domain in s.domains.items():
                 lower = {v.lower(): v for v in domain}
                 if p in lower:
                     out.append(ValueRef(s, column, lower[p], 100))
+                    continue
+                if p in ROOT_PAGE and "/" in lower:  # "the home page" of a column of URL paths
+                    out.append(ValueRef(s, column, lower["/"], 90))
                     continue
                 if p.rstrip("s") in lower and len(p) > 3:  # "pendings", plural of a status
                     out.append(ValueRef(s, column, lower[p.rstrip("s")], 90))
@@ -271,6 +274,9 @@ def _stem(word: str) -> str:
     if len(w) >= 5 and w[-1] == w[-2] and w[-1] not in "aeiou":
         w = w[:-1]  # cancell → cancel, shipp → ship
     return w
+
+
+ROOT_PAGE = {"home", "homepage", "home page", "root", "root page", "landing page", "front page", "index"}
 
 
 def _code_column(domain: tuple[str, ...]) -> bool:

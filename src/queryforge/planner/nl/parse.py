@@ -44,6 +44,10 @@ FUNCTION_WORDS = words(
 )
 TARGET_STOP = {
     "end",
+    "column",  # "into a new column": a column of the result, never the table
+    "columns",
+    "field",
+    "fields",
     "existing",
     "warehouse",
     "database",
@@ -118,19 +122,23 @@ class Parser:
         """Words no vocabulary knows, one or two letters off a known one: 'undr' → 'under'."""
         vocab = known_words(self.ctx)
         for t in self.tokens:
-            if t.kind != "word" or len(t.norm) < 5 or t.norm in vocab or singular(t.norm) in vocab:
+            if t.kind != "word" or len(t.norm) < 4 or t.norm in vocab or singular(t.norm) in vocab:
                 continue
             if "_" in t.norm or any(ch.isdigit() for ch in t.norm):
                 continue  # a name, not a misspelt word
             from .clauses import is_english, zipf_frequency
 
             english = is_english(t.norm, broad=False)
+            if len(t.norm) == 4 and (english or is_english(t.norm) or zipf_frequency(t.norm) >= 2):
+                continue  # a short word is a typo only when no dictionary knows it: 'clik', 'yaer
             if t.raw[:1].isupper() and t.index > 0:
                 continue  # a proper noun is not a typo ('Mars')
             before = self.tokens[t.index - 1].norm if t.index > 0 else ""
             if before in ("into", "to", "as", "called", "named", "call", "table", "name", "titled"):
                 continue  # a destination's name is the user's to choose ('orderz')
-            hit = closest_keyword(t.norm, keywords(self.ctx))
+            if zipf_frequency(t.norm) >= COMMON_WORD:
+                continue  # a word this common is meant ('spain' is no misspelt 'span')
+            hit = closest_keyword(t.norm, keywords(self.ctx), prefer=frozenset(catalog_words(self.ctx)))
             if hit and english and zipf_frequency(hit) - zipf_frequency(t.norm) < RARE_GAP:
                 continue  # 'worth' is a word of its own, not a misspelt 'worst'; 'frist' is a typo
             if hit:
@@ -563,9 +571,14 @@ class Parser:
         cands = [s for s in self.ctx.sources if singular(s.stem.lower()) == w]
         if not cands:
             return None
-        named = [s for s in getattr(self, "explicit", []) if s in cands]
+        explicit = [*getattr(self, "explicit", []), *getattr(self, "said", [])]  # files, then tables too
+        named = [s for s in explicit if s in cands] or [
+            s for s in explicit if any(s.column_names == c.column_names for c in cands)
+        ]
         if named:
-            return named[0]  # "products.parquet ... the product price": the file the request named
+            # "products.parquet ... the product price", "the 10 smallest orders in orders_2025.csv":
+            # the file the request named, also when it holds the same rows under another name
+            return named[0]
         rank = {"csv": 0, "parquet": 1, "ndjson": 2, "jsonl": 2, "json": 3}
         files = sorted(
             (s for s in cands if s.kind == "file"),
@@ -650,13 +663,16 @@ def _keywords(ctx: PlannerContext) -> frozenset[str]:
 # How much rarer (in Zipf units, a factor of ten each) a dictionary word must be than the keyword
 # one edit away to be read as its typo: 'frist' (2.4) for 'first' (6.3), never 'worth' for 'worst'.
 RARE_GAP = 2.5
+# Typos are rare strings ('frist' 2.4, 'amont' 1.4, 'clik' 1.6); a word at least this common is a word.
+COMMON_WORD = 3.5
 
 
-def closest_keyword(word: str, targets: frozenset[str]) -> str | None:
+def closest_keyword(word: str, targets: frozenset[str], prefer: frozenset[str] = frozenset()) -> str | None:
     """The one keyword a misspelt word is a slip away from: one edit or swap, two in long words.
 
     Optimal string alignment counts a swapped pair as one edit ('frist', 'mulitple', 'retruned'),
-    which a plain ratio scores as two. Two keywords equally close make no correction.
+    which a plain ratio scores as two. Two keywords equally close make no correction, unless just
+    one of them is a word of the data (`prefer`): 'amont' is 'amount', a column, not 'among'.
     """
     limit = 1 if len(word) < 8 else 2
     best: list[tuple[int, str]] = []
@@ -671,8 +687,10 @@ def closest_keyword(word: str, targets: frozenset[str]) -> str | None:
     if not best:
         return None
     best.sort()
-    if len(best) > 1 and best[1][0] == best[0][0] and singular(best[1][1]) != singular(best[0][1]):
-        return None
+    tied = [w for d, w in best if d == best[0][0]]
+    if len({singular(w) for w in tied}) > 1:
+        data = [w for w in tied if w in prefer]
+        return data[0] if len({singular(w) for w in data}) == 1 else None
     return best[0][1]
 
 
@@ -767,6 +785,7 @@ class Reader(Parser):
             self._use_target_words(span)
         mode, mode_said, keys = self.mode(target)
         named = self.sources(target)
+        self.said = [s for _, s in named]  # named in so many words, not inferred
         entities = self.entity_sources()
         if not named:
             named = self.infer_sources(entities)
@@ -839,7 +858,7 @@ class Reader(Parser):
                 s = by_id[sid]
                 if any(s is e for _, e in entities):
                     continue
-                if not any(_C.join_keys(e, s) or e.column_names == s.column_names for e in leads):
+                if not any(_C.shared_keys(e, s) or e.column_names == s.column_names for e in leads):
                     del score[sid]
         # one source per shape: orders.csv over orders.parquet, and over orders_2025.csv when the
         # words name "orders" (the same columns under another name are other slices of the data)
@@ -864,7 +883,7 @@ class Reader(Parser):
         cands = [by_id[k] for k in picked.values()]
         from .clauses import Clauses
 
-        hubs = {id(s): sum(bool(Clauses.join_keys(s, o)) for o in cands if o is not s) for s in cands}
+        hubs = {id(s): sum(bool(Clauses.shared_keys(s, o)) for o in cands if o is not s) for s in cands}
         lead = {id(s) for i, s in entities if not self.secondary(i)}
         cands.sort(key=lambda s: (-hubs[id(s)], id(s) not in lead, first[id(s)], -score[id(s)]))
         return [(first[id(s)], s) for s in cands]

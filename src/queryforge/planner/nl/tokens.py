@@ -19,7 +19,7 @@ TOKEN = re.compile(
   | (?P<op>>=|<=|!=|<>|==|=|>|<|≥|≤)
   | (?P<path>(?<![\w])/[\w][\w/.-]*)
   | (?P<word>[A-Za-z_][\w]*(?:['’][a-z]+)?(?:-[A-Za-z_][\w]*)*)
-  | (?P<punct>[,;:()?!&+*/.-])
+  | (?P<punct>[,;:()?!&+*/.@-])
     """,
     re.X | re.I,
 )
@@ -68,6 +68,8 @@ PHRASES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("more", "than", "once"), "more than 1 times"),
     (("at", "least", "twice"), "at least 2 times"),
     (("twice", "or", "more"), "2 or more times"),
+    (("partitioned", "by"), "per"),  # window words as SQL says them
+    (("partition", "by"), "per"),
     (("multiple",), "more than 1"),
     (("several",), "more than 1"),
     (("a", "to", "z"), "ascending"),
@@ -75,6 +77,82 @@ PHRASES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("a", "z"), "ascending"),  # "A-Z"
     (("z", "a"), "descending"),
 )
+
+
+# SQL aggregate calls as analysts type them in terse requests ('amount > avg(amount)'), read as the
+# words the rules know; a call whose argument is not one plain name is left as it is.
+CALLS = {
+    "avg": "average",
+    "average": "average",
+    "mean": "average",
+    "sum": "total",
+    "min": "minimum",
+    "max": "maximum",
+    "median": "median",
+    "cumsum": "running total of",
+    "cumulative_sum": "running total of",
+    "running_sum": "running total of",
+    "running_total": "running total of",
+}
+
+
+def calls(tokens: list[Token], text: str) -> list[Token]:
+    """`f(x)`, `count(*)`, `count(distinct x)` rewritten to words: 'average x', 'count of rows';
+    '3+' is '3 or more'."""
+    out: list[Token] = []
+    i = 0
+    while i < len(tokens):
+        t = tokens[i]
+        if t.norm == "+" and out and out[-1].kind == "number" and out[-1].end == t.start:
+            out += [Token(t.raw, "or", "word", t.start, t.end), Token("", "more", "word", t.start, t.end)]
+            i += 1
+            continue
+        inner = _call_argument(tokens, i)
+        if inner is None:
+            out.append(t)
+            i += 1
+            continue
+        distinct, arg, end = inner
+        fn = t.norm
+        if fn == "count":
+            words = (
+                ["count", "of", "rows"]
+                if arg in ("*", "1")
+                else ["number", "of"] + (["distinct"] if distinct else []) + [arg]
+            )
+        elif fn in CALLS and not distinct and arg not in ("*", "1"):
+            words = [*CALLS[fn].split(), arg]
+        else:
+            out.append(t)
+            i += 1
+            continue
+        start, stop = t.start, tokens[end].end
+        for k, w in enumerate(words):
+            kind = "word"
+            if w == arg:
+                kind = tokens[end - 1].kind
+            out.append(Token(text[start:stop] if k == 0 else "", w, kind, start, stop))
+        i = end + 1
+    return out
+
+
+def _call_argument(tokens: list[Token], i: int) -> tuple[bool, str, int] | None:
+    """(distinct?, argument, index of ')') when tokens[i:] is `name ( [distinct] arg )`."""
+    t = tokens[i]
+    if t.kind != "word" or t.norm not in (*CALLS, "count") or i + 3 >= len(tokens) + 0:
+        return None
+    if tokens[i + 1].norm != "(" or tokens[i + 1].start != t.end:
+        return None
+    k = i + 2
+    distinct = tokens[k].norm == "distinct" if k < len(tokens) else False
+    if distinct:
+        k += 1
+    if k + 1 >= len(tokens) or tokens[k + 1].norm != ")":
+        return None
+    arg = tokens[k]
+    if arg.kind == "word" or (arg.kind == "punct" and arg.norm == "*") or arg.norm == "1":
+        return distinct, arg.norm, k + 1
+    return None
 
 
 def _norm_word(word: str) -> str:
@@ -112,7 +190,7 @@ def tokenize(text: str) -> list[Token]:
         if kind == "quoted":
             norm = raw[1:-1]
         tokens.append(Token(raw, norm, kind, m.start(), m.end()))
-    return phrases(tokens, text)
+    return phrases(calls(tokens, text), text)
 
 
 def phrases(tokens: list[Token], text: str) -> list[Token]:
