@@ -1196,8 +1196,22 @@ def test_negation_after_the_rows_and_the_root_page_as_a_value(env: Env, expected
         "Count the distinct sessions per day in events.ndjson -> daily_sessions",
         "replace the missing values in customers.csv and save it as customers_filled",
         "events.ndjson purchases by hour of ts, busiest hour only -> peak_hour",
+        "make the orders better and put it in improved_orders",
+        "Work out the revenue per status from orders.csv into status_revenue, and after that remove the "
+        "returned rows from orders.csv",
+        "For each year in orders.csv, the average total per customer among those who came back -> x",
     ],
-    ids=["source-dropped", "other-date", "unread-clause", "unknown-distinct", "fill-what", "unread-ranking"],
+    ids=[
+        "source-dropped",
+        "other-date",
+        "unread-clause",
+        "unknown-distinct",
+        "fill-what",
+        "unread-ranking",
+        "vague-change",
+        "embedded-removal",
+        "unread-average",
+    ],
 )
 def test_asks_when_a_source_a_clause_or_a_quantity_word_is_not_read(
     ctx: PlannerContext, request_text: str

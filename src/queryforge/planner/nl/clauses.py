@@ -4278,6 +4278,13 @@ class Clauses:
             and not self.reading_has(VITAL_WORDS[w])
             and (VITAL_WORDS[w] != "compare" or re.search(rf"\b{w} than\b|\bor {w}\b", self.p.norm))
         ]
+        vague = [w for w in vital if VITAL_WORDS[w] == "vague"]
+        if vague:
+            raise PlannerQuestion(
+                f"What should {', '.join(repr(w) for w in vague)} mean here? It names no change I can make "
+                "to the data",
+                hint="say the change: which rows to keep, which columns, a grouping, a fill value, a sort",
+            )
         if vital:
             # "customers with more than one order" read as a count of all rows: a quantity word
             # left over means a measure, comparison or ranking was not understood
@@ -4391,8 +4398,14 @@ class Clauses:
             j = k - 1
             while j >= 0 and items[j].kind == "word" and items[j].text in ("from", "in", "of"):
                 j -= 1  # "customers from customers.csv who ...": the file is no item of its own
-            if j < 0 or items[j].kind not in ("src", "col"):
-                continue
+            if j < 0 or not (
+                items[j].kind in ("src", "col")
+                or (
+                    items[j].kind == "word"
+                    and items[j].text in ("those", "ones", "people", "anyone", "everyone")
+                )
+            ):
+                continue  # "customers who ...", "among those who came back"
             it = items[j]
             clause = items[k + 1 : k + 6]
             stop = next((n for n, x in enumerate(clause) if x.kind == "punct"), len(clause))
@@ -4466,6 +4479,8 @@ class Clauses:
                 or any(f"{func}(" in e for e in r.derived.values())
                 or (r.running is not None and r.running.measure.func == func)
             )
+        if kind == "vague":
+            return False  # no reading says what 'better' is
         if kind == "fill":
             return bool(r.fills or r.derived)
         if kind == "arithmetic":
@@ -4829,6 +4844,35 @@ VITAL_WORDS: dict[str, str] = {
     **dict.fromkeys(("missing", "empty", "blank", "null", "nulls"), "missing"),
     **dict.fromkeys(("distinct", "unique"), "distinct"),
     **dict.fromkeys(("difference", "gap", "spread", "minus"), "arithmetic"),
+    # a change asked for with no operation that says what it is: 'make the orders better'
+    **dict.fromkeys(
+        (
+            "better",
+            "improve",
+            "improved",
+            "improving",
+            "nicer",
+            "cleaner",
+            "tidier",
+            "tidy",
+            "neater",
+            "prettier",
+            "optimise",
+            "optimised",
+            "optimize",
+            "optimized",
+            "enhance",
+            "enhanced",
+            "polish",
+            "polished",
+            "fix",
+            "fixed",
+            "meaningful",
+            "useful",
+            "interesting",
+        ),
+        "vague",
+    ),
     **dict.fromkeys(("fill", "filled", "impute", "imputed", "substitute", "coalesce"), "fill"),
 }
 # Ranking words read by the rank rule, never linked to a column by synonym.

@@ -173,6 +173,15 @@ class Parser:
             self.request,
             re.I,
         )
+        # "..., and after that remove the returned rows from orders.csv": a change to a source, after
+        embedded = embedded or re.search(
+            r"(?:\bthen|\bafterwards|\bafter that|\bafter this|\bonce (?:that is|that's|it is|it's) done|"
+            r"\band also|\balso)\s+(?:please\s+)?(remove|delete|drop|strip|purge|erase|clean)\b"
+            r"[^.;]*?\bfrom\s+"
+            r"(?:the\s+)?(?:[\w./-]+\.(?:csv|tsv|ndjson|jsonl|json|parquet|sqlite3?|db|duckdb)\b|\w+\s+(?:table|file)\b)",
+            self.request,
+            re.I,
+        )
         if embedded:
             raise PlannerQuestion(
                 f"I can't {embedded.group(1).lower()} data: a pipeline reads its sources and loads its "
