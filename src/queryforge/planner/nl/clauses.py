@@ -417,6 +417,7 @@ class Clauses:
     # ------------------------------------------------------------ the rules
     def build(self) -> ir.Request:
         self.key_map: list[tuple[Source, str, Source, str]] = []  # keys paired by the request
+        self.pending_having: tuple[str, float] | None = None  # "only the ones with 10+ orders"
         self.link()
         self.join_on: str | None = None
         self.share_of_total: str | None = None
@@ -1457,11 +1458,16 @@ class Clauses:
     # ---- duplicates
     def rule_dedupe(self) -> None:
         # "unique customers of customers.csv who ...": the main source's rows, each once
-        for u in self.find(
-            r"(?<!count )(?<!number of )(?<!many )(?<!count of )\b(?:unique|distinct) (S\d+)\b"
-        ):
+        for u in self.find(r"\b(?:unique|distinct) (S\d+)\b"):
+            counted = re.search(
+                r"\b(?:count|counts|counting|number of|numbers of|how many|tally|tallies|count of)"
+                r"(?: the)? $",
+                self.sym[: u.start()],
+            )  # "tally the distinct customers": a count of distinct keys, read with the measures
+            if counted:
+                continue
             if self.item(u.group(1)).ref is self.main.source and not re.search(
-                r"\b(?:count|number|how many|per|by|each|every)\b", self.sym
+                r"\b(?:count|number|how many|tally|per|by|each|every)\b", self.sym
             ):
                 self.req.distinct = True
                 self.take(u)
@@ -2305,6 +2311,19 @@ class Clauses:
             r"and more|and up|plus|or above|at least|at most)(?: (?P<v2>V\d+))?(?: (?P<s>S\d+|times))?",
             self.sym,
         )
+        ones = re.search(
+            r"\b(?:only )?(?:the )?(?:ones|those|groups)(?: with| having| that have| who have| which have|"
+            r" that placed| who placed)? (N\d+) (?P<t>or more|or fewer|or less|and more|and up|plus|or above|"
+            r"at least|at most)(?: (?:S\d+|times|rows|records))?",
+            self.sym,
+        )
+        if ones and not m and not m2 and not m3:
+            # "order count per customer_id, only the ones with 10+ orders": the groups read later
+            op = "<=" if re.search(r"fewer|less|most", ones.group("t")) else ">="
+            self.pending_having = (op, float(self.item(ones.group(1)).ref))
+            self.take(ones)
+            self.render()
+            return
         if m3 and not m and not m2:
             key = self.item(m3.group(1))
             other = self.item(m3.group("s")).ref if (m3.group("s") or "").startswith("S") else None
@@ -3868,6 +3887,8 @@ class Clauses:
         self.group_by_entity()
         self.rank_over_groups()
         self.joins()
+        self.having_of_groups()
+        self.pivot_columns()
         self.rule_rollup()
         self.unused()
         self.numeric_measures()
@@ -3903,6 +3924,32 @@ class Clauses:
             )
         self.req.notes = self.p.notes
         self.req.named = list(self.p.said)
+
+    def having_of_groups(self) -> None:
+        """'only the ones with 10+ orders': a count condition on the groups the request made."""
+        if self.pending_having is None:
+            return
+        r = self.req
+        if not r.group:
+            raise PlannerQuestion(
+                "Which groups should have that many rows? The request groups nothing",
+                hint="say 'per <column>', e.g. 'per customer_id, only the ones with 10+ orders'",
+            )
+        count = next((m for m in r.measures if m.func == "count" and m.col is None and m.where is None), None)
+        if count is None:
+            count = ir.Measure("count", None, alias="count")
+            r.measures.append(count)
+        op, value = self.pending_having
+        r.having.append(ir.Having(count.alias, op, value))
+
+    def pivot_columns(self) -> None:
+        """'one row per page and one column per event type (signup, click, ...)': counts of each value as
+        columns; the column the values come from is no group of the rows."""
+        r = self.req
+        split = {m.where.col for m in r.measures if isinstance(m.where, ir.Compare) and m.where.op == "="}
+        for col in split:
+            if sum(1 for m in r.measures if isinstance(m.where, ir.Compare) and m.where.col == col) >= 2:
+                r.group = [g for g in r.group if not (g.col == col and g.unit is None)]
 
     def rule_rollup(self) -> None:
         """'the average number of orders per customer, for each year', 'orders per customer per year,
@@ -3951,8 +3998,8 @@ class Clauses:
             r.rollup = (func, outer)
         else:  # "the average number of orders per customer (for each year)": the inner key follows
             inner = next((g for i in after[:1] if (g := key_named(i + 1)) is not None), None)
-            if inner is None:
-                return
+            if inner is None or inner.unit is not None:
+                return  # "on average, how many orders in each year": an average over what? a question
             r.rollup = (func, [g for g in r.group if g is not inner])
         avg.used = True
 
@@ -4479,8 +4526,8 @@ class Clauses:
                 or any(f"{func}(" in e for e in r.derived.values())
                 or (r.running is not None and r.running.measure.func == func)
             )
-        if kind == "vague":
-            return False  # no reading says what 'better' is
+        if kind in ("vague", "unread"):
+            return False  # no reading says what 'better' is, nor 'followed by a purchase
         if kind == "fill":
             return bool(r.fills or r.derived)
         if kind == "arithmetic":
@@ -4844,6 +4891,8 @@ VITAL_WORDS: dict[str, str] = {
     **dict.fromkeys(("missing", "empty", "blank", "null", "nulls"), "missing"),
     **dict.fromkeys(("distinct", "unique"), "distinct"),
     **dict.fromkeys(("difference", "gap", "spread", "minus"), "arithmetic"),
+    "many": "unread",  # "how many" left over: a second measure asked for and not read
+    **dict.fromkeys(("followed", "preceded", "subsequently", "afterwards", "later"), "unread"),
     # a change asked for with no operation that says what it is: 'make the orders better'
     **dict.fromkeys(
         (

@@ -68,6 +68,8 @@ PHRASES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("more", "than", "once"), "more than 1 times"),
     (("at", "least", "twice"), "at least 2 times"),
     (("twice", "or", "more"), "2 or more times"),
+    (("called", "off"), "cancelled"),  # "orders that were called off" names no table 'off'
+    (("call", "off"), "cancel"),
     (("partitioned", "by"), "per"),  # window words as SQL says them
     (("partition", "by"), "per"),
     (("multiple",), "more than 1"),
