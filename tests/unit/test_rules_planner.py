@@ -1396,3 +1396,18 @@ def test_examples_and_remarks_in_brackets_are_no_conditions(env: Env, expected: 
     assert_rows(
         d, env, expected, "SELECT customer_id, min(order_date), max(order_date) FROM 'orders.csv' GROUP BY 1"
     )
+
+
+def test_rounding_ratios_of_measures_and_letter_case(env: Env, expected: Expected) -> None:
+    d = draft("products.csv average price per category, rounded to one decimal -> r1", env.ctx)
+    assert_rows(
+        d, env, expected, "SELECT category, round(avg(price), 1) FROM 'products.csv' GROUP BY category"
+    )
+    d = draft("orders.csv: amount rounded to whole numbers -> r0", env.ctx)
+    assert_rows(d, env, expected, "SELECT * REPLACE (round(amount, 0) AS amount) FROM 'orders.csv'")
+    d = draft("orders.csv per status: total amount divided by number of orders -> aov", env.ctx)
+    assert_rows(d, env, expected, "SELECT status, sum(amount) / count(*) FROM 'orders.csv' GROUP BY status")
+    d = draft("customers.csv with the name in upper case -> shouting", env.ctx)
+    assert_rows(d, env, expected, "SELECT * REPLACE (upper(name) AS name) FROM 'customers.csv'")
+    d = draft("customers.csv names in lowercase as a new column -> quiet", env.ctx)
+    assert_rows(d, env, expected, "SELECT *, lower(name) FROM 'customers.csv'")

@@ -430,6 +430,7 @@ class Clauses:
         self.rule_window()
         self.rule_derive()
         self.rule_text_parts()
+        self.rule_text_case()
         self.rule_rename()
         self.rule_columns()
         self.rule_dedupe()
@@ -452,6 +453,8 @@ class Clauses:
         self.rule_measures()
         self.measure_remarks()
         self.rule_spread()
+        self.rule_ratio()
+        self.rule_rounding()
         self.rule_group()
         if self.share_of_total and self.req.measures:
             m0 = self.req.measures[0]
@@ -946,6 +949,24 @@ class Clauses:
                     expr = TEXT_PARTS[unit].format(c=self.col(ref).sql(False))
                     self.req.derived[f"{ref.column}_{unit.split('_')[-1]}"] = expr
                 self.take(m)
+            self.render()
+
+    def rule_text_case(self) -> None:
+        """'the name in upper case', 'upper-cased emails', 'country in lowercase as a new column'."""
+        case = r"(?P<f>upper|lower|uppercase|lowercase|upper case|lower case|capitals|capital letters|caps)"
+        for m in self.find(
+            rf"\b(?:the )?(?P<c>C\d+)s? (?:in|to|as|into|converted to|turned into) (?:all )?{case}"
+            rf"(?: letters)?\b"
+            rf"|\b(?P<f2>upper|lower) ?cased? (?:the )?(?P<c2>C\d+)s?\b"
+        ):
+            ref = self.colref(m.group("c") or m.group("c2"))
+            if ref.numeric or ref.temporal:
+                continue
+            fn = "lower" if (m.group("f") or m.group("f2") or "").startswith("lower") else "upper"
+            new = re.search(r"\b(?:new|extra|additional|another) (?:column|field)\b", self.p.norm)
+            name = f"{ref.column}_{fn}" if new else ref.column
+            self.req.derived[name] = f"{fn}({self.col(ref).sql(False)})"
+            self.take(m)
             self.render()
 
     def take_word_before(self, pos: int) -> None:
@@ -2698,6 +2719,61 @@ class Clauses:
         # "with both dates": the two measures said again
         for x in self.find(r"\b(?:with )?(?:both|the two) (?:C\d+|dates|times)\b"):
             self.take(x)
+        self.render()
+
+    def rule_ratio(self) -> None:
+        """'total amount divided by number of orders', 'sum of amount / count': one measure over another."""
+        r = self.req
+        if len(r.measures) != 2 or any(m.share for m in r.measures):
+            return
+        said = self.find(r"\b(?:divided by|over|/|per each|relative to)\b|(?<= )/(?= )")
+        if len(said) != 1:
+            return
+        a, b = r.measures
+        # the measure said before 'divided by' is the numerator: the last measure word before it
+        before = self.p.norm[: self.p.norm.find(said[0].group(0).split()[0])] if said[0].group(0) else ""
+        words = re.findall(
+            r"\b(count|number|how many|tally|total|sum|average|avg|mean|max|maximum|min|minimum)\b", before
+        )
+        first = (
+            {"number": "count", "how many": "count", "tally": "count", "total": "sum"}.get(
+                words[-1], AGGREGATES.get(words[-1], words[-1])
+            )
+            if words
+            else a.func
+        )
+        if b.func == first and a.func != first:
+            a, b = b, a
+        r.measures = [ir.Measure("ratio", None, alias=f"{a.alias}_per_{b.alias}", parts=(a, b))]
+        self.take(said[0])
+        self.render()
+
+    def rule_rounding(self) -> None:
+        """'rounded to 2 decimals', 'to one decimal place', 'rounded to whole numbers'."""
+        m = re.search(
+            r"\b(?:rounded|round|rounding)(?: off)?(?: (?:to|at))? (?:(?P<n>N\d+|one) )?(?:decimals?|"
+            r"decimal places?|dp|places|digits)\b"
+            r"|\b(?:rounded|round)(?: off)?(?: (?:to|at))? (?:the nearest )?"
+            r"(?:whole numbers?|integers?|whole|units?)\b"
+            r"|\bto (?P<n2>N\d+|one) (?:decimals?|decimal places?|dp)\b",
+            self.sym,
+        )
+        if not m:
+            return
+        n = m.group("n") or m.group("n2")
+        self.req.round_to = 1 if n == "one" else int(self.item(n[1:]).ref) if n else 0
+        if not self.req.measures:
+            # "amount rounded to whole numbers": the number column said just before, in place
+            col = re.search(r"(C\d+) (?:,? )?$", self.sym[: m.start()])
+            if col is None or not self.colref(col.group(1)).numeric:
+                raise PlannerQuestion(
+                    "Which number should be rounded?", hint="say 'the <column> rounded to 2 decimals'"
+                )
+            ref = self.colref(col.group(1))
+            self.req.derived[ref.column] = f"round({self.col(ref).sql(False)}, {self.req.round_to})"
+            self.req.round_to = None
+            self.take(col)
+        self.take(m)
         self.render()
 
     def measure_remarks(self) -> None:

@@ -158,6 +158,13 @@ class Compiler:
         return UNIT_SQL[g.unit].format(c=c)
 
     def measure_expr(self, m: ir.Measure) -> str:
+        e = self.bare_measure(m)
+        return e if self.req.round_to is None else f"round({e}, {self.req.round_to})"
+
+    def bare_measure(self, m: ir.Measure) -> str:
+        if m.parts is not None:
+            a, b = m.parts
+            return f"{self.bare_measure(a)} / {self.bare_measure(b)}"
         arg = "*" if m.col is None else ("DISTINCT " if m.distinct else "") + self.c(m.col)
         e = SPANS[m.func].format(arg=arg) if m.func in SPANS else f"{m.func}({arg})"
         if m.where is not None:
@@ -417,6 +424,8 @@ def reading(req: ir.Request) -> str:
         ms = ", ".join(measure_words(m) for m in req.measures)
         per = f" per {', '.join(group_words(g) for g in req.group)}" if req.group else ""
         parts.append(ms + per)
+        if req.round_to is not None:
+            parts.append(f"rounded to {req.round_to} decimals")
         if req.rollup:
             func, outer = req.rollup
             over = f" per {', '.join(group_words(g) for g in outer)}" if outer else " over all of them"
@@ -471,6 +480,8 @@ def group_words(g: ir.GroupKey) -> str:
 
 
 def measure_words(m: ir.Measure) -> str:
+    if m.parts is not None:
+        return f"({measure_words(m.parts[0])}) divided by ({measure_words(m.parts[1])})"
     if m.col is None:
         text = "number of rows"
     else:

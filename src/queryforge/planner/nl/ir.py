@@ -135,6 +135,7 @@ class Measure:
     where: Cond | None = None  # a conditional aggregate
     alias: str = ""
     share: str | None = None  # None | percent | fraction: of the total over all groups
+    parts: tuple[Measure, Measure] | None = None  # func "ratio": the first over the second
 
 
 @dataclass
@@ -166,6 +167,7 @@ class Request:
     sources: list[SourceUse]
     joins: list[Join] = field(default_factory=list)
     union: bool = False
+    round_to: int | None = None  # decimals every measure is rounded to
     rollup: tuple[str, list[GroupKey]] | None = None  # (func, outer keys): an aggregate of the measures
     overlay_key: str | None = None  # sources[1]'s rows replace sources[0]'s of the same key, new ones added
     where: list[Cond] = field(default_factory=list)
