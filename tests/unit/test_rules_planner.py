@@ -1411,3 +1411,29 @@ def test_rounding_ratios_of_measures_and_letter_case(env: Env, expected: Expecte
     assert_rows(d, env, expected, "SELECT * REPLACE (upper(name) AS name) FROM 'customers.csv'")
     d = draft("customers.csv names in lowercase as a new column -> quiet", env.ctx)
     assert_rows(d, env, expected, "SELECT *, lower(name) FROM 'customers.csv'")
+
+
+def test_a_measure_in_two_years_and_its_change(env: Env, expected: Expected) -> None:
+    years = (
+        "sum(amount) FILTER (WHERE year(order_date) = 2025) AS a, "
+        "sum(amount) FILTER (WHERE year(order_date) = 2026) AS b"
+    )
+    d = draft("orders.csv total amount per status in 2025 and 2026 and the change -> c", env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        f"SELECT status, a, b, b - a FROM (SELECT status, {years} FROM 'orders.csv' GROUP BY 1)",
+    )
+    d = draft(
+        "How did each status's sales (sum of amount in orders.csv) change from 2025 to 2026 in percent? "
+        "I want status, the 2025 total, the 2026 total and the % change -> yoy",
+        env.ctx,
+    )
+    assert_rows(
+        d,
+        env,
+        expected,
+        f"SELECT status, a, b, 100.0 * (b - a) / a "
+        f"FROM (SELECT status, {years} FROM 'orders.csv' GROUP BY 1)",
+    )

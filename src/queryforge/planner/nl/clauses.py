@@ -418,6 +418,7 @@ class Clauses:
     def build(self) -> ir.Request:
         self.key_map: list[tuple[Source, str, Source, str]] = []  # keys paired by the request
         self.pending_having: tuple[str, float] | None = None  # "only the ones with 10+ orders"
+        self.change: tuple[int, int, bool] | None = None  # (from year, to year, in percent)
         self.link()
         self.join_on: str | None = None
         self.share_of_total: str | None = None
@@ -441,6 +442,7 @@ class Clauses:
         self.rule_versus_aggregate()
         self.rule_running()
         self.rule_sort()
+        self.rule_change()
         self.rule_share()
         self.rule_keep_unmatched()
         self.rule_anti()
@@ -2721,6 +2723,92 @@ class Clauses:
             self.take(x)
         self.render()
 
+    def rule_change(self) -> None:
+        """'the percentage change from 2025 to 2026', 'growth relative to 2025 in percent': a measure in two
+        periods and the change between them."""
+        m = re.search(
+            r"\b(?:the )?(?P<pct>percent(?:age)? |% |pct )?(?:change|growth|increase|decrease|difference|"
+            r"evolution)(?: in (?:percent|%|percentage))?(?: (?:from|between) (?P<a>N\d+|D\d+) (?:to|and) "
+            r"(?P<b>N\d+|D\d+)| (?:from|between|over) (?P<ab>D\d+))?"
+            r"(?: (?:relative to|compared (?:to|with)|vs|versus|over) (?P<base>N\d+|D\d+))?"
+            r"(?: (?:in|as a|as) (?P<pct2>percent|percentage|%))?",
+            self.sym,
+        )
+        if m is None:
+            return
+        found: set[int] = set()
+        for it in self.items:
+            if (
+                it.kind == "num"
+                and it.ref is not None
+                and float(it.ref).is_integer()
+                and 1990 <= it.ref <= 2100
+            ):
+                found.add(int(it.ref))
+            elif it.kind == "date" and isinstance(it.ref, Period) and isinstance(it.ref.lo, date):
+                lo, hi = it.ref.lo, it.ref.hi
+                if isinstance(hi, date) and (lo.month, lo.day, hi.month, hi.day) == (1, 1, 1, 1):
+                    found |= set(range(lo.year, hi.year))  # "2025", "from 2025 to 2026": whole years
+        labels = sorted(found)
+        if len(labels) != 2:
+            return
+        percent = bool(
+            m.group("pct")
+            or m.group("pct2")
+            or re.search(r"percent|percentage|%|\bpct\b", self.p.request.lower())
+        )
+        self.change = (labels[0], labels[1], percent)
+        self.take(m)
+        for x in self.find(r"\b(?:in |as (?:a )?)?(?:percent|percentage|%|pct)\b|\byear over year\b|\bvs\b"):
+            self.take(x)
+        self.render()
+
+    def add_change(self) -> None:
+        """The change measure of rule_change, over the two period measures (made here if no rule did)."""
+        if self.change is None:
+            return
+        lo, hi, percent = self.change
+        r = self.req
+
+        def period(year: int) -> ir.Measure | None:
+            return next(
+                (
+                    m
+                    for m in r.measures
+                    if isinstance(m.where, ir.DateRange)
+                    and isinstance(m.where.lo, date)
+                    and m.where.lo == date(year, 1, 1)
+                    and m.where.hi == date(year + 1, 1, 1)
+                ),
+                None,
+            )
+
+        made = False
+        for year in (lo, hi):
+            if period(year) is None:
+                made = True
+                ref = self.only_measure("the change")
+                dcol = self.col(self.date_column())
+                spec = Period(date(year, 1, 1), date(year + 1, 1, 1), str(year))
+                r.measures.append(
+                    ir.Measure(
+                        "sum", self.col(ref), where=self.date_cond(dcol, spec), alias=f"{ref.column}_{year}"
+                    )
+                )
+        a, b = period(lo), period(hi)
+        assert a is not None and b is not None
+        if made:  # "sales (sum of amount) ... change from 2025 to 2026": the sum is the two period sums
+            r.measures = [
+                m for m in r.measures if not (m.where is None and (m.func, m.col) == (a.func, a.col))
+            ]
+        r.where = [w for w in r.where if not isinstance(w, ir.DateRange)]  # the years are columns now
+        r.measures = [m for m in r.measures if m.where is not None or m.share is None]
+        func = "pct_change" if percent else "change"
+        r.measures.append(ir.Measure(func, None, alias=f"{func}_{lo}_{hi}", parts=(a, b)))
+        for it in self.items:  # "the 2025 total, the 2026 total": the two period columns, said again
+            if it.kind == "num" and it.ref in (lo, hi):
+                it.used = True
+
     def rule_ratio(self) -> None:
         """'total amount divided by number of orders', 'sum of amount / count': one measure over another."""
         r = self.req
@@ -3676,7 +3764,7 @@ class Clauses:
                 continue
             group = [first, *clash]
             rest = [c for c in conds if not any(c is g for g in group)]
-            plain = [m for m in self.req.measures if m.where is None and not m.share]
+            plain = [m for m in self.req.measures if m.where is None and not m.share and m.parts is None]
             if plain:
                 for m in plain:
                     at = self.req.measures.index(m)
@@ -3964,6 +4052,7 @@ class Clauses:
         self.rank_over_groups()
         self.joins()
         self.having_of_groups()
+        self.add_change()
         self.pivot_columns()
         self.rule_rollup()
         self.unused()

@@ -163,8 +163,12 @@ class Compiler:
 
     def bare_measure(self, m: ir.Measure) -> str:
         if m.parts is not None:
-            a, b = m.parts
-            return f"{self.bare_measure(a)} / {self.bare_measure(b)}"
+            a, b = (self.bare_measure(x) for x in m.parts)
+            return {
+                "ratio": f"{a} / {b}",
+                "change": f"{b} - {a}",
+                "pct_change": f"100.0 * ({b} - {a}) / {a}",
+            }[m.func]
         arg = "*" if m.col is None else ("DISTINCT " if m.distinct else "") + self.c(m.col)
         e = SPANS[m.func].format(arg=arg) if m.func in SPANS else f"{m.func}({arg})"
         if m.where is not None:
@@ -481,7 +485,12 @@ def group_words(g: ir.GroupKey) -> str:
 
 def measure_words(m: ir.Measure) -> str:
     if m.parts is not None:
-        return f"({measure_words(m.parts[0])}) divided by ({measure_words(m.parts[1])})"
+        a, b = (measure_words(x) for x in m.parts)
+        return {
+            "ratio": f"({a}) divided by ({b})",
+            "change": f"change from ({a}) to ({b})",
+            "pct_change": f"percentage change from ({a}) to ({b})",
+        }[m.func]
     if m.col is None:
         text = "number of rows"
     else:

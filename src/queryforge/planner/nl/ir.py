@@ -135,7 +135,7 @@ class Measure:
     where: Cond | None = None  # a conditional aggregate
     alias: str = ""
     share: str | None = None  # None | percent | fraction: of the total over all groups
-    parts: tuple[Measure, Measure] | None = None  # func "ratio": the first over the second
+    parts: tuple[Measure, Measure] | None = None  # func ratio (a / b), change (b - a), pct_change
 
 
 @dataclass
