@@ -1437,3 +1437,25 @@ def test_a_measure_in_two_years_and_its_change(env: Env, expected: Expected) -> 
         f"SELECT status, a, b, 100.0 * (b - a) / a "
         f"FROM (SELECT status, {years} FROM 'orders.csv' GROUP BY 1)",
     )
+
+
+def test_moving_averages_over_groups_and_rows(env: Env, expected: Expected) -> None:
+    d = draft(
+        "Monthly total amount from orders.csv (month as its first day) with a 3-month moving average -> ma3",
+        env.ctx,
+    )
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT m, t, avg(t) OVER (ORDER BY m ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) FROM "
+        "(SELECT date_trunc('month', order_date) AS m, sum(amount) AS t FROM 'orders.csv' GROUP BY 1)",
+    )
+    d = draft("orders.csv daily order count with a 7-day rolling average -> r7", env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT d, n, avg(n) OVER (ORDER BY d ROWS BETWEEN 6 PRECEDING AND CURRENT ROW) FROM "
+        "(SELECT order_date AS d, count(*) AS n FROM 'orders.csv' GROUP BY 1)",
+    )

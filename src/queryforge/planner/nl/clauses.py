@@ -419,6 +419,7 @@ class Clauses:
         self.key_map: list[tuple[Source, str, Source, str]] = []  # keys paired by the request
         self.pending_having: tuple[str, float] | None = None  # "only the ones with 10+ orders"
         self.change: tuple[int, int, bool] | None = None  # (from year, to year, in percent)
+        self.pending_window: tuple[str, int, ir.Col | None] | None = None  # a moving (func, rows, column)
         self.link()
         self.join_on: str | None = None
         self.share_of_total: str | None = None
@@ -1668,6 +1669,8 @@ class Clauses:
             if "to date" in " ".join(t.norm for t in self.item(ytd.group(1)).tokens):
                 self.take(ytd)  # "a year-to-date running total": how the total runs, not a filter
         self.render()
+        if self.moving_window():
+            return
         m = re.search(
             rf"\b(?:running|cumulative|cumulated|accumulated|rolling sum|to date) ?(?:total|sum|count|"
             rf"totals)?(?: column| field| value)?"
@@ -1737,6 +1740,34 @@ class Clauses:
             alias = "running_total"
         self.req.running = ir.Running(measure, self.col(order_ref), part, alias)
         self.render()
+
+    def moving_window(self) -> bool:
+        """'a 3-month moving average of that total', 'rolling three-month mean', '7-day rolling average':
+        the average (or sum) of this row and the ones before it, in date order."""
+        unit = r"(?:months?|days?|weeks?|years?|quarters?|rows?|periods?)"
+        m = re.search(
+            rf"\b(?:(?P<n>N\d+) (?:- )?{unit} )?(?:moving|rolling|trailing|sliding) "
+            rf"(?:(?P<n2>N\d+) (?:- )?{unit} )?(?P<f>average|avg|mean|sum|total)"
+            rf"(?: of (?:the |that |this )?(?:monthly |daily |weekly |yearly |quarterly )?"
+            rf"(?P<c>C\d+|total|sum|S\d+))?"
+            rf"(?: over (?:the )?(?:last )?(?P<n3>N\d+) {unit})?",
+            self.sym,
+        )
+        if m is None:
+            return False
+        n = m.group("n") or m.group("n2") or m.group("n3")
+        if n is None:
+            raise PlannerQuestion(
+                "Over how many rows should the moving window run?", hint="say e.g. 'a 3-month moving average'"
+            )
+        frame = int(self.item(n[1:]).ref)
+        func = "avg" if m.group("f") in ("average", "avg", "mean") else "sum"
+        said = m.group("c")
+        col = self.col(self.colref(said[1:], numeric=True)) if said and said.startswith("C") else None
+        self.pending_window = (func, frame, col)
+        self.take(m)
+        self.render()
+        return True
 
     # ---- shares: "share of revenue per country", "percentage of orders by status"
     def rule_share(self) -> None:
@@ -4052,6 +4083,7 @@ class Clauses:
         self.rank_over_groups()
         self.joins()
         self.having_of_groups()
+        self.add_window()
         self.add_change()
         self.pivot_columns()
         self.rule_rollup()
@@ -4089,6 +4121,26 @@ class Clauses:
             )
         self.req.notes = self.p.notes
         self.req.named = list(self.p.said)
+
+    def add_window(self) -> None:
+        """The moving window of moving_window, over the first measure of the groups (the monthly total,
+        the daily count), or over a column of the rows."""
+        if self.pending_window is None:
+            return
+        func, frame, col = self.pending_window
+        r = self.req
+        if r.group:
+            if col is not None and not any(m.col == col and m.where is None for m in r.measures):
+                self.add_measure(ir.Measure("sum", col, alias=f"total_{col.name}"))
+            if not r.measures:
+                ref = self.only_measure("a moving average")
+                self.add_measure(ir.Measure("sum", self.col(ref), alias=f"total_{ref.column}"))
+            measure = next((m for m in r.measures if col is None or m.col == col), r.measures[0])
+            order = next((g.col for g in r.group if g.unit is not None), r.group[0].col)
+        else:
+            measure = ir.Measure("sum", col or self.col(self.only_measure("a moving average")))
+            order = self.col(self.date_column())
+        r.running = ir.Running(measure, order, [], f"moving_{func}", window=func, frame=frame)
 
     def having_of_groups(self) -> None:
         """'only the ones with 10+ orders': a count condition on the groups the request made."""

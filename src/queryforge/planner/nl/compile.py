@@ -234,7 +234,9 @@ class Compiler:
             run = r.running
             part = f"PARTITION BY {', '.join(self.c(p) for p in run.partition)} " if run.partition else ""
             arg = "*" if run.measure.col is None else self.c(run.measure.col)
-            out.append((f"{run.measure.func}({arg}) OVER ({part}ORDER BY {self.c(run.order)})", run.alias))
+            func = run.measure.func if run.frame is None else run.window
+            frame = "" if run.frame is None else f" ROWS BETWEEN {run.frame - 1} PRECEDING AND CURRENT ROW"
+            out.append((f"{func}({arg}) OVER ({part}ORDER BY {self.c(run.order)}{frame})", run.alias))
         return out
 
     def sql(self) -> str:
@@ -321,7 +323,10 @@ class Compiler:
             )
             part = [self.group_expr(g) for g in r.group if g.col in run.partition]
             over = (f"PARTITION BY {', '.join(part)} " if part else "") + f"ORDER BY {order}"
-            parts.append(f"sum({self.measure_expr(run.measure)}) OVER ({over}) AS {qident(run.alias)}")
+            if run.frame is not None:  # a moving window: this group and the frame - 1 before it
+                over += f" ROWS BETWEEN {run.frame - 1} PRECEDING AND CURRENT ROW"
+            fn = run.window
+            parts.append(f"{fn}({self.measure_expr(run.measure)}) OVER ({over}) AS {qident(run.alias)}")
         sql = f"SELECT {', '.join(parts)} FROM {self.from_clause()}{self.where()}"
         if keys:
             sql += " GROUP BY " + ", ".join(e for e, _ in keys)
@@ -423,7 +428,12 @@ def reading(req: ir.Request) -> str:
         run = req.running
         what = "count" if run.measure.col is None else run.measure.col.name
         per = f" per {', '.join(p.name for p in run.partition)}" if run.partition else ""
-        parts.append(f"running {run.measure.func} of {what} by {run.order.name}{per} as {run.alias}")
+        kind = (
+            f"running {run.measure.func}"
+            if run.frame is None
+            else f"moving {run.window} over {run.frame} rows"
+        )
+        parts.append(f"{kind} of {what} by {run.order.name}{per} as {run.alias}")
     if req.aggregated:
         ms = ", ".join(measure_words(m) for m in req.measures)
         per = f" per {', '.join(group_words(g) for g in req.group)}" if req.group else ""

@@ -153,6 +153,8 @@ class Running:
     order: Col
     partition: list[Col] = field(default_factory=list)
     alias: str = "running_total"
+    window: str = "sum"  # sum: a running total; avg: a moving average (with `frame`)
+    frame: int | None = None  # the rows of a moving window: this one and frame - 1 before it
 
 
 @dataclass
