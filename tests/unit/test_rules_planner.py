@@ -1459,3 +1459,16 @@ def test_moving_averages_over_groups_and_rows(env: Env, expected: Expected) -> N
         "SELECT d, n, avg(n) OVER (ORDER BY d ROWS BETWEEN 6 PRECEDING AND CURRENT ROW) FROM "
         "(SELECT order_date AS d, count(*) AS n FROM 'orders.csv' GROUP BY 1)",
     )
+
+
+def test_cohorts_by_the_period_of_the_first_row(env: Env, expected: Expected) -> None:
+    want = (
+        "SELECT date_trunc('month', f), count(*) FROM (SELECT customer_id, min(order_date) AS f "
+        "FROM 'orders.csv' GROUP BY 1) GROUP BY 1"
+    )
+    for text in (
+        "Number of customers by the month of their first order in orders.csv (month as its first day) "
+        "-> cohorts",
+        "How many customers placed their very first order in each month, according to orders.csv? -> cohorts",
+    ):
+        assert_rows(draft(text, env.ctx), env, expected, want)

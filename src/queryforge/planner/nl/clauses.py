@@ -433,6 +433,7 @@ class Clauses:
         self.rule_derive()
         self.rule_text_parts()
         self.rule_text_case()
+        self.rule_cohort()
         self.rule_rename()
         self.rule_columns()
         self.rule_dedupe()
@@ -953,6 +954,40 @@ class Clauses:
                     self.req.derived[f"{ref.column}_{unit.split('_')[-1]}"] = expr
                 self.take(m)
             self.render()
+
+    def rule_cohort(self) -> None:
+        """'number of customers by the month of their first order', 'how many customers placed their very
+        first order in each month': each entity once, at the period of its first row, counted per period."""
+        text = self.p.norm
+        count = (
+            r"\b(?:number|count|how many|tally|nr)(?: of)? (?:the )?"
+            r"(?:distinct |unique |new )?(?P<ent>[a-z]+)\b"
+        )
+        first = r"\b(?:their|its|his|her) (?:very )?(?:first|earliest)\b"
+        unit = r"(?P<u>month|week|year|quarter|day)"
+        m = re.search(
+            rf"{count}.*?\b(?:by|per|in each|for each|each|in) (?:the )?{unit}\b.{{0,20}}?{first}", text
+        ) or re.search(rf"{count}.*?{first} [a-z]+ (?:in|by|per|during) (?:each |every |the )?{unit}\b", text)
+        if m is None:
+            return
+        owner = self.p.entity_source(m.group("ent"))
+        if owner is None:
+            return
+        key = [c for c in self.main.source.column_names if c.lower() == f"{singular(owner.stem.lower())}_id"]
+        if not key:
+            return
+        when = self.date_column()
+        self.req.cohort = (ir.Col(self.main.alias, key[0]), self.col(when), m.group("u"))
+        for k in self.p.tokens_in(m.start(), m.end()):
+            for it in self.items:
+                if any(t.index == k for t in it.tokens) and it.kind != "val":
+                    it.used = True
+        # "month as its first day", "(month = 1st of month)": how the month is shown, the cohort's way
+        for x in self.find(
+            r"\b(?:month|week|year|quarter) (?:as|=|shown as|given as) (?:its |the )?~(?: ~)*"
+        ):
+            self.take(x)
+        self.render()
 
     def rule_text_case(self) -> None:
         """'the name in upper case', 'upper-cased emails', 'country in lowercase as a new column'."""

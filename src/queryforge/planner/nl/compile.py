@@ -241,6 +241,8 @@ class Compiler:
 
     def sql(self) -> str:
         r = self.req
+        if r.cohort:
+            return self.cohort_sql(*r.cohort)
         if r.overlay_key:
             return self.overlay_sql(r.overlay_key)
         if r.aggregated and r.rollup:
@@ -278,6 +280,16 @@ class Compiler:
         if keys:
             sql += " ORDER BY " + ", ".join(f"{self.key(k)} {'DESC' if d else 'ASC'}" for k, d in keys)
         return sql + limit
+
+    def cohort_sql(self, key: ir.Col, when: ir.Col, unit: str) -> str:
+        """Each entity once, at the period of its first row; then how many entities per period."""
+        firsts = (
+            f"SELECT {self.c(key)} AS qf_key, min({self.c(when)}) AS qf_first FROM {self.from_clause()}"
+            f"{self.where()} GROUP BY {self.c(key)}"
+        )
+        period = UNIT_SQL[unit].format(c="qf_first")
+        count = qident(key.name + "_count")
+        return f"SELECT {period} AS {qident(unit)}, count(*) AS {count} FROM ({firsts}) AS firsts GROUP BY 1"
 
     def overlay_sql(self, key: str) -> str:
         """The update rows, then the base rows whose key they do not hold."""
@@ -350,6 +362,7 @@ class Compiler:
         r = self.req
         return not (
             r.aggregated
+            or r.cohort
             or r.overlay_key
             or r.where
             or r.joins
@@ -434,6 +447,11 @@ def reading(req: ir.Request) -> str:
             else f"moving {run.window} over {run.frame} rows"
         )
         parts.append(f"{kind} of {what} by {run.order.name}{per} as {run.alias}")
+    if req.cohort:
+        key, when, unit = req.cohort
+        parts.append(
+            f"each {key.name} once, at the {unit} of its first {when.name} → number of them per {unit}"
+        )
     if req.aggregated:
         ms = ", ".join(measure_words(m) for m in req.measures)
         per = f" per {', '.join(group_words(g) for g in req.group)}" if req.group else ""

@@ -170,6 +170,9 @@ class Request:
     joins: list[Join] = field(default_factory=list)
     union: bool = False
     round_to: int | None = None  # decimals every measure is rounded to
+    cohort: tuple[Col, Col, str] | None = (
+        None  # (entity key, date, unit): entities by the period of their first row
+    )
     rollup: tuple[str, list[GroupKey]] | None = None  # (func, outer keys): an aggregate of the measures
     overlay_key: str | None = None  # sources[1]'s rows replace sources[0]'s of the same key, new ones added
     where: list[Cond] = field(default_factory=list)
