@@ -1472,3 +1472,21 @@ def test_cohorts_by_the_period_of_the_first_row(env: Env, expected: Expected) ->
         "How many customers placed their very first order in each month, according to orders.csv? -> cohorts",
     ):
         assert_rows(draft(text, env.ctx), env, expected, want)
+
+
+def test_keys_with_one_event_and_a_later_other(env: Env, expected: Expected) -> None:
+    want = (
+        "SELECT DISTINCT a.user_id FROM read_json_auto('events.ndjson') a WHERE a.event_type = 'signup' "
+        "AND EXISTS "
+        "(SELECT 1 FROM read_json_auto('events.ndjson') b WHERE b.user_id = a.user_id "
+        "AND b.event_type = 'purchase' AND b.ts > a.ts)"
+    )
+    for text in (
+        "The user_ids in events.ndjson that have a signup event followed later by a purchase event "
+        "-> converted",
+        "events.ndjson, distinct users who converted: a purchase event with a later timestamp than one of "
+        "their signup events -> converted",
+    ):
+        d = draft(text, env.ctx)
+        assert "sql" in d.pipeline["steps"][1]
+        assert_rows(d, env, expected, want)

@@ -434,6 +434,7 @@ class Clauses:
         self.rule_text_parts()
         self.rule_text_case()
         self.rule_cohort()
+        self.rule_sequence()
         self.rule_rename()
         self.rule_columns()
         self.rule_dedupe()
@@ -987,6 +988,49 @@ class Clauses:
             r"\b(?:month|week|year|quarter) (?:as|=|shown as|given as) (?:its |the )?~(?: ~)*"
         ):
             self.take(x)
+        self.render()
+
+    def rule_sequence(self) -> None:
+        """'users with a signup event followed later by a purchase event', 'who made a purchase after signing
+        up': the keys that have a row of one value and a later row of another."""
+        m = re.search(
+            r"\b(?P<a>V\d+)(?: S\d+)? (?:(?:that was|that is|which was|was|is) )?(?:(?:followed|succeeded)"
+            r"(?: later| afterwards)? by|(?:and )?(?:then|later)(?: (?:a|an|by))?)(?: a| an)? (?P<b>V\d+)"
+            r"(?: S\d+)?"
+            r"|\b(?P<b2>V\d+)(?: S\d+)? (?:(?:at some point|some time|sometime|later) )?after "
+            r"(?:a |an |their "
+            r"|the )?(?P<a2>V\d+)(?: S\d+)?"
+            r"|\b(?P<b3>V\d+)(?: S\d+)? with (?:a )?later C\d+ than (?:one of |any of |the )?(?:their |its )?"
+            r"(?P<a3>V\d+)(?: S\d+)?",
+            self.sym,
+        )
+        if m is None:
+            return
+        a = m.group("a") or m.group("a2") or m.group("a3")
+        b = m.group("b") or m.group("b2") or m.group("b3")
+        ra, rb = self.value_refs(a), self.value_refs(b)
+        if not ra or not rb or ra[0].column != rb[0].column:
+            return
+        when = self.date_column()
+        own = f"{singular(self.main.source.stem.lower())}_id"
+        keys = [c for c in self.main.source.column_names if c.lower().endswith("_id") and c.lower() != own]
+        if len(keys) != 1:
+            return
+        self.req.sequence = (
+            self.in_cond(ra),
+            self.in_cond(rb),
+            ir.Col(self.main.alias, keys[0]),
+            self.col(when),
+        )
+        self.take(m)
+        for x in self.find(
+            r"\b(?:each|every) (?:C\d+|S\d+) once\b|\bonce each\b|\b(?:distinct|unique) C\d+\b"
+            r"|\bwho converted\b|\bconverted\b|\blater on\b|\blater\b|\bonce\b"
+        ):
+            self.take(x)
+        for it in self.items:  # "the user_ids", "users": the key, which is the output
+            if it.kind == "col" and any(r.column == keys[0] for r in it.ref):
+                it.used = True
         self.render()
 
     def rule_text_case(self) -> None:

@@ -7,6 +7,7 @@ can compare it with what they meant before anything is published.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -243,6 +244,8 @@ class Compiler:
         r = self.req
         if r.cohort:
             return self.cohort_sql(*r.cohort)
+        if r.sequence:
+            return self.sequence_sql(*r.sequence)
         if r.overlay_key:
             return self.overlay_sql(r.overlay_key)
         if r.aggregated and r.rollup:
@@ -280,6 +283,17 @@ class Compiler:
         if keys:
             sql += " ORDER BY " + ", ".join(f"{self.key(k)} {'DESC' if d else 'ASC'}" for k, d in keys)
         return sql + limit
+
+    def sequence_sql(self, first: ir.Cond, then: ir.Cond, key: ir.Col, when: ir.Col) -> str:
+        """Each key once that has a row of `first` and a later row of `then` (a signup, then a purchase)."""
+        main = self.req.main
+        cond_a = self.cond(_realias(first, main.alias, "qf_a"))
+        cond_b = self.cond(_realias(then, main.alias, "qf_b"))
+        k, t = qident(key.name), qident(when.name)
+        return (
+            f"SELECT DISTINCT qf_a.{k} FROM {main.step} AS qf_a WHERE {cond_a} AND EXISTS (SELECT 1 FROM "
+            f"{main.step} AS qf_b WHERE qf_b.{k} = qf_a.{k} AND {cond_b} AND qf_b.{t} > qf_a.{t})"
+        )
 
     def cohort_sql(self, key: ir.Col, when: ir.Col, unit: str) -> str:
         """Each entity once, at the period of its first row; then how many entities per period."""
@@ -363,6 +377,7 @@ class Compiler:
         return not (
             r.aggregated
             or r.cohort
+            or r.sequence
             or r.overlay_key
             or r.where
             or r.joins
@@ -385,6 +400,19 @@ SPANS = {
     "range": "max({arg}) - min({arg})",
     "days": "date_diff('day', min({arg}), max({arg}))",
 }
+
+
+def _realias(cond: Any, old: str, new: str) -> Any:
+    """A condition on the columns of `old` moved onto the alias `new`."""
+    if isinstance(cond, ir.Col):
+        return ir.Col(new, cond.name) if cond.alias == old else cond
+    if isinstance(cond, list):
+        return [_realias(c, old, new) for c in cond]
+    if dataclasses.is_dataclass(cond) and not isinstance(cond, type):
+        return dataclasses.replace(
+            cond, **{f.name: _realias(getattr(cond, f.name), old, new) for f in dataclasses.fields(cond)}
+        )
+    return cond
 
 
 def _key(k: str) -> str:
@@ -447,6 +475,12 @@ def reading(req: ir.Request) -> str:
             else f"moving {run.window} over {run.frame} rows"
         )
         parts.append(f"{kind} of {what} by {run.order.name}{per} as {run.alias}")
+    if req.sequence:
+        first, then, key, when = req.sequence
+        parts.append(
+            f"each {key.name} once that has a row where {cond_words(first)} and a later one "
+            f"(by {when.name}) where {cond_words(then)}"
+        )
     if req.cohort:
         key, when, unit = req.cohort
         parts.append(

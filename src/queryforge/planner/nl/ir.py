@@ -170,6 +170,8 @@ class Request:
     joins: list[Join] = field(default_factory=list)
     union: bool = False
     round_to: int | None = None  # decimals every measure is rounded to
+    sequence: tuple[Cond, Cond, Col, Col] | None = None  # (first, then, key, time): keys with a row of
+    # `first` and a later row of `then`
     cohort: tuple[Col, Col, str] | None = (
         None  # (entity key, date, unit): entities by the period of their first row
     )
