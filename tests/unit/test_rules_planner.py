@@ -1490,3 +1490,19 @@ def test_keys_with_one_event_and_a_later_other(env: Env, expected: Expected) -> 
         d = draft(text, env.ctx)
         assert "sql" in d.pipeline["steps"][1]
         assert_rows(d, env, expected, want)
+
+
+def test_percentiles_deviations_day_counts_and_buckets(env: Env, expected: Expected) -> None:
+    d = draft("the 90th percentile of amount per status from orders.csv -> p90", env.ctx)
+    assert_rows(d, env, expected, "SELECT status, quantile_cont(amount, 0.9) FROM 'orders.csv' GROUP BY 1")
+    d = draft("standard deviation of price per category in products.csv -> sd", env.ctx)
+    assert_rows(d, env, expected, "SELECT category, stddev_samp(price) FROM 'products.csv' GROUP BY 1")
+    d = draft(
+        "customers.csv with the number of days from signup_date to 2026-12-31 as a new column -> tenure",
+        env.ctx,
+    )
+    assert_rows(
+        d, env, expected, "SELECT *, date_diff('day', signup_date, DATE '2026-12-31') FROM 'customers.csv'"
+    )
+    d = draft("number of orders per amount bucket of 100 from orders.csv -> hist", env.ctx)
+    assert_rows(d, env, expected, "SELECT floor(amount / 100) * 100, count(*) FROM 'orders.csv' GROUP BY 1")

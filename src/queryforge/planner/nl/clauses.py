@@ -435,6 +435,9 @@ class Clauses:
         self.rule_text_case()
         self.rule_cohort()
         self.rule_sequence()
+        self.rule_day_counts()
+        self.rule_bins()
+        self.rule_statistics()
         self.rule_rename()
         self.rule_columns()
         self.rule_dedupe()
@@ -989,6 +992,69 @@ class Clauses:
         ):
             self.take(x)
         self.render()
+
+    def rule_statistics(self) -> None:
+        """'the 90th percentile of amount', 'p90 amount', 'standard deviation of price', 'variance of x'."""
+        for m in self.find(
+            r"\b(?:the )?(?P<p>N\d+) ?(?:th |st |nd |rd )?percentile (?:of )?(?:the )?(?P<c>C\d+)"
+            r"|\b(?:the )?(?P<f>standard deviation|std dev|stddev|std|variance) (?:of )?(?:the )?(?P<c2>C\d+)"
+        ):
+            ref = self.colref((m.group("c") or m.group("c2"))[1:], numeric=True)
+            if m.group("p"):
+                q = float(self.item(m.group("p")[1:]).ref)
+                if not 0 < q < 100:
+                    continue
+                measure = ir.Measure("quantile", self.col(ref), alias=f"p{q:g}_{ref.column}", arg=q / 100)
+            else:
+                func = "var_samp" if m.group("f") == "variance" else "stddev_samp"
+                measure = ir.Measure(func, self.col(ref), alias=f"{func.split('_')[0]}_{ref.column}")
+            self.add_measure(measure)
+            self.take(m)
+            self.render()
+
+    def rule_day_counts(self) -> None:
+        """'the number of days from signup_date to 2026-12-31', 'days between opened and 2025-01-01': a new
+        column of whole days between two dates."""
+        for m in self.find(
+            r"\b(?:(?:the )?(?:number of )?days?|how many days) (?:from|between|since) (?:the |their |its )?"
+            r"(?P<a>C\d+) (?:to|and|until|till|up to) (?:the |their |its )?(?P<b>C\d+|D\d+)"
+        ):
+            first = self.colref(m.group("a")[1:])
+            if not first.temporal:
+                continue
+            if m.group("b").startswith("C"):
+                other = self.colref(m.group("b")[1:])
+                if not other.temporal:
+                    continue
+                end = f"CAST({self.col(other).sql(False)} AS DATE)"
+                name = f"days_{first.column}_to_{other.column}"
+            else:
+                spec = self.item(m.group("b")[1:]).ref
+                if not isinstance(spec, Period) or not isinstance(spec.lo, date):
+                    continue
+                end = f"DATE '{spec.lo.isoformat()}'"
+                name = f"days_since_{first.column}"
+            self.req.derived[name] = f"date_diff('day', CAST({self.col(first).sql(False)} AS DATE), {end})"
+            self.take(m)
+            self.render()
+
+    def rule_bins(self) -> None:
+        """'per amount bucket of 100', 'in buckets of 50 of price': a number grouped by ranges of a width."""
+        for m in self.find(
+            r"\b(?:per|by|in|into|for each) (?:the |each )?(?P<c>C\d+) "
+            r"(?:buckets?|bins?|bands?|ranges?|brackets?) "
+            r"(?:of|of width|with a width of|sized) (?P<n>N\d+)"
+            r"|\b(?:in|into|per|by) (?:buckets?|bins?|bands?|ranges?|brackets?) of (?P<n2>N\d+) "
+            r"(?:of|in|for|by) "
+            r"(?:the )?(?P<c2>C\d+)"
+        ):
+            ref = self.colref((m.group("c") or m.group("c2"))[1:])
+            width = self.item((m.group("n") or m.group("n2"))[1:]).ref
+            if not ref.numeric or not width or width <= 0:
+                continue
+            self.req.group.append(ir.GroupKey(self.col(ref), f"bin_{width:g}"))
+            self.take(m)
+            self.render()
 
     def rule_sequence(self) -> None:
         """'users with a signup event followed later by a purchase event', 'who made a purchase after signing

@@ -155,6 +155,9 @@ class Compiler:
             return self.c(g.col)
         if g.unit in TEXT_PARTS:
             return TEXT_PARTS[g.unit].format(c=self.c(g.col))
+        if g.unit.startswith("bin_"):  # buckets of a number: 0-99 → 0, 100-199 → 100
+            width = g.unit.removeprefix("bin_")
+            return f"floor({self.c(g.col)} / {width}) * {width}"
         c = self.c(g.col) if is_temporal_type(self.type_of(g.col)) else f"CAST({self.c(g.col)} AS TIMESTAMP)"
         return UNIT_SQL[g.unit].format(c=c)
 
@@ -171,7 +174,11 @@ class Compiler:
                 "pct_change": f"100.0 * ({b} - {a}) / {a}",
             }[m.func]
         arg = "*" if m.col is None else ("DISTINCT " if m.distinct else "") + self.c(m.col)
-        e = SPANS[m.func].format(arg=arg) if m.func in SPANS else f"{m.func}({arg})"
+        if m.func == "quantile":
+            arg += f", {m.arg}"
+            e = f"quantile_cont({arg})"
+        else:
+            e = SPANS[m.func].format(arg=arg) if m.func in SPANS else f"{m.func}({arg})"
         if m.where is not None:
             e += f" FILTER (WHERE {self.cond(m.where)})"
         if m.share in ("rate_percent", "rate_fraction"):
@@ -563,6 +570,9 @@ def measure_words(m: ir.Measure) -> str:
             "max": "highest",
             "count": "number of",
             "range": "highest minus lowest",
+            "stddev_samp": "standard deviation of",
+            "var_samp": "variance of",
+            "quantile": f"{round((m.arg or 0) * 100)}th percentile of",
             "days": "days from first to last",
         }.get(m.func, m.func)
         text = f"{fn} {'distinct ' if m.distinct else ''}{m.col.name}"

@@ -136,6 +136,7 @@ class Measure:
     alias: str = ""
     share: str | None = None  # None | percent | fraction: of the total over all groups
     parts: tuple[Measure, Measure] | None = None  # func ratio (a / b), change (b - a), pct_change
+    arg: float | None = None  # func quantile: the fraction (0.9 for the 90th percentile)
 
 
 @dataclass
