@@ -4888,6 +4888,9 @@ class Clauses:
                 or any(f"{func}(" in e for e in r.derived.values())
                 or (r.running is not None and r.running.measure.func == func)
             )
+        if kind == "many":  # as many counts read as "how many <thing>" asked ("how many percent" is none)
+            asked = len(re.findall(r"\bhow many (?!percent|per cent)[a-z]", self.p.norm))
+            return sum(1 for m in r.measures if m.func == "count") >= asked
         if kind in ("vague", "unread"):
             return False  # no reading says what 'better' is, nor 'followed by a purchase
         if kind == "fill":
@@ -5253,7 +5256,7 @@ VITAL_WORDS: dict[str, str] = {
     **dict.fromkeys(("missing", "empty", "blank", "null", "nulls"), "missing"),
     **dict.fromkeys(("distinct", "unique"), "distinct"),
     **dict.fromkeys(("difference", "gap", "spread", "minus"), "arithmetic"),
-    "many": "unread",  # "how many" left over: a second measure asked for and not read
+    "many": "many",  # "how many" left over: a second measure asked for and not read
     **dict.fromkeys(("followed", "preceded", "subsequently", "afterwards", "later"), "unread"),
     # a change asked for with no operation that says what it is: 'make the orders better'
     **dict.fromkeys(
