@@ -1506,3 +1506,16 @@ def test_percentiles_deviations_day_counts_and_buckets(env: Env, expected: Expec
     )
     d = draft("number of orders per amount bucket of 100 from orders.csv -> hist", env.ctx)
     assert_rows(d, env, expected, "SELECT floor(amount / 100) * 100, count(*) FROM 'orders.csv' GROUP BY 1")
+
+
+def test_sorted_by_the_date_is_no_grouping_and_an_entity_by_its_key(env: Env, expected: Expected) -> None:
+    d = draft("orders.csv orders over 100 sorted by date, newest first -> big", env.ctx)
+    assert_rows(d, env, expected, "SELECT * FROM 'orders.csv' WHERE amount > 100")
+    assert "ORDER BY order_date DESC" in d.pipeline["steps"][1]["sql"]
+    d = draft("top 3 products by revenue from orders.csv and products.csv -> t3", env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT product_id, sum(amount) FROM 'orders.csv' GROUP BY 1 ORDER BY 2 DESC LIMIT 3",
+    )

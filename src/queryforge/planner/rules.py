@@ -13,6 +13,7 @@ from .context import PlannerContext, Source
 from .draft import Draft, PlannerQuestion
 from .nl.compile import pipeline, reading
 from .nl.parse import parse
+from .nl.tokens import singular
 
 __all__ = ["Draft", "PlannerQuestion", "RulesPlanner"]
 
@@ -25,7 +26,7 @@ class RulesPlanner:
     def draft(self, request: str, ctx: PlannerContext) -> Draft:
         req = parse(request, ctx)
         spec = pipeline(req)
-        dropped = [s for s in req.named if not extracted(spec, s)]
+        dropped = [s for s in req.named if not extracted(spec, s) and not by_key(req, s)]
         if dropped:
             names = " and ".join(s.name for s in dropped)
             raise PlannerQuestion(
@@ -50,3 +51,10 @@ def extracted(spec: dict[str, Any], source: Source) -> bool:
         ):
             return True
     return False
+
+
+def by_key(req: Any, source: Source) -> bool:
+    """Whether the result stands for the source's rows by their key: 'top 3 products by revenue from
+    orders.csv and products.csv' groups the orders by product_id."""
+    key = f"{singular(source.stem.lower())}_id"
+    return any(g.col.name.lower() == key for g in req.group) or any(c.name.lower() == key for c in req.select)

@@ -3892,12 +3892,16 @@ class Clauses:
         from .parse import FUNCTION_WORDS
 
         word = after.group(1)
+        from .parse import rule_words
+
         if (
             word in FILLERS
             or word in STRUCTURE_WORDS
             or word in KNOWN_WORDS
             or word in FUNCTION_WORDS
             or word in AFTER_NUMBER
+            or word in rule_words()  # "over 100 sorted by date": a word the rules read, no noun
+            or word.endswith(("ed", "ing"))
             or self.p.entity_source(word)
         ):
             return
@@ -4014,6 +4018,7 @@ class Clauses:
 
     # ---- sort: "sorted by amount descending", "cheapest first"
     def rule_sort(self) -> None:
+        self.sort_by_the_date()
         dirs = (
             r"desc|descending|asc|ascending|reverse|decreasing|increasing|highest first|lowest first|"
             r"largest first|smallest first|newest first|oldest first|biggest first|from high to low|"
@@ -4081,6 +4086,24 @@ class Clauses:
                 ref = self.only_measure(f"'{w} first'")
             self.req.order.append((self.col(ref), desc))
             self.take(fm)
+        self.render()
+
+    def sort_by_the_date(self) -> None:
+        """'sorted by date, newest first', 'ordered by time': the date column of the rows, in order;
+        never a grouping by day."""
+        m = re.search(
+            r"\b(?:sorted|ordered|sort|order|sorting|ordering|arranged|listed|list them) "
+            r"(?:them |it |the rows |the results |chronologically )?by (?:the |their |its )?(?:S\d+ )?"
+            r"(?:date|time|timestamp|day)\b"
+            r"(?: ,?(?: with)?(?: the)? (?P<dir>newest|latest|most recent|oldest|earliest|asc|ascending|desc|"
+            r"descending)(?: first| ones first| one first)?)?",
+            self.sym,
+        )
+        if m is None:
+            return
+        desc = (m.group("dir") or "") in ("newest", "latest", "most recent", "desc", "descending")
+        self.req.order.append((self.col(self.date_column()), desc))
+        self.take(m)
         self.render()
 
     def sort_key(self, agg: str | None, what: str) -> ir.Col | str:

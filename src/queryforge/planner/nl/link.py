@@ -253,7 +253,9 @@ class Vocabulary:
                                 break
                         continue
                 bare = {re.sub(r"[^a-z0-9]+", "", v): orig for v, orig in lower.items()}
-                phrasal = re.fullmatch(r"([a-z]+?)(?:ing|ed|s)? (up|in|out|on|off)", p)  # "signing up": sign up
+                phrasal = re.fullmatch(
+                    r"([a-z]+?)(?:ing|ed|s)? (up|in|out|on|off)", p
+                )  # "signing up": sign up
                 if phrasal and phrasal.group(1) + phrasal.group(2) in bare and len(p) >= 5:
                     out.append(ValueRef(s, column, bare[phrasal.group(1) + phrasal.group(2)], 80))
                     continue
