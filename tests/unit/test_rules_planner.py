@@ -1519,3 +1519,21 @@ def test_sorted_by_the_date_is_no_grouping_and_an_entity_by_its_key(env: Env, ex
         expected,
         "SELECT product_id, sum(amount) FROM 'orders.csv' GROUP BY 1 ORDER BY 2 DESC LIMIT 3",
     )
+
+
+def test_unique_entities_per_period_are_counted_and_offsets_and_with_clauses_ask(
+    env: Env, expected: Expected, ctx: PlannerContext
+) -> None:
+    d = draft("events.ndjson unique users per day -> dau", env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT CAST(ts AS DATE), count(DISTINCT user_id) FROM read_json_auto('events.ndjson') GROUP BY 1",
+    )
+    for text in (
+        "orders.csv the second most expensive order -> o2",
+        "customers.csv customers with gmail addresses -> gm",
+    ):
+        with pytest.raises(PlannerQuestion):
+            RulesPlanner().draft(text, ctx)

@@ -1612,7 +1612,7 @@ class Clauses:
                 ks = re.findall(r"[CS](\d+)", m.group(1))
                 if n == 0 and len(ks) < 2 and not re.search(r"columns?|fields?", m.group(0)):
                     continue  # "keeping only shipped rows" is a filter; "only amount" may be a measure
-                if n == 2 and (len(ks) < 2 or re.search(GROUP_INTRO + r" (?:C|S)\d+", self.sym)):
+                if n == 2 and (len(ks) < 2 or self.grouped()):
                     continue  # "need country and amount per month": a grouping, read later
                 if any(self.item(k).kind == "src" and not self.item(k).alts for k in ks):
                     continue
@@ -1696,9 +1696,7 @@ class Clauses:
             return
         if not re.search(r"\b(?:distinct|unique|different|once|repeats?|duplicates?)\b", self.p.norm):
             return
-        if re.search(GROUP_INTRO + r" (?:C|S)\d+", self.sym) or re.search(
-            r"\b(?:count|number|how many)\b", self.sym
-        ):
+        if self.grouped() or re.search(r"\b(?:count|number|how many)\b", self.sym):
             return  # "distinct customers per country" counts; it does not list
         ref = self.colref(next(g for g in m.groups() if g))
         self.req.select = [self.col(ref)]
@@ -3139,7 +3137,7 @@ class Clauses:
             r"\b(?P<cnt>count|counts|tally|how many)\b",
         ]
         counting = re.search(r"\b(?:count|counts|counted|counting|number|how many|tally)\b", self.sym)
-        if counting or re.search(GROUP_INTRO + r" (?:C|S)\d+", self.sym):
+        if counting or self.grouped():
             # "the unique customers ... counted per country", "unique users by event type"
             pats.insert(
                 0,
@@ -4806,6 +4804,17 @@ class Clauses:
                 candidates=[f"without '{' '.join(strange)}'"],
             )
 
+    def grouped(self) -> bool:
+        """Whether the request groups: 'per country', 'by customer', 'per day', 'monthly'."""
+        return bool(
+            re.search(
+                GROUP_INTRO
+                + r" (?:the )?(?:C\d+|S\d+|day|days|week|weeks|month|months|year|years|hour|hours|"
+                r"quarter|quarters|weekday|date)\b|\b(?:daily|weekly|monthly|yearly|hourly|quarterly)\b",
+                self.sym,
+            )
+        )
+
     def unread_clauses(self) -> None:
         """'customers who opted in to the newsletter', 'accounts that were closed before 2023': a
         clause that says which rows, with a word the reading did not use, is a condition not
@@ -4825,7 +4834,7 @@ class Clauses:
 
         items = self.items
         for k, rel in enumerate(items):
-            if rel.kind != "word" or rel.text not in ("who", "that", "which", "whose"):
+            if rel.kind != "word" or rel.text not in ("who", "that", "which", "whose", "with", "having"):
                 continue
             j = k - 1
             while j >= 0 and items[j].kind == "word" and items[j].text in ("from", "in", "of"):
@@ -4840,7 +4849,14 @@ class Clauses:
                 continue  # "customers who ...", "among those who came back"
             it = items[j]
             clause = items[k + 1 : k + 6]
-            stop = next((n for n, x in enumerate(clause) if x.kind == "punct"), len(clause))
+            stop = next(
+                (
+                    n
+                    for n, x in enumerate(clause)
+                    if x.kind == "punct" or (x.kind == "word" and x.text in ("and", "or", "but", "then"))
+                ),
+                len(clause),
+            )
             words = [x.text for x in clause[:stop] if content(x) and x.text not in ("either", "both")]
             if words and not any(x.used and x.kind != "word" for x in clause[:stop]):
                 # nothing of the clause was read: "who opted in to the newsletter"
@@ -5281,6 +5297,8 @@ VITAL_WORDS: dict[str, str] = {
     **dict.fromkeys(("difference", "gap", "spread", "minus"), "arithmetic"),
     "many": "many",  # "how many" left over: a second measure asked for and not read
     **dict.fromkeys(("followed", "preceded", "subsequently", "afterwards", "later"), "unread"),
+    # "the second most expensive order": an offset in a ranking, which no rule reads
+    **dict.fromkeys(("second", "third", "fourth", "fifth", "2nd", "3rd", "4th", "5th"), "unread"),
     # a change asked for with no operation that says what it is: 'make the orders better'
     **dict.fromkeys(
         (
