@@ -1537,3 +1537,15 @@ def test_unique_entities_per_period_are_counted_and_offsets_and_with_clauses_ask
     ):
         with pytest.raises(PlannerQuestion):
             RulesPlanner().draft(text, ctx)
+
+
+def test_neither_nor_and_an_entity_left_out_of_a_total(
+    env: Env, expected: Expected, ctx: PlannerContext
+) -> None:
+    d = draft("orders.csv orders whose status is neither shipped nor cancelled -> open", env.ctx)
+    assert_rows(d, env, expected, "SELECT * FROM 'orders.csv' WHERE status NOT IN ('shipped', 'cancelled')")
+    with pytest.raises(PlannerQuestion) as info:
+        RulesPlanner().draft(
+            "orders.csv customers and their total spend, but only for shipped orders -> ts", ctx
+        )
+    assert "per customers" in info.value.message

@@ -3518,7 +3518,8 @@ class Clauses:
         vlist = r"(V\d+(?:(?: ,| or| and| ,? or| ,? and| nor| /) V\d+)*)"
         # column is/is not value(s)
         for m in self.find(
-            rf"\b(C\d+) (?:{IS} )?(?P<neg>not |isn't |aren't |other than |except |never |!= |<> )?(?:in |one "
+            rf"\b(C\d+) (?:{IS} )?(?P<neg>not |isn't |aren't |other than |except |never |neither |!= |<> )?"
+            rf"(?:in |one "
             rf"of |either )?{vlist}"
         ):
             refs = self.value_refs(m.group(3), column=self.colref(m.group(1)))
@@ -4685,6 +4686,15 @@ class Clauses:
                 stems = {singular(u.source.stem.lower()) for u in self.req.sources}
                 if it.ref in [u.source for u in self.req.sources] or singular(it.ref.stem.lower()) in stems:
                     continue  # "orders" when orders.csv is read
+                key = self.entity_key(it.ref)
+                if self.req.measures and not self.req.group and key:
+                    # "customers and their total spend": one total over all rows would be a guess
+                    raise PlannerQuestion(
+                        f"Should the measures be per {it.text} ({key[0].column})? I read one total over all "
+                        f"rows, and did not use '{it.text}'",
+                        hint=f"say 'per {singular(it.text)}' or leave '{it.text}' out",
+                        candidates=[f"per {key[0].column}"],
+                    )
                 leftovers.append(it.text)
                 continue
             what = {
