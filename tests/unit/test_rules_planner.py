@@ -1549,3 +1549,14 @@ def test_neither_nor_and_an_entity_left_out_of_a_total(
             "orders.csv customers and their total spend, but only for shipped orders -> ts", ctx
         )
     assert "per customers" in info.value.message
+
+
+def test_an_entity_said_with_its_number_and_weeks_not_read(
+    env: Env, expected: Expected, ctx: PlannerContext
+) -> None:
+    d = draft("orders.csv sum of amount for orders of product 7 -> p7", env.ctx)
+    assert_rows(d, env, expected, "SELECT sum(amount) FROM 'orders.csv' WHERE product_id = 7")
+    d = draft("orders.csv all orders except those from customer 5 -> x5", env.ctx)
+    assert_rows(d, env, expected, "SELECT * FROM 'orders.csv' WHERE customer_id <> 5")
+    with pytest.raises(PlannerQuestion):
+        RulesPlanner().draft("orders.csv orders in the first week of March 2026 -> w1", ctx)

@@ -3504,6 +3504,15 @@ class Clauses:
                 for k in self.at(neg.start(), m.start()):
                     self.items[k].used = True
 
+        # an entity said with its number: "orders of product 7", "customer #42", "all except customer 5"
+        for m in self.find(r"\b(S\d+) (?:# |no |number |id )?(N\d+)\b(?! (?:or|and|to|through|-) N\d)"):
+            owner = self.item(m.group(1)).ref
+            value = self.item(m.group(2)).ref
+            key = self.entity_key(owner)
+            if not key or value is None or not float(value).is_integer() or not key[0].numeric:
+                continue
+            add(m, ir.Compare(self.col(key[0]), "=", int(value)))
+        self.render()
         # a part of a date compared: "hour of ts < 12", "month(order_date) >= 10"
         for m in self.find(
             rf"\b(?:the )?(?P<p>hour|month|quarter|year)(?: of| \()? (?:the )?(?P<c>C\d+)(?: \))? "
@@ -5309,6 +5318,7 @@ VITAL_WORDS: dict[str, str] = {
     **dict.fromkeys(("followed", "preceded", "subsequently", "afterwards", "later"), "unread"),
     # "the second most expensive order": an offset in a ranking, which no rule reads
     **dict.fromkeys(("second", "third", "fourth", "fifth", "2nd", "3rd", "4th", "5th"), "unread"),
+    **dict.fromkeys(("week", "weeks", "fortnight"), "unread"),  # "the first week of March": not read
     # a change asked for with no operation that says what it is: 'make the orders better'
     **dict.fromkeys(
         (
