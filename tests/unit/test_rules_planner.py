@@ -1548,7 +1548,7 @@ def test_neither_nor_and_an_entity_left_out_of_a_total(
         RulesPlanner().draft(
             "orders.csv customers and their total spend, but only for shipped orders -> ts", ctx
         )
-    assert "per customers" in info.value.message
+    assert "per customers (customer_id)" in info.value.message
 
 
 def test_an_entity_said_with_its_number_and_weeks_not_read(

@@ -1437,8 +1437,8 @@ class Clauses:
                 new = m.group(2)
                 if new in FILLERS or new in STRUCTURE_WORDS:
                     continue
-                if n == len(pats) - 1 and (new in FUNCTION_WORDS or new in KNOWN_WORDS):
-                    continue  # "amount as total" is a rename; "price as well" is not
+                if n == len(pats) - 1 and (new in FUNCTION_WORDS or new in KNOWN_WORDS or new in VITAL_WORDS):
+                    continue  # "amount as total" is a rename; "price as well", "status as a fraction" are not
                 ref = self.colref(m.group(1))
                 if re.fullmatch(r"[CS]\d+", new):
                     new = self.item(new[1:]).tokens[0].norm
@@ -4696,11 +4696,16 @@ class Clauses:
                 if it.ref in [u.source for u in self.req.sources] or singular(it.ref.stem.lower()) in stems:
                     continue  # "orders" when orders.csv is read
                 key = self.entity_key(it.ref)
-                if self.req.measures and not self.req.group and key:
+                if (
+                    (self.req.measures or self.req.rank)
+                    and not self.req.group
+                    and key
+                    and not (self.req.rank and any(c.name == key[0].column for c in self.req.rank.partition))
+                ):
                     # "customers and their total spend": one total over all rows would be a guess
                     raise PlannerQuestion(
-                        f"Should the measures be per {it.text} ({key[0].column})? I read one total over all "
-                        f"rows, and did not use '{it.text}'",
+                        f"Should the result be per {it.text} ({key[0].column})? What I read is over all rows "
+                        f"together, and does not use '{it.text}'",
                         hint=f"say 'per {singular(it.text)}' or leave '{it.text}' out",
                         candidates=[f"per {key[0].column}"],
                     )
