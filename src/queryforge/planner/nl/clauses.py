@@ -3151,7 +3151,12 @@ class Clauses:
                 what = m.groupdict().get("what") or ""
                 distinct = bool(m.groupdict().get("d"))
                 it = self.item(what[1:]) if what[:1] in ("S", "C") else None
-                if it is None or (it.kind == "src" and it.ref is self.main.source and not distinct):
+                own = self.key_of(self.main.source)
+                if it is not None and it.kind == "src" and it.ref is self.main.source and own:
+                    # "number of customers" in customers.csv: each customer once, whatever the file repeats
+                    c = self.col(own[0])
+                    measure = ir.Measure("count", c, distinct=True, alias=f"{singular(it.ref.stem)}_count")
+                elif it is None or (it.kind == "src" and it.ref is self.main.source and not distinct):
                     measure = ir.Measure("count", None, alias="count")
                 elif it.kind == "src":
                     ent = self.entity_key(it.ref) or self.key_of(it.ref)
@@ -3356,6 +3361,7 @@ class Clauses:
             r"\b(?P<c2>C\d+) (?:by|per) (?P<c3>C\d+)\b",
         ]
         for n, pat in enumerate(pats):
+            self.render()  # what an earlier pattern read is not read again ("by signup year")
             for m in self.find(pat):
                 gd = m.groupdict()
                 if gd.get("u") or gd.get("u2"):
@@ -3678,10 +3684,10 @@ class Clauses:
             r"\b(C\d+) (?:(?P<neg>not |doesn't |does not |don't |do not ))?(?P<op>contains?|containing|"
             r"includes?|including|ilike|like|starts? with|starting with|begins? with|beginning with|"
             r"ends? with|"
-            r"ending with|mentions?|mentioning) (Q\d+|V\d+|[a-z0-9_/-]+)"
+            r"ending with|mentions?|mentioning) (Q\d+|V\d+|[a-z0-9_/-]+(?: \. [a-z0-9_-]+)*)"
         ):
             ref = self.colref(m.group(1))
-            text = self.textof(m.group(4))
+            text = self.textof(m.group(4)).replace(" . ", ".")  # "example . com": a domain
             op = m.group("op")
             pattern = (
                 text  # "name ilike '%kitchen%'": the pattern as written
@@ -4566,8 +4572,11 @@ class Clauses:
                 if ref is None or (ref.numeric and not ref.keyish):
                     continue
                 key = ir.GroupKey(self.col(ref))
-                # "store customer_id": a key of the same name, grouped already on the other source
-                joined = any(k.col.name == key.col.name and k.unit is None for k in r.group)
+                # "store customer_id": a key of the same name, grouped already on the other source;
+                # "by signup year": the column of a period key, said with it
+                joined = any(k.col.name == key.col.name and k.unit is None for k in r.group) or any(
+                    k.col == key.col and k.unit is not None for k in r.group
+                )
                 if key.col not in [g.col for g in r.group] and not joined:
                     r.group.append(key)
                 it.used = True
