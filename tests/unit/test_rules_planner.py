@@ -1560,3 +1560,26 @@ def test_an_entity_said_with_its_number_and_weeks_not_read(
     assert_rows(d, env, expected, "SELECT * FROM 'orders.csv' WHERE customer_id <> 5")
     with pytest.raises(PlannerQuestion):
         RulesPlanner().draft("orders.csv orders in the first week of March 2026 -> w1", ctx)
+
+
+def test_period_words_before_a_money_word_and_counts_of_a_column_as_shares(
+    env: Env, expected: Expected
+) -> None:
+    d = draft("orders.csv monthly revenue for 2025, months as numbers 1-12 -> mr", env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT month(order_date), sum(amount) FROM 'orders.csv' WHERE year(order_date) = 2025 GROUP BY 1",
+    )
+    d = draft("orders.csv status counts as percentages of all orders -> pct", env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT status, 100.0 * count(*) / sum(count(*)) OVER () FROM 'orders.csv' GROUP BY 1",
+    )
+    d = draft("number of customers per country from customers.csv -> by_country", env.ctx)
+    assert_rows(
+        d, env, expected, "SELECT country, count(DISTINCT customer_id) FROM 'customers.csv' GROUP BY country"
+    )

@@ -1921,9 +1921,16 @@ class Clauses:
             r"(?:overall |grand |whole |entire |total )?(?:total|sum|all|everything|whole)\b",
             self.sym,
         )
+        if of_total is None and ({"percent", "fraction"} & set(self.hints)):
+            # "status counts as percentages of all orders": the format word was read as a hint
+            of_total = re.search(
+                r"(?<=~ )(?P<w>of) (?:the )?(?:overall |grand |whole |entire |total )?"
+                r"(?:total|sum|all|everything|whole)\b",
+                self.sym,
+            )
         if of_total:
             self.share_of_total = (
-                "percent" if of_total.group(1) in ("percentage", "percent", "pct", "%") else "fraction"
+                "percent" if of_total.group(1) in ("percentage", "percent", "pct", "%", "of") else "fraction"
             )
             if "fraction" in self.hints:
                 self.share_of_total = "fraction"
@@ -3151,6 +3158,21 @@ class Clauses:
                 what = m.groupdict().get("what") or ""
                 distinct = bool(m.groupdict().get("d"))
                 it = self.item(what[1:]) if what[:1] in ("S", "C") else None
+                if (
+                    "(?P<what>S\\d+|C\\d+) (?:count" in pat
+                    and it is not None
+                    and it.kind == "col"
+                    and not distinct
+                    and not self.colref(what[1:]).numeric
+                    and not self.colref(what[1:]).keyish
+                ):
+                    # "status counts": how many rows each status has, a count per status
+                    key = ir.GroupKey(self.col(self.colref(what[1:])))
+                    if key.col not in [g.col for g in self.req.group]:
+                        self.req.group.append(key)
+                    self.add_measure(ir.Measure("count", None, alias="count"))
+                    self.take(m)
+                    continue
                 own = self.key_of(self.main.source)
                 if it is not None and it.kind == "src" and it.ref is self.main.source and own:
                     # "number of customers" in customers.csv: each customer once, whatever the file repeats
@@ -3248,13 +3270,15 @@ class Clauses:
             self.add_measure(ir.Measure(func, self.col(ref), alias=alias))
             self.take(m)
         self.render()
-        # "revenue per country": a money word on its own is a sum when something groups it
+        # "revenue per country", "monthly revenue": a money word on its own is a sum when something groups it
         for m in self.find(
             r"\b(C\d+)(?= (?:per|by|for each|for every|in each|across|grouped by|broken down by))"
+            r"|(?:(?<=daily )|(?<=weekly )|(?<=monthly )|(?<=yearly )|(?<=hourly )|(?<=quarterly ))(C\d+)"
         ):
-            it = self.item(m.group(1))
+            said = next(g for g in m.groups() if g)
+            it = self.item(said)
             if it.text in ("revenue", "sales", "turnover", "spend", "spending", "amount", "value"):
-                ref = self.colref(m.group(1), numeric=True)
+                ref = self.colref(said, numeric=True)
                 if ref.numeric and not ref.keyish:
                     self.add_measure(ir.Measure("sum", self.col(ref), alias=f"total_{ref.column}"))
                     self.take(m)
