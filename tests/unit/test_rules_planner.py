@@ -1583,3 +1583,20 @@ def test_period_words_before_a_money_word_and_counts_of_a_column_as_shares(
     assert_rows(
         d, env, expected, "SELECT country, count(DISTINCT customer_id) FROM 'customers.csv' GROUP BY country"
     )
+
+
+def test_rows_ranked_within_each_period_and_two_rankings_ask(
+    env: Env, expected: Expected, ctx: PlannerContext
+) -> None:
+    d = draft("orders.csv the 2 largest orders in each year -> y2", env.ctx)
+    assert_rows(
+        d,
+        env,
+        expected,
+        "SELECT * EXCLUDE (r) FROM (SELECT *, row_number() OVER (PARTITION BY year(order_date) ORDER BY amount "
+        "DESC) AS r FROM 'orders.csv') WHERE r <= 2",
+    )
+    with pytest.raises(PlannerQuestion):
+        RulesPlanner().draft(
+            "products.csv the cheapest and the most expensive product per category -> ce", ctx
+        )

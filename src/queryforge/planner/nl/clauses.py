@@ -2772,7 +2772,9 @@ class Clauses:
             per_group = re.search(
                 r"\b(?:per|in each|for each|for every|of each|of every|within each|in every|each) (?:the "
                 r")?"
-                r"(C\d+|S\d+)|\b(S\d+|C\d+) (?:each|apiece)\b",
+                r"(C\d+|S\d+)|\b(S\d+|C\d+) (?:each|apiece)\b"
+                r"|\b(?:per|in each|for each|for every|of each|of every|within each|in every|each) (?:the )?"
+                r"(?P<unit>day|week|month|quarter|year)\b",
                 self.sym[m.end() :],
             )
             possessive = re.search(
@@ -2860,6 +2862,13 @@ class Clauses:
                     order_col = self.col(self.only_measure(f"'{words}'"))
             partition: list[ir.Col] = []
             grp = per_group or possessive
+            unit = None
+            if grp is not None and grp.groupdict().get("unit"):
+                # "the biggest order per month": a ranking within each period of the date column
+                partition, unit = [self.col(self.date_column())], UNITS[grp.group("unit")]
+                for kk in self.at(m.end() + grp.start(), m.end() + grp.end()):
+                    self.items[kk].used = True
+                grp = None
             if grp is not None:
                 k = grp.group(1) or (grp.group(2) if grp.lastindex and grp.lastindex >= 2 else None)
                 if k:
@@ -2877,7 +2886,7 @@ class Clauses:
                             ):
                                 self.items[kk].used = True
             keys: list[tuple[ir.Col | str, bool]] = [(order_col if order_col else by, desc)]
-            self.req.rank = ir.Rank(n, keys, partition)
+            self.req.rank = ir.Rank(n, keys, partition, unit)
             self.rank_col = order_col
             self.render()
             return
@@ -5357,6 +5366,8 @@ VITAL_WORDS: dict[str, str] = {
     # "the second most expensive order": an offset in a ranking, which no rule reads
     **dict.fromkeys(("second", "third", "fourth", "fifth", "2nd", "3rd", "4th", "5th"), "unread"),
     **dict.fromkeys(("week", "weeks", "fortnight"), "unread"),  # "the first week of March": not read
+    # a ranking word left over: "the cheapest and the most expensive product" read as one ranking
+    **dict.fromkeys(("cheapest", "priciest", "dearest", "expensive"), "unread"),
     # a change asked for with no operation that says what it is: 'make the orders better'
     **dict.fromkeys(
         (

@@ -268,7 +268,7 @@ class Compiler:
             sql = f"SELECT DISTINCT {select} {body}"
         elif r.distinct_keys or (r.rank and r.rank.partition):
             if r.rank and r.rank.partition:
-                part = ", ".join(self.c(p) for p in r.rank.partition)
+                part = ", ".join(self.group_expr(ir.GroupKey(p, r.rank.unit)) for p in r.rank.partition)
                 order = ", ".join(f"{self.key(k)} {'DESC' if d else 'ASC'}" for k, d in r.rank.by)
                 n = r.rank.n
             else:
@@ -510,7 +510,11 @@ def reading(req: ir.Request) -> str:
             )
     if req.rank:
         by = ", ".join(f"{_name(k)} {'highest' if d else 'lowest'} first" for k, d in req.rank.by)
-        per = f" per {', '.join(p.name for p in req.rank.partition)}" if req.rank.partition else ""
+        per = (
+            f" per {', '.join(group_words(ir.GroupKey(p, req.rank.unit)) for p in req.rank.partition)}"
+            if req.rank.partition
+            else ""
+        )
         parts.append(f"first {req.rank.n} row{'s' if req.rank.n != 1 else ''}{per} by {by}")
     if req.distinct:
         keys = f" by {', '.join(c.name for c in req.distinct_keys)}" if req.distinct_keys else ""

@@ -146,6 +146,7 @@ class Rank:
     n: int
     by: list[tuple[Col | str, bool]]  # (a column or a measure alias, descending)
     partition: list[Col] = field(default_factory=list)
+    unit: str | None = None  # the partition is this period of its date column: 'the biggest order per month'
 
 
 @dataclass
