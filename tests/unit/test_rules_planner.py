@@ -1593,8 +1593,8 @@ def test_rows_ranked_within_each_period_and_two_rankings_ask(
         d,
         env,
         expected,
-        "SELECT * EXCLUDE (r) FROM (SELECT *, row_number() OVER (PARTITION BY year(order_date) ORDER BY amount "
-        "DESC) AS r FROM 'orders.csv') WHERE r <= 2",
+        "SELECT * EXCLUDE (r) FROM (SELECT *, row_number() OVER (PARTITION BY year(order_date) "
+        "ORDER BY amount DESC) AS r FROM 'orders.csv') WHERE r <= 2",
     )
     with pytest.raises(PlannerQuestion):
         RulesPlanner().draft(
