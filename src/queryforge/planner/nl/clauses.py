@@ -2552,7 +2552,7 @@ class Clauses:
             if group is None:
                 return
             op = "<=" if re.search(r"fewer|less|most", m3.group("t")) else ">="
-            measure = ir.Measure("count", None, alias=f"{singular(self.main.source.stem)}_count")
+            measure = self.count_of_main()
             if group.col not in [g.col for g in self.req.group]:
                 self.req.group.append(group)
             self.add_measure(measure)
@@ -2631,14 +2631,8 @@ class Clauses:
             ref = self.colref(measured[1:], numeric=True)
             measure = ir.Measure("sum", self.col(ref), alias=f"total_{ref.column}")
         elif measured.startswith("S") and self.item(measured[1:]).ref is self.main.source:
-            keys = self.key_of(self.main.source)
-            if keys and re.search(r"\b(?:distinct|unique|different)\b", self.p.norm):
-                # "countries with more than 25 distinct customers": count each customer once
-                measure = ir.Measure(
-                    "count", self.col(keys[0]), distinct=True, alias=f"distinct_{keys[0].column}_count"
-                )
-            else:
-                measure = ir.Measure("count", None, alias=f"{singular(self.main.source.stem)}_count")
+            # "countries with more than 25 (distinct) customers": each customer once
+            measure = self.count_of_main()
         elif measured.startswith("S") and self.item(measured[1:]).ref is not self.main.source:
             owner: Source = self.item(measured[1:]).ref
             ent = self.entity_key(owner) or list(self.key_of(owner))
@@ -2653,15 +2647,7 @@ class Clauses:
         if group.col not in [g.col for g in self.req.group]:
             self.req.group.append(group)
         self.add_measure(measure)
-        alias = next(
-            (
-                x.alias
-                for x in self.req.measures
-                if (x.func, x.col, x.distinct) == (measure.func, measure.col, measure.distinct)
-            ),
-            measure.alias,
-        )
-        self.req.having.append(ir.Having(alias, op, value))
+        self.req.having.append(ir.Having(self.alias_of(measure), op, value))
         self.take(m)
         self.render()
 
@@ -3136,8 +3122,7 @@ class Clauses:
         if key.col not in [g.col for g in self.req.group]:
             self.req.group.append(key)
         self.add_measure(measure)
-        alias = next(x.alias for x in self.req.measures if (x.func, x.col) == (measure.func, measure.col))
-        self.req.rank = ir.Rank(n, [(alias, desc)])
+        self.req.rank = ir.Rank(n, [(self.alias_of(measure), desc)])
         self.render()
         return True
 
@@ -3367,8 +3352,40 @@ class Clauses:
             self.take(m)
         self.render()
 
+    def count_of_main(self) -> ir.Measure:
+        """How many of the main source's entities: each key once when it has one (customers.csv repeats
+        rows), else its rows."""
+        keys = self.key_of(self.main.source)
+        alias = f"{singular(self.main.source.stem)}_count"
+        if keys:
+            return ir.Measure("count", self.col(keys[0]), distinct=True, alias=alias)
+        return ir.Measure("count", None, alias=alias)
+
+    def alias_of(self, measure: ir.Measure) -> str:
+        """The output name of the measure of the reading that is this one (added once by add_measure)."""
+        for x in self.req.measures:
+            if (x.func, x.col, x.distinct, x.where) == (
+                measure.func,
+                measure.col,
+                measure.distinct,
+                measure.where,
+            ):
+                return x.alias
+            if self.counts_rows(measure) and self.counts_rows(x):
+                return x.alias
+        return measure.alias
+
+    def counts_rows(self, m: ir.Measure) -> bool:
+        """count(*) or count(DISTINCT <key of the main source>): the same number of main rows."""
+        if m.func != "count" or m.where is not None or m.share or m.parts is not None:
+            return False
+        keys = {k.column for k in self.key_of(self.main.source)}
+        return m.col is None or (m.distinct and m.col.name in keys and m.col.alias == self.main.alias)
+
     def add_measure(self, measure: ir.Measure) -> None:
         """A measure said twice ('average price ..., sorted by average price') is one column."""
+        if self.counts_rows(measure) and any(self.counts_rows(x) for x in self.req.measures):
+            return  # "customers with at least 9 orders, with their order count": one count
         for x in self.req.measures:
             if (
                 (x.func, x.col, x.distinct, x.share)
@@ -4367,7 +4384,7 @@ class Clauses:
                 "Which groups should have that many rows? The request groups nothing",
                 hint="say 'per <column>', e.g. 'per customer_id, only the ones with 10+ orders'",
             )
-        count = next((m for m in r.measures if m.func == "count" and m.col is None and m.where is None), None)
+        count = next((m for m in r.measures if self.counts_rows(m)), None)
         if count is None:
             count = ir.Measure("count", None, alias="count")
             r.measures.append(count)
