@@ -706,15 +706,7 @@ class Clauses:
                         )
                         col_name = f"{word}_{col_name}"
                         self.take_word_before(m.start(1))
-                sql = []
-                for tok in re.findall(rf"C\d+|N\d+|\(|\)|{opw}", text):
-                    if re.fullmatch(r"C\d+", tok):
-                        sql.append(self.col(self.colref(tok[1:])).sql(False))
-                    elif re.fullmatch(r"N\d+", tok):
-                        sql.append(repr(self.item(tok[1:]).ref).removesuffix(".0"))
-                    else:
-                        sql.append(ops.get(tok, tok))
-                text_sql = " ".join(sql).replace("( ", "(").replace(" )", ")")
+                text_sql = self.formula_sql(text, opw, ops)
                 while text_sql.count(")") > text_sql.count("(") and text_sql.endswith(")"):
                     text_sql = text_sql[:-1].rstrip()
                 while text_sql.count("(") > text_sql.count(")") and text_sql.startswith("("):
@@ -820,15 +812,7 @@ class Clauses:
         ):
             if m.group("n") in self.req.derived:
                 continue
-            sql = []
-            for tok in re.findall(rf"C\d+|N\d+|\(|\)|{opw}", m.group("e")):
-                if re.fullmatch(r"C\d+", tok):
-                    sql.append(self.col(self.colref(tok[1:])).sql(False))
-                elif re.fullmatch(r"N\d+", tok):
-                    sql.append(repr(self.item(tok[1:]).ref).removesuffix(".0"))
-                else:
-                    sql.append(ops.get(tok, tok))
-            self.req.derived[m.group("n")] = " ".join(sql).replace("( ", "(").replace(" )", ")")
+            self.req.derived[m.group("n")] = self.formula_sql(m.group("e"), opw, ops)
             self.take(m)
         self.render()
         # a rank as a column: "a price_rank column, 1 for the most expensive", "rank all products by price"
@@ -1117,6 +1101,18 @@ class Clauses:
             self.take(m)
             self.render()
 
+    def formula_sql(self, text: str, opw: str, ops: dict[str, str]) -> str:
+        """A formula over linked symbols ('C3 times N5') as SQL ('amount * 1.21')."""
+        sql = []
+        for tok in re.findall(rf"C\d+|N\d+|\(|\)|{opw}", text):
+            if re.fullmatch(r"C\d+", tok):
+                sql.append(self.col(self.colref(tok[1:])).sql(False))
+            elif re.fullmatch(r"N\d+", tok):
+                sql.append(repr(self.item(tok[1:]).ref).removesuffix(".0"))
+            else:
+                sql.append(ops.get(tok, tok))
+        return " ".join(sql).replace("( ", "(").replace(" )", ")")
+
     def take_word_before(self, pos: int) -> None:
         """The plain word just before `pos` in the symbol string, consumed (it names something)."""
         before = re.search(r"([a-z]+) $", self.sym[:pos])
@@ -1135,14 +1131,6 @@ class Clauses:
         ):
             if not re.search(r"C\d+", m.group("e")):
                 continue
-            sql = []
-            for tok in re.findall(rf"C\d+|N\d+|\(|\)|{opw}", m.group("e")):
-                if re.fullmatch(r"C\d+", tok):
-                    sql.append(self.col(self.colref(tok[1:])).sql(False))
-                elif re.fullmatch(r"N\d+", tok):
-                    sql.append(repr(self.item(tok[1:]).ref).removesuffix(".0"))
-                else:
-                    sql.append(ops.get(tok, tok))
             words = [
                 self.item(w[1:]).text if re.fullmatch(r"[CVNS]\d+", w) else w
                 for w in m.group("d").split()
@@ -1150,9 +1138,7 @@ class Clauses:
                 and w not in ("a", "an", "the", "column", "colum", "field", "new", "extra")
             ]
             name = "_".join(re.sub(r"\W+", "_", w).strip("_") for w in words[-4:] if re.sub(r"\W+", "", w))
-            self.req.derived[(name or "value").lower()[:60]] = (
-                " ".join(sql).replace("( ", "(").replace(" )", ")")
-            )
+            self.req.derived[(name or "value").lower()[:60]] = self.formula_sql(m.group("e"), opw, ops)
             self.take(m)
         self.render()
 

@@ -121,6 +121,7 @@ class Parser:
     def correct_typos(self) -> None:
         """Words no vocabulary knows, one or two letters off a known one: 'undr' → 'under'."""
         vocab = known_words(self.ctx)
+        data_words = frozenset(catalog_words(self.ctx))  # once per request, not once per word
         for t in self.tokens:
             if t.kind != "word" or len(t.norm) < 4 or t.norm in vocab or singular(t.norm) in vocab:
                 continue
@@ -138,7 +139,7 @@ class Parser:
                 continue  # a destination's name is the user's to choose ('orderz')
             if zipf_frequency(t.norm) >= COMMON_WORD:
                 continue  # a word this common is meant ('spain' is no misspelt 'span')
-            hit = closest_keyword(t.norm, keywords(self.ctx), prefer=frozenset(catalog_words(self.ctx)))
+            hit = closest_keyword(t.norm, keywords(self.ctx), prefer=data_words)
             if hit and english and zipf_frequency(hit) - zipf_frequency(t.norm) < RARE_GAP:
                 continue  # 'worth' is a word of its own, not a misspelt 'worst'; 'frist' is a typo
             if hit:
