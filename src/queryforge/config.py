@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="metadata DB; SQLite in .queryforge/ if unset")
     org: str = "default"
     user: str = "local"
+    engine: str | None = Field(
+        default=None,
+        description="engine of the runs this process executes (duckdb, spark); wins over queryforge.yaml",
+    )
     workspace: str | None = None
     cost_cap_rows: int = Field(
         default=100_000_000, description="rows one ask may scan before it needs --approve-cost"

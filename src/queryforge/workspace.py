@@ -23,7 +23,7 @@ from .config import CONFIG_FILE, STATE_DIR, Settings, WorkspaceConfig, load_conf
 from .connectors.base import ConnectionConfig, ReadRequest
 from .connectors.files import FilesConnector
 from .connectors.registry import FILES, ConnectionSet
-from .engine.base import get_engine
+from .engine.base import CANONICAL_ENGINE, Engine, get_engine
 from .engine.duckdb import run_readonly
 from .errors import NotFoundError, ProductionChanged, QueryBlocked, QueryForgeError, UserError, did_you_mean
 from .planner.catalog import build_context
@@ -126,6 +126,20 @@ class Workspace:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # ------------------------------------------------------------ engine
+    @property
+    def engine_name(self) -> str:
+        """The engine runs execute on: QUERYFORGE_ENGINE / --engine, else queryforge.yaml's `engine`."""
+        return self.settings.engine or self.config.engine
+
+    def use_engine(self, name: str) -> None:
+        """Run this process's runs on engine `name` (checked: an unknown name is an error now)."""
+        get_engine(name)
+        self.settings = self.settings.model_copy(update={"engine": name})
+
+    def engine(self) -> Engine:
+        return get_engine(self.engine_name, max_memory=self.settings.max_memory)
+
     # ------------------------------------------------------------ pipelines
     def pipeline_path(self, ref: str) -> Path:
         """A pipeline by path, or by name under pipelines/."""
@@ -163,11 +177,15 @@ class Workspace:
 
     def compile(self, bound: BoundPipeline, *, estimate: bool = False) -> ExecutionPlan:
         """The execution plan; with `estimate`, also the engine's estimate of the rows it will scan."""
-        engine = get_engine(self.config.engine, max_memory=self.settings.max_memory)
+        # Plans compile on the canonical engine (DuckDB); another engine vets every step's query.
+        canonical = get_engine(CANONICAL_ENGINE, max_memory=self.settings.max_memory)
+        runs_on = self.engine()
         connections = self.connections()
-        scratch = engine.session(None, allowed_dirs=readable_dirs(bound.pipeline, connections))
+        scratch = canonical.session(None, allowed_dirs=readable_dirs(bound.pipeline, connections))
         try:
-            plan = Compiler(bound, scratch, connections).compile()
+            plan = Compiler(
+                bound, scratch, connections, runs_on=None if runs_on.name == CANONICAL_ENGINE else runs_on
+            ).compile()
             if estimate:
                 # DuckDB guesses CSV sizes low before reading them; the files themselves tell better,
                 # and the engine multiplies these through joins and generators by its plan.
@@ -205,7 +223,7 @@ class Workspace:
         return self.compile(self.bind(ref, params))
 
     def explain(self, ref: str, params: dict[str, Any] | None = None) -> list[dict[str, str]]:
-        return explain(self.validate(ref, params), get_engine(self.config.engine).dialect)
+        return explain(self.validate(ref, params), self.engine().dialect)
 
     # ------------------------------------------------------------ runs
     def executor(
@@ -220,7 +238,7 @@ class Workspace:
         return Executor(
             repo=repo or self.repo,
             connections=connections,
-            engine=get_engine(self.config.engine, max_memory=self.settings.max_memory),
+            engine=self.engine(),
             runs_dir=self.state / "runs",
             reporter=reporter,
             control=control,

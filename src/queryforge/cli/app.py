@@ -248,12 +248,22 @@ def run(
         bool, typer.Option("--sandbox", help="write and audit only; production untouched")
     ] = False,
     param: ParamOpt = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="engine that executes the run: duckdb (default) or spark (local[*], or "
+            "QUERYFORGE_SPARK_MASTER); default: QUERYFORGE_ENGINE, then queryforge.yaml's engine",
+        ),
+    ] = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Run a pipeline: write to staging, run the checks, publish atomically (unless --sandbox)."""
     with handled(as_json, debug), open_workspace(workspace) as ws:
+        if engine:
+            ws.use_engine(engine)
         reporter = None if as_json or not render.err.is_terminal else render.LiveReporter()
         outcome = ws.run(pipeline, parse_params(param), sandbox=sandbox, reporter=reporter)
         finish(ws, outcome, as_json)

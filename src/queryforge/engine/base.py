@@ -16,6 +16,7 @@ from sqlglot import exp
 from ..errors import ConfigError, did_you_mean
 
 Schema = list[tuple[str, str]]
+CANONICAL_ENGINE = "duckdb"  # steps compile to its dialect; plans are compiled and validated on it
 
 
 class EngineSession(Protocol):
@@ -45,6 +46,7 @@ class Engine:
 
     name: ClassVar[str]
     dialect: ClassVar[str]
+    work_files: ClassVar[tuple[str, ...]] = ()  # what a run's work area holds (copied by an edited resume)
     registry: ClassVar[dict[str, type[Engine]]] = {}
 
     def __init__(self, *, max_memory: str | None = None) -> None:
@@ -56,9 +58,21 @@ class Engine:
             Engine.registry[cls.name] = cls
 
     def session(
-        self, work_dir: Path | None, *, preserve_order: bool = True, allowed_dirs: list[Path] | None = None
+        self,
+        work_dir: Path | None,
+        *,
+        preserve_order: bool = True,
+        allowed_dirs: list[Path] | None = None,
+        schemas: Mapping[str, Schema] | None = None,
     ) -> EngineSession:
+        """A session over a run's work area; `schemas` are the plan's step schemas (canonical types),
+        for engines that must give their outputs exactly those names and types."""
         raise NotImplementedError
+
+    def unsupported(self, query: exp.Query) -> str | None:
+        """Why this engine cannot run `query` with the canonical meaning, or None. Plans are
+        compiled (and validated) on the canonical engine; this is asked of every step's query."""
+        return None
 
 
 def get_engine(name: str, *, max_memory: str | None = None) -> Engine:

@@ -243,7 +243,10 @@ class Executor:
         killed) is worth another try, not a person's attention."""
         try:
             return self.engine.session(
-                self.runs_dir / run_id, preserve_order=plan.preserve_order, allowed_dirs=plan.allowed_dirs
+                self.runs_dir / run_id,
+                preserve_order=plan.preserve_order,
+                allowed_dirs=plan.allowed_dirs,
+                schemas=plan.schemas,
             )
         except duckdb.Error as exc:
             raise TransientError(
@@ -312,8 +315,10 @@ class Executor:
         """An edited resume starts from the earlier run's work tables (reused where unchanged)."""
         src, dst = self.runs_dir / source, self.runs_dir / target
         dst.mkdir(parents=True, exist_ok=True)
-        for name in ("work.duckdb", "work.duckdb.wal"):
-            if (src / name).exists():
+        for name in self.engine.work_files:
+            if (src / name).is_dir():
+                shutil.copytree(src / name, dst / name, dirs_exist_ok=True)
+            elif (src / name).exists():
                 shutil.copyfile(src / name, dst / name)
 
     def _reuse(
@@ -606,13 +611,9 @@ class Executor:
             if not isinstance(stage, ExtractStage | TransformStage) or stage.materialize:
                 continue
             try:
-                session.fetch(
-                    self._inline(
-                        exp.select(exp.func("sum", exp.func("hash", exp.column("t")))).from_(
-                            exp.alias_(table(stage.step_id), "t", table=True)
-                        )
-                    )
-                )
+                # DISTINCT over every column computes every column, on any engine.
+                every_value = exp.select(exp.Star()).distinct().from_(table(stage.step_id)).subquery("t")
+                session.fetch(self._inline(exp.select(exp.func("count", exp.Star())).from_(every_value)))
             except QueryForgeError as exc:
                 if not isinstance(exc, StepFailed):
                     return None  # a lock or an interrupt while diagnosing says nothing about the data

@@ -21,7 +21,7 @@ from ..connectors.base import ReadRequest, TargetRef
 from ..connectors.files import FilesConnector, file_format
 from ..connectors.paths import PathFence, glob_base
 from ..connectors.registry import FILES, ConnectionSet
-from ..engine.base import EngineSession
+from ..engine.base import Engine, EngineSession
 from ..engine.ops import OpContext, get_op
 from ..errors import QueryForgeError, SpecError, did_you_mean
 from ..quality.checks import CompiledRule, RuleContext, compile_rule
@@ -256,8 +256,16 @@ def readable_dirs(pipeline: m.Pipeline, connections: ConnectionSet) -> list[Path
 
 
 class Compiler:
-    def __init__(self, bound: BoundPipeline, scratch: EngineSession, connections: ConnectionSet) -> None:
+    def __init__(
+        self,
+        bound: BoundPipeline,
+        scratch: EngineSession,
+        connections: ConnectionSet,
+        *,
+        runs_on: Engine | None = None,
+    ) -> None:
         self.bound = bound
+        self.runs_on = runs_on  # the engine that will execute the plan, when not the canonical one
         self.pipeline = bound.pipeline
         self.scratch = scratch
         self.connections = connections
@@ -288,6 +296,7 @@ class Compiler:
                 raise
             if isinstance(stage, StageLoadStage):
                 loads.append(stage)
+            self.vet(stage)
             stages.append(stage)
             self.hashes[step_id] = self.step_hash(stage, deps[step_id])
         by_connection: dict[str, list[str]] = {}
@@ -314,6 +323,22 @@ class Compiler:
             timeouts={s.id: s.timeout_s for s in self.pipeline.steps},
             deps={k: tuple(v) for k, v in deps.items()},
         )
+
+    def vet(self, stage: Stage) -> None:
+        """Refuse at validation a step the executing engine cannot run with the canonical meaning."""
+        if self.runs_on is None:
+            return
+        queries = [getattr(stage, "query", None)]
+        if isinstance(stage, CheckStage):
+            queries += [rule.violations for rule in stage.rules]
+        for query in queries:
+            why = self.runs_on.unsupported(query) if query is not None else None
+            if why is not None:
+                raise SpecError(
+                    f"Step '{stage.step_id}' is not supported on the {self.runs_on.name} engine: {why}",
+                    where=self.where(stage.step_id),
+                    hint="run the pipeline with --engine duckdb, or write that part another way",
+                )
 
     def allowed_dirs(self) -> list[Path]:
         return readable_dirs(self.pipeline, self.connections)
