@@ -20,10 +20,10 @@ from typing import Any
 
 import duckdb
 
-from . import pipeline_10m, planner, postgres_io, queue_throughput, step_overhead
+from . import pipeline_10m, planner, postgres_io, queue_throughput, spark_engine, step_overhead
 from .common import Outcome, fmt_load, load_average, log
 
-BENCHMARKS = ("pipeline_10m", "step_overhead", "planner", "postgres_io", "queue_throughput")
+BENCHMARKS = ("pipeline_10m", "step_overhead", "planner", "postgres_io", "queue_throughput", "spark_engine")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         outcomes.extend(postgres_io.run(args.pg_rows, args.repeat, args.profile))
     if "queue_throughput" in selected:
         outcomes.extend(queue_throughput.run(args.queue_runs, args.queue_runs * 5 // 2, args.profile))
+    if "spark_engine" in selected:
+        outcomes.append(spark_engine.run(args.rows, args.repeat))
     if "planner" in selected:
         outcomes.extend(planner.run(1 if args.quick else args.repeat, args.profile))
     elapsed = time.perf_counter() - started
