@@ -151,6 +151,11 @@ class Settings(BaseSettings):
         description="engine of the runs this process executes (duckdb, spark); wins over queryforge.yaml",
     )
     workspace: str | None = None
+    spark_above_bytes: int = Field(
+        default=10 * 1024**3,
+        ge=0,
+        description="input size above which `engine: auto` runs a pipeline on Spark",
+    )
     cost_cap_rows: int = Field(
         default=100_000_000, description="rows one ask may scan before it needs --approve-cost"
     )

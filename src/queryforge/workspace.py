@@ -54,6 +54,9 @@ from .sql.safety import DEFAULT_PREVIEW_LIMIT, UnsafeSql, Verdict, vet_preview
 from .store import Repo, RunRecord, Store
 from .store.queue import Claim, RunQueue, utcnow
 
+AUTO_ENGINE = "auto"  # engine: auto -- DuckDB, or Spark when the input is larger than a threshold
+TABLE_ROW_BYTES = 100  # a database table's size is guessed from its row estimate
+
 
 @dataclasses.dataclass(frozen=True)
 class Submitted:
@@ -133,12 +136,28 @@ class Workspace:
         return self.settings.engine or self.config.engine
 
     def use_engine(self, name: str) -> None:
-        """Run this process's runs on engine `name` (checked: an unknown name is an error now)."""
-        get_engine(name)
+        """Run this process's runs on engine `name`, or `auto` (checked: an unknown name is an error now)."""
+        if name != AUTO_ENGINE:
+            get_engine(name)
         self.settings = self.settings.model_copy(update={"engine": name})
 
     def engine(self) -> Engine:
-        return get_engine(self.engine_name, max_memory=self.settings.max_memory)
+        """The engine named in the settings (for `auto`, the canonical one; each plan says where it runs)."""
+        name = CANONICAL_ENGINE if self.engine_name == AUTO_ENGINE else self.engine_name
+        return get_engine(name, max_memory=self.settings.max_memory)
+
+    def _route(self, connections: ConnectionSet, plan: ExecutionPlan) -> tuple[str, int | None]:
+        """The engine a plan runs on, and the input bytes that decided it when the engine is `auto`:
+        Spark when the extracts read more than QUERYFORGE_SPARK_ABOVE_BYTES, else the canonical one."""
+        if self.engine_name != AUTO_ENGINE:
+            return self.engine_name, None
+        size = 0
+        for stage in plan.stages_of(ExtractStage):
+            if stage.path:
+                size += connections.files.total_bytes(stage.path)
+            else:
+                size += self._table_estimate(connections, stage) * TABLE_ROW_BYTES
+        return ("spark" if size > self.settings.spark_above_bytes else CANONICAL_ENGINE), size
 
     # ------------------------------------------------------------ pipelines
     def pipeline_path(self, ref: str) -> Path:
@@ -179,13 +198,15 @@ class Workspace:
         """The execution plan; with `estimate`, also the engine's estimate of the rows it will scan."""
         # Plans compile on the canonical engine (DuckDB); another engine vets every step's query.
         canonical = get_engine(CANONICAL_ENGINE, max_memory=self.settings.max_memory)
-        runs_on = self.engine()
         connections = self.connections()
         scratch = canonical.session(None, allowed_dirs=readable_dirs(bound.pipeline, connections))
         try:
-            plan = Compiler(
-                bound, scratch, connections, runs_on=None if runs_on.name == CANONICAL_ENGINE else runs_on
-            ).compile()
+            compiler = Compiler(bound, scratch, connections)
+            plan = compiler.compile()
+            name, size = self._route(connections, plan)
+            plan = dataclasses.replace(plan, input_bytes=size)
+            if name != CANONICAL_ENGINE:
+                plan = compiler.vet_for(plan, get_engine(name, max_memory=self.settings.max_memory))
             if estimate:
                 # DuckDB guesses CSV sizes low before reading them; the files themselves tell better,
                 # and the engine multiplies these through joins and generators by its plan.
@@ -223,7 +244,8 @@ class Workspace:
         return self.compile(self.bind(ref, params))
 
     def explain(self, ref: str, params: dict[str, Any] | None = None) -> list[dict[str, str]]:
-        return explain(self.validate(ref, params), self.engine().dialect)
+        plan = self.validate(ref, params)
+        return explain(plan, get_engine(plan.engine).dialect)
 
     # ------------------------------------------------------------ runs
     def executor(

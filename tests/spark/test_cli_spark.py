@@ -66,3 +66,22 @@ def test_an_unknown_engine_is_one_clear_error(demo: Path, qf: Callable[..., CliR
     wrong = qf("run", "pipelines/daily_sales.yaml", "--engine", "sprak", cwd=demo)
     assert wrong.code != 0
     assert "Unknown engine 'sprak'" in wrong.stderr and "spark" in wrong.stderr
+
+
+def test_engine_auto_runs_a_large_input_on_spark(demo: Path, qf: Callable[..., CliResult]) -> None:
+    routed = qf(
+        "run",
+        "pipelines/customers_clean.yaml",
+        "--engine",
+        "auto",
+        "--json",
+        cwd=demo,
+        env={"QUERYFORGE_SPARK_ABOVE_BYTES": "1000"},  # the sample customers.csv is ~80 kB
+        timeout=300,
+    )
+    assert routed.code == 0, routed.stderr
+    run_id = routed.json()["run_id"]
+    assert (demo / ".queryforge" / "runs" / run_id / "spark").is_dir()  # Spark's work area
+    small = qf("run", "pipelines/customers_clean.yaml", "--engine", "auto", "--json", cwd=demo)
+    assert small.code == 0, small.stderr
+    assert not (demo / ".queryforge" / "runs" / small.json()["run_id"] / "spark").exists()

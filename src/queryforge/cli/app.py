@@ -252,8 +252,9 @@ def run(
         str | None,
         typer.Option(
             "--engine",
-            help="engine that executes the run: duckdb (default) or spark (local[*], or "
-            "QUERYFORGE_SPARK_MASTER); default: QUERYFORGE_ENGINE, then queryforge.yaml's engine",
+            help="engine that executes the run: duckdb, spark (local[*], or QUERYFORGE_SPARK_MASTER) or "
+            "auto (spark when the input exceeds QUERYFORGE_SPARK_ABOVE_BYTES, 10 GiB); "
+            "default: QUERYFORGE_ENGINE, then queryforge.yaml's engine",
         ),
     ] = None,
     workspace: WorkspaceOpt = None,

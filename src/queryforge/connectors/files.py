@@ -253,6 +253,10 @@ class FilesConnector(Connector):
         parts = [f"{f}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}" for f, st in stats]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
+    def total_bytes(self, pattern: str) -> int:
+        """Bytes in the files a pattern names (what an extract reads, compressed as stored)."""
+        return sum(Path(f).stat().st_size for f in glob.glob(str(self.resolve_path(pattern)), recursive=True))
+
     def estimate_rows(self, pattern: str) -> int:
         """Rows in the files a pattern names: Parquet metadata, else size over the mean line length."""
         total = 0

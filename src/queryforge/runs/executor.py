@@ -32,7 +32,7 @@ from .. import faults
 from ..connectors.base import StagedLoad, TargetRef
 from ..connectors.registry import ConnectionSet
 from ..connectors.sql import SqlConnector, literal
-from ..engine.base import Engine, EngineSession
+from ..engine.base import Engine, EngineSession, get_engine
 from ..errors import (
     ChecksFailed,
     InternalError,
@@ -140,6 +140,8 @@ class Executor:
         """Run a claimed run (status `running`) to its end; with `prior`, reuse what is unchanged;
         `skip` steps (skip_and_continue) are not run, nor is anything that depends on them."""
         outcome = RunOutcome(run_id=run_id, status="running")
+        if plan.engine != self.engine.name:  # the plan says where it runs (engine: auto routes per plan)
+            self.engine = get_engine(plan.engine, max_memory=self.engine.max_memory)
         skipped = plan.skipped_with(skip)
         self.prior = prior
         self.control.timeouts = {k: v for k, v in plan.timeouts.items() if v}

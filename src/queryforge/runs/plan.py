@@ -7,6 +7,7 @@ step as a view in a scratch engine session -- column names and types. The execut
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from collections.abc import Iterable
@@ -21,7 +22,7 @@ from ..connectors.base import ReadRequest, TargetRef
 from ..connectors.files import FilesConnector, file_format
 from ..connectors.paths import PathFence, glob_base
 from ..connectors.registry import FILES, ConnectionSet
-from ..engine.base import Engine, EngineSession
+from ..engine.base import CANONICAL_ENGINE, Engine, EngineSession
 from ..engine.ops import OpContext, get_op
 from ..errors import QueryForgeError, SpecError, did_you_mean
 from ..quality.checks import CompiledRule, RuleContext, compile_rule
@@ -101,6 +102,8 @@ class ExecutionPlan:
     timeouts: dict[str, float | None] = field(default_factory=dict)  # step id -> its timeout_s
     # step id -> every step it reads (a check's relationship targets too); from the compiler
     deps: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    engine: str = CANONICAL_ENGINE  # the engine that executes the plan (compiled on the canonical one)
+    input_bytes: int | None = None  # what the extracts read, where known (routing of engine: auto)
 
     def stages_of(self, cls: type[Stage]) -> list[Any]:
         return [s for s in self.stages if isinstance(s, cls)]
@@ -256,16 +259,8 @@ def readable_dirs(pipeline: m.Pipeline, connections: ConnectionSet) -> list[Path
 
 
 class Compiler:
-    def __init__(
-        self,
-        bound: BoundPipeline,
-        scratch: EngineSession,
-        connections: ConnectionSet,
-        *,
-        runs_on: Engine | None = None,
-    ) -> None:
+    def __init__(self, bound: BoundPipeline, scratch: EngineSession, connections: ConnectionSet) -> None:
         self.bound = bound
-        self.runs_on = runs_on  # the engine that will execute the plan, when not the canonical one
         self.pipeline = bound.pipeline
         self.scratch = scratch
         self.connections = connections
@@ -296,7 +291,6 @@ class Compiler:
                 raise
             if isinstance(stage, StageLoadStage):
                 loads.append(stage)
-            self.vet(stage)
             stages.append(stage)
             self.hashes[step_id] = self.step_hash(stage, deps[step_id])
         by_connection: dict[str, list[str]] = {}
@@ -324,21 +318,22 @@ class Compiler:
             deps={k: tuple(v) for k, v in deps.items()},
         )
 
-    def vet(self, stage: Stage) -> None:
-        """Refuse at validation a step the executing engine cannot run with the canonical meaning."""
-        if self.runs_on is None:
-            return
-        queries = [getattr(stage, "query", None)]
-        if isinstance(stage, CheckStage):
-            queries += [rule.violations for rule in stage.rules]
-        for query in queries:
-            why = self.runs_on.unsupported(query) if query is not None else None
-            if why is not None:
-                raise SpecError(
-                    f"Step '{stage.step_id}' is not supported on the {self.runs_on.name} engine: {why}",
-                    where=self.where(stage.step_id),
-                    hint="run the pipeline with --engine duckdb, or write that part another way",
-                )
+    def vet_for(self, plan: ExecutionPlan, engine: Engine) -> ExecutionPlan:
+        """The plan, to run on `engine`; a step the engine cannot run with the canonical meaning is
+        refused here, at validation, with the step's location."""
+        for stage in plan.stages:
+            queries = [getattr(stage, "query", None)]
+            if isinstance(stage, CheckStage):
+                queries += [rule.violations for rule in stage.rules]
+            for query in queries:
+                why = engine.unsupported(query) if query is not None else None
+                if why is not None:
+                    raise SpecError(
+                        f"Step '{stage.step_id}' is not supported on the {engine.name} engine: {why}",
+                        where=self.where(stage.step_id),
+                        hint="run the pipeline with --engine duckdb, or write that part another way",
+                    )
+        return dataclasses.replace(plan, engine=engine.name)
 
     def allowed_dirs(self) -> list[Path]:
         return readable_dirs(self.pipeline, self.connections)
