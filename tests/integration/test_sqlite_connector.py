@@ -260,3 +260,24 @@ def test_read_only_connection_can_still_be_read(ro_ws: Workspace) -> None:
     _, rows = warehouse_rows(ro_ws, "customers_copy")
     assert Counter(rows) == Counter(sqlite_rows(ro_ws, "SELECT * FROM customers"))
     assert digest(db) == before
+
+
+def test_text_columns_are_typed_as_text_when_a_pipeline_is_validated(ws: Workspace) -> None:
+    """SQLite types values, not columns: the extract's types come from a sample, so a filter on a
+    text column compiles (an empty sample typed every column BIGINT, and `name = 'Ann'` failed)."""
+    (ws.root / "pipelines" / "named.yaml").write_text(
+        "name: named\nsteps:\n"
+        "  - id: c\n    extract: {connection: legacy, table: customers}\n"
+        "  - id: ann\n    filter: {input: c, where: \"name = 'Ann' AND joined >= '2024-01-01'\"}\n"
+        "  - id: out\n    load: {input: ann, table: ann}\n"
+    )
+    plan = ws.validate("pipelines/named.yaml")
+    assert dict(plan.schemas["c"]) == {
+        "id": "BIGINT",
+        "name": "VARCHAR",
+        "score": "DOUBLE",
+        "joined": "VARCHAR",
+    }
+    assert ws.run("pipelines/named.yaml").status == "succeeded"
+    with duckdb.connect(str(ws.state / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT id, name FROM ann").fetchall() == [(1, "Ann")]

@@ -43,6 +43,10 @@ def _safe(text: str) -> str:
 class SqlConnector(Connector):
     """A database that speaks SQL. Subclasses override the few methods that truly differ."""
 
+    # Rows read to learn the column types of an extract: none where the database reports types
+    # of an empty result; a driver that infers them from the values needs a sample.
+    describe_rows: ClassVar[int] = 0
+
     dialect: ClassVar[str] = DIALECT
     supports_schemas: ClassVar[bool] = True
     # DDL inside a transaction commits or rolls back with it (DuckDB, SQLite, PostgreSQL; not MySQL).
@@ -184,7 +188,7 @@ class SqlConnector(Connector):
                         hint=did_you_mean(c, known),
                     )
         bare = dataclasses.replace(request, since=None)
-        sample = self.fetch_arrow(self.sql(self.source_query(bare, where).limit(0)))
+        sample = self.fetch_arrow(self.sql(self.source_query(bare, where).limit(self.describe_rows)))
         return duckdb_columns(sample.schema)
 
     # ------------------------------------------------------------ write

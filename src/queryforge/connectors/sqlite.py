@@ -16,6 +16,9 @@ class SQLiteConnector(SqlConnector):
     scheme = "sqlite"
     dialect: ClassVar[str] = "sqlite"
     supports_schemas: ClassVar[bool] = False
+    # ADBC's SQLite driver types columns from the first batch of values (1024 rows by default); an
+    # empty result would type every column int64, text and dates included.
+    describe_rows: ClassVar[int] = 1024
 
     _con: sqlite3.Connection | None = None
 

@@ -79,6 +79,7 @@ ALLOWED_FUNCS: frozenset[type[exp.Expr]] = frozenset(
         "Left",
         "Length",
         "Ln",
+        "Localtimestamp",
         "Log",
         "LogicalAnd",
         "LogicalOr",
@@ -229,6 +230,8 @@ def _rewrite(node: exp.Expr) -> exp.Expr:
             _refuse(node, "a whole-value regular expression match needs a constant pattern on Spark")
         anchored = exp.Literal.string(f"^(?:{pattern.name})$")
         return exp.RegexpLike(this=node.this, expression=anchored)
+    if isinstance(node, exp.Localtimestamp):  # Spark knows it only as a call
+        return exp.Anonymous(this="localtimestamp", expressions=[])
     if isinstance(node, exp.Week):  # DuckDB's week() is the ISO week, Spark's weekofyear()
         return exp.Anonymous(this="weekofyear", expressions=[node.this])
     if isinstance(node, exp.PercentileCont) and node.args.get("expression") is not None:

@@ -8,6 +8,7 @@ loopback, timestamps without time zone (DuckDB's TIMESTAMP) written to Parquet a
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -27,7 +28,6 @@ SETTINGS = {
     "spark.driver.host": "127.0.0.1",
     "spark.driver.bindAddress": "127.0.0.1",
     "spark.sql.timestampType": "TIMESTAMP_NTZ",
-    "spark.sql.session.timeZone": "UTC",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.ansi.enabled": "true",
     "spark.sql.caseSensitive": "false",
@@ -55,6 +55,15 @@ def functions() -> Any:
     return module
 
 
+def local_zone() -> str:
+    """This machine's time zone by name (TZ, else /etc/localtime's target), as DuckDB sees it."""
+    named = os.environ.get("TZ", "").lstrip(":")
+    if named:
+        return named
+    target = os.path.realpath("/etc/localtime")
+    return target.split("zoneinfo/", 1)[1] if "zoneinfo/" in target else "UTC"
+
+
 def master() -> str:
     return os.environ.get("QUERYFORGE_SPARK_MASTER") or DEFAULT_MASTER
 
@@ -71,6 +80,7 @@ def shared_session() -> Any:
 
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = SparkSession.builder.master(wanted).appName("queryforge")
+        builder = builder.config("spark.sql.session.timeZone", local_zone())  # DuckDB's "local" too
         for key, value in SETTINGS.items():
             builder = builder.config(key, value)
         log_config = Path(__file__).with_name("spark_log4j2.properties")
@@ -84,5 +94,6 @@ def shared_session() -> Any:
                 hint="the Spark engine needs Java 17 or newer on PATH (java -version)",
             ) from None
         session.sparkContext.setLogLevel("OFF")  # failures reach the user as our errors, once
+        logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)  # PySpark's own echo
         _SHARED[wanted] = session
         return session
