@@ -78,3 +78,105 @@ def mysql_database() -> Iterator[str]:
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         admin.close()
+
+
+NATS_URL = "nats://127.0.0.1:4222"
+NATS_START = (
+    "start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- "
+    "-a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log"
+)
+REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_START = (
+    'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no '
+    "--dir /var/lib/redis --logfile /var/log/redis/ci.log"
+)
+
+
+def _nats(coro_fn: Any) -> Any:
+    import asyncio
+
+    import nats
+
+    async def main() -> Any:
+        try:
+            nc = await nats.connect(NATS_URL, connect_timeout=3, allow_reconnect=False)
+        except Exception as exc:
+            pytest.fail(
+                f"NATS is unreachable at {NATS_URL}: {exc}\nStart it with: {NATS_START}", pytrace=False
+            )
+        try:
+            return await coro_fn(nc.jetstream())
+        finally:
+            await nc.close()
+
+    return asyncio.run(main())
+
+
+@contextmanager
+def nats_subject() -> Iterator[str]:
+    """A fresh JetStream stream holding one unique subject; yields the subject, deletes the stream."""
+    from nats.js.api import StreamConfig
+
+    token = secrets.token_hex(6)
+    name, subject = f"QF_TEST_{token}", f"qf.test.{token}"
+
+    async def create(js: Any) -> None:
+        await js.add_stream(StreamConfig(name=name, subjects=[subject]))
+
+    async def delete(js: Any) -> None:
+        await js.delete_stream(name)
+
+    _nats(create)
+    try:
+        yield subject
+    finally:
+        _nats(delete)
+
+
+def nats_publish(subject: str, payloads: list[bytes]) -> None:
+    """Publish to JetStream and wait for every acknowledgement (each message is stored)."""
+
+    async def publish(js: Any) -> None:
+        for start in range(0, len(payloads), 5000):
+            for payload in payloads[start : start + 5000]:
+                await js.publish_async(subject, payload)
+            await js.publish_async_completed()
+
+    _nats(publish)
+
+
+def redis_client() -> Any:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(
+            f"Redis is unreachable at {REDIS_URL}: {exc}\nStart it with: {REDIS_START}", pytrace=False
+        )
+    return client
+
+
+@contextmanager
+def redis_stream_key() -> Iterator[str]:
+    """A unique Redis stream key, deleted afterwards."""
+    key = f"qf:test:{secrets.token_hex(6)}"
+    client = redis_client()
+    try:
+        yield key
+    finally:
+        client.delete(key)
+        client.close()
+
+
+def redis_publish(key: str, payloads: list[bytes]) -> None:
+    client = redis_client()
+    try:
+        for start in range(0, len(payloads), 5000):
+            pipe = client.pipeline(transaction=False)
+            for payload in payloads[start : start + 5000]:
+                pipe.xadd(key, {"data": payload})
+            pipe.execute()
+    finally:
+        client.close()

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,11 +45,13 @@ from .runs.plan import (
     readable_dirs,
 )
 from .runs.reporter import Reporter
+from .runs.stream import StreamRunner, StreamStatus, stream_lock
 from .runs.triggers import check_dependencies, derived_key, downstream, expand_values
 from .runs.worker import Slot, Watchdog, die, owner_name
 from .scaffold import create_workspace
 from .secrets import scrub
 from .spec.loader import BoundPipeline, PipelineSource, load_file
+from .spec.models import Trigger
 from .sql.parse import SqlProblem, parse_select, table, table_references
 from .sql.safety import DEFAULT_PREVIEW_LIMIT, UnsafeSql, Verdict, vet_preview
 from .store import Repo, RunRecord, Store
@@ -291,6 +294,112 @@ class Workspace:
         run_id = self._create_run(bound, sandbox=sandbox, key=None, trigger="cli")
         return self._run_here(run_id, reporter, plan=plan)
 
+    def stream(
+        self,
+        ref: str,
+        params: dict[str, Any] | None = None,
+        *,
+        stop: threading.Event | None = None,
+        max_batches: int | None = None,
+        on_progress: Callable[[StreamStatus, bool], None] | None = None,
+    ) -> tuple[str, StreamStatus]:
+        """Run a streaming pipeline until `stop` is set (or `max_batches` committed); returns the
+        run id and its figures. One process per stream (a lock in the workspace); a run left
+        `running` by a killed process is closed here, and the new one resumes from the sink."""
+        bound = self.load(ref).bind(params)
+        if bound.pipeline.mode != "streaming":
+            raise UserError(
+                f"Pipeline '{bound.pipeline.name}' is not a streaming pipeline",
+                hint="run it with 'queryforge run', or add 'mode: streaming' to stream it",
+            )
+        if self.engine_name not in (CANONICAL_ENGINE, AUTO_ENGINE):
+            raise UserError(
+                f"Streaming pipelines run on the {CANONICAL_ENGINE} engine; Spark streaming is not built yet",
+                hint="run 'queryforge stream' without --engine spark",
+            )
+        plan = self.compile(bound)
+        folder = self.state / "streams" / bound.pipeline.name
+        folder.mkdir(parents=True, exist_ok=True)
+        with stream_lock(folder / "lock", bound.pipeline.name):
+            for stale in self.repo.list_runs(status="running", pipeline=bound.pipeline.name, limit=100):
+                if stale.trigger == "stream":
+                    self.repo.update_run(
+                        stale.id,
+                        status="failed",
+                        ended_at=utcnow(),
+                        error_class="INTERNAL",
+                        error_message="The stream process stopped without a clean shutdown; the next "
+                        "start resumed from the position the sink committed",
+                    )
+            run_id = self._create_run(bound, sandbox=False, key=None, trigger="stream")
+            self.repo.update_run(run_id, status="running", started_at=utcnow())
+            return run_id, self._serve_stream(run_id, bound, plan, folder, stop, max_batches, on_progress)
+
+    def _serve_stream(
+        self,
+        run_id: str,
+        bound: BoundPipeline,
+        plan: ExecutionPlan,
+        folder: Path,
+        stop: threading.Event | None,
+        max_batches: int | None,
+        on_progress: Callable[[StreamStatus, bool], None] | None,
+    ) -> StreamStatus:
+        def progress(status: StreamStatus, notable: bool) -> None:
+            line = (
+                f"batch {status.last_batch}: {status.rows:,} rows in {status.batches} batches, "
+                f"{status.rate():,.0f} rows/s, lag {status.lag if status.lag is not None else '?'}"
+            )
+            self.repo.stream_progress(
+                run_id, status.to_json(), (status.last_error or line) if notable else line
+            )
+            if on_progress is not None:
+                on_progress(status, notable)
+
+        trigger = bound.pipeline.trigger or Trigger()
+        source_step = next(s for s in plan.stages_of(ExtractStage) if s.stream)
+        step = bound.pipeline.step(source_step.step_id)
+        connections = self.connections()
+        engine = get_engine(CANONICAL_ENGINE, max_memory=self.settings.max_memory)
+        session = engine.session(None, allowed_dirs=[folder, *plan.allowed_dirs])
+        runner = None
+        try:
+            runner = StreamRunner(
+                plan,
+                connections,
+                session,
+                folder,
+                where=lambda step_id: bound.source.step_where(step_id, bound.pipeline.step(step_id).kind),
+                max_rows=trigger.max_rows,
+                max_wait_s=trigger.max_wait_s,
+                on_check_failure=bound.pipeline.on_check_failure,
+                stop=stop or threading.Event(),
+                progress=progress,
+                max_batches=max_batches,
+                file_format=getattr(step.body, "format", None),
+            )
+            status = runner.run()
+        except BaseException as exc:
+            status = runner.status if runner is not None else StreamStatus(stream=bound.pipeline.name)
+            error = exc if isinstance(exc, QueryForgeError) else None
+            status.last_error = scrub(str(exc))
+            self.repo.update_run(
+                run_id,
+                status="failed"
+                if error is not None or not isinstance(exc, KeyboardInterrupt)
+                else "cancelled",
+                ended_at=utcnow(),
+                error_class=str(error.failure_class) if error is not None else "INTERNAL",
+                error_message=status.last_error,
+                result=status.to_json(),
+            )
+            raise
+        finally:
+            session.close()
+            connections.close()
+        self.repo.update_run(run_id, status="succeeded", ended_at=utcnow(), result=status.to_json())
+        return status
+
     def _create_run(
         self,
         bound: BoundPipeline,
@@ -302,6 +411,11 @@ class Workspace:
         resumed_from: str | None = None,
         version_id: int | None = None,
     ) -> str:
+        if bound.pipeline.mode == "streaming" and trigger != "stream":
+            raise UserError(
+                f"Pipeline '{bound.pipeline.name}' is a streaming pipeline: it runs until stopped",
+                hint=f"start it with 'queryforge stream {bound.pipeline.name}'",
+            )
         pipeline_id, saved_version, _ = self.repo.save_pipeline_version(
             bound.pipeline.name,
             bound.source.content_hash(),

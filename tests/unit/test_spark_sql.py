@@ -38,12 +38,35 @@ def test_day_numbers_and_names_follow_duckdb() -> None:
     )
 
 
-def test_rounding_and_casting_of_doubles_is_rewritten_but_not_of_decimals() -> None:
+def test_rounding_and_casting_follow_duckdb_for_doubles_and_decimals() -> None:
     doubled = spark("SELECT round(amount, 2) AS r, CAST(amount AS INTEGER) AS i FROM orders")
     assert "134217729.0" in doubled  # the exact split of x * 100
-    assert "CAST(ROUND(`orders`.`amount`) AS INT)" in doubled
+    assert "CAST(BROUND(`orders`.`amount`) AS INT)" in doubled  # a double rounds half to even
     decimal = spark("SELECT round(price, 2) AS r, CAST(price AS INTEGER) AS i FROM orders")
     assert "ROUND(`orders`.`price`, 2)" in decimal and "134217729" not in decimal
+    assert "CAST(ROUND(`orders`.`price`) AS INT)" in decimal  # a decimal rounds half away from zero
+    kept = spark("SELECT TRY_CAST(amount AS INTEGER) AS i FROM orders")
+    assert "TRY_CAST(BROUND(" in kept
+
+
+@pytest.mark.parametrize(
+    ("sql", "reason"),
+    [
+        ("SELECT CAST(amount AS VARCHAR) AS t FROM orders", "written as text"),
+        ("SELECT round(median(amount), 2) AS r FROM orders", "type is not known"),
+        ("SELECT datediff('month', order_date, order_date) AS m FROM orders", "datediff"),
+        ("SELECT status FROM orders WHERE status LIKE 'a\\_%'", "LIKE"),
+        ("SELECT regexp_matches(status, 'a', 'i') AS m FROM orders", "options"),
+        ("SELECT regexp_replace(status, '(a)', '\\1x', 'g') AS m FROM orders", "replacement"),
+        ("SELECT strftime(order_date, '%j') AS d FROM orders", "strftime"),
+        ("SELECT substring(status, 0, 3) AS s FROM orders", "substring"),
+        ("SELECT date_trunc('decade', order_date) AS d FROM orders", "date_trunc"),
+        ("SELECT extract(second FROM order_date) AS s FROM orders", "date part"),
+    ],
+)
+def test_what_would_differ_in_detail_is_refused(sql: str, reason: str) -> None:
+    with pytest.raises(NotOnSpark, match=f"(?i){reason}"):
+        spark(sql)
 
 
 def test_stars_are_expanded_so_exclude_replace_and_qualify_mean_the_same() -> None:
@@ -61,6 +84,12 @@ def test_stars_are_expanded_so_exclude_replace_and_qualify_mean_the_same() -> No
 def test_union_by_name_becomes_positional_with_nulls_and_a_mixed_type_union_is_refused() -> None:
     sql = spark("SELECT order_id, status FROM orders UNION ALL BY NAME SELECT note, order_id FROM late")
     assert "BY NAME" not in sql and "NULL AS `note`" in sql and "NULL AS `status`" in sql
+    with pytest.raises(NotOnSpark, match="cast them to one type"):
+        spark(
+            "WITH u AS (SELECT order_id, order_date FROM orders "
+            "UNION ALL BY NAME SELECT order_date, order_id FROM late) "
+            "SELECT count(*) AS n FROM u"
+        )
     with pytest.raises(NotOnSpark, match="mixes the types"):
         spark(
             "SELECT count(*) AS n FROM (SELECT order_date FROM orders UNION ALL SELECT order_date FROM late)"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +17,7 @@ import typer
 from ..errors import ChecksFailed, InternalError, QueryForgeError, UserError
 from ..planner.service import AskOutcome
 from ..runs.executor import RunOutcome
+from ..runs.stream import StreamStatus
 from ..secrets import scrub
 from ..spec.models import json_schema
 from ..sql.safety import DEFAULT_PREVIEW_LIMIT
@@ -268,6 +271,58 @@ def run(
         reporter = None if as_json or not render.err.is_terminal else render.LiveReporter()
         outcome = ws.run(pipeline, parse_params(param), sandbox=sandbox, reporter=reporter)
         finish(ws, outcome, as_json)
+
+
+@app.command()
+def stream(
+    pipeline: Annotated[str, typer.Argument(help="streaming pipeline file or name (mode: streaming)")],
+    param: ParamOpt = None,
+    max_batches: Annotated[
+        int | None, typer.Option("--max-batches", help="stop after this many committed batches")
+    ] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Run a streaming pipeline until stopped: each micro-batch is checked and published with its
+    stream position in one transaction (exactly once). Ctrl-C or SIGTERM finish the batch in hand,
+    commit it and stop; a killed stream resumes from the position the sink committed."""
+    stop = threading.Event()
+
+    def graceful(signum: int, _frame: object) -> None:
+        if stop.is_set():  # a second Ctrl-C: stop now (the batch in hand is read again next start)
+            raise KeyboardInterrupt
+        stop.set()
+        render.err.print("stopping after the batch in hand (Ctrl-C again to stop at once)")
+
+    def progress(status: StreamStatus, notable: bool) -> None:
+        if as_json:
+            return
+        if notable and status.last_error:
+            render.err.print(f"[yellow]{status.last_error}[/yellow]")
+        render.err.print(
+            f"batch {status.last_batch}: {status.rows:,} rows in {status.batches} batches, "
+            f"{status.rate():,.0f} rows/s, lag {status.lag if status.lag is not None else '?'}",
+            highlight=False,
+        )
+
+    with handled(as_json, debug), open_workspace(workspace) as ws:
+        previous = signal.signal(signal.SIGINT, graceful), signal.signal(signal.SIGTERM, graceful)
+        try:
+            run_id, status = ws.stream(
+                pipeline, parse_params(param), stop=stop, max_batches=max_batches, on_progress=progress
+            )
+        finally:
+            signal.signal(signal.SIGINT, previous[0])
+            signal.signal(signal.SIGTERM, previous[1])
+        if as_json:
+            render.print_json({"run_id": run_id, "status": "succeeded", **status.to_json()})
+        else:
+            render.out.print(
+                f"Stream stopped cleanly: run {run_id}, {status.rows:,} rows in {status.batches} batches "
+                f"(stream batch {status.last_batch})",
+                highlight=False,
+            )
 
 
 @app.command()

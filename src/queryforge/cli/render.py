@@ -201,6 +201,18 @@ def run_detail(detail: dict[str, Any]) -> None:
         out.print("params:", ", ".join(f"{k}={v}" for k, v in run["params"].items()))
     if run.get("error_message"):
         out.print(Text(f"{run['error_class']}: {run['error_message']}", style="red"), soft_wrap=True)
+    stream = run.get("result") if run.get("trigger") == "stream" else None
+    if stream:
+        lag = stream.get("lag")
+        out.print(
+            f"stream {stream.get('stream')}: batch {stream.get('last_batch')} · "
+            f"{stream.get('rows', 0):,} rows in {stream.get('batches', 0)} batches · "
+            f"{stream.get('rows_per_s', 0):,} rows/s · "
+            f"lag {'?' if lag is None else lag} · quarantined batches {stream.get('quarantined_batches', 0)}",
+            highlight=False,
+        )
+        if stream.get("last_error"):
+            out.print(Text(f"last error: {stream['last_error']}", style="yellow"), soft_wrap=True)
     steps = Table(title="Steps", title_justify="left", header_style="bold", box=None)
     for name in ("step", "kind", "status", "rows in", "rows out", "time", "note"):
         steps.add_column(name)

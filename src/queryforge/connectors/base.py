@@ -91,6 +91,8 @@ class ReadRequest:
     query: str | None = None
     columns: tuple[str, ...] | None = None
     endpoint: str | None = None
+    stream: str | None = None
+    types: tuple[tuple[str, str], ...] | None = None  # a stream's declared message columns
     options: Mapping[str, Any] = field(default_factory=dict)
     cursor: str | None = None
     since: Any = None

@@ -34,7 +34,15 @@ from ..errors import QueryForgeError, StepFailed
 from ..sql.parse import ident
 from .base import ColumnInfo, RoleFinding, StagedLoad, TableInfo, TargetRef
 from .driver_errors import map_mysql_error
-from .sql import SqlConnector, diff_counts, diff_query, fingerprint_text, next_batch, transpile
+from .sql import (
+    SqlConnector,
+    StreamMark,
+    diff_counts,
+    diff_query,
+    fingerprint_text,
+    next_batch,
+    transpile,
+)
 
 READ_TIMEOUT_S = 15 * 60
 _TEXT_TYPES = ("char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set", "json")
@@ -292,8 +300,18 @@ class MySQLConnector(SqlConnector):
         )[0]
         return fingerprint_text(row, cols)
 
-    def publish(self, loads: list[StagedLoad]) -> None:
+    def publish(self, loads: list[StagedLoad], mark: StreamMark | None = None) -> None:
         current = {id(load): self._existing(load) for load in loads}
+        if mark is not None:  # a stream's batch commits with its position: only in place (one transaction)
+            for load in loads:
+                if current[id(load)] is None:  # an empty table first; MySQL's DDL would commit anyway
+                    empty = exp.select(exp.Star()).from_(self.staging_expr(load)).limit(0)
+                    self.execute(
+                        self.sql(
+                            exp.Create(this=self.target_expr(load.target), kind="TABLE", expression=empty)
+                        )
+                    )
+                    current[id(load)] = self._existing(load)
         in_place = all(
             load.mode != "replace"
             and (cols := current[id(load)]) is not None
@@ -301,7 +319,13 @@ class MySQLConnector(SqlConnector):
             for load in loads
         )
         if in_place:
-            super().publish(loads)
+            super().publish(loads, mark)
+        elif mark is not None:
+            raise StepFailed(
+                f"A batch of stream '{mark.stream}' brings new columns for a MySQL table; MySQL cannot add "
+                "them inside the batch's transaction",
+                hint="add the columns to the table first, or select only its columns before the load",
+            )
         else:
             self._publish_by_swap(loads, current)
 

@@ -29,6 +29,26 @@ from .base import Connector, ReadRequest, Snapshot, StagedLoad, TargetRef, duckd
 
 STAGING_SCHEMA = "_qf_staging"
 LEDGER = "_qf_published"
+STREAM_BATCHES = "_qf_stream_batches"  # the committed micro-batches of streams (and their positions)
+KEEP_BATCHES = 100  # rows kept per stream in STREAM_BATCHES; older ones are pruned at publish
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamMark:
+    """A micro-batch's place in its stream, committed in the same transaction as its rows.
+
+    `batch` numbers the stream's batches from 1; the table's key (stream, batch) makes a second
+    consumer that publishes the same batch fail, so two processes never both publish it.
+    """
+
+    stream: str
+    batch: int
+    position: str
+    token: str
+
+
+class StreamConflict(UserError):
+    """Another process committed this stream's next batch first."""
 
 
 def transpile(sql: str, dialect: str) -> str:
@@ -192,7 +212,9 @@ class SqlConnector(Connector):
         return duckdb_columns(sample.schema)
 
     # ------------------------------------------------------------ write
-    def stage(self, run_id: str, load: StagedLoad, data: pa.RecordBatchReader) -> StagedLoad:
+    def stage(
+        self, run_id: str, load: StagedLoad, data: pa.RecordBatchReader, *, fingerprint: bool = True
+    ) -> StagedLoad:
         schema, name = self.staging_location(run_id, load.step_id)
         if schema:
             self.ensure_schema(schema)
@@ -210,7 +232,8 @@ class SqlConnector(Connector):
         load.columns = self.table_columns(schema, name) or []
         if load.mode == "merge":
             self._check_merge_keys(load)
-        load.fingerprint_before = self.fingerprint(load.target)
+        if fingerprint:  # a stream's batches skip it: it reads the whole target, and nobody commits later
+            load.fingerprint_before = self.fingerprint(load.target)
         load.diff = self.diff(load)
         return load
 
@@ -276,16 +299,31 @@ class SqlConnector(Connector):
             )
             return diff_in_duckdb(con, "staged", "prod", load.mode, load.keys)
 
-    def publish(self, loads: list[StagedLoad]) -> None:
+    def publish(self, loads: list[StagedLoad], mark: StreamMark | None = None) -> None:
+        """All loads in one transaction; with `mark`, the stream's batch and position too."""
         self.ensure_ledger()
-        with self.transaction():
-            for load in loads:
-                self._publish_one(load)
-                faults.point("publish.in_transaction")
-            self.record_published(loads)
-            if self.transactional_ddl:  # the staging tables vanish exactly when the publish commits
+        if mark is not None:
+            self.ensure_stream_batches()
+        try:
+            with self.transaction():
                 for load in loads:
-                    self.drop_table(self.staging_expr(load))
+                    self._publish_one(load)
+                    faults.point("publish.in_transaction")
+                self.record_published(loads)
+                if mark is not None:
+                    self.record_stream_batch(mark)
+                    faults.point("stream.in_transaction")
+                if self.transactional_ddl:  # the staging tables vanish exactly when the publish commits
+                    for load in loads:
+                        self.drop_table(self.staging_expr(load))
+        except Exception:
+            if mark is not None and (self.stream_position(mark.stream) or (0, "", ""))[0] >= mark.batch:
+                raise StreamConflict(
+                    f"Batch {mark.batch} of stream '{mark.stream}' was committed by another process",
+                    hint="run one 'queryforge stream' per pipeline; this one stops (nothing was published "
+                    "twice)",
+                ) from None
+            raise
         if not self.transactional_ddl:
             for load in loads:
                 self.drop_table(self.staging_expr(load))
@@ -312,6 +350,55 @@ class SqlConnector(Connector):
                 self.dialect,
             )
         )
+
+    def meta_expr(self, name: str) -> exp.Table:
+        """A table of QueryForge's own in this database (beside the staging tables)."""
+        if self.supports_schemas:
+            return self.table_expr(self.staging_schema, name)
+        return self.table_expr(None, f"{STAGING_SCHEMA}__{name}")
+
+    def ensure_stream_batches(self) -> None:
+        table = self.meta_expr(STREAM_BATCHES).sql(dialect=DIALECT)
+        self.execute(
+            transpile(
+                f"CREATE TABLE IF NOT EXISTS {table} (stream VARCHAR(255) NOT NULL, batch BIGINT NOT NULL, "
+                "position TEXT, token VARCHAR(64), committed_at VARCHAR(40), PRIMARY KEY (stream, batch))",
+                self.dialect,
+            )
+        )
+
+    def record_stream_batch(self, mark: StreamMark) -> None:
+        """Inside the publish transaction: the batch's row (a duplicate key if another process
+        committed this batch first), and the stream's rows older than KEEP_BATCHES pruned."""
+        table = self.meta_expr(STREAM_BATCHES)
+        now = dt.datetime.now(dt.UTC).isoformat()
+        values = [mark.stream, mark.batch, mark.position, mark.token, now]
+        row = exp.Tuple(expressions=[literal(v) for v in values])
+        self.execute(self.sql(exp.insert(exp.Values(expressions=[row]), table)))
+        stream = exp.EQ(this=exp.column("stream"), expression=exp.Literal.string(mark.stream))
+        old = exp.LT(this=exp.column("batch"), expression=exp.Literal.number(mark.batch - KEEP_BATCHES))
+        self.execute(self.sql(exp.delete(table, where=exp.and_(stream, old))))
+
+    def stream_position(self, stream: str) -> tuple[int, str, str] | None:
+        """(batch, position, token) of the stream's last committed batch, or None."""
+        schema, name = (
+            (self.staging_schema, STREAM_BATCHES)
+            if self.supports_schemas
+            else (None, f"{STAGING_SCHEMA}__{STREAM_BATCHES}")
+        )
+        if self.table_columns(schema, name) is None:
+            return None
+        query = (
+            exp.select("batch", "position", "token")
+            .from_(self.meta_expr(STREAM_BATCHES))
+            .where(exp.EQ(this=exp.column("stream"), expression=exp.Literal.string(stream)))
+            .order_by(exp.Ordered(this=exp.column("batch"), desc=True))
+            .limit(1)
+        )
+        found = self.fetch_arrow(self.sql(query)).to_pylist()
+        if not found:
+            return None
+        return int(found[0]["batch"]), str(found[0]["position"]), str(found[0]["token"])
 
     def record_published(self, loads: list[StagedLoad]) -> None:
         now = dt.datetime.now(dt.UTC).isoformat()
@@ -436,7 +523,7 @@ class SqlConnector(Connector):
                 )
             )
         )
-        return sorted(str(v) for v in rows.column(0).to_pylist() if v != LEDGER)
+        return sorted(str(v) for v in rows.column(0).to_pylist() if v not in (LEDGER, STREAM_BATCHES))
 
     def drop_staging(self, name: str) -> None:
         self.drop_table(self.table_expr(self.staging_schema, name))

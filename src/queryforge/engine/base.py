@@ -17,6 +17,7 @@ from ..errors import ConfigError, did_you_mean
 
 Schema = list[tuple[str, str]]
 CANONICAL_ENGINE = "duckdb"  # steps compile to its dialect; plans are compiled and validated on it
+INLINED_STEP = "qf_inlined_step"  # meta flag of a CTE the executor added for a step it did not materialise
 
 
 class EngineSession(Protocol):
@@ -69,9 +70,16 @@ class Engine:
         for engines that must give their outputs exactly those names and types."""
         raise NotImplementedError
 
-    def unsupported(self, query: exp.Query) -> str | None:
+    def unsupported(
+        self, query: exp.Query, schemas: Mapping[str, Schema], output: Schema | None = None
+    ) -> str | None:
         """Why this engine cannot run `query` with the canonical meaning, or None. Plans are
-        compiled (and validated) on the canonical engine; this is asked of every step's query."""
+        compiled (and validated) on the canonical engine; this is asked of every step's query,
+        with the plan's schemas of the steps it reads and, for a step's own query, its output."""
+        return None
+
+    def unsupported_type(self, canonical_type: str) -> str | None:
+        """Why this engine cannot hold a column of this canonical type, or None."""
         return None
 
 

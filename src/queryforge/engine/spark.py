@@ -29,9 +29,9 @@ from sqlglot import exp
 from ..errors import QueryForgeError, StepFailed, TransientError
 from ..libs.duckdb_arrow import arrow_table
 from ..libs.duckdb_open import open_duckdb
-from ..libs.spark import functions, shared_session
+from ..libs.spark import forget_session, functions, shared_session
 from ..sql.parse import ident
-from .base import Engine, Schema
+from .base import INLINED_STEP, Engine, Schema
 from .duckdb import classify as classify_duckdb
 from .duckdb import fence
 from .spark_sql import FILE_READERS, NotOnSpark, spark_type, table_names, to_spark, vet
@@ -45,6 +45,7 @@ def classify(exc: Exception, name: str) -> QueryForgeError:
     text = re.sub(r"\s*SQLSTATE: \w+\.?", "", text)
     kind = type(exc).__name__
     if kind in ("Py4JNetworkError", "ConnectionRefusedError") or "Connection refused" in text:
+        forget_session()  # the JVM is gone: the retry starts a new one
         return TransientError(f"Step '{name}' lost its Spark session: {text}", hint="it is tried again")
     return StepFailed(
         f"Step '{name}' failed on Spark: {text}",
@@ -59,6 +60,19 @@ def _file_calls(query: exp.Query) -> list[exp.Func]:
         for node in query.find_all(exp.Anonymous, exp.ReadCSV, exp.ReadParquet)
         if not isinstance(node, exp.Anonymous) or node.name.lower() in FILE_READERS
     ]
+
+
+def _parquet_files(call: exp.Func) -> list[str] | None:
+    """The files of a `read_parquet([...])` call without options, else None."""
+    if not (
+        isinstance(call, exp.Anonymous) and call.name.lower() == "read_parquet" and len(call.expressions) == 1
+    ):
+        return None
+    given = call.expressions[0]
+    items = given.expressions if isinstance(given, exp.Array) else [given]
+    if not all(isinstance(i, exp.Literal) and i.is_string for i in items):
+        return None
+    return [i.name for i in items]
 
 
 class SparkWorkSession:
@@ -98,8 +112,13 @@ class SparkWorkSession:
     def _typed(self, name: str, frame: Any) -> Any:
         """`frame` with the plan's column names and types for `name` (when the plan has them)."""
         wanted = self.schemas.get(name)
-        if not wanted or len(wanted) != len(frame.columns):
+        if not wanted:
             return frame
+        if len(wanted) != len(frame.columns):
+            raise StepFailed(
+                f"Step '{name}' gave {len(frame.columns)} columns on Spark where the plan has {len(wanted)}",
+                hint=NOT_ON_SPARK_HINT,
+            )
         col = functions().col
         positional = frame.toDF(*[f"_qf_{i}" for i in range(len(wanted))])
         current = dict(positional.dtypes)
@@ -136,11 +155,9 @@ class SparkWorkSession:
             fence(con, [*self.allowed_dirs, self.dir])
             rows = con.execute(f"DESCRIBE SELECT * FROM {text}").fetchall()
             self.schemas[view] = [(r[0], r[1]) for r in rows]
-            plain_parquet = (
-                isinstance(call, exp.Anonymous)
-                and call.name.lower() == "read_parquet"
-                and len(call.expressions) == 1
-            )
+            files = _parquet_files(call)
+            # Hadoop reads a path as a glob: a name with glob characters goes through DuckDB.
+            plain_parquet = files is not None and not any(set(f) & set("*?[]{}\\:") for f in files)
             if plain_parquet:
                 files = (
                     [e.name for e in call.expressions[0].expressions]
@@ -168,24 +185,17 @@ class SparkWorkSession:
 
     # ------------------------------------------------------------ queries
     def _steps_as_views(self, query: exp.Query) -> exp.Query:
-        """Steps the executor inlined as CTEs become views of this session, each given its plan
-        names and types like a materialised step; a CTE of the SQL's own stays where it is (a
-        step already in the work area cannot be one of the executor's)."""
+        """Steps the executor inlined as CTEs (marked INLINED_STEP) become views of this session,
+        each given its plan names and types like a materialised step; the SQL's own CTEs stay."""
         with_ = query.args.get("with_")
-        if not isinstance(with_, exp.With):
-            return query
-        steps = [
-            cte
-            for cte in with_.expressions
-            if cte.alias in self.plan_schemas and cte.alias.lower() not in self._views
-        ]
-        if not steps:
+        if not isinstance(with_, exp.With) or not any(c.meta.get(INLINED_STEP) for c in with_.expressions):
             return query
         query = query.copy()
         with_ = query.args["with_"]
         for cte in list(with_.expressions):
-            if cte.alias in self.plan_schemas and cte.alias.lower() not in self._views:
-                self.create(cte.alias, cte.this, table=False)
+            if cte.meta.get(INLINED_STEP):
+                if cte.alias.lower() not in self._views:
+                    self.create(cte.alias, cte.this, table=False)
                 cte.pop()
         if not with_.expressions:
             query.set("with_", None)
@@ -214,7 +224,8 @@ class SparkWorkSession:
         target, partial = self.dir / name, self.dir / f"{name}.partial"
         try:
             shutil.rmtree(partial, ignore_errors=True)
-            (frame.coalesce(1) if self.preserve_order else frame).write.parquet(str(partial))
+            ordered = self.preserve_order and query.args.get("order") is not None
+            (frame.coalesce(1) if ordered else frame).write.parquet(str(partial))  # one file keeps order
             shutil.rmtree(target, ignore_errors=True)
             partial.rename(target)
             stored = self.spark.read.parquet(str(target))
@@ -287,9 +298,20 @@ class SparkEngine(Engine):
     dialect = "spark"
     work_files = ("spark",)
 
-    def unsupported(self, query: exp.Query) -> str | None:
+    def unsupported(
+        self, query: exp.Query, schemas: Mapping[str, Schema], output: Schema | None = None
+    ) -> str | None:
         try:
             vet(query)
+            if not _file_calls(query):  # a file extract's reader call is replaced, not translated
+                to_spark(query, schemas, output)
+        except NotOnSpark as exc:
+            return str(exc)
+        return None
+
+    def unsupported_type(self, canonical_type: str) -> str | None:
+        try:
+            spark_type(canonical_type)
         except NotOnSpark as exc:
             return str(exc)
         return None

@@ -10,6 +10,7 @@ reason: a query either means the same on both engines or does not run on Spark.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -134,9 +135,7 @@ ALLOWED_FUNCS: frozenset[type[exp.Expr]] = frozenset(
 # File readers appear only in extracts; the Spark session replaces them with views of the data.
 FILE_READERS = frozenset({"read_csv", "read_csv_auto", "read_json", "read_json_auto", "read_parquet"})
 ALLOWED_ANONYMOUS = FILE_READERS | {"make_date", "ifnull", "chr", "ascii"}
-EXTRACT_PARTS = frozenset(
-    {"year", "quarter", "month", "day", "hour", "minute", "second", "week", "doy", "dayofyear"}
-)
+EXTRACT_PARTS = frozenset({"year", "quarter", "month", "day", "hour", "minute", "week", "doy", "dayofyear"})
 INTEGERS = {
     exp.DataType.Type.TINYINT,
     exp.DataType.Type.SMALLINT,
@@ -144,6 +143,11 @@ INTEGERS = {
     exp.DataType.Type.BIGINT,
 }
 FLOATS = {exp.DataType.Type.FLOAT, exp.DataType.Type.DOUBLE}
+DECIMALS = {exp.DataType.Type.DECIMAL, exp.DataType.Type.BIGDECIMAL}
+TEXTS = {exp.DataType.Type.VARCHAR, exp.DataType.Type.TEXT, exp.DataType.Type.CHAR}
+TRUNC_UNITS = frozenset({"year", "quarter", "month", "week", "day", "hour", "minute", "second"})
+# strftime specifiers whose Spark pattern sqlglot writes the same way, and the separators between them
+STRFTIME = re.compile(r"(?:%[YmdHMS]|[-/:., T])*")
 
 
 def table_names(query: exp.Expr) -> set[str]:
@@ -195,10 +199,67 @@ def _vet(node: exp.Expr) -> None:
         modifiers = node.args.get("modifiers")
         if not (isinstance(modifiers, exp.Literal) and "g" in modifiers.name):
             _refuse(node, "DuckDB replaces only the first match without the 'g' option; Spark replaces all")
+    if isinstance(node, exp.DateTrunc | exp.TimestampTrunc):
+        unit = node.args.get("unit")
+        if unit is None or unit.name.lower() not in TRUNC_UNITS:
+            _refuse(node, "date_trunc() to this unit has no checked Spark translation")
+    if isinstance(node, exp.PercentileCont) and isinstance(node.parent, exp.WithinGroup):
+        _refuse(node, "percentile_cont(...) WITHIN GROUP becomes an approximate percentile on Spark")
+    if isinstance(node, exp.Substring):
+        start, length = node.args.get("start"), node.args.get("length")
+        if not _literal_int(start, minimum=1) or (length is not None and not _literal_int(length, minimum=0)):
+            _refuse(node, "substring() needs a constant start of 1 or more and a constant length on Spark")
+    if isinstance(node, exp.Left | exp.Right) and not _literal_int(node.expression, minimum=0):
+        _refuse(node, "left()/right() need a constant length of 0 or more on Spark")
+    if isinstance(node, exp.SplitPart):
+        delimiter = node.args.get("delimiter")
+        if not (isinstance(delimiter, exp.Literal) and delimiter.is_string and delimiter.name):
+            _refuse(node, "split_part() needs a constant, non-empty delimiter on Spark")
+    if isinstance(node, exp.Like | exp.ILike):
+        pattern = node.expression
+        if not (isinstance(pattern, exp.Literal) and pattern.is_string) or "\\" in pattern.name:
+            _refuse(node, "LIKE needs a constant pattern without backslashes on Spark (its escape character)")
+    if isinstance(node, exp.RegexpLike | exp.RegexpReplace | exp.RegexpExtract | exp.RegexpFullMatch):
+        _vet_regex(node)
+    if isinstance(node, exp.TimeToStr):
+        form = node.args.get("format")
+        if not (isinstance(form, exp.Literal) and STRFTIME.fullmatch(form.name)):
+            _refuse(
+                node,
+                "strftime() formats other than %Y %m %d %H %M %S and separators have no checked translation",
+            )
     if isinstance(node, exp.ArrayAgg) and node.find(exp.Order):
         _refuse(node, "an ordered list() loses its order on Spark")
     if isinstance(node, exp.Pivot) and not node.args.get("fields"):  # DuckDB's PIVOT t ON c USING ...
         _refuse(node, "a PIVOT whose columns come from the data; list the pivot's `values:`")
+
+
+def _literal_int(node: exp.Expr | None, *, minimum: int) -> bool:
+    return isinstance(node, exp.Literal) and node.is_int and int(node.name) >= minimum
+
+
+def _vet_regex(node: exp.Expr) -> None:
+    """RE2 (DuckDB) and Java (Spark) agree on constant patterns without POSIX classes, flags or a
+    `$` before the end; replacements may not refer to groups (\\1 in DuckDB, $1 in Java)."""
+    pattern = node.expression
+    if not (isinstance(pattern, exp.Literal) and pattern.is_string):
+        _refuse(node, "a regular expression needs a constant pattern on Spark")
+    text = pattern.name
+    if "[[:" in text or re.search(r"\(\?[a-zA-Z<]", text):
+        _refuse(node, "POSIX classes, inline flags and named groups in a regular expression differ on Spark")
+    if "$" in text.replace("\\$", "")[:-1]:
+        _refuse(node, "'$' other than at the end of a regular expression matches differently on Spark")
+    flags = node.args.get("flag") or node.args.get("parameters")
+    if isinstance(node, exp.RegexpLike) and flags is not None:
+        _refuse(node, "regular expression options have no checked Spark translation")
+    if isinstance(node, exp.RegexpReplace):
+        replacement = node.args.get("replacement")
+        if not (isinstance(replacement, exp.Literal) and replacement.is_string) or {"\\", "$"} & set(
+            replacement.name
+        ):
+            _refuse(node, "a replacement with group references or '$' is written differently on Spark")
+        if not {"g"} >= set(node.args["modifiers"].name):
+            _refuse(node, "regexp_replace options other than 'g' have no checked Spark translation")
 
 
 def vet(query: exp.Query) -> None:
@@ -218,18 +279,47 @@ def _rewrite(node: exp.Expr) -> exp.Expr:
     if isinstance(node, exp.Dayname | exp.Monthname):  # Spark abbreviates them
         pattern = "EEEE" if isinstance(node, exp.Dayname) else "MMMM"
         return exp.Anonymous(this="date_format", expressions=[node.this, exp.Literal.string(pattern)])
-    if isinstance(node, exp.Round) and _is(node.this, FLOATS):
-        return _exact_round(node)
-    if isinstance(node, exp.Cast) and node.to.this in INTEGERS and _is(node.this, FLOATS):
-        return exp.Cast(this=exp.Round(this=node.this), to=node.to)  # DuckDB rounds, Spark truncates
+    if isinstance(node, exp.Round):
+        if _is(node.this, FLOATS):
+            return _exact_round(node)
+        if not _is(node.this, DECIMALS | INTEGERS):
+            _refuse(node, "round() of a value whose type is not known here; cast it to DOUBLE or DECIMAL")
+    if isinstance(node, exp.Cast):
+        return _cast(node)
     if isinstance(node, exp.Log) and node.args.get("expression") is None:  # DuckDB's log(x) is base 10
         return exp.Anonymous(this="log10", expressions=[node.this])
+    if isinstance(node, exp.Ln):  # DuckDB: ln(0) = -inf; Spark: NULL
+        zero = exp.EQ(this=node.this.copy(), expression=exp.Literal.number(0))
+        return exp.Case(ifs=[exp.If(this=zero, true=_double("-Infinity"))], default=node.copy())
+    if isinstance(node, exp.Avg) and _is(node.this, DECIMALS):  # DuckDB averages decimals as doubles
+        return exp.Avg(this=exp.Cast(this=node.this, to=exp.DataType.build("DOUBLE")))
+    if isinstance(node, exp.ArgMax | exp.ArgMin):  # DuckDB skips rows whose value is NULL
+        value = node.this
+        gated = exp.Case(ifs=[exp.If(this=exp.Is(this=value.copy(), expression=exp.Null()), true=exp.Null())])
+        gated.set("default", node.expression)
+        return type(node)(this=value, expression=gated)
+    if isinstance(node, exp.DateDiff):
+        unit = (node.args.get("unit") or exp.var("day")).name.lower()
+        if unit != "day" or not (_is(node.this, {T.DATE}) and _is(node.expression, {T.DATE})):
+            _refuse(
+                node,
+                "datediff() counts elapsed units on Spark, boundaries on DuckDB: only days of DATEs agree",
+            )
     if isinstance(node, exp.RegexpFullMatch):  # a whole-value match; Spark's RLIKE finds a part
-        pattern = node.expression
-        if not (isinstance(pattern, exp.Literal) and pattern.is_string):
-            _refuse(node, "a whole-value regular expression match needs a constant pattern on Spark")
-        anchored = exp.Literal.string(f"^(?:{pattern.name})$")
+        body = (
+            node.expression.name.removesuffix("$")
+            if not node.expression.name.endswith("\\$")
+            else node.expression.name
+        )
+        anchored = exp.Literal.string(f"^(?:{body})\\z")
         return exp.RegexpLike(this=node.this, expression=anchored)
+    if isinstance(node, exp.RegexpLike | exp.RegexpReplace | exp.RegexpExtract):
+        text = node.expression.name
+        if text.endswith("$") and not text.endswith(
+            "\\$"
+        ):  # RE2's end of text; Java's $ allows a final newline
+            node.set("expression", exp.Literal.string(text[:-1] + "\\z"))
+        return node
     if isinstance(node, exp.Localtimestamp):  # Spark knows it only as a call
         return exp.Anonymous(this="localtimestamp", expressions=[])
     if isinstance(node, exp.Week):  # DuckDB's week() is the ISO week, Spark's weekofyear()
@@ -297,6 +387,33 @@ def _exact_round(node: exp.Round) -> exp.Expr:
     return template.transform(fill)
 
 
+def _double(text: str) -> exp.Expr:
+    return exp.Cast(this=exp.Literal.string(text), to=exp.DataType.build("DOUBLE"))
+
+
+def _cast(node: exp.Cast) -> exp.Expr:
+    """CAST (and TRY_CAST) as DuckDB converts: doubles round half to even and decimals half away
+    from zero into integers, doubles into decimals by their exact binary value."""
+    target, value = node.to, node.this
+
+    def kind(this: exp.Expr, to: exp.DataType) -> exp.Expr:
+        return node.__class__(**{**node.args, "this": this, "to": to})  # TRY_CAST stays TRY_CAST
+
+    if target.this in INTEGERS and _is(value, FLOATS):
+        return kind(this=exp.Anonymous(this="bround", expressions=[value]), to=target)
+    if target.this in INTEGERS and _is(value, DECIMALS):
+        return kind(this=exp.Round(this=value), to=target)
+    if target.this in DECIMALS and _is(value, FLOATS):
+        scale = target.expressions[1].this if len(target.expressions) > 1 else exp.Literal.number(0)
+        digits = int(scale.name) if isinstance(scale, exp.Literal) else 0
+        return kind(this=_exact_round(exp.Round(this=value, decimals=exp.Literal.number(digits))), to=target)
+    if target.this in TEXTS and _is(value, FLOATS):
+        _refuse(node, "a DOUBLE written as text differs on Spark (1.23456789E7); round or format it first")
+    if value.type is None or value.type.this == T.UNKNOWN:
+        _refuse(node, "a cast of a value whose type is not known here; cast the parts it is made of")
+    return node
+
+
 def _ieee_division(node: exp.Div) -> exp.Expr:
     """x / 0 as DuckDB answers it (IEEE: inf, -inf, NaN); ANSI Spark would fail the query."""
     dividend, divisor = node.this, node.expression
@@ -307,6 +424,7 @@ def _ieee_division(node: exp.Div) -> exp.Expr:
     zero = exp.Literal.number(0)
     by_zero = exp.Case(
         ifs=[
+            exp.If(this=exp.Anonymous(this="isnan", expressions=[dividend.copy()]), true=double("NaN")),
             exp.If(this=exp.GT(this=dividend.copy(), expression=zero.copy()), true=double("Infinity")),
             exp.If(this=exp.LT(this=dividend.copy(), expression=zero.copy()), true=double("-Infinity")),
             exp.If(this=exp.EQ(this=dividend.copy(), expression=zero.copy()), true=double("NaN")),
@@ -316,6 +434,22 @@ def _ieee_division(node: exp.Div) -> exp.Expr:
         ifs=[exp.If(this=exp.EQ(this=divisor.copy(), expression=zero.copy()), true=by_zero)],
         default=node.copy(),
     )
+
+
+def _same_types_by_name(union: exp.Union) -> None:
+    """The columns a BY NAME union matches must have one type, or Spark would pick its own."""
+    left, right = union.left, union.right
+    if not isinstance(left, exp.Select) or not isinstance(right, exp.Select):
+        return
+    types = {item.alias_or_name.lower(): item.type for item in left.expressions}
+    for item in right.expressions:
+        mine, theirs = item.type, types.get(item.alias_or_name.lower())
+        known = [t for t in (mine, theirs) if t is not None and t.this != T.UNKNOWN]
+        if len(known) == 2 and known[0].sql("duckdb") != known[1].sql("duckdb"):
+            raise NotOnSpark(
+                f"a UNION BY NAME matches {item.alias_or_name} of types {known[1].sql('duckdb')} and "
+                f"{known[0].sql('duckdb')}; cast them to one type"
+            )
 
 
 def _by_name(union: exp.Union) -> exp.Query:
@@ -372,6 +506,17 @@ def _nested_unions_agree(query: exp.Query) -> None:
                 )
 
 
+def _in_top_chain(union: exp.Union, top: exp.Expr) -> bool:
+    """Whether `union` is the query itself or a link of its chain of unions (whose leaves
+    `_typed_union` casts to the result's types)."""
+    node: exp.Expr = union
+    while node is not top:
+        if not isinstance(node.parent, exp.Union):
+            return False
+        node = node.parent
+    return True
+
+
 def _union_leaves(query: exp.Expr) -> list[exp.Expr]:
     if isinstance(query, exp.Union):
         return _union_leaves(query.left) + _union_leaves(query.right)
@@ -404,18 +549,20 @@ def to_spark(query: exp.Query, schemas: Mapping[str, Schema], output: Schema | N
     done = qualified(query, schemas)
     unions = [u for u in done.find_all(exp.Union) if u.args.get("by_name")]
     for union in reversed(unions):  # innermost first: a chain nests to the left
+        if not (output and _in_top_chain(union, done)):  # the result's types are cast at the top
+            _same_types_by_name(union)
         positional = _by_name(union)
         if union is done:
             done = positional
         else:
             union.replace(positional)
-    if isinstance(done, exp.Union) and output:
-        _typed_union(done, output)
-    elif any(
+    if not (isinstance(done, exp.Union) and output) and any(
         isinstance(u, exp.Union) and not isinstance(u.parent, exp.Union) for u in done.find_all(exp.Union)
-    ) and not isinstance(done, exp.Union):
+    ):
         _nested_unions_agree(done)
     done = _rewrite_all(done)
+    if isinstance(done, exp.Union) and output:  # after the rewrites: these casts are ours, typed by DuckDB
+        _typed_union(done, output)
     try:
         return done.sql(dialect="spark")
     except SqlglotError as exc:

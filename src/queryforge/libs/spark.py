@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,12 @@ def master() -> str:
     return os.environ.get("QUERYFORGE_SPARK_MASTER") or DEFAULT_MASTER
 
 
+def forget_session() -> None:
+    """Drop the kept session (its JVM died), so that the next run starts a new one."""
+    with _LOCK:
+        _SHARED.pop(master(), None)
+
+
 def shared_session() -> Any:
     """The process's SparkSession for `master()`, started on first use."""
     wanted = master()
@@ -81,6 +88,10 @@ def shared_session() -> Any:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = SparkSession.builder.master(wanted).appName("queryforge")
         builder = builder.config("spark.sql.session.timeZone", local_zone())  # DuckDB's "local" too
+        # Spark would create ./spark-warehouse wherever the process runs; runs never use it.
+        builder = builder.config(
+            "spark.sql.warehouse.dir", str(Path(tempfile.gettempdir()) / "queryforge-spark")
+        )
         for key, value in SETTINGS.items():
             builder = builder.config(key, value)
         log_config = Path(__file__).with_name("spark_log4j2.properties")

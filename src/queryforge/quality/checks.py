@@ -34,6 +34,42 @@ class CompiledRule:
     static_failure: str | None = None  # decided without touching data (schema rules)
 
 
+Fetch = Callable[[exp.Query], tuple[list[str], list[tuple[Any, ...]]]]
+
+
+def evaluate_rules(
+    step_id: str, rules: list[CompiledRule], fetch: Fetch, sample_rows: int = 5
+) -> list[dict[str, Any]]:
+    """Count (and sample) each rule's violations with `fetch`, the engine's way to run a query."""
+    results = []
+    for rule in rules:
+        samples: list[dict[str, Any]] = []
+        if rule.static_failure is not None:
+            violations = 1
+            samples = [{"problem": rule.static_failure}]
+        elif rule.violations is None:
+            violations = 0
+        else:
+            _, rows = fetch(exp.select(exp.func("count", exp.Star())).from_(rule.violations.subquery("v")))
+            violations = int(rows[0][0])
+            if violations:
+                names, sample = fetch(rule.violations.limit(sample_rows))
+                samples = [dict(zip(names, r, strict=True)) for r in sample]
+        results.append(
+            {
+                "step_id": step_id,
+                "rule_name": rule.name,
+                "rule": rule.rule,
+                "column": rule.column,
+                "severity": rule.severity,
+                "passed": violations == 0,
+                "violations": violations,
+                "samples": samples,
+            }
+        )
+    return results
+
+
 @dataclass(frozen=True)
 class RuleContext:
     input: str

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 import time
 import traceback
@@ -32,7 +33,7 @@ from .. import faults
 from ..connectors.base import StagedLoad, TargetRef
 from ..connectors.registry import ConnectionSet
 from ..connectors.sql import SqlConnector, literal
-from ..engine.base import Engine, EngineSession, get_engine
+from ..engine.base import INLINED_STEP, Engine, EngineSession, get_engine
 from ..errors import (
     ChecksFailed,
     InternalError,
@@ -43,6 +44,7 @@ from ..errors import (
     TransientError,
     UserError,
 )
+from ..quality.checks import evaluate_rules
 from ..secrets import scrub
 from ..sql.parse import ident, table, table_references
 from ..store import Repo
@@ -85,6 +87,13 @@ class Prior:
     steps: dict[str, StepRecord]
     staged: list[StagedLoad]
     same_run: bool
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system
+        shutil.copy2(source, target)
 
 
 def now() -> datetime:
@@ -318,8 +327,8 @@ class Executor:
         src, dst = self.runs_dir / source, self.runs_dir / target
         dst.mkdir(parents=True, exist_ok=True)
         for name in self.engine.work_files:
-            if (src / name).is_dir():
-                shutil.copytree(src / name, dst / name, dirs_exist_ok=True)
+            if (src / name).is_dir():  # datasets are never changed once written: links suffice
+                shutil.copytree(src / name, dst / name, dirs_exist_ok=True, copy_function=_link_or_copy)
             elif (src / name).exists():
                 shutil.copyfile(src / name, dst / name)
 
@@ -661,6 +670,8 @@ class Executor:
             for s in self.inlined
             if s in needed
         ]
+        for cte in ctes:  # an engine that keeps steps apart tells these from the SQL's own CTEs
+            cte.meta[INLINED_STEP] = True
         query = query.copy()
         existing = query.args.get("with_")
         query.set("with_", exp.With(expressions=ctes + (list(existing.expressions) if existing else [])))
@@ -715,38 +726,11 @@ class Executor:
     def visit_check(
         self, stage: CheckStage, session: EngineSession, outcome: RunOutcome, plan: ExecutionPlan
     ) -> Result:
-        failed_error = failed_warn = 0
-        results = []
-        for rule in stage.rules:
-            samples: list[dict[str, Any]] = []
-            if rule.static_failure is not None:
-                violations = 1
-                samples = [{"problem": rule.static_failure}]
-            elif rule.violations is None:
-                violations = 0
-            else:
-                counted = exp.select(exp.func("count", exp.Star())).from_(rule.violations.subquery("v"))
-                _, rows = session.fetch(self._inline(counted))
-                violations = int(rows[0][0])
-                if violations:
-                    names, sample_rows = session.fetch(self._inline(rule.violations.limit(SAMPLE_ROWS)))
-                    samples = [dict(zip(names, r, strict=True)) for r in sample_rows]
-            passed = violations == 0
-            if not passed:
-                failed_error += rule.severity == "error"
-                failed_warn += rule.severity == "warn"
-            results.append(
-                {
-                    "step_id": stage.step_id,
-                    "rule_name": rule.name,
-                    "rule": rule.rule,
-                    "column": rule.column,
-                    "severity": rule.severity,
-                    "passed": passed,
-                    "violations": violations,
-                    "samples": samples,
-                }
-            )
+        results = evaluate_rules(
+            stage.step_id, list(stage.rules), lambda q: session.fetch(self._inline(q)), SAMPLE_ROWS
+        )
+        failed_error = sum(not r["passed"] and r["severity"] == "error" for r in results)
+        failed_warn = sum(not r["passed"] and r["severity"] == "warn" for r in results)
         self.repo.add_check_results(outcome.run_id, results)
         outcome.checks.extend(results)
         _, counted_rows = session.fetch(

@@ -22,6 +22,7 @@ from ..connectors.base import ReadRequest, TargetRef
 from ..connectors.files import FilesConnector, file_format
 from ..connectors.paths import PathFence, glob_base
 from ..connectors.registry import FILES, ConnectionSet
+from ..connectors.streams import StreamConnector, declared_types
 from ..engine.base import CANONICAL_ENGINE, Engine, EngineSession
 from ..engine.ops import OpContext, get_op
 from ..errors import QueryForgeError, SpecError, did_you_mean
@@ -55,6 +56,7 @@ class ExtractStage(Stage):
     materialize: bool = False
     fingerprint: str = ""
     path: str | None = None  # the file pattern, for files
+    stream: bool = False  # the stream source of a streaming pipeline (a broker, or a file-drop folder)
 
 
 @dataclass(frozen=True)
@@ -321,18 +323,26 @@ class Compiler:
     def vet_for(self, plan: ExecutionPlan, engine: Engine) -> ExecutionPlan:
         """The plan, to run on `engine`; a step the engine cannot run with the canonical meaning is
         refused here, at validation, with the step's location."""
+
+        def refuse(step_id: str, why: str) -> SpecError:
+            return SpecError(
+                f"Step '{step_id}' is not supported on the {engine.name} engine: {why}",
+                where=self.where(step_id),
+                hint="run the pipeline with --engine duckdb, or write that part another way",
+            )
+
         for stage in plan.stages:
-            queries = [getattr(stage, "query", None)]
-            if isinstance(stage, CheckStage):
-                queries += [rule.violations for rule in stage.rules]
-            for query in queries:
-                why = engine.unsupported(query) if query is not None else None
+            for column, canonical_type in plan.schemas.get(stage.step_id, []):
+                why = engine.unsupported_type(canonical_type)
                 if why is not None:
-                    raise SpecError(
-                        f"Step '{stage.step_id}' is not supported on the {engine.name} engine: {why}",
-                        where=self.where(stage.step_id),
-                        hint="run the pipeline with --engine duckdb, or write that part another way",
-                    )
+                    raise refuse(stage.step_id, f"column {column}: {why}")
+            queries = [(getattr(stage, "query", None), plan.schemas.get(stage.step_id))]
+            if isinstance(stage, CheckStage):
+                queries += [(rule.violations, None) for rule in stage.rules]
+            for query, output in queries:
+                why = engine.unsupported(query, plan.schemas, output) if query is not None else None
+                if why is not None:
+                    raise refuse(stage.step_id, why)
         return dataclasses.replace(plan, engine=engine.name)
 
     def allowed_dirs(self) -> list[Path]:
@@ -396,6 +406,27 @@ class Compiler:
                 where=where,
                 hint="'incremental', 'endpoint', 'table' and 'query' are for connections",
             )
+        streaming = self.pipeline.mode == "streaming"
+        if body.types is not None and not (streaming and (body.path or body.stream)):
+            raise SpecError(
+                f"Extract step '{step.id}' declares 'types', which only a streaming pipeline's stream "
+                "or file-drop folder needs",
+                where=where,
+                hint="remove 'types' (tables and files describe themselves)",
+            )
+        if body.path and streaming and body.types is not None:
+            # A file-drop folder: empty at validation time, so its files' columns are declared.
+            schema = declared_types(tuple(body.types.items()), where)
+            self.scratch.create_empty(step.id, schema)
+            self.schemas[step.id] = self.scratch.describe(step.id)
+            return ExtractStage(
+                step_id=step.id,
+                query=None,
+                request=ReadRequest(types=tuple(schema), options=body.options),
+                materialize=True,
+                path=body.path,
+                stream=True,
+            )
         if body.path:
             files = self.connections.files
             cols: list[exp.Expr] = (
@@ -422,17 +453,34 @@ class Compiler:
                 where=where,
                 hint="read files with 'extract: {path: ...}'",
             )
-        wanted = [body.table, body.query, body.endpoint]
+        is_stream = isinstance(connector, StreamConnector)
+        if is_stream and not streaming:
+            raise SpecError(
+                f"Extract step '{step.id}' reads stream connection '{body.connection}', which only a "
+                "streaming pipeline can read",
+                where=where,
+                hint="add 'mode: streaming' to the pipeline and start it with 'queryforge stream'",
+            )
+        if body.stream is not None and not is_stream:
+            raise SpecError(
+                f"Extract step '{step.id}' names a stream, but connection '{body.connection}' is not a "
+                "stream connection (nats://, redis://)",
+                where=where,
+                hint="read a table with 'table:' or 'query:'",
+            )
+        wanted = [body.table, body.query, body.endpoint, body.stream]
         if sum(x is not None for x in wanted) != 1:
             raise SpecError(
-                f"Extract step '{step.id}' needs exactly one of 'table', 'query' or 'endpoint' for "
-                f"connection '{body.connection}'",
+                f"Extract step '{step.id}' needs exactly one of 'table', 'query', 'endpoint' or 'stream' "
+                f"for connection '{body.connection}'",
                 where=where,
             )
         request = ReadRequest(
             table=body.table,
             query=body.query,
             endpoint=body.endpoint,
+            stream=body.stream,
+            types=tuple(body.types.items()) if body.types else None,
             columns=tuple(body.columns) if body.columns else None,
             options=body.options,
             cursor=body.incremental.cursor if body.incremental else None,
@@ -454,6 +502,7 @@ class Compiler:
             request=request,
             incremental=body.incremental,
             materialize=True,
+            stream=is_stream,
         )
 
     def compile_check(self, step: m.CheckStep) -> CheckStage:

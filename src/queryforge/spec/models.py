@@ -44,6 +44,13 @@ class Extract(Strict):
     table: str | None = None
     query: str | None = None
     endpoint: str | None = Field(default=None, description="API path, relative to the connection's url")
+    stream: str | None = Field(
+        default=None, description="a stream of a stream connection: a NATS subject, a Redis stream key"
+    )
+    types: dict[str, str] | None = Field(
+        default=None,
+        description="column types of a stream's JSON messages, e.g. {id: BIGINT, url: VARCHAR}",
+    )
     columns: list[str] | None = None
     incremental: Incremental | None = None
 
@@ -290,6 +297,14 @@ Step = Annotated[
 ]
 
 
+class Trigger(Strict):
+    """When a streaming pipeline closes a micro-batch: at `max_rows` messages or after `max_wait_s`
+    with at least one, whichever comes first."""
+
+    max_rows: int = Field(default=10_000, ge=1, le=5_000_000)
+    max_wait_s: float = Field(default=1.0, gt=0, le=3600)
+
+
 class Param(Strict):
     default: Any = None
     type: Literal["string", "int", "float", "date", "bool"] = "string"
@@ -306,6 +321,14 @@ class Pipeline(Strict):
     )
     concurrency: int | None = Field(
         default=None, ge=1, description="at most this many runs of this pipeline at once"
+    )
+    mode: Literal["batch", "streaming"] = Field(
+        default="batch", description="streaming: run the steps per micro-batch of a stream source"
+    )
+    trigger: Trigger | None = Field(default=None, description="streaming only: when a micro-batch closes")
+    on_check_failure: Literal["stop", "quarantine"] = Field(
+        default="stop",
+        description="streaming only: stop the stream, or publish a failing batch to <table>__quarantine",
     )
     steps: list[Step] = Field(min_length=1)
 

@@ -810,6 +810,17 @@ class Repo:
                 detail = values.get("error_class") or values.get("lease_owner")
                 self._event(conn, run_id, "run", values["status"], detail=detail)
 
+    def stream_progress(self, run_id: str, result: dict[str, Any], detail: str) -> None:
+        """A running stream's figures (the run's result) and an event saying them in a line."""
+        r = t.runs
+        with self._write() as conn:
+            conn.execute(
+                update(r)
+                .where(r.c.id == run_id, r.c.org_id == self.org_id)
+                .values(result_json=_dumps(result))
+            )
+            self._event(conn, run_id, "stream", "progress", detail=detail[:500])
+
     # -- steps ------------------------------------------------------------------------------------
 
     def start_step(self, run_id: str, step_id: str, kind: str) -> None:

@@ -1,0 +1,117 @@
+"""Stream connectors: sources a streaming pipeline reads in micro-batches (NATS JetStream, Redis
+Streams). A stream has no catalog, so an extract declares the column types of its JSON messages.
+
+The exactly-once contract is shared with the runner (`runs.stream`): a source hands out a batch
+and the position after it; the runner publishes the batch and that position in one transaction of
+the sink; only then is the source acknowledged. On start the source resumes after the position the
+sink committed, whatever the broker remembers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import pyarrow as pa
+
+from ..errors import SpecError
+from .base import Connector, ReadRequest
+
+
+@dataclass(frozen=True)
+class StreamBatch:
+    """One micro-batch: newline-delimited JSON messages, or files (a file-drop folder)."""
+
+    count: int
+    position: str  # where the source stands after this batch: stored with the publish
+    payload: bytes = b""
+    files: tuple[Path, ...] = ()
+    token: Any = None  # what the source needs to acknowledge the batch
+
+
+class StreamSource(Protocol):
+    def poll(self, max_rows: int, max_wait_s: float) -> StreamBatch | None:
+        """The next batch (up to `max_rows`, waiting at most `max_wait_s` for the first), or None."""
+        ...
+
+    def ack(self, batch: StreamBatch) -> None:
+        """Acknowledge a batch whose publish committed (the broker may then forget it)."""
+        ...
+
+    def lag(self) -> int | None:
+        """Messages (or files) waiting behind this consumer, when the source can tell."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class StreamConnector(Connector):
+    """A connection to a message broker: read in micro-batches only, never written."""
+
+    kind: ClassVar[str] = "stream"
+
+    def open_stream(self, request: ReadRequest, consumer: str, committed: str | None) -> StreamSource:
+        """A source positioned right after `committed` (the sink's stored position), or at the
+        stream's start when nothing was committed yet."""
+        raise NotImplementedError
+
+    def read(self, request: ReadRequest) -> pa.RecordBatchReader:
+        raise SpecError(
+            f"Connection '{self.name}' is a stream; a pipeline reads it with 'mode: streaming'",
+            hint="add 'mode: streaming' to the pipeline and run it with 'queryforge stream'",
+        )
+
+    def describe(self, request: ReadRequest, where: str) -> list[tuple[str, str]]:
+        if not request.stream:
+            raise SpecError(
+                f"Connection '{self.name}' is a stream: the extract names it with 'stream:'",
+                where=where,
+                hint="e.g. extract: {connection: " + self.name + ", stream: clicks, types: {...}}",
+            )
+        if not request.types:
+            raise SpecError(
+                f"Stream '{request.stream}' has no catalog: declare the column types of its messages",
+                where=where,
+                hint="add 'types: {id: BIGINT, url: VARCHAR, ...}' to the extract",
+            )
+        return declared_types(request.types, where)
+
+    def introspect(self) -> list[Any]:
+        return []
+
+
+def declared_types(types: tuple[tuple[str, str], ...], where: str) -> list[tuple[str, str]]:
+    """The declared (name, type) pairs, each type checked and spelled as DuckDB spells it."""
+    import duckdb
+
+    out: list[tuple[str, str]] = []
+    with duckdb.connect() as con:
+        for name, kind in types:
+            spelled = None
+            if kind and all(ch.isalnum() or ch in " _()," for ch in kind):  # nothing that ends the CAST
+                try:
+                    spelled = con.execute(f"SELECT typeof(CAST(NULL AS {kind}))").fetchone()
+                except duckdb.Error:
+                    spelled = None
+            if not spelled:
+                raise SpecError(
+                    f"'{kind}' (column {name}) is not a type",
+                    where=where,
+                    hint="use a DuckDB type: BIGINT, DOUBLE, DECIMAL(12,2), VARCHAR, DATE, TIMESTAMP",
+                )
+            out.append((name, str(spelled[0])))
+    return out
+
+
+def json_reader_sql(path: Path, types: list[tuple[str, str]]) -> str:
+    """DuckDB's JSON reader over a batch file, typed by the declared columns (the same reader a
+    batch pipeline's `extract: {path: x.ndjson}` uses)."""
+    columns = ", ".join(f"{_quote(name)}: {_quote(kind)}" for name, kind in types)
+    return (
+        f"SELECT * FROM read_json({_quote(str(path))}, format = 'newline_delimited', columns = {{{columns}}})"
+    )
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

@@ -1,0 +1,318 @@
+"""Streaming pipelines: the plan's steps run per micro-batch, each batch published exactly once.
+
+Per batch: the source's messages become the stream step's table (DuckDB's JSON reader over the
+batch, typed by the declared columns), the transforms and checks run on it, the loads are staged,
+and one transaction of the sink publishes them together with the batch's number and position
+(`SqlConnector.publish(..., mark=...)`). Only then is the source acknowledged. On start the source
+resumes right after the position the sink committed, so a batch cut short by a crash is read
+again, and a batch that committed but was not acknowledged is never published twice.
+
+Backpressure is the pull: the next batch is fetched only after the last one committed, so a slow
+sink slows the reading and the broker keeps what waits.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlglot import exp
+
+from .. import faults
+from ..connectors.base import StagedLoad, TargetRef
+from ..connectors.folder_stream import INFLIGHT, FolderSource
+from ..connectors.paths import glob_base
+from ..connectors.registry import ConnectionSet
+from ..connectors.sql import SqlConnector, StreamMark
+from ..connectors.streams import StreamBatch, StreamConnector, StreamSource, json_reader_sql
+from ..engine.base import EngineSession
+from ..errors import ChecksFailed, SpecError, UserError
+from ..quality.checks import evaluate_rules
+from ..sql.parse import ident, table
+from .plan import CheckStage, ExecutionPlan, ExtractStage, StageLoadStage, TransformStage
+
+QUARANTINE_SUFFIX = "__quarantine"
+
+
+@dataclass
+class StreamStatus:
+    """What `runs show` and the events tell about a running stream."""
+
+    stream: str
+    batches: int = 0  # committed by this process
+    rows: int = 0  # messages (or files) read in those batches
+    published_rows: int = 0
+    quarantined_batches: int = 0
+    last_batch: int = 0  # the stream's batch number (across restarts)
+    position: str | None = None
+    lag: int | None = None
+    last_error: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    latencies: list[float] = field(default_factory=list)  # seconds from a batch's poll to its commit
+
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.rows / elapsed if elapsed > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "batches": self.batches,
+            "rows": self.rows,
+            "published_rows": self.published_rows,
+            "quarantined_batches": self.quarantined_batches,
+            "last_batch": self.last_batch,
+            "position": self.position if self.position is None or len(self.position) < 200 else "(files)",
+            "lag": self.lag,
+            "rows_per_s": round(self.rate(), 1),
+            "last_error": self.last_error,
+        }
+
+
+def streaming_rules(plan: ExecutionPlan, where: Callable[[str], str]) -> tuple[ExtractStage, str]:
+    """The stream step and the sink connection of a streaming plan; refuses what cannot be
+    published exactly once."""
+    streams = [s for s in plan.stages_of(ExtractStage) if s.stream]
+    if len(streams) != 1:
+        raise SpecError(
+            f"A streaming pipeline reads exactly one stream; '{plan.pipeline}' reads {len(streams)}",
+            hint="read a stream connection with 'stream:' or a file-drop folder with 'path:' and 'types:'",
+        )
+    for stage in plan.stages_of(ExtractStage):
+        if stage.incremental is not None:
+            raise SpecError(
+                f"Step '{stage.step_id}' is incremental; a streaming pipeline keeps its place in the stream",
+                where=where(stage.step_id),
+                hint="remove 'incremental'",
+            )
+    loads = plan.stages_of(StageLoadStage)
+    if not loads:
+        raise SpecError(f"Streaming pipeline '{plan.pipeline}' has no load step", hint="add a load step")
+    for load in loads:
+        if load.mode == "replace":
+            raise SpecError(
+                f"Load step '{load.step_id}' replaces its table, which a stream would do every batch",
+                where=where(load.step_id),
+                hint="use mode: append, or mode: merge with keys",
+            )
+    sinks = {load.target.connection for load in loads}
+    if len(sinks) != 1:
+        raise SpecError(
+            f"A streaming pipeline loads into one connection, so each batch commits in one transaction; "
+            f"'{plan.pipeline}' loads into {', '.join(sorted(sinks))}",
+            hint="split it into one streaming pipeline per target database",
+        )
+    return streams[0], sinks.pop()
+
+
+@contextmanager
+def stream_lock(path: Path, pipeline: str) -> Iterator[None]:
+    """One process per stream on this machine: a second start is refused, not interleaved (the
+    sink's batch keys refuse a second publisher anywhere else)."""
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"Stream '{pipeline}' is already running in another process",
+                hint="stop it first (Ctrl-C or SIGTERM finish its batch and stop)",
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class StreamRunner:
+    def __init__(
+        self,
+        plan: ExecutionPlan,
+        connections: ConnectionSet,
+        session: EngineSession,
+        work_dir: Path,
+        *,
+        where: Callable[[str], str],
+        max_rows: int,
+        max_wait_s: float,
+        on_check_failure: str,
+        stop: threading.Event,
+        progress: Callable[[StreamStatus, bool], None],
+        max_batches: int | None = None,
+        progress_every_s: float = 1.0,
+        file_format: str | None = None,
+    ) -> None:
+        self.plan = plan
+        self.connections = connections
+        self.session = session
+        self.work_dir = work_dir
+        self.where = where
+        self.max_rows = max_rows
+        self.max_wait_s = max_wait_s
+        self.on_check_failure = on_check_failure
+        self.stop = stop
+        self.progress = progress
+        self.max_batches = max_batches
+        self.progress_every_s = progress_every_s
+        self.file_format = file_format  # a file-drop folder's `format:`, when its extension does not tell
+        self.inflight_pattern = ""
+        self.source_stage, self.sink_name = streaming_rules(plan, where)
+        sink = connections.get(self.sink_name)
+        if not isinstance(sink, SqlConnector):
+            raise SpecError(
+                f"A streaming pipeline publishes into a database (one transaction per batch); "
+                f"connection '{self.sink_name}' is a {sink.scheme} connection",
+                hint="load into a DuckDB, SQLite, PostgreSQL or MySQL connection",
+            )
+        for load in plan.stages_of(StageLoadStage):
+            sink.ensure_writable(where(load.step_id))
+        self.sink = sink
+        self.stream_id = f"{plan.pipeline}.{self.source_stage.step_id}"
+        self.status = StreamStatus(stream=self.stream_id)
+
+    # ------------------------------------------------------------ the loop
+    def run(self) -> StreamStatus:
+        committed = self.sink.stream_position(self.stream_id)
+        batch_no = committed[0] if committed else 0
+        self.status.last_batch = batch_no
+        self.status.position = committed[1] if committed else None
+        source = self._open(committed[1] if committed else None)
+        try:
+            self._read_static()
+            last_report = 0.0
+            while not self.stop.is_set():
+                if self.max_batches is not None and self.status.batches >= self.max_batches:
+                    break
+                polled = time.monotonic()
+                batch = source.poll(self.max_rows, self.max_wait_s)
+                if batch is not None:
+                    batch_no += 1
+                    self._process(batch, batch_no)
+                    faults.point("stream.before_ack")
+                    source.ack(batch)
+                    self.status.latencies.append(time.monotonic() - polled)
+                    del self.status.latencies[:-1000]
+                if time.monotonic() - last_report >= self.progress_every_s:
+                    self.status.lag = source.lag()
+                    self.progress(self.status, False)
+                    last_report = time.monotonic()
+        finally:
+            source.close()
+        self.status.lag = None
+        return self.status
+
+    def _open(self, committed: str | None) -> StreamSource:
+        stage = self.source_stage
+        if stage.path is not None:  # a file-drop folder
+            base = glob_base(stage.path)
+            pattern = str(Path(stage.path).relative_to(base)) if base != "." else stage.path
+            folder = self.connections.files.resolve_path(base)
+            self.inflight_pattern = str(Path(base) / INFLIGHT / pattern)
+            return FolderSource(folder, pattern, committed)
+        assert stage.connection is not None and stage.request is not None
+        connector = self.connections.get(stage.connection)
+        assert isinstance(connector, StreamConnector)
+        return connector.open_stream(stage.request, f"qf_{self.plan.pipeline}", committed)
+
+    def _read_static(self) -> None:
+        """The other extracts (a dimension table, a lookup file) are read once, when the stream starts."""
+        for stage in self.plan.stages_of(ExtractStage):
+            if stage.stream:
+                continue
+            if stage.query is not None:
+                self.session.create(stage.step_id, stage.query, table=True)
+            else:
+                assert stage.connection is not None and stage.request is not None
+                reader = self.connections.get(stage.connection).read(stage.request)
+                self.session.create_from_arrow(stage.step_id, reader)
+
+    # ------------------------------------------------------------ one batch
+    def _process(self, batch: StreamBatch, batch_no: int) -> None:
+        self._load_batch(batch)
+        for stage in self.plan.stages:
+            if isinstance(stage, TransformStage):
+                self.session.create(stage.step_id, stage.query, table=True)
+        failed = self._failed_checks()
+        quarantine = bool(failed) and self.on_check_failure == "quarantine"
+        if failed and not quarantine:
+            raise ChecksFailed(
+                f"Batch {batch_no} of stream '{self.stream_id}' failed {len(failed)} check"
+                f"{'s' if len(failed) > 1 else ''}: {'; '.join(failed)}; nothing of it was published "
+                "and the stream stopped before it",
+                hint="fix the data or the checks and start the stream again (it resumes at this batch), "
+                "or set 'on_check_failure: quarantine'",
+            )
+        staged = [self._stage(load, quarantine) for load in self.plan.stages_of(StageLoadStage)]
+        mark = StreamMark(
+            stream=self.stream_id,
+            batch=batch_no,
+            position=batch.position,
+            token=f"{self.stream_id}:{batch_no}:{time.time_ns()}"[-64:],
+        )
+        faults.point("stream.before_publish")
+        self.sink.publish(staged, mark=mark)
+        self.status.batches += 1
+        self.status.rows += batch.count
+        self.status.published_rows += sum(s.rows for s in staged)
+        self.status.quarantined_batches += quarantine
+        self.status.last_batch = batch_no
+        self.status.position = batch.position
+        if quarantine:
+            self.status.last_error = f"batch {batch_no} quarantined: {'; '.join(failed)}"
+            self.progress(self.status, True)
+
+    def _load_batch(self, batch: StreamBatch) -> None:
+        stage = self.source_stage
+        assert stage.request is not None and stage.request.types is not None
+        types = list(stage.request.types)
+        if batch.files:
+            reader = self.connections.files.source(
+                self.inflight_pattern,
+                self.file_format,
+                dict(stage.request.options),
+                self.where(stage.step_id),
+            )
+            cols = [exp.alias_(exp.cast(exp.column(ident(n)), t), n, quoted=True) for n, t in types]
+            query: exp.Query = exp.select(*cols).from_(reader)
+        else:
+            path = self.work_dir / "batch.ndjson"
+            path.write_bytes(batch.payload)
+            parsed: exp.Expr = exp.maybe_parse(json_reader_sql(path, types), dialect="duckdb")
+            assert isinstance(parsed, exp.Query)
+            query = parsed
+        self.session.create(stage.step_id, query, table=True)
+
+    def _failed_checks(self) -> list[str]:
+        failed: list[str] = []
+        for stage in self.plan.stages_of(CheckStage):
+            results = evaluate_rules(stage.step_id, list(stage.rules), self.session.fetch)
+            failed += [
+                f"{r['rule_name']} ({r['violations']} rows)"
+                for r in results
+                if not r["passed"] and r["severity"] == "error"
+            ]
+        return failed
+
+    def _stage(self, stage: StageLoadStage, quarantine: bool) -> StagedLoad:
+        target = stage.target
+        source = table(stage.input)
+        query: exp.Query = exp.select(exp.Star()).from_(source)
+        if quarantine:
+            target = TargetRef(connection=target.connection, table=target.table + QUARANTINE_SUFFIX)
+        load = StagedLoad(
+            step_id=stage.step_id,
+            target=target,
+            mode="append" if quarantine else stage.mode,
+            keys=[] if quarantine else list(stage.keys),
+            on_schema_change=stage.on_schema_change,
+            staging_name="",
+            rows=0,
+            columns=[],
+        )
+        staging_id = f"stream_{self.plan.pipeline}"  # one name per stream: a restart drops the leftover
+        return self.sink.stage(staging_id, load, self.session.read(query), fingerprint=False)
