@@ -20,10 +20,26 @@ from typing import Any
 
 import duckdb
 
-from . import pipeline_10m, planner, postgres_io, queue_throughput, spark_engine, step_overhead
+from . import (
+    pipeline_10m,
+    planner,
+    postgres_io,
+    queue_throughput,
+    spark_engine,
+    step_overhead,
+    stream_throughput,
+)
 from .common import Outcome, fmt_load, load_average, log
 
-BENCHMARKS = ("pipeline_10m", "step_overhead", "planner", "postgres_io", "queue_throughput", "spark_engine")
+BENCHMARKS = (
+    "pipeline_10m",
+    "step_overhead",
+    "planner",
+    "postgres_io",
+    "queue_throughput",
+    "spark_engine",
+    "stream_throughput",
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,6 +56,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help="trivial runs per queue_throughput cell (200 end to end, 500 queue-only; quick 50/125)",
+    )
+    parser.add_argument(
+        "--events", type=int, default=None, help="events drained by stream_throughput (500k; quick 100k)"
+    )
+    parser.add_argument(
+        "--event-rate", type=int, default=50_000, help="events/s offered in the latency run (50,000)"
     )
     parser.add_argument("--steps", type=int, default=None, help="steps per overhead pipeline (200; quick 50)")
     parser.add_argument("--repeat", type=int, default=3, help="timed repetitions per side (default 3)")
@@ -60,6 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.queue_runs = 50 if args.quick else 200
     if args.steps is None:
         args.steps = 50 if args.quick else 200
+    if args.events is None:
+        args.events = 100_000 if args.quick else 500_000
     if args.rows < 1 or args.steps < 3 or args.repeat < 1:
         parser.error("--rows must be >= 1, --steps >= 3 and --repeat >= 1")
     return args
@@ -90,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         outcomes.extend(queue_throughput.run(args.queue_runs, args.queue_runs * 5 // 2, args.profile))
     if "spark_engine" in selected:
         outcomes.append(spark_engine.run(args.rows, args.repeat))
+    if "stream_throughput" in selected:
+        outcomes.append(stream_throughput.run(args.events, args.event_rate, 10.0))
     if "planner" in selected:
         outcomes.extend(planner.run(1 if args.quick else args.repeat, args.profile))
     elapsed = time.perf_counter() - started

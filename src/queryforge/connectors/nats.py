@@ -134,7 +134,10 @@ class NatsSource:
         )
 
     def ack(self, batch: StreamBatch) -> None:
-        self.run(batch.token.ack())  # AckPolicy.ALL: the last message acknowledges the whole batch
+        try:  # AckPolicy.ALL: the last message acknowledges the whole batch
+            self.run(batch.token.ack())
+        except Exception as exc:  # committed already: a restart skips the batch by its position
+            raise NatsUnavailable(f"NATS did not take the acknowledgement: {exc}") from None
         self.committed = int(batch.position)
 
     def lag(self) -> int | None:

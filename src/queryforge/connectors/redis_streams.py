@@ -107,9 +107,14 @@ class RedisSource:
         )
 
     def ack(self, batch: StreamBatch) -> None:
+        import redis
+
         ids = batch.token
-        for start in range(0, len(ids), 10_000):
-            self.client.xack(self.key, self.group, *ids[start : start + 10_000])
+        try:
+            for start in range(0, len(ids), 10_000):
+                self.client.xack(self.key, self.group, *ids[start : start + 10_000])
+        except redis.ConnectionError as exc:  # committed already: a restart skips the batch
+            raise RedisUnavailable(f"Redis did not take the acknowledgement: {exc}") from None
 
     def lag(self) -> int | None:
         try:

@@ -32,12 +32,13 @@ from ..connectors.registry import ConnectionSet
 from ..connectors.sql import SqlConnector, StreamMark
 from ..connectors.streams import StreamBatch, StreamConnector, StreamSource, json_reader_sql
 from ..engine.base import EngineSession
-from ..errors import ChecksFailed, SpecError, UserError
+from ..errors import ChecksFailed, SpecError, TransientError, UserError
 from ..quality.checks import evaluate_rules
 from ..sql.parse import ident, table
 from .plan import CheckStage, ExecutionPlan, ExtractStage, StageLoadStage, TransformStage
 
 QUARANTINE_SUFFIX = "__quarantine"
+MAX_BACKOFF_S = 30.0
 
 
 @dataclass
@@ -54,7 +55,7 @@ class StreamStatus:
     lag: int | None = None
     last_error: str | None = None
     started: float = field(default_factory=time.monotonic)
-    latencies: list[float] = field(default_factory=list)  # seconds from a batch's poll to its commit
+    latencies: list[float] = field(default_factory=list)  # seconds from a batch's poll to its ack
 
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
@@ -71,6 +72,9 @@ class StreamStatus:
             "position": self.position if self.position is None or len(self.position) < 200 else "(files)",
             "lag": self.lag,
             "rows_per_s": round(self.rate(), 1),
+            "batch_seconds_p95": round(sorted(self.latencies)[int(len(self.latencies) * 0.95)], 3)
+            if self.latencies
+            else None,
             "last_error": self.last_error,
         }
 
@@ -177,17 +181,36 @@ class StreamRunner:
 
     # ------------------------------------------------------------ the loop
     def run(self) -> StreamStatus:
+        """Serve until stopped. A transient failure (the broker or the sink went away) is waited
+        out with backoff and served again from the committed position, as a restart would."""
+        delay = 1.0
+        self._read_static()
+        while not self.stop.is_set() and not self._enough():
+            try:
+                self._serve()
+            except TransientError as exc:
+                self.sink.close()  # reconnects on next use (a restarted server left it closed)
+                self.status.last_error = f"{exc.message}; trying again in {delay:g} s"
+                self.progress(self.status, True)
+                self.stop.wait(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+                continue
+            break
+        self.status.lag = None
+        return self.status
+
+    def _enough(self) -> bool:
+        return self.max_batches is not None and self.status.batches >= self.max_batches
+
+    def _serve(self) -> None:
         committed = self.sink.stream_position(self.stream_id)
         batch_no = committed[0] if committed else 0
         self.status.last_batch = batch_no
         self.status.position = committed[1] if committed else None
         source = self._open(committed[1] if committed else None)
         try:
-            self._read_static()
             last_report = 0.0
-            while not self.stop.is_set():
-                if self.max_batches is not None and self.status.batches >= self.max_batches:
-                    break
+            while not self.stop.is_set() and not self._enough():
                 polled = time.monotonic()
                 batch = source.poll(self.max_rows, self.max_wait_s)
                 if batch is not None:
@@ -203,8 +226,6 @@ class StreamRunner:
                     last_report = time.monotonic()
         finally:
             source.close()
-        self.status.lag = None
-        return self.status
 
     def _open(self, committed: str | None) -> StreamSource:
         stage = self.source_stage
