@@ -32,12 +32,14 @@ from ..connectors.registry import ConnectionSet
 from ..connectors.sql import SqlConnector, StreamMark
 from ..connectors.streams import StreamBatch, StreamConnector, StreamSource, json_reader_sql
 from ..engine.base import EngineSession
-from ..errors import ChecksFailed, SpecError, TransientError, UserError
+from ..errors import ChecksFailed, QueryForgeError, SpecError, StepFailed, TransientError, UserError
 from ..quality.checks import evaluate_rules
 from ..sql.parse import ident, table
 from .plan import CheckStage, ExecutionPlan, ExtractStage, StageLoadStage, TransformStage
 
 QUARANTINE_SUFFIX = "__quarantine"
+REJECTED = "_qf_rejected"  # the session table of a batch's unreadable messages
+REJECTED_SUFFIX = "__rejected"  # ... published to <pipeline>__rejected when quarantining
 MAX_BACKOFF_S = 30.0
 
 
@@ -50,6 +52,7 @@ class StreamStatus:
     rows: int = 0  # messages (or files) read in those batches
     published_rows: int = 0
     quarantined_batches: int = 0
+    rejected_messages: int = 0
     last_batch: int = 0  # the stream's batch number (across restarts)
     position: str | None = None
     lag: int | None = None
@@ -68,6 +71,7 @@ class StreamStatus:
             "rows": self.rows,
             "published_rows": self.published_rows,
             "quarantined_batches": self.quarantined_batches,
+            "rejected_messages": self.rejected_messages,
             "last_batch": self.last_batch,
             "position": self.position if self.position is None or len(self.position) < 200 else "(files)",
             "lag": self.lag,
@@ -254,7 +258,7 @@ class StreamRunner:
 
     # ------------------------------------------------------------ one batch
     def _process(self, batch: StreamBatch, batch_no: int) -> None:
-        self._load_batch(batch)
+        rejected = self._load_batch(batch, batch_no)
         for stage in self.plan.stages:
             if isinstance(stage, TransformStage):
                 self.session.create(stage.step_id, stage.query, table=True)
@@ -269,6 +273,8 @@ class StreamRunner:
                 "or set 'on_check_failure: quarantine'",
             )
         staged = [self._stage(load, quarantine) for load in self.plan.stages_of(StageLoadStage)]
+        if rejected:
+            staged.append(self._stage_rejected())
         mark = StreamMark(
             stream=self.stream_id,
             batch=batch_no,
@@ -283,11 +289,19 @@ class StreamRunner:
         self.status.quarantined_batches += quarantine
         self.status.last_batch = batch_no
         self.status.position = batch.position
-        if quarantine:
-            self.status.last_error = f"batch {batch_no} quarantined: {'; '.join(failed)}"
+        self.status.rejected_messages += rejected
+        if quarantine or rejected:
+            why = [f"quarantined: {'; '.join(failed)}"] if quarantine else []
+            why += (
+                [f"{rejected} unreadable messages to {self.plan.pipeline}{REJECTED_SUFFIX}"]
+                if rejected
+                else []
+            )
+            self.status.last_error = f"batch {batch_no} " + "; ".join(why)
             self.progress(self.status, True)
 
-    def _load_batch(self, batch: StreamBatch) -> None:
+    def _load_batch(self, batch: StreamBatch, batch_no: int) -> int:
+        """The batch as the stream step's table; returns how many messages were rejected."""
         stage = self.source_stage
         assert stage.request is not None and stage.request.types is not None
         types = list(stage.request.types)
@@ -303,10 +317,54 @@ class StreamRunner:
         else:
             path = self.work_dir / "batch.ndjson"
             path.write_bytes(batch.payload)
-            parsed: exp.Expr = exp.maybe_parse(json_reader_sql(path, types), dialect="duckdb")
-            assert isinstance(parsed, exp.Query)
-            query = parsed
+            try:
+                self.session.create(stage.step_id, _query(json_reader_sql(path, types)), table=True)
+            except QueryForgeError as exc:  # a message that is not JSON, or does not fit its types
+                return self._sort_out(path, types, batch_no, exc)
+            return 0
         self.session.create(stage.step_id, query, table=True)
+        return 0
+
+    def _sort_out(self, path: Path, types: list[tuple[str, str]], batch_no: int, exc: QueryForgeError) -> int:
+        """The batch read message by message (in DuckDB): the good ones become the stream step's
+        table, the others `_qf_rejected` (message, problem). Stops the stream unless quarantining."""
+        lines = (
+            "SELECT unnest(lines) AS line, unnest(range(1, len(lines) + 1)) AS n FROM "
+            f"(SELECT string_split(content, chr(10)) AS lines FROM read_text({_literal(str(path))}))"
+        )
+        problems = ["WHEN NOT json_valid(line) THEN 'not valid JSON'"]
+        problems.append("WHEN json_type(line::JSON) <> 'OBJECT' THEN 'not a JSON object'")
+        for name, kind in types:
+            field = f"(line::JSON ->> {_literal(name)})"
+            problems.append(
+                f"WHEN {field} IS NOT NULL AND TRY_CAST({field} AS {kind}) IS NULL "
+                f"THEN {_literal(f'{name} does not fit {kind}: ')} || {field}"
+            )
+        checked = f"SELECT n, line, CASE {' '.join(problems)} END AS problem FROM ({lines}) WHERE line <> ''"
+        self.session.create("_qf_messages", _query(checked), table=True)
+        rejected = _query(
+            f"SELECT CAST({batch_no} AS BIGINT) AS batch, CAST(n AS BIGINT) AS message_number, "
+            "line AS message, problem FROM _qf_messages WHERE problem IS NOT NULL ORDER BY n"
+        )
+        bad = self.session.create(REJECTED, rejected, table=True) or 0
+        if not bad:  # every message reads alone: the batch failed for another reason
+            raise exc
+        if self.on_check_failure != "quarantine":
+            _, first = self.session.fetch(_query(f"SELECT message_number, problem FROM {REJECTED} LIMIT 1"))
+            raise StepFailed(
+                f"Batch {batch_no} of stream '{self.stream_id}' holds {bad} message"
+                f"{'s' if bad > 1 else ''} that cannot be read (message {first[0][0]} of the batch: "
+                f"{first[0][1]}); nothing of it was published and the stream stopped before it",
+                hint="fix or remove the message at the source, or set 'on_check_failure: quarantine' to "
+                f"publish such messages to {self.plan.pipeline}{REJECTED_SUFFIX} and go on",
+            )
+        columns = ", ".join(
+            f"TRY_CAST(line::JSON ->> {_literal(name)} AS {kind}) AS {ident(name).sql('duckdb')}"
+            for name, kind in types
+        )
+        good = _query(f"SELECT {columns} FROM _qf_messages WHERE problem IS NULL ORDER BY n")
+        self.session.create(self.source_stage.step_id, good, table=True)
+        return bad
 
     def _failed_checks(self) -> list[str]:
         failed: list[str] = []
@@ -318,6 +376,21 @@ class StreamRunner:
                 if not r["passed"] and r["severity"] == "error"
             ]
         return failed
+
+    def _stage_rejected(self) -> StagedLoad:
+        load = StagedLoad(
+            step_id=REJECTED,
+            target=TargetRef(connection=self.sink_name, table=f"{self.plan.pipeline}{REJECTED_SUFFIX}"),
+            mode="append",
+            keys=[],
+            staging_name="",
+            rows=0,
+            columns=[],
+        )
+        query = exp.select(exp.Star()).from_(table(REJECTED))
+        return self.sink.stage(
+            f"stream_{self.plan.pipeline}", load, self.session.read(query), fingerprint=False
+        )
 
     def _stage(self, stage: StageLoadStage, quarantine: bool) -> StagedLoad:
         target = stage.target
@@ -337,3 +410,13 @@ class StreamRunner:
         )
         staging_id = f"stream_{self.plan.pipeline}"  # one name per stream: a restart drops the leftover
         return self.sink.stage(staging_id, load, self.session.read(query), fingerprint=False)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _query(sql: str) -> exp.Query:
+    parsed: exp.Expr = exp.maybe_parse(sql, dialect="duckdb")
+    assert isinstance(parsed, exp.Query)
+    return parsed
