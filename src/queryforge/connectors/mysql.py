@@ -300,6 +300,9 @@ class MySQLConnector(SqlConnector):
         )[0]
         return fingerprint_text(row, cols)
 
+    def stream_key(self, stream: str) -> str:
+        return f"{self.parts['database'] or ''}/{stream}"  # _qf_staging is one per server
+
     def publish(self, loads: list[StagedLoad], mark: StreamMark | None = None) -> None:
         current = {id(load): self._existing(load) for load in loads}
         if mark is not None:  # a stream's batch commits with its position: only in place (one transaction)

@@ -358,24 +358,30 @@ class SqlConnector(Connector):
         return self.table_expr(None, f"{STAGING_SCHEMA}__{name}")
 
     def ensure_stream_batches(self) -> None:
-        table = self.meta_expr(STREAM_BATCHES).sql(dialect=DIALECT)
+        # Written as every backend reads it: DuckDB's dialect drops VARCHAR lengths, and MySQL
+        # cannot key a TEXT column.
         self.execute(
-            transpile(
-                f"CREATE TABLE IF NOT EXISTS {table} (stream VARCHAR(255) NOT NULL, batch BIGINT NOT NULL, "
-                "position TEXT, token VARCHAR(64), committed_at VARCHAR(40), PRIMARY KEY (stream, batch))",
-                self.dialect,
-            )
+            f"CREATE TABLE IF NOT EXISTS {self.sql(self.meta_expr(STREAM_BATCHES))} ("
+            "stream VARCHAR(255) NOT NULL, batch BIGINT NOT NULL, position TEXT, token VARCHAR(64), "
+            "committed_at VARCHAR(40), PRIMARY KEY (stream, batch))"
         )
+
+    def stream_key(self, stream: str) -> str:
+        """A stream's key in STREAM_BATCHES. The staging schema may be shared by several databases
+        (MySQL's is one per server), so a connector whose is says which database the rows are in."""
+        return stream
 
     def record_stream_batch(self, mark: StreamMark) -> None:
         """Inside the publish transaction: the batch's row (a duplicate key if another process
         committed this batch first), and the stream's rows older than KEEP_BATCHES pruned."""
         table = self.meta_expr(STREAM_BATCHES)
         now = dt.datetime.now(dt.UTC).isoformat()
-        values = [mark.stream, mark.batch, mark.position, mark.token, now]
+        values = [self.stream_key(mark.stream), mark.batch, mark.position, mark.token, now]
         row = exp.Tuple(expressions=[literal(v) for v in values])
         self.execute(self.sql(exp.insert(exp.Values(expressions=[row]), table)))
-        stream = exp.EQ(this=exp.column("stream"), expression=exp.Literal.string(mark.stream))
+        stream = exp.EQ(
+            this=exp.column("stream"), expression=exp.Literal.string(self.stream_key(mark.stream))
+        )
         old = exp.LT(this=exp.column("batch"), expression=exp.Literal.number(mark.batch - KEEP_BATCHES))
         self.execute(self.sql(exp.delete(table, where=exp.and_(stream, old))))
 
@@ -391,7 +397,7 @@ class SqlConnector(Connector):
         query = (
             exp.select("batch", "position", "token")
             .from_(self.meta_expr(STREAM_BATCHES))
-            .where(exp.EQ(this=exp.column("stream"), expression=exp.Literal.string(stream)))
+            .where(exp.EQ(this=exp.column("stream"), expression=exp.Literal.string(self.stream_key(stream))))
             .order_by(exp.Ordered(this=exp.column("batch"), desc=True))
             .limit(1)
         )

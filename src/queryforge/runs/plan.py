@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
@@ -22,6 +22,7 @@ from ..connectors.base import ReadRequest, TargetRef
 from ..connectors.files import FilesConnector, file_format
 from ..connectors.paths import PathFence, glob_base
 from ..connectors.registry import FILES, ConnectionSet
+from ..connectors.sql import SqlConnector
 from ..connectors.streams import StreamConnector, declared_types
 from ..engine.base import CANONICAL_ENGINE, Engine, EngineSession
 from ..engine.ops import OpContext, get_op
@@ -305,7 +306,7 @@ class Compiler:
             for c, ids in by_connection.items()
         ]
         has_sort = any(isinstance(s, m.SortStep) for s in self.pipeline.steps)
-        return ExecutionPlan(
+        plan = ExecutionPlan(
             pipeline=self.pipeline.name,
             content_hash=self.bound.source.content_hash(),
             params=self.bound.params,
@@ -319,6 +320,9 @@ class Compiler:
             timeouts={s.id: s.timeout_s for s in self.pipeline.steps},
             deps={k: tuple(v) for k, v in deps.items()},
         )
+        if self.pipeline.mode == "streaming":
+            streaming_rules(plan, self.where, self.connections)
+        return plan
 
     def vet_for(self, plan: ExecutionPlan, engine: Engine) -> ExecutionPlan:
         """The plan, to run on `engine`; a step the engine cannot run with the canonical meaning is
@@ -407,7 +411,7 @@ class Compiler:
                 hint="'incremental', 'endpoint', 'table' and 'query' are for connections",
             )
         streaming = self.pipeline.mode == "streaming"
-        if body.types is not None and not (streaming and (body.path or body.stream)):
+        if body.types is not None and not (body.stream or (streaming and body.path)):
             raise SpecError(
                 f"Extract step '{step.id}' declares 'types', which only a streaming pipeline's stream "
                 "or file-drop folder needs",
@@ -576,3 +580,50 @@ class Compiler:
             keys=keys,
             on_schema_change=body.on_schema_change,
         )
+
+
+def streaming_rules(
+    plan: ExecutionPlan, where: Callable[[str], str], connections: ConnectionSet
+) -> tuple[ExtractStage, str]:
+    """The stream step and the sink connection of a streaming plan; refuses (at validation) what
+    cannot be published exactly once."""
+    streams = [s for s in plan.stages_of(ExtractStage) if s.stream]
+    if len(streams) != 1:
+        raise SpecError(
+            f"A streaming pipeline reads exactly one stream; '{plan.pipeline}' reads {len(streams)}",
+            hint="read a stream connection with 'stream:' or a file-drop folder with 'path:' and 'types:'",
+        )
+    for stage in plan.stages_of(ExtractStage):
+        if stage.incremental is not None:
+            raise SpecError(
+                f"Step '{stage.step_id}' is incremental; a streaming pipeline keeps its place in the stream",
+                where=where(stage.step_id),
+                hint="remove 'incremental'",
+            )
+    loads = plan.stages_of(StageLoadStage)
+    if not loads:
+        raise SpecError(f"Streaming pipeline '{plan.pipeline}' has no load step", hint="add a load step")
+    for load in loads:
+        if load.mode == "replace":
+            raise SpecError(
+                f"Load step '{load.step_id}' replaces its table, which a stream would do every batch",
+                where=where(load.step_id),
+                hint="use mode: append, or mode: merge with keys",
+            )
+    sinks = {load.target.connection for load in loads}
+    if len(sinks) != 1:
+        raise SpecError(
+            f"A streaming pipeline loads into one connection, so each batch commits in one transaction; "
+            f"'{plan.pipeline}' loads into {', '.join(sorted(sinks))}",
+            hint="split it into one streaming pipeline per target database",
+        )
+    sink_name = sinks.pop()
+    sink = connections.get(sink_name)
+    if not isinstance(sink, SqlConnector):
+        raise SpecError(
+            f"A streaming pipeline publishes into a database (one transaction per batch); "
+            f"connection '{sink_name}' is a {sink.scheme} connection",
+            where=where(loads[0].step_id),
+            hint="load into a DuckDB, SQLite, PostgreSQL or MySQL connection",
+        )
+    return streams[0], sink_name

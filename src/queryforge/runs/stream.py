@@ -14,6 +14,7 @@ sink slows the reading and the broker keeps what waits.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,10 +33,10 @@ from ..connectors.registry import ConnectionSet
 from ..connectors.sql import SqlConnector, StreamMark
 from ..connectors.streams import StreamBatch, StreamConnector, StreamSource, json_reader_sql
 from ..engine.base import EngineSession
-from ..errors import ChecksFailed, QueryForgeError, SpecError, StepFailed, TransientError, UserError
+from ..errors import ChecksFailed, QueryForgeError, StepFailed, TransientError, UserError
 from ..quality.checks import evaluate_rules
 from ..sql.parse import ident, table
-from .plan import CheckStage, ExecutionPlan, ExtractStage, StageLoadStage, TransformStage
+from .plan import CheckStage, ExecutionPlan, ExtractStage, StageLoadStage, TransformStage, streaming_rules
 
 QUARANTINE_SUFFIX = "__quarantine"
 REJECTED = "_qf_rejected"  # the session table of a batch's unreadable messages
@@ -81,42 +82,6 @@ class StreamStatus:
             else None,
             "last_error": self.last_error,
         }
-
-
-def streaming_rules(plan: ExecutionPlan, where: Callable[[str], str]) -> tuple[ExtractStage, str]:
-    """The stream step and the sink connection of a streaming plan; refuses what cannot be
-    published exactly once."""
-    streams = [s for s in plan.stages_of(ExtractStage) if s.stream]
-    if len(streams) != 1:
-        raise SpecError(
-            f"A streaming pipeline reads exactly one stream; '{plan.pipeline}' reads {len(streams)}",
-            hint="read a stream connection with 'stream:' or a file-drop folder with 'path:' and 'types:'",
-        )
-    for stage in plan.stages_of(ExtractStage):
-        if stage.incremental is not None:
-            raise SpecError(
-                f"Step '{stage.step_id}' is incremental; a streaming pipeline keeps its place in the stream",
-                where=where(stage.step_id),
-                hint="remove 'incremental'",
-            )
-    loads = plan.stages_of(StageLoadStage)
-    if not loads:
-        raise SpecError(f"Streaming pipeline '{plan.pipeline}' has no load step", hint="add a load step")
-    for load in loads:
-        if load.mode == "replace":
-            raise SpecError(
-                f"Load step '{load.step_id}' replaces its table, which a stream would do every batch",
-                where=where(load.step_id),
-                hint="use mode: append, or mode: merge with keys",
-            )
-    sinks = {load.target.connection for load in loads}
-    if len(sinks) != 1:
-        raise SpecError(
-            f"A streaming pipeline loads into one connection, so each batch commits in one transaction; "
-            f"'{plan.pipeline}' loads into {', '.join(sorted(sinks))}",
-            hint="split it into one streaming pipeline per target database",
-        )
-    return streams[0], sinks.pop()
 
 
 @contextmanager
@@ -169,18 +134,17 @@ class StreamRunner:
         self.progress_every_s = progress_every_s
         self.file_format = file_format  # a file-drop folder's `format:`, when its extension does not tell
         self.inflight_pattern = ""
-        self.source_stage, self.sink_name = streaming_rules(plan, where)
+        self.source_stage, self.sink_name = streaming_rules(plan, where, connections)
         sink = connections.get(self.sink_name)
-        if not isinstance(sink, SqlConnector):
-            raise SpecError(
-                f"A streaming pipeline publishes into a database (one transaction per batch); "
-                f"connection '{self.sink_name}' is a {sink.scheme} connection",
-                hint="load into a DuckDB, SQLite, PostgreSQL or MySQL connection",
-            )
+        assert isinstance(sink, SqlConnector)  # streaming_rules saw to it
         for load in plan.stages_of(StageLoadStage):
             sink.ensure_writable(where(load.step_id))
         self.sink = sink
         self.stream_id = f"{plan.pipeline}.{self.source_stage.step_id}"
+        # One staging name per stream and sink, reused by every batch (a restart drops the leftover);
+        # the staging schema may be shared by other databases and workspaces (MySQL's per server).
+        where_to = sink.stream_key(self.stream_id) + sink.config.url
+        self.staging_id = f"stream_{hashlib.sha256(where_to.encode()).hexdigest()[:12]}"
         self.status = StreamStatus(stream=self.stream_id)
 
     # ------------------------------------------------------------ the loop
@@ -388,9 +352,7 @@ class StreamRunner:
             columns=[],
         )
         query = exp.select(exp.Star()).from_(table(REJECTED))
-        return self.sink.stage(
-            f"stream_{self.plan.pipeline}", load, self.session.read(query), fingerprint=False
-        )
+        return self.sink.stage(self.staging_id, load, self.session.read(query), fingerprint=False)
 
     def _stage(self, stage: StageLoadStage, quarantine: bool) -> StagedLoad:
         target = stage.target
@@ -408,7 +370,7 @@ class StreamRunner:
             rows=0,
             columns=[],
         )
-        staging_id = f"stream_{self.plan.pipeline}"  # one name per stream: a restart drops the leftover
+        staging_id = self.staging_id  # one name per stream: a restart drops the leftover
         return self.sink.stage(staging_id, load, self.session.read(query), fingerprint=False)
 
 
