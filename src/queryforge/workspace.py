@@ -315,7 +315,7 @@ class Workspace:
         if self.engine_name not in (CANONICAL_ENGINE, AUTO_ENGINE):
             raise UserError(
                 f"Streaming pipelines run on the {CANONICAL_ENGINE} engine; Spark streaming is not built yet",
-                hint="run 'queryforge stream' without --engine spark",
+                hint="set QUERYFORGE_ENGINE (or engine: in queryforge.yaml) to duckdb or auto",
             )
         plan = self.compile(bound)
         folder = self.state / "streams" / bound.pipeline.name
