@@ -346,10 +346,7 @@ class Workspace:
         on_progress: Callable[[StreamStatus, bool], None] | None,
     ) -> StreamStatus:
         def progress(status: StreamStatus, notable: bool) -> None:
-            line = (
-                f"batch {status.last_batch}: {status.rows:,} rows in {status.batches} batches, "
-                f"{status.rate():,.0f} rows/s, lag {status.lag if status.lag is not None else '?'}"
-            )
+            line = status.summary()
             self.repo.stream_progress(
                 run_id, status.to_json(), (status.last_error or line) if notable else line
             )
@@ -385,9 +382,7 @@ class Workspace:
             status.last_error = scrub(str(exc))
             self.repo.update_run(
                 run_id,
-                status="failed"
-                if error is not None or not isinstance(exc, KeyboardInterrupt)
-                else "cancelled",
+                status="cancelled" if isinstance(exc, KeyboardInterrupt) else "failed",
                 ended_at=utcnow(),
                 error_class=str(error.failure_class) if error is not None else "INTERNAL",
                 error_message=status.last_error,

@@ -300,11 +300,7 @@ def stream(
             return
         if notable and status.last_error:
             render.err.print(f"[yellow]{status.last_error}[/yellow]")
-        render.err.print(
-            f"batch {status.last_batch}: {status.rows:,} rows in {status.batches} batches, "
-            f"{status.rate():,.0f} rows/s, lag {status.lag if status.lag is not None else '?'}",
-            highlight=False,
-        )
+        render.err.print(status.summary(), highlight=False)
 
     with handled(as_json, debug), open_workspace(workspace) as ws:
         previous = signal.signal(signal.SIGINT, graceful), signal.signal(signal.SIGTERM, graceful)

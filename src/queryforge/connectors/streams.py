@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
+from sqlglot import exp
 
 from ..errors import SpecError
 from .base import Connector, ReadRequest
@@ -48,8 +49,6 @@ class StreamSource(Protocol):
 
 class StreamConnector(Connector):
     """A connection to a message broker: read in micro-batches only, never written."""
-
-    kind: ClassVar[str] = "stream"
 
     def open_stream(self, request: ReadRequest, consumer: str, committed: str | None) -> StreamSource:
         """A source positioned right after `committed` (the sink's stored position), or at the
@@ -107,11 +106,13 @@ def declared_types(types: tuple[tuple[str, str], ...], where: str) -> list[tuple
 def json_reader_sql(path: Path, types: list[tuple[str, str]]) -> str:
     """DuckDB's JSON reader over a batch file, typed by the declared columns (the same reader a
     batch pipeline's `extract: {path: x.ndjson}` uses)."""
-    columns = ", ".join(f"{_quote(name)}: {_quote(kind)}" for name, kind in types)
+    columns = ", ".join(f"{sql_string(name)}: {sql_string(kind)}" for name, kind in types)
     return (
-        f"SELECT * FROM read_json({_quote(str(path))}, format = 'newline_delimited', columns = {{{columns}}})"
+        f"SELECT * FROM read_json({sql_string(str(path))}, format = 'newline_delimited', "
+        f"columns = {{{columns}}})"
     )
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+def sql_string(text: str) -> str:
+    """A string literal in DuckDB's SQL."""
+    return exp.Literal.string(text).sql("duckdb")

@@ -31,7 +31,7 @@ from ..connectors.folder_stream import INFLIGHT, FolderSource
 from ..connectors.paths import glob_base
 from ..connectors.registry import ConnectionSet
 from ..connectors.sql import SqlConnector, StreamMark
-from ..connectors.streams import StreamBatch, StreamConnector, StreamSource, json_reader_sql
+from ..connectors.streams import StreamBatch, StreamConnector, StreamSource, json_reader_sql, sql_string
 from ..engine.base import EngineSession
 from ..errors import ChecksFailed, QueryForgeError, StepFailed, TransientError, UserError
 from ..quality.checks import evaluate_rules
@@ -64,6 +64,13 @@ class StreamStatus:
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
         return self.rows / elapsed if elapsed > 0 else 0.0
+
+    def summary(self) -> str:
+        lag = "?" if self.lag is None else self.lag
+        return (
+            f"batch {self.last_batch}: {self.rows:,} rows in {self.batches} batches, "
+            f"{self.rate():,.0f} rows/s, lag {lag}"
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -294,15 +301,15 @@ class StreamRunner:
         table, the others `_qf_rejected` (message, problem). Stops the stream unless quarantining."""
         lines = (
             "SELECT unnest(lines) AS line, unnest(range(1, len(lines) + 1)) AS n FROM "
-            f"(SELECT string_split(content, chr(10)) AS lines FROM read_text({_literal(str(path))}))"
+            f"(SELECT string_split(content, chr(10)) AS lines FROM read_text({sql_string(str(path))}))"
         )
         problems = ["WHEN NOT json_valid(line) THEN 'not valid JSON'"]
         problems.append("WHEN json_type(line::JSON) <> 'OBJECT' THEN 'not a JSON object'")
         for name, kind in types:
-            field = f"(line::JSON ->> {_literal(name)})"
+            field = f"(line::JSON ->> {sql_string(name)})"
             problems.append(
                 f"WHEN {field} IS NOT NULL AND TRY_CAST({field} AS {kind}) IS NULL "
-                f"THEN {_literal(f'{name} does not fit {kind}: ')} || {field}"
+                f"THEN {sql_string(f'{name} does not fit {kind}: ')} || {field}"
             )
         checked = f"SELECT n, line, CASE {' '.join(problems)} END AS problem FROM ({lines}) WHERE line <> ''"
         self.session.create("_qf_messages", _query(checked), table=True)
@@ -323,7 +330,7 @@ class StreamRunner:
                 f"publish such messages to {self.plan.pipeline}{REJECTED_SUFFIX} and go on",
             )
         columns = ", ".join(
-            f"TRY_CAST(line::JSON ->> {_literal(name)} AS {kind}) AS {ident(name).sql('duckdb')}"
+            f"TRY_CAST(line::JSON ->> {sql_string(name)} AS {kind}) AS {ident(name).sql('duckdb')}"
             for name, kind in types
         )
         good = _query(f"SELECT {columns} FROM _qf_messages WHERE problem IS NULL ORDER BY n")
@@ -342,40 +349,36 @@ class StreamRunner:
         return failed
 
     def _stage_rejected(self) -> StagedLoad:
-        load = StagedLoad(
-            step_id=REJECTED,
-            target=TargetRef(connection=self.sink_name, table=f"{self.plan.pipeline}{REJECTED_SUFFIX}"),
-            mode="append",
-            keys=[],
-            staging_name="",
-            rows=0,
-            columns=[],
-        )
-        query = exp.select(exp.Star()).from_(table(REJECTED))
-        return self.sink.stage(self.staging_id, load, self.session.read(query), fingerprint=False)
+        target = TargetRef(connection=self.sink_name, table=f"{self.plan.pipeline}{REJECTED_SUFFIX}")
+        return self._stage_table(REJECTED, target, REJECTED, "append", [], "fail")
 
     def _stage(self, stage: StageLoadStage, quarantine: bool) -> StagedLoad:
-        target = stage.target
-        source = table(stage.input)
-        query: exp.Query = exp.select(exp.Star()).from_(source)
         if quarantine:
-            target = TargetRef(connection=target.connection, table=target.table + QUARANTINE_SUFFIX)
+            target = TargetRef(
+                connection=stage.target.connection, table=stage.target.table + QUARANTINE_SUFFIX
+            )
+            return self._stage_table(stage.input, target, stage.step_id, "append", [], stage.on_schema_change)
+        return self._stage_table(
+            stage.input, stage.target, stage.step_id, stage.mode, list(stage.keys), stage.on_schema_change
+        )
+
+    def _stage_table(
+        self, source: str, target: TargetRef, step_id: str, mode: str, keys: list[str], on_schema_change: str
+    ) -> StagedLoad:
+        """A session table staged in the sink under the stream's one staging name (reused by every
+        batch; a restart drops the leftover)."""
         load = StagedLoad(
-            step_id=stage.step_id,
+            step_id=step_id,
             target=target,
-            mode="append" if quarantine else stage.mode,
-            keys=[] if quarantine else list(stage.keys),
-            on_schema_change=stage.on_schema_change,
+            mode=mode,
+            keys=keys,
+            on_schema_change=on_schema_change,
             staging_name="",
             rows=0,
             columns=[],
         )
-        staging_id = self.staging_id  # one name per stream: a restart drops the leftover
-        return self.sink.stage(staging_id, load, self.session.read(query), fingerprint=False)
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+        query = exp.select(exp.Star()).from_(table(source))
+        return self.sink.stage(self.staging_id, load, self.session.read(query), fingerprint=False)
 
 
 def _query(sql: str) -> exp.Query:
