@@ -13,6 +13,8 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	@# The Spark engine needs a Java runtime (17+): Debian's, installed when missing.
 	command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless)
+	@# Its JDBC reads and staging loads need the PostgreSQL and MariaDB drivers: Debian's jars, installed when missing.
+	test -f /usr/share/java/postgresql.jar -a -f /usr/share/java/mariadb-java-client.jar || (apt-get update -qq && apt-get install -y -qq --no-install-recommends libpostgresql-jdbc-java libmariadb-java)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -26,6 +26,7 @@ from .connectors.files import FilesConnector
 from .connectors.registry import FILES, ConnectionSet
 from .engine.base import CANONICAL_ENGINE, Engine, get_engine
 from .engine.duckdb import run_readonly
+from .engine.spark import SparkWorkSession
 from .errors import NotFoundError, ProductionChanged, QueryBlocked, QueryForgeError, UserError, did_you_mean
 from .planner.catalog import build_context
 from .planner.providers import get_provider
@@ -45,6 +46,7 @@ from .runs.plan import (
     readable_dirs,
 )
 from .runs.reporter import Reporter
+from .runs.spark_stream import SparkStreamRunner, stream_engine
 from .runs.stream import StreamRunner, StreamStatus, stream_lock
 from .runs.triggers import check_dependencies, derived_key, downstream, expand_values
 from .runs.worker import Slot, Watchdog, die, owner_name
@@ -312,12 +314,12 @@ class Workspace:
                 f"Pipeline '{bound.pipeline.name}' is not a streaming pipeline",
                 hint="run it with 'queryforge run', or add 'mode: streaming' to stream it",
             )
-        if self.engine_name not in (CANONICAL_ENGINE, AUTO_ENGINE):
-            raise UserError(
-                f"Streaming pipelines run on the {CANONICAL_ENGINE} engine; Spark streaming is not built yet",
-                hint="set QUERYFORGE_ENGINE (or engine: in queryforge.yaml) to duckdb or auto",
-            )
         plan = self.compile(bound)
+        connections = self.connections()
+        try:
+            engine = stream_engine(self.engine_name, plan, connections)
+        finally:
+            connections.close()
         folder = self.state / "streams" / bound.pipeline.name
         folder.mkdir(parents=True, exist_ok=True)
         with stream_lock(folder / "lock", bound.pipeline.name):
@@ -333,7 +335,9 @@ class Workspace:
                     )
             run_id = self._create_run(bound, sandbox=False, key=None, trigger="stream")
             self.repo.update_run(run_id, status="running", started_at=utcnow())
-            return run_id, self._serve_stream(run_id, bound, plan, folder, stop, max_batches, on_progress)
+            return run_id, self._serve_stream(
+                run_id, bound, plan, folder, stop, max_batches, on_progress, engine=engine
+            )
 
     def _serve_stream(
         self,
@@ -344,6 +348,8 @@ class Workspace:
         stop: threading.Event | None,
         max_batches: int | None,
         on_progress: Callable[[StreamStatus, bool], None] | None,
+        *,
+        engine: str = CANONICAL_ENGINE,
     ) -> StreamStatus:
         def progress(status: StreamStatus, notable: bool) -> None:
             line = status.summary()
@@ -357,24 +363,28 @@ class Workspace:
         source_step = next(s for s in plan.stages_of(ExtractStage) if s.stream)
         step = bound.pipeline.step(source_step.step_id)
         connections = self.connections()
-        engine = get_engine(CANONICAL_ENGINE, max_memory=self.settings.max_memory)
-        session = engine.session(None, allowed_dirs=[folder, *plan.allowed_dirs])
-        runner = None
+        # On Spark the session's work area is the stream's folder (one Parquet dataset per step).
+        session = get_engine(engine, max_memory=self.settings.max_memory).session(
+            folder if engine == "spark" else None,
+            allowed_dirs=[folder, *plan.allowed_dirs],
+            schemas=plan.schemas,
+        )
+        settings: dict[str, Any] = {
+            "where": lambda step_id: bound.source.step_where(step_id, bound.pipeline.step(step_id).kind),
+            "max_rows": trigger.max_rows,
+            "max_wait_s": trigger.max_wait_s,
+            "on_check_failure": bound.pipeline.on_check_failure,
+            "stop": stop or threading.Event(),
+            "progress": progress,
+            "max_batches": max_batches,
+            "file_format": getattr(step.body, "format", None),
+        }
+        runner: StreamRunner | SparkStreamRunner | None = None
         try:
-            runner = StreamRunner(
-                plan,
-                connections,
-                session,
-                folder,
-                where=lambda step_id: bound.source.step_where(step_id, bound.pipeline.step(step_id).kind),
-                max_rows=trigger.max_rows,
-                max_wait_s=trigger.max_wait_s,
-                on_check_failure=bound.pipeline.on_check_failure,
-                stop=stop or threading.Event(),
-                progress=progress,
-                max_batches=max_batches,
-                file_format=getattr(step.body, "format", None),
-            )
+            if isinstance(session, SparkWorkSession):
+                runner = SparkStreamRunner(plan, connections, session, folder, **settings)
+            else:
+                runner = StreamRunner(plan, connections, session, folder, **settings)
             status = runner.run()
         except BaseException as exc:
             status = runner.status if runner is not None else StreamStatus(stream=bound.pipeline.name)
@@ -386,13 +396,15 @@ class Workspace:
                 ended_at=utcnow(),
                 error_class=str(error.failure_class) if error is not None else "INTERNAL",
                 error_message=status.last_error,
-                result=status.to_json(),
+                result=status.to_json() | {"engine": engine},
             )
             raise
         finally:
             session.close()
             connections.close()
-        self.repo.update_run(run_id, status="succeeded", ended_at=utcnow(), result=status.to_json())
+        self.repo.update_run(
+            run_id, status="succeeded", ended_at=utcnow(), result=status.to_json() | {"engine": engine}
+        )
         return status
 
     def _create_run(

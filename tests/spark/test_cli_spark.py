@@ -85,3 +85,6 @@ def test_engine_auto_runs_a_large_input_on_spark(demo: Path, qf: Callable[..., C
     small = qf("run", "pipelines/customers_clean.yaml", "--engine", "auto", "--json", cwd=demo)
     assert small.code == 0, small.stderr
     assert not (demo / ".queryforge" / "runs" / small.json()["run_id"] / "spark").exists()
+    # `runs show` says where each ran.
+    assert "engine spark" in qf("runs", "show", run_id, cwd=demo).stdout
+    assert "engine duckdb" in qf("runs", "show", small.json()["run_id"], cwd=demo).stdout

@@ -280,6 +280,14 @@ def stream(
     max_batches: Annotated[
         int | None, typer.Option("--max-batches", help="stop after this many committed batches")
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="duckdb, or spark (Structured Streaming with a checkpoint; a file-drop folder or rate://); "
+            "default: QUERYFORGE_ENGINE, then queryforge.yaml's engine (auto streams on duckdb)",
+        ),
+    ] = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -303,6 +311,8 @@ def stream(
         render.err.print(status.summary(), highlight=False)
 
     with handled(as_json, debug), open_workspace(workspace) as ws:
+        if engine:
+            ws.use_engine(engine)
         previous = signal.signal(signal.SIGINT, graceful), signal.signal(signal.SIGTERM, graceful)
         try:
             run_id, status = ws.stream(

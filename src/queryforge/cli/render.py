@@ -195,6 +195,7 @@ def run_detail(detail: dict[str, Any]) -> None:
     out.print(
         Text(f"Run {run['id']}", style="bold"),
         f"· {run['pipeline_name']} v{run['version']} · {run['mode']} ·",
+        *([f"engine {run['result']['engine']} ·"] if (run.get("result") or {}).get("engine") else []),
         Text(run["status"], style=STATUS_STYLE.get(run["status"], "")),
     )
     if run.get("params"):

@@ -25,6 +25,7 @@ from ..errors import NotFoundError, SpecError, suggest
 from ..libs.duckdb_errors import input_problem
 from .base import ColumnInfo, ConnectionConfig, Connector, Snapshot, StagedLoad, TableInfo, TargetRef
 from .paths import PathFence, glob_base, real_path
+from .streams import sql_string
 
 FORMATS = {
     ".csv": "csv",
@@ -36,6 +37,18 @@ FORMATS = {
     ".pq": "parquet",
 }
 READERS = {"csv": "read_csv", "json": "read_json", "ndjson": "read_json", "parquet": "read_parquet"}
+
+
+def write_file(table: pa.Table, path: Path, kind: str) -> None:
+    """A table written as one file of `kind` (parquet, csv or newline-delimited JSON)."""
+    if kind == "parquet":
+        pq.write_table(table, path)
+    elif kind == "csv":
+        pa_csv.write_csv(table, path)
+    else:
+        with duckdb.connect() as con:
+            con.register("t", table)
+            con.execute(f"COPY t TO {sql_string(str(path))} (FORMAT json)")
 
 
 def file_format(path: str, given: str | None = None) -> str:
@@ -307,6 +320,12 @@ class FilesConnector(Connector):
         return self.fenced_target(target.table, who=f"connection '{self.name}'")
 
     def stage(self, run_id: str, load: StagedLoad, data: pa.RecordBatchReader) -> StagedLoad:
+        if "*" in load.target.table:
+            raise SpecError(
+                f"Step '{load.step_id}' loads into '{load.target.table}', a folder of batch files, which "
+                "only a streaming pipeline writes",
+                hint="name one file (e.g. out/result.parquet), or add 'mode: streaming'",
+            )
         if load.mode != "replace":
             raise SpecError(
                 f"Step '{load.step_id}' loads a file, which supports mode 'replace' only",
@@ -316,15 +335,7 @@ class FilesConnector(Connector):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.qf-{run_id}.tmp")
         table = data.read_all()
-        kind = file_format(target.name)
-        if kind == "parquet":
-            pq.write_table(table, tmp)
-        elif kind == "csv":
-            pa_csv.write_csv(table, tmp)
-        else:
-            with duckdb.connect() as con:
-                con.register("t", table)
-                con.execute(f"COPY t TO '{tmp}' (FORMAT json)")
+        write_file(table, tmp, file_format(target.name))
         load.staging_name = str(tmp)
         load.rows = table.num_rows
         load.columns = [(f.name, str(f.type)) for f in table.schema]

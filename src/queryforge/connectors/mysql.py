@@ -32,9 +32,10 @@ from sqlglot import exp
 from .. import faults
 from ..errors import QueryForgeError, StepFailed
 from ..sql.parse import ident
-from .base import ColumnInfo, RoleFinding, StagedLoad, TableInfo, TargetRef
+from .base import ColumnInfo, ReadRequest, RoleFinding, StagedLoad, TableInfo, TargetRef
 from .driver_errors import map_mysql_error
 from .sql import (
+    JdbcAccess,
     SqlConnector,
     StreamMark,
     diff_counts,
@@ -152,6 +153,45 @@ class MySQLConnector(SqlConnector):
 
         return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
+    # ------------------------------------------------------------ for engines that move data themselves
+    def jdbc(self) -> JdbcAccess | None:
+        """The server for MariaDB's JDBC driver (Connector/J 2.x takes `jdbc:mysql:` URLs, and that
+        prefix gives Spark its MySQL dialect: backquoted names). Reads open read-only with the same
+        statement time limit as `stream_arrow`; inserts are rewritten into multi-row statements."""
+        p = self.parts
+        seconds = int(self.config.options.get("statement_timeout_ms", READ_TIMEOUT_S * 1000)) / 1000
+        self.con  # noqa: B018 -- learns whether the server is MariaDB (their session variables differ)
+        init = (
+            f"SET SESSION max_statement_time = {seconds:g}, SESSION tx_read_only = 1"
+            if self._mariadb
+            else f"SET SESSION max_execution_time = {int(seconds * 1000)}, SESSION transaction_read_only = 1"
+        )
+        host = f"[{p['host']}]" if ":" in p["host"] else p["host"]
+        base = f"jdbc:mysql://{host}:{p['port']}/{quote(p['database'] or '', safe='')}"
+        return JdbcAccess(
+            url=base,
+            write_url=base + "?rewriteBatchedStatements=true",
+            driver="org.mariadb.jdbc.Driver",
+            user=p["user"],
+            password=p["password"],
+            read_init=init,
+        )
+
+    def estimate_rows(self, request: ReadRequest) -> int | None:
+        """The optimizer's estimate (EXPLAIN plans the query, never runs it): the most rows any
+        table of the plan reads; None when it cannot be planned (the read will say why)."""
+        try:
+            with map_mysql_error(self.name), self.con.cursor() as cur:
+                cur.execute("EXPLAIN " + self.sql(self.source_query(request)))
+                names = [d[0].lower() for d in cur.description or ()]
+                found = list(cur.fetchall())
+        except QueryForgeError:
+            return None
+        if "rows" not in names:
+            return None
+        column = names.index("rows")
+        return max((int(r[column] or 0) for r in found), default=0)
+
     def mark_literal(self, value: Any) -> exp.Expr:
         """Datetimes as DATETIME(6): a bare DATETIME cast drops the microseconds of the mark."""
         if isinstance(value, dt.datetime):
@@ -163,10 +203,14 @@ class MySQLConnector(SqlConnector):
             )
         return super().mark_literal(value)
 
+    def create_staging_table(self, schema: str | None, name: str, columns: pa.Schema) -> None:
+        table = self.sql(self.table_expr(schema, name))
+        typed = ", ".join(f"{self.sql(ident(f.name))} {mysql_type(f, self.name)}" for f in columns)
+        self.execute(f"CREATE TABLE {table} ({typed}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+
     def ingest(self, schema: str | None, name: str, data: pa.RecordBatchReader) -> int:
         table = self.sql(self.table_expr(schema, name))
-        columns = ", ".join(f"{self.sql(ident(f.name))} {mysql_type(f, self.name)}" for f in data.schema)
-        self.execute(f"CREATE TABLE {table} ({columns}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+        self.create_staging_table(schema, name, data.schema)
         fd, path = tempfile.mkstemp(prefix="qf_load_", suffix=".tsv")
         try:
             with os.fdopen(fd, "wb") as out:

@@ -59,6 +59,7 @@ class NatsSource:
         self.stream = ""
         self.durable = ""
         self.committed = 0
+        self.pending: int | None = None  # messages behind the last one fetched, as the server said
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -127,7 +128,9 @@ class NatsSource:
         if msgs and msgs[0].metadata.sequence.stream <= self.committed:  # a replay: drop what is done
             msgs = [m for m in msgs if m.metadata.sequence.stream > self.committed]
         if not msgs:
+            self.pending = 0  # a pull that found nothing: caught up
             return None
+        self.pending = int(msgs[-1].metadata.num_pending)
         last = msgs[-1].metadata.sequence.stream
         return StreamBatch(
             count=len(msgs), position=str(last), payload=b"\n".join(m.data for m in msgs), token=msgs[-1]
@@ -141,6 +144,8 @@ class NatsSource:
         self.committed = int(batch.position)
 
     def lag(self) -> int | None:
+        if self.pending is not None:  # free: every fetched message carries it
+            return self.pending
         try:
             info = self.run(self.js.consumer_info(self.stream, self.durable))
         except Exception:

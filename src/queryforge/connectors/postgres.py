@@ -10,12 +10,13 @@ transaction the staged table is renamed into place, so a replace costs no copy.
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 import adbc_driver_postgresql.dbapi as adbc_pg
 import psycopg
@@ -23,11 +24,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
-from ..errors import StepFailed
+from .. import faults
+from ..errors import QueryForgeError, StepFailed
 from ..sql.parse import ident
-from .base import ColumnInfo, RoleFinding, StagedLoad, TableInfo, TargetRef
+from .base import ColumnInfo, ReadRequest, RoleFinding, StagedLoad, TableInfo, TargetRef
 from .driver_errors import map_postgres_error
-from .sql import SqlConnector, diff_counts, diff_query, fingerprint_text, literal, next_batch, transpile
+from .sql import (
+    JdbcAccess,
+    SqlConnector,
+    StreamMark,
+    diff_counts,
+    diff_query,
+    fingerprint_text,
+    literal,
+    next_batch,
+    transpile,
+)
 
 READ_TIMEOUT_MS = (
     15 * 60 * 1000
@@ -171,31 +183,102 @@ class PostgresConnector(SqlConnector):
         return pa.RecordBatchReader.from_batches(schema, batches())
 
     def ingest(self, schema: str | None, name: str, data: pa.RecordBatchReader) -> int:
-        """Create the table from the Arrow schema, then COPY the data in.
-
-        ADBC creates decimal columns as unconstrained `numeric`, which reads back as DOUBLE; each
-        gets the precision and scale of its Arrow type before any row is copied. ADBC would store
-        uint64 in a bigint (wrapping values above 2^63), so those become numeric(20,0).
-        """
-        for f in data.schema:
-            postgres_storable(f, self.name)
-        if any(pa.types.is_uint64(f.type) for f in data.schema):
-            wide = pa.schema(
-                [f.with_type(pa.decimal128(20, 0)) if pa.types.is_uint64(f.type) else f for f in data.schema]
-            )
+        """Create the table from the Arrow schema, then COPY the data in (one ADBC connection)."""
+        wide = storable_schema(data.schema, self.name)
+        if wide != data.schema:
             data = pa.RecordBatchReader.from_batches(wide, (batch.cast(wide) for batch in data))
         where = schema or self.default_schema
-        table = self.sql(self.table_expr(where, name))
         with self._adbc() as con, con.cursor() as cur:
-            cur.adbc_ingest(name, data.schema.empty_table(), mode="create", db_schema_name=where)
-            for f in data.schema:
-                if pa.types.is_decimal(f.type) and f.type.precision <= 1000:
-                    column = self.sql(ident(f.name))
-                    kind = f"numeric({f.type.precision},{f.type.scale})"
-                    cur.execute(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {kind}")
+            self._create_from_arrow(cur, where, name, wide)
             rows = cur.adbc_ingest(name, data, mode="append", db_schema_name=where)
             con.commit()
         return int(rows)
+
+    def create_staging_table(self, schema: str | None, name: str, columns: pa.Schema) -> None:
+        where = schema or self.default_schema
+        with self._adbc() as con, con.cursor() as cur:
+            self._create_from_arrow(cur, where, name, storable_schema(columns, self.name))
+            con.commit()
+
+    def _create_from_arrow(self, cur: Any, where: str, name: str, columns: pa.Schema) -> None:
+        """The empty table for data of this schema. ADBC creates decimal columns as unconstrained
+        `numeric`, which reads back as DOUBLE; each gets the precision and scale of its Arrow type
+        before any row is copied."""
+        cur.adbc_ingest(name, columns.empty_table(), mode="create", db_schema_name=where)
+        table = self.sql(self.table_expr(where, name))
+        for f in columns:
+            if pa.types.is_decimal(f.type) and f.type.precision <= 1000:
+                column = self.sql(ident(f.name))
+                kind = f"numeric({f.type.precision},{f.type.scale})"
+                cur.execute(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {kind}")
+
+    direct_appends: ClassVar[bool] = True
+
+    def append_batch(
+        self, appends: list[tuple[TargetRef, pa.RecordBatchReader]], mark: StreamMark
+    ) -> list[int]:
+        """COPY straight into the targets, then the position row: one ADBC connection, one commit."""
+        self.ensure_stream_batches()
+        written: list[int] = []
+        try:
+            with self._adbc() as con, con.cursor() as cur:
+                cur.execute(f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}")
+                for target, data in appends:
+                    wide = storable_schema(data.schema, self.name)
+                    if wide != data.schema:
+                        data = pa.RecordBatchReader.from_batches(wide, (b.cast(wide) for b in data))
+                    schema, name = target.schema_and_name
+                    where = schema or self.default_schema
+                    written.append(int(cur.adbc_ingest(name, data, mode="append", db_schema_name=where)))
+                    faults.point("publish.in_transaction")
+                for statement in self.stream_batch_statements(mark):
+                    cur.execute(statement)
+                faults.point("stream.in_transaction")
+                con.commit()
+        except Exception:
+            self._refuse_if_taken(mark)
+            raise
+        return written
+
+    # ------------------------------------------------------------ for engines that move data themselves
+    def jdbc(self) -> JdbcAccess | None:
+        """The server by TCP for PostgreSQL's JDBC driver; None for a Unix socket (JDBC has none).
+        Reads open read-only with the same statement time limit as `stream_arrow`; inserts are
+        batched into multi-row statements by the driver (`reWriteBatchedInserts`)."""
+        parts = urlsplit(self.uri)
+        params = parse_qs(parts.query)
+        host = parts.hostname or ""
+        if not host or host.startswith("/") or "host" in params or "," in parts.netloc:
+            return None
+        host = f"[{host}]" if ":" in host else host
+        base = f"jdbc:postgresql://{host}:{parts.port or 5432}/{quote(self.database, safe='')}"
+        extra = [f"sslmode={quote(params['sslmode'][0], safe='')}"] if "sslmode" in params else []
+        timeout = int(self.config.options.get("statement_timeout_ms", READ_TIMEOUT_MS))
+        return JdbcAccess(
+            url=base + ("?" + "&".join(extra) if extra else ""),
+            write_url=base + "?" + "&".join([*extra, "reWriteBatchedInserts=true"]),
+            driver="org.postgresql.Driver",
+            user=unquote(parts.username or "") or getpass.getuser(),
+            password=unquote(parts.password or ""),
+            read_init="SELECT set_config('default_transaction_read_only', 'on', false), "
+            f"set_config('statement_timeout', '{timeout}', false)",
+        )
+
+    def estimate_rows(self, request: ReadRequest) -> int | None:
+        """The planner's row estimate of the extract's query (EXPLAIN plans it, never runs it),
+        asked in a READ ONLY transaction; None when it cannot be planned (the read will say why)."""
+        sql = "EXPLAIN (FORMAT JSON) " + self.sql(self.source_query(request))
+        try:
+            with map_postgres_error(self.name), self.con.transaction():
+                self.con.execute(b"SET TRANSACTION READ ONLY")
+                self.con.execute(f"SET LOCAL statement_timeout = {int(LOCK_TIMEOUT_MS)}".encode())
+                row = self.con.execute(sql.encode()).fetchone()
+        except QueryForgeError:
+            return None
+        try:
+            return int(row[0][0]["Plan"]["Plan Rows"]) if row else None
+        except (LookupError, TypeError, ValueError):
+            return None
 
     def table_columns(self, schema: str | None, name: str) -> list[tuple[str, str]] | None:
         with map_postgres_error(self.name):
@@ -586,6 +669,16 @@ def postgres_storable(field: pa.Field, connection: str) -> None:
             f"'{connection}' (PostgreSQL)",
             hint=f"turn it into text first, e.g. a 'derive' step with {field.name}: to_json({field.name})",
         )
+
+
+def storable_schema(schema: pa.Schema, connection: str) -> pa.Schema:
+    """`schema` as PostgreSQL will store it: unstorable columns refused by name, and uint64 as
+    numeric(20,0) (ADBC would store it in a bigint, wrapping values above 2^63)."""
+    for f in schema:
+        postgres_storable(f, connection)
+    if not any(pa.types.is_uint64(f.type) for f in schema):
+        return schema
+    return pa.schema([f.with_type(pa.decimal128(20, 0)) if pa.types.is_uint64(f.type) else f for f in schema])
 
 
 def _numeric_type(field: pa.Field) -> pa.DataType:

@@ -13,7 +13,7 @@ import decimal
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -51,6 +51,29 @@ class StreamConflict(UserError):
     """Another process committed this stream's next batch first."""
 
 
+@dataclasses.dataclass(frozen=True)
+class JdbcAccess:
+    """How a JVM (Spark) reaches this database, for engines that move large data by JDBC.
+
+    The password travels as a connection property, never in the URL, and stays out of `repr`, so
+    neither a log line nor an error message can carry it.
+    """
+
+    url: str  # for reads
+    write_url: str  # for batched inserts (with the driver's batch-rewriting option)
+    driver: str  # the driver's class, so Spark registers it from the session's jars
+    user: str
+    password: str = dataclasses.field(repr=False)
+    read_init: str = ""  # one statement run when a read's connection opens: read-only, a time limit
+
+    def properties(self) -> dict[str, str]:
+        """Connection properties (user and password) as Spark's `jdbc` source takes them."""
+        found = {"user": self.user, "driver": self.driver}
+        if self.password:
+            found["password"] = self.password
+        return found
+
+
 def transpile(sql: str, dialect: str) -> str:
     """Internal SQL written in DuckDB's dialect, in `dialect`."""
     return sql if dialect == DIALECT else sqlglot.transpile(sql, read=DIALECT, write=dialect)[0]
@@ -85,6 +108,21 @@ class SqlConnector(Connector):
 
     def ingest(self, schema: str | None, name: str, data: pa.RecordBatchReader) -> int:
         raise NotImplementedError
+
+    def create_staging_table(self, schema: str | None, name: str, columns: pa.Schema) -> None:
+        """Create the (empty) table `ingest` would create for data of this Arrow schema: an engine
+        that fills staging itself (Spark JDBC) gets exactly the table the Arrow path gets."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ for engines that move data themselves
+    def jdbc(self) -> JdbcAccess | None:
+        """How a JVM reaches this database, or None (no JDBC driver for it, or a Unix socket)."""
+        return None
+
+    def estimate_rows(self, request: ReadRequest) -> int | None:
+        """The database's own estimate of the rows an extract reads (its planner's), or None when
+        it cannot tell; cheap (nothing is read), so an engine can choose how to read."""
+        return None
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -215,6 +253,26 @@ class SqlConnector(Connector):
     def stage(
         self, run_id: str, load: StagedLoad, data: pa.RecordBatchReader, *, fingerprint: bool = True
     ) -> StagedLoad:
+        def fill(schema: str | None, name: str) -> int:
+            try:
+                return self.ingest(schema, name, data)
+            except BaseException:
+                data.close()  # release the engine's open result, so the run can go on to report the failure
+                raise
+
+        return self.stage_with(run_id, load, fill, fingerprint=fingerprint)
+
+    def stage_with(
+        self,
+        run_id: str,
+        load: StagedLoad,
+        fill: Callable[[str | None, str], int],
+        *,
+        fingerprint: bool = True,
+    ) -> StagedLoad:
+        """Stage a load whose rows `fill(schema, name)` writes into the (new) staging table and
+        counts. Arrow ingest is one filler, an engine's own writer (Spark JDBC) another: the staging
+        place, the merge-key check, the fingerprint and the diff are the same, and so is the publish."""
         schema, name = self.staging_location(run_id, load.step_id)
         if schema:
             self.ensure_schema(schema)
@@ -222,9 +280,8 @@ class SqlConnector(Connector):
         # Named before the data goes in, so that a failed ingest is discarded too.
         load.staging_name = f"{schema}.{name}" if schema else name
         try:
-            rows = self.ingest(schema, name, data)
+            rows = fill(schema, name)
         except BaseException as exc:
-            data.close()  # release the engine's open result, so the run can go on to report the failure
             if isinstance(exc, QueryForgeError) and exc.where is None:
                 exc.where = f"step '{load.step_id}'"
             raise
@@ -317,12 +374,8 @@ class SqlConnector(Connector):
                     for load in loads:
                         self.drop_table(self.staging_expr(load))
         except Exception:
-            if mark is not None and (self.stream_position(mark.stream) or (0, "", ""))[0] >= mark.batch:
-                raise StreamConflict(
-                    f"Batch {mark.batch} of stream '{mark.stream}' was committed by another process",
-                    hint="run one 'queryforge stream' per pipeline; this one stops (nothing was published "
-                    "twice)",
-                ) from None
+            if mark is not None:
+                self._refuse_if_taken(mark)
             raise
         if not self.transactional_ddl:
             for load in loads:
@@ -374,16 +427,42 @@ class SqlConnector(Connector):
     def record_stream_batch(self, mark: StreamMark) -> None:
         """Inside the publish transaction: the batch's row (a duplicate key if another process
         committed this batch first), and the stream's rows older than KEEP_BATCHES pruned."""
+        for statement in self.stream_batch_statements(mark):
+            self.execute(statement)
+
+    def stream_batch_statements(self, mark: StreamMark) -> list[str]:
         table = self.meta_expr(STREAM_BATCHES)
         now = dt.datetime.now(dt.UTC).isoformat()
         values = [self.stream_key(mark.stream), mark.batch, mark.position, mark.token, now]
         row = exp.Tuple(expressions=[literal(v) for v in values])
-        self.execute(self.sql(exp.insert(exp.Values(expressions=[row]), table)))
         stream = exp.EQ(
             this=exp.column("stream"), expression=exp.Literal.string(self.stream_key(mark.stream))
         )
         old = exp.LT(this=exp.column("batch"), expression=exp.Literal.number(mark.batch - KEEP_BATCHES))
-        self.execute(self.sql(exp.delete(table, where=exp.and_(stream, old))))
+        return [
+            self.sql(exp.insert(exp.Values(expressions=[row]), table)),
+            self.sql(exp.delete(table, where=exp.and_(stream, old))),
+        ]
+
+    def _refuse_if_taken(self, mark: StreamMark) -> None:
+        """After a failed stream publish: the clear error when another process committed the batch."""
+        if (self.stream_position(mark.stream) or (0, "", ""))[0] >= mark.batch:
+            raise StreamConflict(
+                f"Batch {mark.batch} of stream '{mark.stream}' was committed by another process",
+                hint="run one 'queryforge stream' per pipeline; this one stops (nothing was published twice)",
+            ) from None
+
+    # Appends without staging: a stream's batch was audited in the engine already, so a sink that
+    # can write rows and the batch's position in one transaction of one connection may skip the
+    # staging copy (the runner uses it only where the target's columns are exactly the staged ones).
+    direct_appends: ClassVar[bool] = False
+
+    def append_batch(
+        self, appends: list[tuple[TargetRef, pa.RecordBatchReader]], mark: StreamMark
+    ) -> list[int]:
+        """Append each reader to its target and record `mark`, all in one transaction; the rows
+        written per target."""
+        raise NotImplementedError
 
     def stream_position(self, stream: str) -> tuple[int, str, str] | None:
         """(batch, position, token) of the stream's last committed batch, or None."""

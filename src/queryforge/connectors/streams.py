@@ -9,6 +9,7 @@ sink committed, whatever the broker remembers.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,7 +18,9 @@ import pyarrow as pa
 from sqlglot import exp
 
 from ..errors import SpecError
-from .base import Connector, ReadRequest
+from .base import ConnectionConfig, Connector, ReadRequest, StagedLoad, TargetRef
+
+QUARANTINE_SUFFIX = "__quarantine"  # a load's batches that failed their checks go to <target>__quarantine
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,90 @@ class StreamSource(Protocol):
     def lag(self) -> int | None:
         """Messages (or files) waiting behind this consumer, when the source can tell."""
         ...
+
+    def close(self) -> None: ...
+
+
+class Prefetching:
+    """A source read one batch ahead, on a thread of its own, while the runner publishes the last.
+
+    Reading a broker is mostly client-side parsing and publishing mostly waiting on the sink; done
+    in turn they add up, overlapped the slower one sets the pace. All calls of the wrapped source
+    run on that one thread, in order (asyncio clients and file moves need no locking), and at most
+    one batch waits unpublished: the pull stays the backpressure. An acknowledgement is queued, not
+    awaited (its failure surfaces at the next call), and always follows its batch's commit; a
+    prefetched batch is never acknowledged before its own publish, so a stop or crash leaves it to
+    be read again.
+    """
+
+    def __init__(self, source: StreamSource) -> None:
+        self.source = source
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qf-stream-read")
+        self.ahead: Future[StreamBatch | None] | None = None
+        self.acks: list[Future[None]] = []
+        self.last_lag: int | None = None
+
+    def _read(self, max_rows: int, max_wait_s: float) -> StreamBatch | None:
+        batch = self.source.poll(max_rows, max_wait_s)
+        self.last_lag = self.source.lag()
+        return batch
+
+    def _acked(self) -> None:
+        done, self.acks = self.acks, []
+        for ack in done:
+            ack.result()
+
+    def poll(self, max_rows: int, max_wait_s: float) -> StreamBatch | None:
+        ahead = self.ahead or self.thread.submit(self._read, max_rows, max_wait_s)
+        self.ahead = None
+        batch = ahead.result()
+        self._acked()
+        if batch is not None:  # data is flowing: read the next batch meanwhile
+            self.ahead = self.thread.submit(self._read, max_rows, max_wait_s)
+        return batch
+
+    def ack(self, batch: StreamBatch) -> None:
+        self.acks.append(self.thread.submit(self.source.ack, batch))
+
+    def lag(self) -> int | None:
+        return self.last_lag
+
+    def close(self) -> None:
+        try:
+            if self.ahead is not None:  # read and never published: the source hands it out again
+                self.ahead.exception()
+            for ack in self.acks:
+                ack.exception()
+            self.thread.submit(self.source.close).result()
+        finally:
+            self.thread.shutdown(wait=True)
+
+
+class StreamSink(Protocol):
+    """Where a stream publishes: a database connection (one transaction per batch, connectors/sql.py)
+    or a folder of batch files (idempotent by batch number, connectors/folder_sink.py)."""
+
+    @property
+    def direct_appends(self) -> bool: ...
+
+    @property
+    def config(self) -> ConnectionConfig: ...
+
+    def ensure_writable(self, where: str) -> None: ...
+
+    def stream_key(self, stream: str) -> str: ...
+
+    def stream_position(self, stream: str) -> tuple[int, str, str] | None: ...
+
+    def table_columns(self, schema: str | None, name: str) -> list[tuple[str, str]] | None: ...
+
+    def stage(
+        self, run_id: str, load: StagedLoad, data: pa.RecordBatchReader, *, fingerprint: bool = True
+    ) -> StagedLoad: ...
+
+    def publish(self, loads: list[StagedLoad], mark: Any = None) -> None: ...
+
+    def append_batch(self, appends: list[tuple[TargetRef, pa.RecordBatchReader]], mark: Any) -> list[int]: ...
 
     def close(self) -> None: ...
 

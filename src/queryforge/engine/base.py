@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import pyarrow as pa
 from sqlglot import exp
 
 from ..errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from ..connectors.base import Connector, ReadRequest, StagedLoad
 
 Schema = list[tuple[str, str]]
 CANONICAL_ENGINE = "duckdb"  # steps compile to its dialect; plans are compiled and validated on it
@@ -40,6 +43,25 @@ class EngineSession(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class DirectTransfer(Protocol):
+    """A session that can move a database's rows itself (Spark through JDBC) instead of as Arrow
+    through this process. Either method may decline (None): the executor then takes the Arrow path.
+    The connector still owns the SQL of a read, the staging table and the publish."""
+
+    def extract_direct(self, name: str, connector: Connector, request: ReadRequest) -> tuple[int, str] | None:
+        """Read what `request` names from `connector` into table `name` of the work area;
+        (rows, how it was read, for the step's record), or None."""
+        ...
+
+    def stage_direct(
+        self, connector: Connector, run_id: str, load: StagedLoad, query: exp.Query
+    ) -> str | None:
+        """Stage the rows of `query` for `load` in the connector's staging place, as `stage()` would
+        (the same StagedLoad filled in); how it was done, or None."""
+        ...
 
 
 class Engine:

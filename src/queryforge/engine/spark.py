@@ -9,12 +9,14 @@ audited and published has the same schema on both engines.
 
 Files are read by Spark itself when they are plain Parquet; CSV and JSON are first converted to
 Parquet by DuckDB with the very options the DuckDB engine uses, so dialect sniffing, type detection
-and bad-row handling are one implementation, not two. Results leave Spark as Arrow.
+and bad-row handling are one implementation, not two. Results leave Spark as Arrow; large database
+extracts and loads go through Spark JDBC instead (spark_jdbc.py), loads still only to staging.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import shutil
 from collections.abc import Mapping
@@ -26,16 +28,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlglot import exp
 
+from ..connectors.base import Connector, ReadRequest, StagedLoad
 from ..errors import QueryForgeError, StepFailed, TransientError
 from ..libs.duckdb_arrow import arrow_table
 from ..libs.duckdb_open import open_duckdb
 from ..libs.spark import forget_session, functions, shared_session
 from ..sql.parse import ident
+from . import spark_jdbc
 from .base import INLINED_STEP, Engine, Schema
 from .duckdb import classify as classify_duckdb
 from .duckdb import fence
 from .spark_sql import FILE_READERS, NotOnSpark, spark_type, table_names, to_spark, vet
 
+log = logging.getLogger(__name__)
 NOT_ON_SPARK_HINT = "run this pipeline on DuckDB (--engine duckdb), or write that part another way"
 
 
@@ -221,21 +226,88 @@ class SparkWorkSession:
         if not table:
             self._register(name, frame)
             return None
-        target, partial = self.dir / name, self.dir / f"{name}.partial"
+        ordered = self.preserve_order and query.args.get("order") is not None
         try:
-            shutil.rmtree(partial, ignore_errors=True)
-            ordered = self.preserve_order and query.args.get("order") is not None
-            (frame.coalesce(1) if ordered else frame).write.parquet(str(partial))  # one file keeps order
-            shutil.rmtree(target, ignore_errors=True)
-            partial.rename(target)
-            stored = self.spark.read.parquet(str(target))
-            rows = int(stored.count())
+            return self._store(name, frame.coalesce(1) if ordered else frame)  # one file keeps order
         except QueryForgeError:
             raise
         except Exception as exc:
             raise classify(exc, name) from exc
+
+    def _store(self, name: str, frame: Any) -> int:
+        """Write `frame` as step `name`'s Parquet dataset (under a temporary name, renamed when
+        complete) and register it with the plan's names and types; its row count."""
+        target, partial = self.dir / name, self.dir / f"{name}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        frame.write.parquet(str(partial))
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+        stored = self.spark.read.parquet(str(target))
+        rows = int(stored.count())
         self._register(name, self._typed(name, stored))
         return rows
+
+    # ------------------------------------------------------------ databases through JDBC (large inputs)
+    def extract_direct(self, name: str, connector: Connector, request: ReadRequest) -> tuple[int, str] | None:
+        """A large database extract read by Spark's JDBC source: the connector's own query pushed
+        down whole, snapshotted into the work area like every extract (a run reads a source once)."""
+        found = spark_jdbc.access(self.spark, connector)
+        if found is None:
+            return None
+        sql_connector, jdbc = found
+        estimate = sql_connector.estimate_rows(request) if spark_jdbc.above_rows() else None
+        if not spark_jdbc.wanted(estimate):
+            return None
+        if request.table is not None and request.query is None:
+            sql_connector.describe(request, f"step '{name}'")  # a missing table or column, said as on Arrow
+        sql = sql_connector.sql(sql_connector.source_query(request))
+        try:
+            rows = self._store(name, spark_jdbc.read(self.spark, jdbc, sql))
+        except Exception as exc:
+            raise spark_jdbc.failure(exc, name, connector.name) from None
+        shown = "unknown" if estimate is None else f"{estimate:,}"
+        how = f"read through Spark JDBC (estimated {shown} rows)"
+        log.info("step %s: %s", name, how)
+        return rows, how
+
+    def stage_direct(
+        self, connector: Connector, run_id: str, load: StagedLoad, query: exp.Query
+    ) -> str | None:
+        """A large load's rows appended by Spark (batched JDBC INSERTs) to the staging table the
+        connector creates with its own DDL, exactly as for Arrow; the publish is the connector's."""
+        found = spark_jdbc.access(self.spark, connector)
+        if found is None:
+            return None
+        sql_connector, jdbc = found
+        frame = self._frame("read", query)  # what `read` would give as Arrow
+        try:
+            expected = int(frame.count())
+            if not spark_jdbc.wanted(expected):
+                return None
+            columns = frame.limit(0).toArrow().schema
+        except Exception as exc:
+            raise classify(exc, load.step_id) from exc
+
+        def fill(schema: str | None, table_name: str) -> int:
+            sql_connector.create_staging_table(schema, table_name, columns)
+            staging = sql_connector.table_expr(schema, table_name)
+            try:
+                spark_jdbc.append(frame, jdbc, sql_connector.sql(staging))
+            except Exception as exc:
+                raise spark_jdbc.failure(exc, load.step_id, connector.name) from None
+            rows = int(sql_connector.scalar(exp.select(exp.func("count", exp.Star())).from_(staging)) or 0)
+            if rows != expected:  # e.g. a retried Spark task inserted its partition twice
+                raise StepFailed(
+                    f"Step '{load.step_id}' staged {rows} rows through Spark JDBC where its input "
+                    f"has {expected}",
+                    hint="it is discarded; run again (a retried Spark task may have inserted twice)",
+                )
+            return rows
+
+        sql_connector.stage_with(run_id, load, fill)
+        how = f"staged through Spark JDBC ({expected:,} rows in batches of {spark_jdbc.BATCH_ROWS:,})"
+        log.info("step %s: %s", load.step_id, how)
+        return how
 
     def create_from_arrow(self, name: str, data: pa.RecordBatchReader) -> int:
         target, partial = self.dir / name, self.dir / f"{name}.partial"

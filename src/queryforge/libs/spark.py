@@ -4,6 +4,7 @@ Starting Spark costs seconds (a JVM, a context), so a worker process starts it o
 gets its own `newSession()` of it: separate temporary views and SQL settings, shared executors.
 The settings suit many small jobs on one machine: no UI, few shuffle partitions, the driver on
 loopback, timestamps without time zone (DuckDB's TIMESTAMP) written to Parquet as microseconds.
+The JDBC drivers (PostgreSQL, MariaDB) are put on its classpath when it starts.
 """
 
 from __future__ import annotations
@@ -65,6 +66,29 @@ def local_zone() -> str:
     return target.split("zoneinfo/", 1)[1] if "zoneinfo/" in target else "UTC"
 
 
+# The JDBC drivers Debian installs (libpostgresql-jdbc-java, libmariadb-java; `make setup` does).
+JDBC_JARS = ("/usr/share/java/postgresql.jar", "/usr/share/java/mariadb-java-client.jar")
+
+
+def jars() -> list[str]:
+    """The jars a new session puts on its classpath (`spark.jars`): QUERYFORGE_SPARK_JARS, a
+    comma-separated list, when set (empty: none); else the JDBC drivers of JDBC_JARS that exist.
+    Read once per session start: the classpath of a running JVM does not change."""
+    given = os.environ.get("QUERYFORGE_SPARK_JARS")
+    if given is not None:
+        return [j.strip() for j in given.split(",") if j.strip()]
+    return [j for j in JDBC_JARS if Path(j).is_file()]
+
+
+def has_class(session: Any, name: str) -> bool:
+    """Whether the session's JVM can load class `name` (e.g. a JDBC driver from its jars)."""
+    try:
+        session.sparkContext._jvm.org.apache.spark.util.Utils.classForName(name, True, False)
+    except Exception:  # py4j's error for a ClassNotFoundException
+        return False
+    return True
+
+
 def master() -> str:
     return os.environ.get("QUERYFORGE_SPARK_MASTER") or DEFAULT_MASTER
 
@@ -94,6 +118,8 @@ def shared_session() -> Any:
         )
         for key, value in SETTINGS.items():
             builder = builder.config(key, value)
+        if found := jars():
+            builder = builder.config("spark.jars", ",".join(found))
         log_config = Path(__file__).with_name("spark_log4j2.properties")
         quiet = f"-Dlog4j2.configurationFile=file:{log_config}"
         builder = builder.config("spark.driver.extraJavaOptions", quiet)

@@ -33,7 +33,7 @@ from .. import faults
 from ..connectors.base import StagedLoad, TargetRef
 from ..connectors.registry import ConnectionSet
 from ..connectors.sql import SqlConnector, literal
-from ..engine.base import INLINED_STEP, Engine, EngineSession, get_engine
+from ..engine.base import INLINED_STEP, DirectTransfer, Engine, EngineSession, get_engine
 from ..errors import (
     ChecksFailed,
     InternalError,
@@ -536,6 +536,7 @@ class Executor:
 
     def _result(self, outcome: RunOutcome) -> dict[str, Any]:
         return {
+            "engine": self.engine.name,
             "published": [dataclasses.asdict(t) for t in outcome.published],
             "loads": [
                 {
@@ -703,19 +704,28 @@ class Executor:
             since = self.repo.get_watermark(plan.pipeline, stage.step_id)
             since = stage.incremental.initial if since is None else since
             request = dataclasses.replace(request, since=since)
-        reader = connector.read(request)
+        how = None  # set when the engine read the source itself
         if since is None or isinstance(connector, SqlConnector):  # databases filter at the source
-            rows = session.create_from_arrow(stage.step_id, reader)
+            moved = (
+                session.extract_direct(stage.step_id, connector, request)
+                if isinstance(session, DirectTransfer)
+                else None
+            )
+            if moved is not None:
+                rows, how = moved
+            else:
+                rows = session.create_from_arrow(stage.step_id, connector.read(request))
         else:
             assert stage.incremental is not None
-            session.create_from_arrow(f"{stage.step_id}__raw", reader)
+            session.create_from_arrow(f"{stage.step_id}__raw", connector.read(request))
             newer = exp.GT(this=exp.column(ident(stage.incremental.cursor)), expression=literal(since))
             query = exp.select(exp.Star()).from_(table(f"{stage.step_id}__raw")).where(newer)
             rows = session.create(stage.step_id, query, table=True) or 0
-        detail = None
+        detail = how
         if stage.incremental is not None:
             self._mark(stage, session, outcome, plan)
             detail = f"incremental: {rows} rows with {stage.incremental.cursor} > {since}"
+            detail += f"; {how}" if how else ""
         return None, rows, detail
 
     def visit_transform(
@@ -747,7 +757,7 @@ class Executor:
         self, stage: StageLoadStage, session: EngineSession, outcome: RunOutcome, plan: ExecutionPlan
     ) -> Result:
         connector = self.connections.get(stage.target.connection)
-        reader = session.read(self._inline(exp.select(exp.Star()).from_(table(stage.input))))
+        query = self._inline(exp.select(exp.Star()).from_(table(stage.input)))
         load = StagedLoad(
             step_id=stage.step_id,
             target=stage.target,
@@ -760,10 +770,17 @@ class Executor:
         )
         # Registered first, so a failure half-way still discards it (once, when the step is retried).
         outcome.staged = [s for s in outcome.staged if s.step_id != stage.step_id] + [load]
-        connector.stage(outcome.run_id, load, reader)  # a reader left open is closed by the session
+        how = (
+            session.stage_direct(connector, outcome.run_id, load, query)
+            if isinstance(session, DirectTransfer)
+            else None
+        )
+        if how is None:  # Arrow from the engine; a reader left open is closed by the session
+            connector.stage(outcome.run_id, load, session.read(query))
         self.repo.update_run(outcome.run_id, staged=staged_to_json(outcome.staged))  # for a resume
         d = load.diff
-        return load.rows, load.rows, f"+{d.get('added', 0)} -{d.get('removed', 0)} ~{d.get('changed', 0)}"
+        detail = f"+{d.get('added', 0)} -{d.get('removed', 0)} ~{d.get('changed', 0)}"
+        return load.rows, load.rows, f"{detail}; {how}" if how else detail
 
     def visit_publish(
         self,

@@ -20,6 +20,7 @@ from sqlglot import exp
 
 from ..connectors.base import ReadRequest, TargetRef
 from ..connectors.files import FilesConnector, file_format
+from ..connectors.folder_sink import batch_folder_pattern
 from ..connectors.paths import PathFence, glob_base
 from ..connectors.registry import FILES, ConnectionSet
 from ..connectors.sql import SqlConnector
@@ -468,7 +469,7 @@ class Compiler:
         if body.stream is not None and not is_stream:
             raise SpecError(
                 f"Extract step '{step.id}' names a stream, but connection '{body.connection}' is not a "
-                "stream connection (nats://, redis://)",
+                "stream connection (nats://, redis://, rate://)",
                 where=where,
                 hint="read a table with 'table:' or 'query:'",
             )
@@ -539,7 +540,14 @@ class Compiler:
                 where=where,
                 hint="drop 'connection' to write a file, or use 'table' instead of 'path'",
             )
-        if body.path and body.mode != "replace":
+        if body.path and "*" in body.path and self.pipeline.mode != "streaming":
+            raise SpecError(
+                f"Load step '{step.id}' writes '{body.path}', a folder of batch files, which only a "
+                "streaming pipeline writes",
+                where=where,
+                hint="name one file (e.g. out/result.parquet), or add 'mode: streaming'",
+            )
+        if body.path and body.mode != "replace" and self.pipeline.mode != "streaming":
             raise SpecError(
                 f"Load step '{step.id}' writes a file, which supports mode 'replace' only",
                 where=where,
@@ -619,11 +627,20 @@ def streaming_rules(
         )
     sink_name = sinks.pop()
     sink = connections.get(sink_name)
-    if not isinstance(sink, SqlConnector):
+    if sink_name == FILES:  # a folder of batch files: idempotent by batch number, appends only
+        for load in loads:
+            batch_folder_pattern(load.target.table, where(load.step_id))
+            if load.mode != "append":
+                raise SpecError(
+                    f"Load step '{load.step_id}' merges into files; a folder of batch files can only grow",
+                    where=where(load.step_id),
+                    hint="use mode: append, or load into a database table to merge",
+                )
+    elif not isinstance(sink, SqlConnector):
         raise SpecError(
-            f"A streaming pipeline publishes into a database (one transaction per batch); "
-            f"connection '{sink_name}' is a {sink.scheme} connection",
+            f"A streaming pipeline publishes into a database (one transaction per batch) or a folder "
+            f"of batch files; connection '{sink_name}' is a {sink.scheme} connection",
             where=where(loads[0].step_id),
-            hint="load into a DuckDB, SQLite, PostgreSQL or MySQL connection",
+            hint="load into a DuckDB, SQLite, PostgreSQL or MySQL connection, or to path: folder/*.parquet",
         )
     return streams[0], sink_name

@@ -23,25 +23,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from sqlglot import exp
 
 from .. import faults
-from ..connectors.base import StagedLoad, TargetRef
+from ..connectors.base import Connector, StagedLoad, TargetRef
+from ..connectors.files import FilesConnector
+from ..connectors.folder_sink import FolderSink
 from ..connectors.folder_stream import INFLIGHT, FolderSource
 from ..connectors.paths import glob_base
 from ..connectors.registry import ConnectionSet
 from ..connectors.sql import SqlConnector, StreamMark
-from ..connectors.streams import StreamBatch, StreamConnector, StreamSource, json_reader_sql, sql_string
+from ..connectors.streams import (
+    QUARANTINE_SUFFIX,
+    Prefetching,
+    StreamBatch,
+    StreamConnector,
+    StreamSink,
+    StreamSource,
+    json_reader_sql,
+    sql_string,
+)
 from ..engine.base import EngineSession
 from ..errors import ChecksFailed, QueryForgeError, StepFailed, TransientError, UserError
 from ..quality.checks import evaluate_rules
 from ..sql.parse import ident, table
 from .plan import CheckStage, ExecutionPlan, ExtractStage, StageLoadStage, TransformStage, streaming_rules
 
-QUARANTINE_SUFFIX = "__quarantine"
 REJECTED = "_qf_rejected"  # the session table of a batch's unreadable messages
 REJECTED_SUFFIX = "__rejected"  # ... published to <pipeline>__rejected when quarantining
 MAX_BACKOFF_S = 30.0
+SPARK_POSITION = "spark-batch:"  # the position of a batch Spark published (its checkpoint holds the rest)
 
 
 @dataclass
@@ -109,7 +121,188 @@ def stream_lock(path: Path, pipeline: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-class StreamRunner:
+class BatchSteps:
+    """The per-batch half of a stream, shared by the DuckDB loop below and Spark's `foreachBatch`
+    (runs/spark_stream.py): once a batch is the stream step's table in `session`, the transforms and
+    checks run, the loads are staged, and one transaction of the sink publishes them with the batch's
+    number and position. One implementation, so both engines stop, quarantine and publish alike."""
+
+    def __init__(
+        self,
+        plan: ExecutionPlan,
+        connections: ConnectionSet,
+        session: EngineSession,
+        *,
+        where: Callable[[str], str],
+        on_check_failure: str,
+        progress: Callable[[StreamStatus, bool], None],
+    ) -> None:
+        self.plan = plan
+        self.connections = connections
+        self.session = session
+        self.where = where
+        self.on_check_failure = on_check_failure
+        self.progress = progress
+        self.source_stage, self.sink_name = streaming_rules(plan, where, connections)
+        sink = stream_sink(connections.get(self.sink_name), plan.stages_of(StageLoadStage))
+        for load in plan.stages_of(StageLoadStage):
+            sink.ensure_writable(where(load.step_id))
+        self.sink = sink
+        self.stream_id = f"{plan.pipeline}.{self.source_stage.step_id}"
+        # One staging name per stream and sink, reused by every batch (a restart drops the leftover);
+        # the staging schema may be shared by other databases and workspaces (MySQL's per server).
+        where_to = sink.stream_key(self.stream_id) + sink.config.url
+        self.staging_id = f"stream_{hashlib.sha256(where_to.encode()).hexdigest()[:12]}"
+        self.status = StreamStatus(stream=self.stream_id)
+        self.staged_schemas: dict[str, pa.Schema] = {}  # step -> the Arrow schema it last staged
+        # loads that may append without staging: the Arrow schema and target columns that allow it
+        self.direct: dict[str, tuple[pa.Schema, list[tuple[str, str]]]] = {}
+
+    def read_static(self) -> None:
+        """The other extracts (a dimension table, a lookup file) are read once, when the stream starts."""
+        for stage in self.plan.stages_of(ExtractStage):
+            if stage.stream:
+                continue
+            if stage.query is not None:
+                self.session.create(stage.step_id, stage.query, table=True)
+            else:
+                assert stage.connection is not None and stage.request is not None
+                reader = self.connections.get(stage.connection).read(stage.request)
+                self.session.create_from_arrow(stage.step_id, reader)
+
+    def publish_batch(self, batch_no: int, position: str, count: int, rejected: int = 0) -> None:
+        """Run the steps over the stream step's table (already loaded in the session; `rejected`
+        unreadable messages in `_qf_rejected`) and publish batch `batch_no` at `position`, or raise
+        ChecksFailed (nothing published) when a check fails and the stream stops on failures."""
+        for stage in self.plan.stages:
+            if isinstance(stage, TransformStage):
+                self.session.create(stage.step_id, stage.query, table=True)
+        failed = self._failed_checks()
+        quarantine = bool(failed) and self.on_check_failure == "quarantine"
+        if failed and not quarantine:
+            raise ChecksFailed(
+                f"Batch {batch_no} of stream '{self.stream_id}' failed {len(failed)} check"
+                f"{'s' if len(failed) > 1 else ''}: {'; '.join(failed)}; nothing of it was published "
+                "and the stream stopped before it",
+                hint="fix the data or the checks and start the stream again (it resumes at this batch), "
+                "or set 'on_check_failure: quarantine'",
+            )
+        mark = StreamMark(
+            stream=self.stream_id,
+            batch=batch_no,
+            position=position,
+            token=f"{self.stream_id}:{batch_no}:{time.time_ns()}"[-64:],
+        )
+        published = None if quarantine or rejected else self._append_directly(mark)
+        if published is None:
+            staged = [self._stage(load, quarantine) for load in self.plan.stages_of(StageLoadStage)]
+            if rejected:
+                staged.append(self._stage_rejected())
+            faults.point("stream.before_publish")
+            self.sink.publish(staged, mark=mark)
+            self._note_direct(staged)
+            published = sum(s.rows for s in staged)
+        self.status.batches += 1
+        self.status.rows += count
+        self.status.published_rows += published
+        self.status.quarantined_batches += quarantine
+        self.status.last_batch = batch_no
+        self.status.position = position
+        self.status.rejected_messages += rejected
+        if quarantine or rejected:
+            why = [f"quarantined: {'; '.join(failed)}"] if quarantine else []
+            why += (
+                [f"{rejected} unreadable messages to {self.plan.pipeline}{REJECTED_SUFFIX}"]
+                if rejected
+                else []
+            )
+            self.status.last_error = f"batch {batch_no} " + "; ".join(why)
+            self.progress(self.status, True)
+
+    def _append_directly(self, mark: StreamMark) -> int | None:
+        """The batch appended straight into its targets, in one transaction with its position, when
+        the sink can (PostgreSQL) and every load appends data of exactly the schema a staged batch
+        published before (same Arrow schema, and the target's columns then were the staged ones):
+        the same rows as staging and inserting, with one copy fewer. None: stage as usual."""
+        loads = self.plan.stages_of(StageLoadStage)
+        if not self.sink.direct_appends or not loads or any(load.mode != "append" for load in loads):
+            return None
+        for load in loads:  # the target as it was when the direct path was chosen (not altered since)
+            schema, name = load.target.schema_and_name
+            if (
+                load.step_id not in self.direct
+                or self.sink.table_columns(schema, name) != self.direct[load.step_id][1]
+            ):
+                return None
+        readers: list[tuple[TargetRef, pa.RecordBatchReader]] = []
+        for load in loads:
+            reader = self.session.read(exp.select(exp.Star()).from_(table(load.input)))
+            readers.append((load.target, reader))
+            if self.direct[load.step_id][0] != reader.schema:
+                for _, opened in readers:
+                    opened.close()
+                return None
+        faults.point("stream.before_publish")
+        return sum(self.sink.append_batch(readers, mark))
+
+    def _note_direct(self, staged: list[StagedLoad]) -> None:
+        """After a staged publish: the appends whose target now has exactly the staged columns may
+        go straight in from the next batch on (a schema change goes back through staging)."""
+        self.direct.clear()
+        for load in staged:
+            if load.mode == "append" and load.step_id in self.staged_schemas:
+                schema, name = load.target.schema_and_name
+                if self.sink.table_columns(schema, name) == load.columns:
+                    self.direct[load.step_id] = (self.staged_schemas[load.step_id], load.columns)
+
+    def _failed_checks(self) -> list[str]:
+        failed: list[str] = []
+        for stage in self.plan.stages_of(CheckStage):
+            results = evaluate_rules(stage.step_id, list(stage.rules), self.session.fetch)
+            failed += [
+                f"{r['rule_name']} ({r['violations']} rows)"
+                for r in results
+                if not r["passed"] and r["severity"] == "error"
+            ]
+        return failed
+
+    def _stage_rejected(self) -> StagedLoad:
+        target = TargetRef(connection=self.sink_name, table=f"{self.plan.pipeline}{REJECTED_SUFFIX}")
+        return self._stage_table(REJECTED, target, REJECTED, "append", [], "fail")
+
+    def _stage(self, stage: StageLoadStage, quarantine: bool) -> StagedLoad:
+        if quarantine:
+            target = TargetRef(
+                connection=stage.target.connection, table=stage.target.table + QUARANTINE_SUFFIX
+            )
+            return self._stage_table(stage.input, target, stage.step_id, "append", [], stage.on_schema_change)
+        return self._stage_table(
+            stage.input, stage.target, stage.step_id, stage.mode, list(stage.keys), stage.on_schema_change
+        )
+
+    def _stage_table(
+        self, source: str, target: TargetRef, step_id: str, mode: str, keys: list[str], on_schema_change: str
+    ) -> StagedLoad:
+        """A session table staged in the sink under the stream's one staging name (reused by every
+        batch; a restart drops the leftover)."""
+        load = StagedLoad(
+            step_id=step_id,
+            target=target,
+            mode=mode,
+            keys=keys,
+            on_schema_change=on_schema_change,
+            staging_name="",
+            rows=0,
+            columns=[],
+        )
+        reader = self.session.read(exp.select(exp.Star()).from_(table(source)))
+        self.staged_schemas[step_id] = reader.schema
+        return self.sink.stage(self.staging_id, load, reader, fingerprint=False)
+
+
+class StreamRunner(BatchSteps):
+    """A stream on the DuckDB engine: polls its source, loads each batch, publishes it, acknowledges it."""
+
     def __init__(
         self,
         plan: ExecutionPlan,
@@ -127,39 +320,24 @@ class StreamRunner:
         progress_every_s: float = 1.0,
         file_format: str | None = None,
     ) -> None:
-        self.plan = plan
-        self.connections = connections
-        self.session = session
+        super().__init__(
+            plan, connections, session, where=where, on_check_failure=on_check_failure, progress=progress
+        )
         self.work_dir = work_dir
-        self.where = where
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
-        self.on_check_failure = on_check_failure
         self.stop = stop
-        self.progress = progress
         self.max_batches = max_batches
         self.progress_every_s = progress_every_s
         self.file_format = file_format  # a file-drop folder's `format:`, when its extension does not tell
         self.inflight_pattern = ""
-        self.source_stage, self.sink_name = streaming_rules(plan, where, connections)
-        sink = connections.get(self.sink_name)
-        assert isinstance(sink, SqlConnector)  # streaming_rules saw to it
-        for load in plan.stages_of(StageLoadStage):
-            sink.ensure_writable(where(load.step_id))
-        self.sink = sink
-        self.stream_id = f"{plan.pipeline}.{self.source_stage.step_id}"
-        # One staging name per stream and sink, reused by every batch (a restart drops the leftover);
-        # the staging schema may be shared by other databases and workspaces (MySQL's per server).
-        where_to = sink.stream_key(self.stream_id) + sink.config.url
-        self.staging_id = f"stream_{hashlib.sha256(where_to.encode()).hexdigest()[:12]}"
-        self.status = StreamStatus(stream=self.stream_id)
 
     # ------------------------------------------------------------ the loop
     def run(self) -> StreamStatus:
         """Serve until stopped. A transient failure (the broker or the sink went away) is waited
         out with backoff and served again from the committed position, as a restart would."""
         delay = 1.0
-        self._read_static()
+        self.read_static()
         while not self.stop.is_set() and not self._enough():
             try:
                 self._serve()
@@ -179,6 +357,12 @@ class StreamRunner:
 
     def _serve(self) -> None:
         committed = self.sink.stream_position(self.stream_id)
+        if committed and committed[1].startswith(SPARK_POSITION):
+            raise UserError(
+                f"Stream '{self.stream_id}' was last served by the Spark engine, whose checkpoint "
+                "holds its place in the source; on DuckDB it would read the source again from the start",
+                hint="go on with the Spark engine (--engine spark, QUERYFORGE_ENGINE=spark or engine: spark)",
+            )
         batch_no = committed[0] if committed else 0
         self.status.last_batch = batch_no
         self.status.position = committed[1] if committed else None
@@ -213,63 +397,13 @@ class StreamRunner:
         assert stage.connection is not None and stage.request is not None
         connector = self.connections.get(stage.connection)
         assert isinstance(connector, StreamConnector)
-        return connector.open_stream(stage.request, f"qf_{self.plan.pipeline}", committed)
-
-    def _read_static(self) -> None:
-        """The other extracts (a dimension table, a lookup file) are read once, when the stream starts."""
-        for stage in self.plan.stages_of(ExtractStage):
-            if stage.stream:
-                continue
-            if stage.query is not None:
-                self.session.create(stage.step_id, stage.query, table=True)
-            else:
-                assert stage.connection is not None and stage.request is not None
-                reader = self.connections.get(stage.connection).read(stage.request)
-                self.session.create_from_arrow(stage.step_id, reader)
+        # A broker's consumer is read a batch ahead; a folder is not (its in-flight files are its state).
+        return Prefetching(connector.open_stream(stage.request, f"qf_{self.plan.pipeline}", committed))
 
     # ------------------------------------------------------------ one batch
     def _process(self, batch: StreamBatch, batch_no: int) -> None:
         rejected = self._load_batch(batch, batch_no)
-        for stage in self.plan.stages:
-            if isinstance(stage, TransformStage):
-                self.session.create(stage.step_id, stage.query, table=True)
-        failed = self._failed_checks()
-        quarantine = bool(failed) and self.on_check_failure == "quarantine"
-        if failed and not quarantine:
-            raise ChecksFailed(
-                f"Batch {batch_no} of stream '{self.stream_id}' failed {len(failed)} check"
-                f"{'s' if len(failed) > 1 else ''}: {'; '.join(failed)}; nothing of it was published "
-                "and the stream stopped before it",
-                hint="fix the data or the checks and start the stream again (it resumes at this batch), "
-                "or set 'on_check_failure: quarantine'",
-            )
-        staged = [self._stage(load, quarantine) for load in self.plan.stages_of(StageLoadStage)]
-        if rejected:
-            staged.append(self._stage_rejected())
-        mark = StreamMark(
-            stream=self.stream_id,
-            batch=batch_no,
-            position=batch.position,
-            token=f"{self.stream_id}:{batch_no}:{time.time_ns()}"[-64:],
-        )
-        faults.point("stream.before_publish")
-        self.sink.publish(staged, mark=mark)
-        self.status.batches += 1
-        self.status.rows += batch.count
-        self.status.published_rows += sum(s.rows for s in staged)
-        self.status.quarantined_batches += quarantine
-        self.status.last_batch = batch_no
-        self.status.position = batch.position
-        self.status.rejected_messages += rejected
-        if quarantine or rejected:
-            why = [f"quarantined: {'; '.join(failed)}"] if quarantine else []
-            why += (
-                [f"{rejected} unreadable messages to {self.plan.pipeline}{REJECTED_SUFFIX}"]
-                if rejected
-                else []
-            )
-            self.status.last_error = f"batch {batch_no} " + "; ".join(why)
-            self.progress(self.status, True)
+        self.publish_batch(batch_no, batch.position, batch.count, rejected)
 
     def _load_batch(self, batch: StreamBatch, batch_no: int) -> int:
         """The batch as the stream step's table; returns how many messages were rejected."""
@@ -337,48 +471,14 @@ class StreamRunner:
         self.session.create(self.source_stage.step_id, good, table=True)
         return bad
 
-    def _failed_checks(self) -> list[str]:
-        failed: list[str] = []
-        for stage in self.plan.stages_of(CheckStage):
-            results = evaluate_rules(stage.step_id, list(stage.rules), self.session.fetch)
-            failed += [
-                f"{r['rule_name']} ({r['violations']} rows)"
-                for r in results
-                if not r["passed"] and r["severity"] == "error"
-            ]
-        return failed
 
-    def _stage_rejected(self) -> StagedLoad:
-        target = TargetRef(connection=self.sink_name, table=f"{self.plan.pipeline}{REJECTED_SUFFIX}")
-        return self._stage_table(REJECTED, target, REJECTED, "append", [], "fail")
-
-    def _stage(self, stage: StageLoadStage, quarantine: bool) -> StagedLoad:
-        if quarantine:
-            target = TargetRef(
-                connection=stage.target.connection, table=stage.target.table + QUARANTINE_SUFFIX
-            )
-            return self._stage_table(stage.input, target, stage.step_id, "append", [], stage.on_schema_change)
-        return self._stage_table(
-            stage.input, stage.target, stage.step_id, stage.mode, list(stage.keys), stage.on_schema_change
-        )
-
-    def _stage_table(
-        self, source: str, target: TargetRef, step_id: str, mode: str, keys: list[str], on_schema_change: str
-    ) -> StagedLoad:
-        """A session table staged in the sink under the stream's one staging name (reused by every
-        batch; a restart drops the leftover)."""
-        load = StagedLoad(
-            step_id=step_id,
-            target=target,
-            mode=mode,
-            keys=keys,
-            on_schema_change=on_schema_change,
-            staging_name="",
-            rows=0,
-            columns=[],
-        )
-        query = exp.select(exp.Star()).from_(table(source))
-        return self.sink.stage(self.staging_id, load, self.session.read(query), fingerprint=False)
+def stream_sink(connector: Connector, loads: list[StageLoadStage]) -> StreamSink:
+    """The sink a stream publishes into: a database connection, or the workspace's files as a
+    folder of batch files (streaming_rules allowed nothing else)."""
+    if isinstance(connector, FilesConnector):
+        return FolderSink(connector, [load.target.table for load in loads])
+    assert isinstance(connector, SqlConnector)
+    return connector
 
 
 def _query(sql: str) -> exp.Query:
