@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if "spark_engine" in selected:
         outcomes.append(spark_engine.run(args.rows, args.repeat))
     if "stream_throughput" in selected:
-        outcomes.append(stream_throughput.run(args.events, args.event_rate, 10.0))
+        outcomes.append(stream_throughput.run(args.events, args.event_rate, 20.0))
     if "planner" in selected:
         outcomes.extend(planner.run(1 if args.quick else args.repeat, args.profile))
     elapsed = time.perf_counter() - started

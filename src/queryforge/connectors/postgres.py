@@ -13,7 +13,7 @@ import datetime as dt
 import getpass
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
@@ -128,6 +128,15 @@ class PostgresConnector(SqlConnector):
         if self._con is not None:
             self._con.close()
             self._con = None
+        self._forget_append_connection()
+
+    _append_con: Any = None  # the ADBC connection a stream's direct appends keep between batches
+
+    def _forget_append_connection(self) -> None:
+        con, self._append_con = self._append_con, None
+        if con is not None:
+            with suppress(Exception):  # closing rolls back whatever was not committed
+                con.close()
 
     @contextmanager
     def _adbc(self) -> Iterator[Any]:
@@ -217,26 +226,33 @@ class PostgresConnector(SqlConnector):
     def append_batch(
         self, appends: list[tuple[TargetRef, pa.RecordBatchReader]], mark: StreamMark
     ) -> list[int]:
-        """COPY straight into the targets, then the position row: one ADBC connection, one commit."""
-        self.ensure_stream_batches()
+        """COPY straight into the targets, then the position row: one ADBC connection (kept for the
+        stream's next batch: connecting costs more than a small batch's COPY), one commit. The
+        position table exists: the stream's first batch, always staged, created it."""
         written: list[int] = []
         try:
-            with self._adbc() as con, con.cursor() as cur:
-                cur.execute(f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}")
-                for target, data in appends:
-                    wide = storable_schema(data.schema, self.name)
-                    if wide != data.schema:
-                        data = pa.RecordBatchReader.from_batches(wide, (b.cast(wide) for b in data))
-                    schema, name = target.schema_and_name
-                    where = schema or self.default_schema
-                    written.append(int(cur.adbc_ingest(name, data, mode="append", db_schema_name=where)))
-                    faults.point("publish.in_transaction")
-                for statement in self.stream_batch_statements(mark):
-                    cur.execute(statement)
-                faults.point("stream.in_transaction")
-                con.commit()
-        except Exception:
-            self._refuse_if_taken(mark)
+            with map_postgres_error(self.name):
+                if self._append_con is None:
+                    self._append_con = adbc_pg.connect(self.uri)
+                con = self._append_con
+                with con.cursor() as cur:
+                    cur.execute(f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}")
+                    for target, data in appends:
+                        wide = storable_schema(data.schema, self.name)
+                        if wide != data.schema:
+                            data = pa.RecordBatchReader.from_batches(wide, (b.cast(wide) for b in data))
+                        schema, name = target.schema_and_name
+                        where = schema or self.default_schema
+                        written.append(int(cur.adbc_ingest(name, data, mode="append", db_schema_name=where)))
+                        faults.point("publish.in_transaction")
+                    for statement in self.stream_batch_statements(mark):
+                        cur.execute(statement)
+                    faults.point("stream.in_transaction")
+                    con.commit()
+        except BaseException as exc:
+            self._forget_append_connection()  # rolled back with it
+            if isinstance(exc, Exception):
+                self._refuse_if_taken(mark)
             raise
         return written
 
