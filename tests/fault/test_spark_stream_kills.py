@@ -29,7 +29,9 @@ FILES, ROWS = 40, 50
 KILLS = 4
 SEED = 20261207
 
-pytestmark = pytest.mark.spark
+# The process-heavy fault tests run one after another on one xdist worker, never side by side:
+# each starts and kills many processes, and two at once starve each other's timeouts.
+pytestmark = [pytest.mark.spark, pytest.mark.xdist_group("heavy")]
 
 
 def sink_ids(root: Path) -> list[int]:

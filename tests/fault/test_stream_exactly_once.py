@@ -36,7 +36,9 @@ from tests.services import (
     redis_stream_key,
 )
 
-pytestmark = pytest.mark.slow
+# The process-heavy fault tests run one after another on one xdist worker, never side by side:
+# each starts and kills many processes, and two at once starve each other's timeouts.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("heavy")]
 
 MESSAGES = 100_000
 KILLS = 20
