@@ -47,7 +47,7 @@ from .runs.plan import (
 )
 from .runs.reporter import Reporter
 from .runs.spark_stream import SparkStreamRunner, stream_engine
-from .runs.stream import StreamRunner, StreamStatus, stream_lock
+from .runs.stream import StreamOptions, StreamRunner, StreamStatus, stream_lock
 from .runs.triggers import check_dependencies, derived_key, downstream, expand_values
 from .runs.worker import Slot, Watchdog, die, owner_name
 from .scaffold import create_workspace
@@ -369,22 +369,22 @@ class Workspace:
             allowed_dirs=[folder, *plan.allowed_dirs],
             schemas=plan.schemas,
         )
-        settings: dict[str, Any] = {
-            "where": lambda step_id: bound.source.step_where(step_id, bound.pipeline.step(step_id).kind),
-            "max_rows": trigger.max_rows,
-            "max_wait_s": trigger.max_wait_s,
-            "on_check_failure": bound.pipeline.on_check_failure,
-            "stop": stop or threading.Event(),
-            "progress": progress,
-            "max_batches": max_batches,
-            "file_format": getattr(step.body, "format", None),
-        }
+        options = StreamOptions(
+            where=lambda step_id: bound.source.step_where(step_id, bound.pipeline.step(step_id).kind),
+            max_rows=trigger.max_rows,
+            max_wait_s=trigger.max_wait_s,
+            on_check_failure=bound.pipeline.on_check_failure,
+            stop=stop or threading.Event(),
+            progress=progress,
+            max_batches=max_batches,
+            file_format=getattr(step.body, "format", None),
+        )
         runner: StreamRunner | SparkStreamRunner | None = None
         try:
             if isinstance(session, SparkWorkSession):
-                runner = SparkStreamRunner(plan, connections, session, folder, **settings)
+                runner = SparkStreamRunner(plan, connections, session, folder, options)
             else:
-                runner = StreamRunner(plan, connections, session, folder, **settings)
+                runner = StreamRunner(plan, connections, session, folder, options)
             status = runner.run()
         except BaseException as exc:
             status = runner.status if runner is not None else StreamStatus(stream=bound.pipeline.name)

@@ -35,7 +35,7 @@ from ..engine.spark import SparkWorkSession, classify
 from ..engine.spark_sql import spark_type
 from ..errors import QueryForgeError, SpecError, StepFailed, TransientError, UserError
 from .plan import ExecutionPlan, ExtractStage
-from .stream import MAX_BACKOFF_S, SPARK_POSITION, BatchSteps, StreamStatus
+from .stream import MAX_BACKOFF_S, SPARK_POSITION, BatchSteps, StreamOptions, StreamStatus
 
 T = TypeVar("T")
 
@@ -78,35 +78,26 @@ class SparkStreamRunner(BatchSteps):
         connections: ConnectionSet,
         session: SparkWorkSession,
         folder: Path,
-        *,
-        where: Callable[[str], str],
-        max_rows: int,
-        max_wait_s: float,
-        on_check_failure: str,
-        stop: threading.Event,
-        progress: Callable[[StreamStatus, bool], None],
-        max_batches: int | None = None,
-        progress_every_s: float = 1.0,
-        file_format: str | None = None,
+        options: StreamOptions,
     ) -> None:
         self._notices: queue.SimpleQueue[bool] = queue.SimpleQueue()
         super().__init__(
             plan,
             connections,
             session,
-            where=where,
-            on_check_failure=on_check_failure,
+            where=options.where,
+            on_check_failure=options.on_check_failure,
             progress=lambda _status, notable: self._notices.put(notable),
         )
         self.spark_session = session
-        self.report = progress
+        self.report = options.progress
         self.checkpoint = folder / CHECKPOINT
-        self.max_rows = max_rows
-        self.max_wait_s = max_wait_s
-        self.stop = stop
-        self.max_batches = max_batches
-        self.progress_every_s = progress_every_s
-        self.file_format = file_format
+        self.max_rows = options.max_rows
+        self.max_wait_s = options.max_wait_s
+        self.stop = options.stop
+        self.max_batches = options.max_batches
+        self.progress_every_s = options.progress_every_s
+        self.file_format = options.file_format
         self.first_batch = 0  # the sink's batch number before Spark's batch 0
         self.committed = 0  # the sink's last committed batch number, as this process knows it
         self.last_batch_id: int | None = None  # Spark's id of the last batch foreachBatch finished

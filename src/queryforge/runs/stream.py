@@ -121,6 +121,22 @@ def stream_lock(path: Path, pipeline: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@dataclass(frozen=True)
+class StreamOptions:
+    """How a stream is served, whatever the engine: its trigger, its check policy, when to stop
+    and whom to tell (one set of settings for the DuckDB loop and Spark's streaming query)."""
+
+    where: Callable[[str], str]  # step id -> "file:line, step 'x'" for errors
+    max_rows: int
+    max_wait_s: float
+    on_check_failure: str
+    stop: threading.Event
+    progress: Callable[[StreamStatus, bool], None]
+    max_batches: int | None = None
+    progress_every_s: float = 1.0
+    file_format: str | None = None  # a file-drop folder's `format:`, when its extension does not tell
+
+
 class BatchSteps:
     """The per-batch half of a stream, shared by the DuckDB loop below and Spark's `foreachBatch`
     (runs/spark_stream.py): once a batch is the stream step's table in `session`, the transforms and
@@ -309,27 +325,25 @@ class StreamRunner(BatchSteps):
         connections: ConnectionSet,
         session: EngineSession,
         work_dir: Path,
-        *,
-        where: Callable[[str], str],
-        max_rows: int,
-        max_wait_s: float,
-        on_check_failure: str,
-        stop: threading.Event,
-        progress: Callable[[StreamStatus, bool], None],
-        max_batches: int | None = None,
-        progress_every_s: float = 1.0,
-        file_format: str | None = None,
+        options: StreamOptions,
     ) -> None:
         super().__init__(
-            plan, connections, session, where=where, on_check_failure=on_check_failure, progress=progress
+            plan,
+            connections,
+            session,
+            where=options.where,
+            on_check_failure=options.on_check_failure,
+            progress=options.progress,
         )
         self.work_dir = work_dir
-        self.max_rows = max_rows
-        self.max_wait_s = max_wait_s
-        self.stop = stop
-        self.max_batches = max_batches
-        self.progress_every_s = progress_every_s
-        self.file_format = file_format  # a file-drop folder's `format:`, when its extension does not tell
+        self.max_rows = options.max_rows
+        self.max_wait_s = options.max_wait_s
+        self.stop = options.stop
+        self.max_batches = options.max_batches
+        self.progress_every_s = options.progress_every_s
+        self.file_format = (
+            options.file_format
+        )  # a file-drop folder's `format:`, when its extension does not tell
         self.inflight_pattern = ""
 
     # ------------------------------------------------------------ the loop
