@@ -41,7 +41,7 @@ typecheck: $(STAMP) ## mypy over src/queryforge
 	$(BIN)/mypy
 
 test: lint typecheck ## install, lint, type-check and run the whole test suite
-	$(BIN)/pytest -n 2 -q
+	$(BIN)/pytest -n 2 -q --durations=20
 
 unit: $(STAMP) ## only the fast unit tests
 	$(BIN)/pytest -q tests/unit

@@ -1,7 +1,9 @@
 """100,000 messages, the stream process SIGKILLed 20 times: the sink holds each message exactly once.
 
 A publisher thread writes 100,000 JSON messages to NATS JetStream (or a Redis stream) in chunks
-while `queryforge stream` runs into PostgreSQL and is SIGKILLed at 20 random instants; six more
+while `queryforge stream` runs into PostgreSQL and is SIGKILLed at 20 random instants (ten anywhere
+from the spawn on, ten after the start reported a committed batch, so that they land mid-stream
+however loaded the machine is); six more
 starts die at the two narrowest windows on purpose (inside the publish transaction, and after the
 commit but before the acknowledgement). A last start drains the stream and is stopped with
 SIGTERM. Then PostgreSQL itself, independently of QueryForge, says the table holds ids 0..99,999
@@ -88,6 +90,48 @@ def sink_count(pg: str) -> int:
         return int(row[0]) if row else 0
 
 
+def start_and_kill(root: Path, fault: str, step: str, rng: random.Random) -> tuple[int, str]:
+    """Start `queryforge stream`; SIGKILL it per `step` unless a fault makes it exit first."""
+    proc = subprocess.Popen(
+        [QF, "stream", "events"],
+        cwd=root,
+        env={**os.environ, "QUERYFORGE_FAULTS": fault},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    reported = threading.Event()  # a progress line: the start committed a batch
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("batch "):
+                reported.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        if step == "kill":
+            proc.wait(timeout=rng.uniform(0.5, 5.0))
+        elif step == "kill-running":
+            delay = rng.uniform(0.0, 2.0)
+            if reported.wait(timeout=180):
+                proc.wait(timeout=delay)
+        else:
+            proc.wait(timeout=180)
+    except subprocess.TimeoutExpired:
+        pass
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    reader.join(timeout=30)
+    assert proc.stderr is not None
+    proc.stderr.close()
+    return proc.returncode, "".join(lines)
+
+
 @pytest.fixture
 def setting(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path, str, str]]:
     url, make_stream, _ = BROKERS[request.param]
@@ -111,33 +155,25 @@ def test_sigkilled_stream_publishes_every_message_exactly_once(
     publish = BROKERS[broker][2]
     messages = payloads()
     rng = random.Random(SEED)
-    plan = ["kill"] * KILLS + ["stream.in_transaction=exit"] * 3 + ["stream.before_ack=exit"] * 3
+    # Half the kills fall at a random instant after spawning (startup, connecting, the first read);
+    # the other half at a random instant after the start reported a committed batch, so they land
+    # mid-stream however slow the machine is.
+    plan = ["kill"] * (KILLS // 2) + ["kill-running"] * (KILLS - KILLS // 2)
+    plan += ["stream.in_transaction=exit"] * 3 + ["stream.before_ack=exit"] * 3
     rng.shuffle(plan)
     # Each start gets its share of the messages, published while the process starts and reads.
     bounds = [MESSAGES * i // len(plan) for i in range(len(plan) + 1)]
-    advanced = 0  # starts that committed at least one batch before they died
     for i, step in enumerate(plan):
         before = committed_batch(pg)
         publisher = threading.Thread(target=publish, args=(stream, messages[bounds[i] : bounds[i + 1]]))
         publisher.start()
-        proc = subprocess.Popen(
-            [QF, "stream", "events"],
-            cwd=root,
-            env={**os.environ, "QUERYFORGE_FAULTS": "" if step == "kill" else step},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            proc.wait(timeout=rng.uniform(2.5, 6.0) if step == "kill" else 90)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-        _, err = proc.communicate(timeout=30)
+        fault = "" if step.startswith("kill") else step
+        code, err = start_and_kill(root, fault, step, rng)
         publisher.join()
-        assert proc.returncode in (-signal.SIGKILL, 137), (
-            f"the stream ended by itself ({proc.returncode}): {err.decode()[-2000:]}"
-        )
-        assert step == "kill" or proc.returncode == 137, f"{step} was never reached: {err.decode()[-3000:]}"
-        advanced += committed_batch(pg) > before
+        assert code in (-signal.SIGKILL, 137), f"the stream ended by itself ({code}): {err[-2000:]}"
+        assert fault == "" or code == 137, f"{step} was never reached: {err[-3000:]}"
+        if step == "kill-running":
+            assert committed_batch(pg) > before, f"a batch was reported but not committed: {err[-2000:]}"
     # The last start drains what is left and stops gracefully, once it reports progress.
     final = subprocess.Popen(
         [QF, "stream", "events"],
@@ -161,7 +197,6 @@ def test_sigkilled_stream_publishes_every_message_exactly_once(
     err = "".join(lines) + rest
     assert final.returncode == 0, err[-3000:]
     assert "Stream stopped cleanly" in out
-    assert advanced >= KILLS // 2, f"only {advanced} of the starts committed a batch before dying"
 
     with psycopg.connect(pg) as con:
         count, distinct, low, high, total = con.execute(

@@ -108,3 +108,63 @@ class CatalogCache:
         tmp = target.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, default=str), encoding="utf-8")
         tmp.replace(target)
+
+
+FileProfile = tuple[tuple[tuple[str, str], ...], dict[str, tuple[str, ...]]]  # columns, value domains
+
+
+class FileProfiles:
+    """Columns and value domains of the data files, reused while a file's size and mtime are unchanged.
+
+    Every `ask` describes each data file and counts the distinct values of its text columns; on a
+    folder of large files that is most of the planner's time, and the files rarely change between
+    two requests. Kept beside the connection listings (one JSON file; a dot in its name keeps it
+    apart from any connection's). No TTL: an entry is used only for the same size and mtime.
+    """
+
+    NAME = "planner-files.profiles.json"
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / self.NAME
+        self._entries: dict[str, Any] = {}
+        self._seen: set[str] = set()
+        self._changed = False
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if data.get("format") == FORMAT:
+                self._entries = dict(data.get("files", {}))
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def get(self, rel: str, path: Path, compute: Callable[[], FileProfile | None]) -> FileProfile | None:
+        """The profile of one file: cached when its size and mtime match, else computed (None: unreadable)."""
+        stat = path.stat()
+        stamp = [stat.st_size, stat.st_mtime_ns]
+        self._seen.add(rel)
+        entry = self._entries.get(rel)
+        if isinstance(entry, dict) and entry.get("stamp") == stamp:
+            if entry.get("columns") is None:
+                return None
+            columns = tuple((str(c), str(t)) for c, t in entry["columns"])
+            return columns, {k: tuple(v) for k, v in entry.get("domains", {}).items()}
+        profile = compute()
+        self._entries[rel] = {
+            "stamp": stamp,
+            "columns": None if profile is None else [list(c) for c in profile[0]],
+            "domains": {} if profile is None else {k: list(v) for k, v in profile[1].items()},
+        }
+        self._changed = True
+        return profile
+
+    def save(self) -> None:
+        """Write the profiles of the files seen since loading (files gone since are forgotten), atomically."""
+        if not self._changed and set(self._entries) == self._seen:
+            return
+        kept = {rel: entry for rel, entry in self._entries.items() if rel in self._seen}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"format": FORMAT, "files": kept}), encoding="utf-8")
+            tmp.replace(self.path)
+        except OSError:  # a read-only state folder only costs the next ask the same work again
+            pass

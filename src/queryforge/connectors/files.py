@@ -291,22 +291,19 @@ class FilesConnector(Connector):
 
     def introspect(self) -> list[TableInfo]:
         out: list[TableInfo] = []
-        if not self.folder.is_dir():
-            return out
         with duckdb.connect() as con:
-            for path in sorted(self.folder.rglob("*")):
-                try:
-                    kind = file_format(path.name)
-                except SpecError:
-                    continue
-                rel = str(path.relative_to(self.folder))
-                fn = exp.Anonymous(this=READERS[kind], expressions=[exp.Literal.string(str(path))])
-                try:
-                    desc = con.execute(f"DESCRIBE SELECT * FROM {fn.sql('duckdb')}").fetchall()
-                except duckdb.Error:
-                    continue
-                out.append(TableInfo(name=rel, columns=tuple(ColumnInfo(r[0], r[1]) for r in desc)))
+            for path in self.data_files():
+                kind = file_format(path.name)
+                columns = describe_file(con, path, kind)
+                if columns is not None:
+                    out.append(TableInfo(name=str(path.relative_to(self.folder)), columns=columns))
         return out
+
+    def data_files(self) -> list[Path]:
+        """The files of the folder that a reader understands, in name order."""
+        if not self.folder.is_dir():
+            return []
+        return [p for p in sorted(self.folder.rglob("*")) if p.is_file() and _readable(p.name)]
 
     # ------------------------------------------------------------ file targets
     def fenced_target(self, name: str, *, who: str, field: str = "table", where: str | None = None) -> Path:
@@ -398,3 +395,21 @@ class FilesConnector(Connector):
             return con.sql(
                 f"SELECT * FROM {fn}($path) LIMIT {int(limit)}", params={"path": load.staging_name}
             ).to_arrow_table()
+
+
+def _readable(name: str) -> bool:
+    try:
+        file_format(name)
+    except SpecError:
+        return False
+    return True
+
+
+def describe_file(con: duckdb.DuckDBPyConnection, path: Path, kind: str) -> tuple[ColumnInfo, ...] | None:
+    """The columns DuckDB reads from one data file; None when it cannot read it."""
+    fn = exp.Anonymous(this=READERS[kind], expressions=[exp.Literal.string(str(path))])
+    try:
+        desc = con.execute(f"DESCRIBE SELECT * FROM {fn.sql('duckdb')}").fetchall()
+    except duckdb.Error:
+        return None
+    return tuple(ColumnInfo(r[0], r[1]) for r in desc)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import duckdb
 
-from ..catalog.cache import CatalogCache
+from ..catalog.cache import CatalogCache, FileProfile, FileProfiles
 from ..connectors.base import ConnectionConfig, TargetRef, connector_for
-from ..connectors.files import READERS, FilesConnector, file_format
+from ..connectors.files import READERS, FilesConnector, describe_file, file_format
 from ..connectors.registry import DATABASE_FILES, FILES, ConnectionSet
 from ..connectors.sql import SqlConnector
 from ..errors import QueryForgeError
@@ -38,47 +39,63 @@ def _domains(
     return out
 
 
-def file_sources(root: Path, data_dir: str) -> list[Source]:
+def _profile(con: duckdb.DuckDBPyConnection, path: Path) -> FileProfile | None:
+    """Columns and low-cardinality value domains of one data file (a sample of a very large one)."""
+    kind = file_format(path.name)
+    described = describe_file(con, path, kind)
+    if described is None:
+        return None
+    columns = tuple((c.name, c.type) for c in described)
+    sample = " USING SAMPLE 100000 ROWS" if path.stat().st_size > SAMPLE_BYTES else ""
+    relation = f"(SELECT * FROM {READERS[kind]}('{str(path).replace(chr(39), chr(39) * 2)}'){sample})"
+    try:
+        domains = _domains(con, relation, list(columns))
+    except duckdb.Error:
+        domains = {}
+    return columns, domains
+
+
+def file_sources(root: Path, data_dir: str, catalog: CatalogCache | None = None) -> list[Source]:
+    """The data files and database files under the data folder; file profiles come from the
+    catalog's file cache while a file is unchanged."""
     folder = root / data_dir
     out: list[Source] = []
     if not folder.is_dir():
         return out
     files = FilesConnector(ConnectionConfig(name="data", url=f"file:{data_dir}"), root)
+    profiles = FileProfiles(catalog.folder) if catalog is not None else None
     with duckdb.connect() as con:
-        for info in files.introspect():
-            rel = f"{data_dir}/{info.name}"
-            path = root / rel
-            reader = READERS[file_format(path.name)]
-            sample = " USING SAMPLE 100000 ROWS" if path.stat().st_size > SAMPLE_BYTES else ""
-            relation = f"(SELECT * FROM {reader}('{str(path).replace(chr(39), chr(39) * 2)}'){sample})"
-            columns = tuple((c.name, c.type) for c in info.columns)
-            try:
-                domains = _domains(con, relation, list(columns))
-            except duckdb.Error:
-                domains = {}
-            out.append(Source(name=rel, kind="file", columns=columns, path=rel, domains=domains))
-        for path in sorted(folder.rglob("*")):
-            if not path.name.lower().endswith(DATABASE_FILES):
-                continue
-            rel = str(path.relative_to(root))
-            scheme = "duckdb" if path.name.lower().endswith(".duckdb") else "sqlite"
-            connector = connector_for(ConnectionConfig(name=f"@{rel}", url=f"{scheme}:{rel}"), root)
-            try:
-                for table in connector.introspect():
-                    out.append(
-                        Source(
-                            name=f"{rel}:{table.qualified}",
-                            kind="table",
-                            path=rel,
-                            table=table.qualified,
-                            rows=table.row_estimate,
-                            columns=tuple((c.name, c.type) for c in table.columns),
-                        )
+        for path in files.data_files():
+            rel = f"{data_dir}/{path.relative_to(files.folder)}"
+            compute = functools.partial(_profile, con, path)
+            profile = profiles.get(rel, path, compute) if profiles is not None else compute()
+            if profile is not None:
+                columns, domains = profile
+                out.append(Source(name=rel, kind="file", columns=columns, path=rel, domains=domains))
+    if profiles is not None:
+        profiles.save()
+    for path in sorted(folder.rglob("*")):
+        if not path.name.lower().endswith(DATABASE_FILES):
+            continue
+        rel = str(path.relative_to(root))
+        scheme = "duckdb" if path.name.lower().endswith(".duckdb") else "sqlite"
+        connector = connector_for(ConnectionConfig(name=f"@{rel}", url=f"{scheme}:{rel}"), root)
+        try:
+            for table in connector.introspect():
+                out.append(
+                    Source(
+                        name=f"{rel}:{table.qualified}",
+                        kind="table",
+                        path=rel,
+                        table=table.qualified,
+                        rows=table.row_estimate,
+                        columns=tuple((c.name, c.type) for c in table.columns),
                     )
-            except QueryForgeError:
-                continue
-            finally:
-                connector.close()
+                )
+        except QueryForgeError:
+            continue
+        finally:
+            connector.close()
     return out
 
 
@@ -159,7 +176,9 @@ def build_context(
     connections: ConnectionSet, root: Path, data_dir: str = "data", catalog: CatalogCache | None = None
 ) -> PlannerContext:
     sources = (
-        file_sources(root, data_dir) + table_sources(connections) + connection_sources(connections, catalog)
+        file_sources(root, data_dir, catalog)
+        + table_sources(connections)
+        + connection_sources(connections, catalog)
     )
     return PlannerContext(
         sources=tuple(sources), target_connection=connections.default_target, data_dir=data_dir
