@@ -24,6 +24,7 @@ from . import (
     pipeline_10m,
     planner,
     postgres_io,
+    project,
     queue_throughput,
     spark_engine,
     step_overhead,
@@ -39,6 +40,7 @@ BENCHMARKS = (
     "queue_throughput",
     "spark_engine",
     "stream_throughput",
+    "project",
 )
 
 
@@ -116,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         outcomes.append(spark_engine.run(args.rows, args.repeat))
     if "stream_throughput" in selected:
         outcomes.append(stream_throughput.run(args.events, args.event_rate, 20.0))
+    if "project" in selected:
+        outcomes.extend(project.run(args.repeat, args.quick))
     if "planner" in selected:
         outcomes.extend(planner.run(1 if args.quick else args.repeat, args.profile))
     elapsed = time.perf_counter() - started

@@ -31,9 +31,12 @@ from .errors import NotFoundError, ProductionChanged, QueryBlocked, QueryForgeEr
 from .planner.catalog import build_context
 from .planner.providers import get_provider
 from .planner.service import AskOutcome, AskService, CostPolicy
+from .project.graph import ProjectGraph
+from .project.lineage import Lineage
+from .project.refs import ProjectRefs, shown
 from .runs.control import RunControl, record_hard_stop, worker_failure_status
 from .runs.events import follow as follow_events
-from .runs.executor import Executor, Prior, RunOutcome, staged_from_json
+from .runs.executor import OK_STATUSES, Executor, Prior, RunOutcome, staged_from_json
 from .runs.explain import explain
 from .runs.gc import collect_staging
 from .runs.plan import (
@@ -42,6 +45,8 @@ from .runs.plan import (
     ExecutionPlan,
     ExtractStage,
     PublishStage,
+    RefResolver,
+    RefTarget,
     StageLoadStage,
     readable_dirs,
 )
@@ -108,8 +113,10 @@ class Workspace:
 
     # ------------------------------------------------------------ opening
     @classmethod
-    def init(cls, folder: Path, *, bare: bool = False, settings: Settings | None = None) -> Workspace:
-        create_workspace(folder, bare=bare)
+    def init(
+        cls, folder: Path, *, bare: bool = False, example: str | None = None, settings: Settings | None = None
+    ) -> Workspace:
+        create_workspace(folder, bare=bare, example=example)
         return cls(folder, settings)
 
     @classmethod
@@ -175,7 +182,10 @@ class Workspace:
         ):
             if candidate.is_file():
                 return candidate.resolve()
-        known = [p.stem for p in (self.root / "pipelines").glob("*.y*ml")]
+        node = self.project().nodes.get(ref) if "/" not in ref and "." not in ref else None
+        if node is not None:  # a pipeline in a sub-folder, by its name
+            return node.path.resolve()
+        known = [p.stem for p in (self.root / "pipelines").rglob("*.y*ml")]
         raise NotFoundError(
             f"Pipeline '{ref}' not found",
             hint=did_you_mean(Path(ref).stem, known)
@@ -184,8 +194,7 @@ class Workspace:
 
     def load(self, ref: str) -> PipelineSource:
         path = self.pipeline_path(ref)
-        shown = os.path.relpath(path, Path.cwd()) if path.is_relative_to(Path.cwd()) else str(path)
-        return load_file(path, display=shown)
+        return load_file(path, display=shown(path))
 
     def connections(self) -> ConnectionSet:
         configs = {
@@ -199,14 +208,20 @@ class Workspace:
     def bind(self, ref: str, params: dict[str, Any] | None = None) -> BoundPipeline:
         return self.load(ref).bind(params)
 
-    def compile(self, bound: BoundPipeline, *, estimate: bool = False) -> ExecutionPlan:
-        """The execution plan; with `estimate`, also the engine's estimate of the rows it will scan."""
+    def compile(
+        self, bound: BoundPipeline, *, estimate: bool = False, refs: RefResolver | None = None
+    ) -> ExecutionPlan:
+        """The execution plan; with `estimate`, also the engine's estimate of the rows it will scan.
+
+        `ref:` extracts resolve through the project graph (`refs`, else a fresh resolution)."""
+        if refs is None:
+            refs = self._lazy_refs((bound.pipeline.name,))
         # Plans compile on the canonical engine (DuckDB); another engine vets every step's query.
         canonical = get_engine(CANONICAL_ENGINE, max_memory=self.settings.max_memory)
         connections = self.connections()
         scratch = canonical.session(None, allowed_dirs=readable_dirs(bound.pipeline, connections))
         try:
-            compiler = Compiler(bound, scratch, connections)
+            compiler = Compiler(bound, scratch, connections, refs)
             plan = compiler.compile()
             name, size = self._route(connections, plan)
             plan = dataclasses.replace(plan, input_bytes=size)
@@ -231,6 +246,36 @@ class Workspace:
         finally:
             scratch.close()
             connections.close()
+
+    def _lazy_refs(self, chain: tuple[str, ...]) -> RefResolver:
+        """A resolver that reads the project only when a pipeline has a ref (most have none)."""
+        session: ProjectRefs | None = None
+
+        def resolve(ref: str, where: str) -> RefTarget:
+            nonlocal session
+            session = session or ProjectRefs(self.project(), self._compile_ref)
+            return session.resolve(ref, where, chain)
+
+        return resolve
+
+    def _compile_ref(self, bound: BoundPipeline, refs: RefResolver) -> ExecutionPlan:
+        return self.compile(bound, refs=refs)
+
+    def project(self) -> ProjectGraph:
+        """The pipelines under pipelines/ (sub-folders too) and the refs between them."""
+        return ProjectGraph.scan(self.root / "pipelines")
+
+    def validate_project(self, select: str | None = None) -> list[tuple[str, ExecutionPlan]]:
+        """Every pipeline (or a selection), upstream first, each checked against what its refs will
+        publish; nothing runs. The first invalid pipeline raises."""
+        graph = self.project()
+        names = graph.select(select) if select else graph.order()
+        session = ProjectRefs(graph, self._compile_ref)
+        return [(name, session.compiled(name)[1]) for name in names]
+
+    def lineage(self, pipeline: str | None = None) -> Lineage:
+        """What feeds a pipeline and what reads it (or the whole project), from the refs."""
+        return Lineage.of(self.project(), pipeline)
 
     def _table_estimate(self, connections: ConnectionSet, stage: ExtractStage) -> int:
         """Rows a database-table extract reads, from the catalog's row estimate (0 when unknown)."""
@@ -282,6 +327,25 @@ class Workspace:
     ) -> RunOutcome:
         """Validate, then write + audit (+ publish unless sandbox). Errors before the run raise."""
         return self.run_source(self.load(ref), params, sandbox=sandbox, reporter=reporter)
+
+    def run_selection(
+        self, select: str, *, reporter: Reporter | None = None
+    ) -> tuple[list[tuple[str, RunOutcome]], list[str]]:
+        """The selected pipelines, upstream first, each its own write-audit-publish run.
+
+        Stops at the first run that does not succeed: what reads its output would read stale or
+        missing data. Returns the runs made and the pipelines left unrun. Every selected pipeline
+        is validated against its refs first, so a broken one downstream stops the batch before any
+        publish."""
+        names = [name for name, _ in self.validate_project(select)]
+        graph = self.project()
+        done: list[tuple[str, RunOutcome]] = []
+        for i, name in enumerate(names):
+            outcome = self.run_source(load_file(graph.nodes[name].path), reporter=reporter)
+            done.append((name, outcome))
+            if outcome.error is not None or outcome.status not in OK_STATUSES:
+                return done, names[i + 1 :]
+        return done, []
 
     def run_source(
         self,

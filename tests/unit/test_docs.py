@@ -24,7 +24,7 @@ import queryforge.connectors  # noqa: F401 -- registers the built-in connectors
 from queryforge.cli.app import app
 from queryforge.config import Settings, WorkspaceConfig
 from queryforge.connectors import Connector
-from queryforge.quality.checks import Rule
+from queryforge.quality.checks import RESERVED, Rule
 from queryforge.spec import models
 from queryforge.spec.loader import parse_text
 from queryforge.spec.models import STEP_KINDS, Pipeline, Step
@@ -241,7 +241,7 @@ def test_yaml_example_is_valid(block: str) -> None:
         # A list of check rules: each item names exactly one known rule.
         assert isinstance(data, list), f"unrecognised YAML example: {data!r}"
         for item in data:
-            names = set(item) - {"severity", "name"}
+            names = set(item) - set(RESERVED)
             assert len(names) == 1 and names <= set(Rule.registry), f"not a check rule: {item!r}"
 
 

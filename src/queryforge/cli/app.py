@@ -48,6 +48,15 @@ WorkspaceOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object for scripts")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks of errors")]
+SelectOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--select",
+        "-s",
+        help="pipelines of the project: NAME, NAME+ (and downstream), +NAME (and upstream), tag:T, "
+        "path:pipelines/marts; several separated by spaces",
+    ),
+]
 ParamOpt = Annotated[
     list[str] | None, typer.Option("--param", "-p", help="pipeline parameter NAME=VALUE (repeatable)")
 ]
@@ -178,13 +187,23 @@ def finish(ws: Workspace, outcome: RunOutcome, as_json: bool) -> None:
 def init(
     directory: Annotated[Path, typer.Argument(help="folder to create (default: current folder)")] = Path("."),
     bare: Annotated[bool, typer.Option("--bare", help="no sample data and no example pipelines")] = False,
+    example: Annotated[
+        str | None,
+        typer.Option(
+            "--example",
+            help="an example project instead of the default examples: jaffle (dbt's jaffle_shop as "
+            "staging and mart pipelines that reference each other)",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Create a workspace: queryforge.yaml, pipelines/, data/ and .queryforge/."""
     with handled(as_json, debug):
-        ws = Workspace.init(directory, bare=bare)
-        pipelines = sorted(p.name for p in (ws.root / "pipelines").glob("*.yaml"))
+        ws = Workspace.init(directory, bare=bare, example=example)
+        pipelines = sorted(
+            str(p.relative_to(ws.root / "pipelines")) for p in (ws.root / "pipelines").rglob("*.yaml")
+        )
         data = sorted(p.name for p in (ws.root / "data").iterdir())
         ws.close()
         if as_json:
@@ -193,19 +212,56 @@ def init(
         render.out.print(f"Created workspace {ws.root}")
         if pipelines:
             render.out.print(f"  pipelines: {', '.join(pipelines)}\n  data: {', '.join(data)}")
-            render.out.print(f"Next: cd {directory} && queryforge run pipelines/{pipelines[0]} --sandbox")
+            if example:
+                render.out.print(
+                    f"Next: cd {directory} && queryforge validate && queryforge run --select +customers "
+                    "&& queryforge lineage customers"
+                )
+            else:
+                render.out.print(f"Next: cd {directory} && queryforge run pipelines/{pipelines[0]} --sandbox")
 
 
 @app.command()
 def validate(
-    pipeline: Annotated[str, typer.Argument(help="pipeline file or name under pipelines/")],
+    pipeline: Annotated[
+        str | None,
+        typer.Argument(help="pipeline file or name under pipelines/; default: the whole project"),
+    ] = None,
+    select: SelectOpt = None,
     param: ParamOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Check a pipeline without running it: YAML, fields, DAG, SQL, files, columns."""
+    """Check pipelines without running them: YAML, fields, DAG, SQL, files, columns, and every
+    `ref:` against what the referenced pipeline will publish. With no pipeline: the whole project
+    (or --select), upstream first."""
     with handled(as_json, debug), open_workspace(workspace) as ws:
+        if pipeline is None:
+            if param:
+                raise UserError("--param needs a pipeline", hint="queryforge validate NAME --param k=v")
+            plans = ws.validate_project(select)
+            if as_json:
+                render.print_json(
+                    {
+                        "valid": True,
+                        "pipelines": [
+                            {"pipeline": name, "version_hash": p.content_hash, "steps": len(p.step_hashes)}
+                            for name, p in plans
+                        ],
+                    }
+                )
+                return
+            for name, p in plans:
+                targets = ", ".join(f"{t.connection}.{t.table}" for t in p.targets) or "nothing"
+                render.out.print(f"[green]✓[/green] {name}: {len(p.step_hashes)} steps, loads into {targets}")
+            count = f"{len(plans)} pipeline{'s' if len(plans) != 1 else ''}"
+            render.out.print(f"{count} valid, in dependency order; nothing was run.")
+            return
+        if select:
+            raise UserError(
+                "Give a pipeline or --select, not both", hint="queryforge validate --select NAME+"
+            )
         plan = ws.validate(pipeline, parse_params(param))
         if as_json:
             render.print_json(
@@ -222,6 +278,29 @@ def validate(
             f"[green]✓[/green] {pipeline} is valid: {len(plan.step_hashes)} steps, "
             f"loads into {', '.join(f'{t.connection}.{t.table}' for t in plan.targets) or 'nothing'}"
         )
+
+
+@app.command()
+def lineage(
+    pipeline: Annotated[str | None, typer.Argument(help="pipeline name; default: the whole project")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="text, mermaid, dot or json")] = "text",
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Which pipelines feed a pipeline and which read its output (from `ref:` extracts)."""
+    with handled(as_json, debug), open_workspace(workspace) as ws:
+        if fmt not in ("text", "mermaid", "dot", "json"):
+            raise UserError(f"Unknown format '{fmt}'", hint="use text, mermaid, dot or json")
+        graph = ws.lineage(pipeline)
+        if as_json or fmt == "json":
+            render.print_json(graph.to_json())
+        else:
+            render.out.print(
+                {"text": graph.text, "mermaid": graph.mermaid, "dot": graph.dot}[fmt](),
+                highlight=False,
+                markup=False,
+            )
 
 
 @app.command()
@@ -246,7 +325,8 @@ def explain(
 
 @app.command()
 def run(
-    pipeline: Annotated[str, typer.Argument(help="pipeline file or name")],
+    pipeline: Annotated[str | None, typer.Argument(help="pipeline file or name (or use --select)")] = None,
+    select: SelectOpt = None,
     sandbox: Annotated[
         bool, typer.Option("--sandbox", help="write and audit only; production untouched")
     ] = False,
@@ -264,13 +344,49 @@ def run(
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Run a pipeline: write to staging, run the checks, publish atomically (unless --sandbox)."""
+    """Run a pipeline: write to staging, run the checks, publish atomically (unless --sandbox).
+    With --select: the selected pipelines upstream first, one write-audit-publish each, stopping at
+    the first that fails."""
     with handled(as_json, debug), open_workspace(workspace) as ws:
         if engine:
             ws.use_engine(engine)
         reporter = None if as_json or not render.err.is_terminal else render.LiveReporter()
+        if (pipeline is None) == (select is None):
+            raise UserError(
+                "Give a pipeline or --select (one of the two)", hint="queryforge run --select +customers"
+            )
+        if select is not None:
+            if sandbox or param:
+                raise UserError(
+                    "--select runs each pipeline with its defaults and publishes it; "
+                    f"{'--sandbox' if sandbox else '--param'} is not supported with it yet",
+                    hint="rehearse one pipeline with: queryforge run NAME --sandbox",
+                )
+            run_selection(ws, select, reporter, as_json)
+            return
+        assert pipeline is not None
         outcome = ws.run(pipeline, parse_params(param), sandbox=sandbox, reporter=reporter)
         finish(ws, outcome, as_json)
+
+
+def run_selection(ws: Workspace, select: str, reporter: render.LiveReporter | None, as_json: bool) -> None:
+    """Run a selection; the first failure is rendered as `run` renders it, with what was not run."""
+    done, not_run = ws.run_selection(select, reporter=reporter)
+    failed = done[-1][1] if done and done[-1][1].error is not None else None
+    if as_json:
+        render.print_json(
+            {"runs": [{"pipeline": name, **outcome_json(ws, o)} for name, o in done], "not_run": not_run}
+        )
+        if failed is not None and failed.error is not None:
+            raise typer.Exit(1 if isinstance(failed.error, ChecksFailed) else failed.error.exit_code)
+        return
+    for name, o in done if failed is None else done[:-1]:
+        targets = ", ".join(f"{t.connection}.{t.table}" for t in o.published) or "nothing"
+        render.out.print(f"[green]✓[/green] {name}: run {o.run_id} published {targets}")
+    if failed is not None:
+        render.err.print(f"[red]✗[/red] {done[-1][0]} failed; not run: {', '.join(not_run) or 'nothing'}")
+        finish(ws, failed, as_json=False)
+    render.out.print(f"{len(done)} pipeline{'s' if len(done) != 1 else ''} published, upstream first.")
 
 
 @app.command()

@@ -69,6 +69,11 @@ class StagedLoad:
     fingerprint_before: str | None = None
     diff: dict[str, int] = field(default_factory=dict)
     on_schema_change: str = "fail"  # or "add_columns": new columns of the data are added to the table
+    check_columns: list[str] = field(default_factory=list)  # snapshot: what makes a new version
+
+
+# The history columns a `snapshot` load adds (SCD type 2): when each version was valid, and the current one.
+SNAPSHOT_COLUMNS = ("valid_from", "valid_to", "is_current")
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,7 @@ class Connector:
     """Base of all connectors; subclasses register themselves by URL scheme."""
 
     scheme: ClassVar[str]
+    supports_snapshot: ClassVar[bool] = False  # load mode snapshot (SCD type 2 history)
     aliases: ClassVar[tuple[str, ...]] = ()
     can_write: ClassVar[bool] = False
     # Whether `role_report` looks at the database role's privileges (server databases do).

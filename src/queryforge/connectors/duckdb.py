@@ -131,6 +131,7 @@ class DuckDBConnector(SqlConnector):
             load.mode,
             load.keys,
             staged_cols=load.columns or None,  # as staging read them back
+            compare=load.check_columns,
         )
 
     def fingerprint(self, target: TargetRef) -> str | None:

@@ -482,7 +482,7 @@ class PostgresConnector(SqlConnector):
         def as_type(column: str, source: str, kind: str) -> str:
             return f"{q(self._convert(column, source, kind))} AS {q(ident(column))}"
 
-        if load.mode == "merge":
+        if load.mode in ("merge", "snapshot"):
             prod = {c.lower(): t for c, t in prod_cols}
             staged_list = [
                 as_type(c, t, comparable(prod.get(c.lower(), t))) if c.lower() in prod else q(ident(c))
@@ -496,7 +496,13 @@ class PostgresConnector(SqlConnector):
                 staged_list.append(q(ident(c)) if same else as_type(c, t, "text"))
                 prod_list.append(q(ident(p)) if same else as_type(p, pt, "text"))
         query = diff_query(
-            "qf_staged", "qf_prod", load.mode, load.keys, load.columns, {c.lower() for c, _ in prod_cols}
+            "qf_staged",
+            "qf_prod",
+            load.mode,
+            load.keys,
+            load.columns,
+            {c.lower() for c, _ in prod_cols},
+            load.check_columns,
         )
         sql = (
             f"WITH qf_staged AS (SELECT {', '.join(staged_list)} FROM {q(self.staging_expr(load))}), "

@@ -25,7 +25,7 @@ from sqlglot import exp
 from .. import faults
 from ..errors import QueryForgeError, SpecError, StepFailed, UserError, did_you_mean
 from ..sql.parse import DIALECT, SqlProblem, ident, parse_select
-from .base import Connector, ReadRequest, Snapshot, StagedLoad, TargetRef, duckdb_columns
+from .base import SNAPSHOT_COLUMNS, Connector, ReadRequest, Snapshot, StagedLoad, TargetRef, duckdb_columns
 
 STAGING_SCHEMA = "_qf_staging"
 LEDGER = "_qf_published"
@@ -85,6 +85,8 @@ def _safe(text: str) -> str:
 
 class SqlConnector(Connector):
     """A database that speaks SQL. Subclasses override the few methods that truly differ."""
+
+    supports_snapshot = True  # SCD type 2 in the publish transaction (keep_snapshot)
 
     # Rows read to learn the column types of an extract: none where the database reports types
     # of an empty result; a driver that infers them from the values needs a sample.
@@ -287,7 +289,7 @@ class SqlConnector(Connector):
             raise
         load.rows = rows
         load.columns = self.table_columns(schema, name) or []
-        if load.mode == "merge":
+        if load.mode in ("merge", "snapshot"):
             self._check_merge_keys(load)
         if fingerprint:  # a stream's batches skip it: it reads the whole target, and nobody commits later
             load.fingerprint_before = self.fingerprint(load.target)
@@ -340,6 +342,7 @@ class SqlConnector(Connector):
             load.keys,
             load.columns,
             prod_cols,
+            load.check_columns,
         )
         result = self.fetch_arrow(transpile(query, self.dialect))
         return diff_counts([c[0].as_py() for c in result.columns], load.mode, load.keys)
@@ -354,7 +357,7 @@ class SqlConnector(Connector):
                 "prod",
                 self.fetch_arrow(self.sql(exp.select(exp.Star()).from_(self.target_expr(load.target)))),
             )
-            return diff_in_duckdb(con, "staged", "prod", load.mode, load.keys)
+            return diff_in_duckdb(con, "staged", "prod", load.mode, load.keys, compare=load.check_columns)
 
     def publish(self, loads: list[StagedLoad], mark: StreamMark | None = None) -> None:
         """All loads in one transaction; with `mark`, the stream's batch and position too."""
@@ -514,6 +517,9 @@ class SqlConnector(Connector):
         existing = self.table_columns(schema, name)
         if schema and existing is None:
             self.ensure_schema(schema)
+        if load.mode == "snapshot":
+            self.keep_snapshot(load, target, staged, existing)
+            return
         if load.mode == "replace" or existing is None:
             self.replace_table(load, existing is not None)
             return
@@ -522,6 +528,76 @@ class SqlConnector(Connector):
             self.merge_into(load, target, staged)
         else:
             self.insert_from(load, target, staged)
+
+    def timestamp_value(self, value: str | None) -> exp.Expr:
+        """A TIMESTAMP value (UTC, microseconds) as this database stores one."""
+        return exp.cast(exp.Literal.string(value) if value else exp.Null(), exp.DataType.build("timestamp"))
+
+    def keep_snapshot(
+        self, load: StagedLoad, target: exp.Table, staged: exp.Table, existing: list[tuple[str, str]] | None
+    ) -> None:
+        """SCD type 2 in the publish transaction: versions whose key vanished or whose checked columns
+        changed are closed (valid_to, is_current false), then new and changed keys get a current version."""
+        now = self.timestamp_value(dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(sep=" "))
+        names = [c for c, _ in load.columns]
+        history = [
+            exp.alias_(now.copy(), "valid_from"),
+            exp.alias_(self.timestamp_value(None), "valid_to"),
+            exp.alias_(exp.true(), "is_current"),
+        ]
+        if existing is None:
+            select = exp.select(*[exp.column(ident(c)) for c in names], *history).from_(staged)
+            self.execute(self.sql(exp.Create(this=target, kind="TABLE", expression=select)))
+            return
+        missing = [c for c in SNAPSHOT_COLUMNS if c not in {n.lower() for n, _ in existing}]
+        if missing:
+            raise StepFailed(
+                f"Step '{load.step_id}' keeps a snapshot in {load.target.connection}.{load.target.table}, "
+                f"which exists without the history column {missing[0]}",
+                hint="snapshot into a new table, or add valid_from, valid_to and is_current to it",
+            )
+        self.evolve(load, existing)
+        _, bare = load.target.schema_and_name
+        s, t = exp.to_identifier("s"), exp.to_identifier(bare)
+
+        def keyed(
+            left: exp.Identifier, right: exp.Identifier, columns: list[str], null_safe: bool
+        ) -> exp.Expr:
+            pairs = [
+                (exp.NullSafeEQ if null_safe else exp.EQ)(
+                    this=exp.column(ident(c), table=left), expression=exp.column(ident(c), table=right)
+                )
+                for c in columns
+            ]
+            return exp.and_(*pairs) if pairs else exp.true()
+
+        same_version = exp.and_(keyed(s, t, load.keys, False), keyed(s, t, load.check_columns, True))
+        unchanged = exp.Exists(
+            this=exp.select(exp.Literal.number(1))
+            .from_(exp.alias_(staged.copy(), "s", table=True))
+            .where(same_version)
+        )
+        close = exp.Update(
+            this=target.copy(),
+            expressions=[
+                exp.EQ(this=exp.column("valid_to"), expression=now.copy()),
+                exp.EQ(this=exp.column("is_current"), expression=exp.false()),
+            ],
+            where=exp.Where(this=exp.and_(exp.column("is_current"), exp.not_(unchanged))),
+        )
+        self.execute(self.sql(close))
+        current = exp.Exists(
+            this=exp.select(exp.Literal.number(1))
+            .from_(target.copy())
+            .where(exp.and_(exp.column("is_current", table=t), keyed(s, t, load.keys, False)))
+        )
+        insert = exp.Insert(
+            this=exp.Schema(this=target.copy(), expressions=[ident(c) for c in [*names, *SNAPSHOT_COLUMNS]]),
+            expression=exp.select(*[exp.column(ident(c), table=s) for c in names], *history)
+            .from_(exp.alias_(staged.copy(), "s", table=True))
+            .where(exp.not_(current)),
+        )
+        self.execute(self.sql(insert))
 
     def replace_table(self, load: StagedLoad, exists: bool) -> None:
         """Production becomes exactly the staged rows (inside the publish transaction)."""
@@ -668,22 +744,36 @@ def diff_query(
     keys: list[str],
     staged_cols: list[tuple[str, str]],
     prod_cols: set[str],
+    compare: list[str] | None = None,
 ) -> str:
     """The diff as one portable query (DuckDB dialect, to be transpiled); names are trusted internal names.
 
     Merge: rows added (key not in production) and changed (key present, some value differs).
     Otherwise: rows only in staged (added) and only in production (removed), as multisets.
     """
-    if mode == "merge" and keys:
+    if mode in ("merge", "snapshot") and keys:
         on = " AND ".join(f's."{k}" IS NOT DISTINCT FROM p."{k}"' for k in keys)
-        same = " AND ".join(
-            _same_value(name, kind) if name.lower() in prod_cols else "false" for name, kind in staged_cols
+        if mode == "snapshot":  # against the current versions; keys gone from the data are closed
+            prod = f"(SELECT * FROM {prod} WHERE is_current)"
+            wanted = {c.lower() for c in compare or [c for c, _ in staged_cols]}
+            staged_cols = [(c, t) for c, t in staged_cols if c.lower() in wanted]
+        same = (
+            " AND ".join(
+                _same_value(name, kind) if name.lower() in prod_cols else "false"
+                for name, kind in staged_cols
+            )
+            or "true"
+        )
+        removed = (
+            f", (SELECT count(*) FROM {prod} p WHERE NOT EXISTS (SELECT 1 FROM {staged} s WHERE {on}))"
+            if mode == "snapshot"
+            else ""
         )
         return (
             "SELECT coalesce(sum(CASE WHEN NOT EXISTS "
             f"(SELECT 1 FROM {prod} p WHERE {on}) THEN 1 ELSE 0 END), 0),"
             f" coalesce(sum(CASE WHEN EXISTS (SELECT 1 FROM {prod} p WHERE {on}) AND NOT EXISTS ("
-            f"SELECT 1 FROM {prod} p WHERE {on} AND {same}) THEN 1 ELSE 0 END), 0) FROM {staged} s"
+            f"SELECT 1 FROM {prod} p WHERE {on} AND {same}) THEN 1 ELSE 0 END), 0){removed} FROM {staged} s"
         )
     return (
         f"SELECT (SELECT count(*) FROM (SELECT * FROM {staged} EXCEPT ALL SELECT * FROM {prod}) a),"
@@ -692,6 +782,8 @@ def diff_query(
 
 
 def diff_counts(row: tuple[Any, ...] | list[Any], mode: str, keys: list[str]) -> dict[str, int]:
+    if mode == "snapshot" and keys:
+        return {"added": int(row[0]), "removed": int(row[2]), "changed": int(row[1])}
     if mode == "merge" and keys:
         return {"added": int(row[0]), "removed": 0, "changed": int(row[1])}
     return {"added": int(row[0]), "removed": int(row[1]), "changed": 0}
@@ -704,13 +796,14 @@ def diff_in_duckdb(
     mode: str,
     keys: list[str],
     staged_cols: list[tuple[str, str]] | None = None,
+    compare: list[str] | None = None,
 ) -> dict[str, int]:
     """Diff two relations visible to one DuckDB connection (names are trusted internal names); the
     staged columns are described here unless the caller knows them already."""
     if staged_cols is None:
         staged_cols = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {staged}").fetchall()]
     prod_names = {r[0].lower() for r in con.execute(f"DESCRIBE {prod}").fetchall()}
-    row = con.execute(diff_query(staged, prod, mode, keys, staged_cols, prod_names)).fetchall()[0]
+    row = con.execute(diff_query(staged, prod, mode, keys, staged_cols, prod_names, compare)).fetchall()[0]
     return diff_counts(row, mode, keys)
 
 

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import adbc_driver_sqlite.dbapi as adbc_sqlite
 import pyarrow as pa
+from sqlglot import exp
 
 from .base import ColumnInfo, StagedLoad, TableInfo
 from .sql import LEDGER, STAGING_SCHEMA, SqlConnector
@@ -39,6 +40,10 @@ class SQLiteConnector(SqlConnector):
 
     def execute(self, sql: str) -> None:
         self.con.execute(sql)
+
+    def timestamp_value(self, value: str | None) -> exp.Expr:
+        # SQLite has no timestamp type; DATETIME() would drop the microseconds that order versions.
+        return exp.Literal.string(value) if value else exp.Null()
 
     def fetch_arrow(self, sql: str) -> pa.Table:
         with adbc_sqlite.connect(self.path) as con, con.cursor() as cur:

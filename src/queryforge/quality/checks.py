@@ -7,6 +7,7 @@ A rule is a small class registered by name; `compile_rule` turns one YAML rule i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,7 +17,17 @@ import sqlglot
 from sqlglot import exp
 
 from ..errors import SpecError, did_you_mean
-from ..sql.parse import DIALECT, SqlProblem, column_names, ident, parse_expression, parse_type, table
+from ..sql.parse import (
+    DIALECT,
+    SqlProblem,
+    column_names,
+    ident,
+    parse_expression,
+    parse_select,
+    parse_type,
+    table,
+    table_references,
+)
 
 Schema = list[tuple[str, str]]
 
@@ -32,6 +43,44 @@ class CompiledRule:
     violations: exp.Query | None = None
     count: exp.Query | None = None
     static_failure: str | None = None  # decided without touching data (schema rules)
+    error_if: Threshold | None = None  # fail only when the violations meet it (default: any)
+    warn_if: Threshold | None = None  # else warn when they meet this
+    input: str | None = None  # the checked step (percent thresholds count its rows)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """dbt's `error_if` / `warn_if`: a comparison of the violation count, or of its percentage of rows."""
+
+    op: str
+    value: float
+    percent: bool
+    text: str
+
+    PATTERN: ClassVar[re.Pattern[str]] = re.compile(r"^\s*(>=|<=|!=|==|=|>|<)\s*(\d+(?:\.\d+)?)\s*(%?)\s*$")
+
+    @classmethod
+    def parse(cls, text: Any, field: str, where: Callable[[], str]) -> Threshold:
+        found = cls.PATTERN.match(str(text))
+        if found is None:
+            raise SpecError(
+                f"'{field}: {text}' is not a threshold",
+                where=where(),
+                hint=f"write a comparison of the violations, e.g. {field}: '>10' or {field}: '>= 5%'",
+            )
+        op, value, percent = found.groups()
+        return cls("==" if op == "=" else op, float(value), percent == "%", str(text).strip())
+
+    def met(self, violations: int, rows: int | None) -> bool:
+        value = violations * 100.0 / rows if self.percent and rows else float(violations)
+        return {
+            ">": value > self.value,
+            ">=": value >= self.value,
+            "<": value < self.value,
+            "<=": value <= self.value,
+            "==": value == self.value,
+            "!=": value != self.value,
+        }[self.op]
 
 
 Fetch = Callable[[exp.Query], tuple[list[str], list[tuple[Any, ...]]]]
@@ -55,16 +104,32 @@ def evaluate_rules(
             if violations:
                 names, sample = fetch(rule.violations.limit(sample_rows))
                 samples = [dict(zip(names, r, strict=True)) for r in sample]
+        severity, passed = rule.severity, violations == 0
+        threshold = None
+        if violations and (rule.error_if or rule.warn_if):
+            total: int | None = None
+            if any(t is not None and t.percent for t in (rule.error_if, rule.warn_if)) and rule.input:
+                _, counted = fetch(exp.select(exp.func("count", exp.Star())).from_(table(rule.input)))
+                total = int(counted[0][0])
+            error_if = rule.error_if or Threshold("!=", 0, False, "!=0")
+            warn_if = rule.warn_if or Threshold("!=", 0, False, "!=0")
+            if rule.severity == "error" and error_if.met(violations, total):
+                passed, threshold = False, error_if.text
+            elif warn_if.met(violations, total):
+                severity, passed, threshold = "warn", False, warn_if.text
+            else:
+                passed = True
         results.append(
             {
                 "step_id": step_id,
                 "rule_name": rule.name,
                 "rule": rule.rule,
                 "column": rule.column,
-                "severity": rule.severity,
-                "passed": violations == 0,
+                "severity": severity,
+                "passed": passed,
                 "violations": violations,
                 "samples": samples,
+                **({"threshold": threshold} if threshold else {}),
             }
         )
     return results
@@ -331,6 +396,37 @@ class Expression(Rule):
         return [self.one(ctx, None, violations=_rows_where(ctx, cond))]
 
 
+class Query(Rule):
+    """dbt's singular test: a SELECT over the pipeline's steps; every row it returns is a violation."""
+
+    name = "query"
+    sql_fields = {"": "query", "sql": "query"}
+
+    def compile(self, arg: Any, ctx: RuleContext) -> list[CompiledRule]:
+        text = arg.get("sql") if isinstance(arg, dict) else arg
+        if not isinstance(text, str):
+            raise SpecError(
+                "Rule 'query' takes a SELECT whose rows are the violations",
+                where=ctx.where(),
+                hint="e.g. - query: SELECT * FROM orders WHERE amount < 0",
+            )
+        try:
+            query = parse_select(text)
+        except SqlProblem as exc:
+            raise SpecError(
+                f"Rule 'query': {exc}", where=ctx.where(), hint="one SELECT over earlier steps"
+            ) from None
+        known = ctx.step_schemas or {}
+        for name in table_references(query):
+            if name not in known:
+                raise SpecError(
+                    f"Rule 'query' reads '{name}', which is not an earlier step",
+                    where=ctx.where(),
+                    hint=did_you_mean(name, known) or "a query rule reads the ids of the pipeline's steps",
+                )
+        return [self.one(ctx, None, violations=query.copy())]
+
+
 class SchemaRule(Rule):
     """Expected columns (and optionally types); strict also forbids extra columns."""
 
@@ -398,7 +494,7 @@ class Freshness(Rule):
         return [self.one(ctx, c, violations=stale)]
 
 
-RESERVED = ("severity", "name")
+RESERVED = ("severity", "name", "error_if", "warn_if")
 
 
 def compile_rule(item: Mapping[str, Any], ctx: RuleContext) -> list[CompiledRule]:
@@ -421,6 +517,10 @@ def compile_rule(item: Mapping[str, Any], ctx: RuleContext) -> list[CompiledRule
         )
     sub = RuleContext(ctx.input, ctx.schema, severity, ctx.where, ctx.step_schemas)
     compiled = Rule.registry[name]().compile(item[name], sub)
+    extra: dict[str, Any] = {"input": ctx.input}
     if "name" in item:
-        compiled = [CompiledRule(**{**c.__dict__, "name": str(item["name"])}) for c in compiled]
-    return compiled
+        extra["name"] = str(item["name"])
+    for field in ("error_if", "warn_if"):
+        if field in item:
+            extra[field] = Threshold.parse(item[field], field, ctx.where)
+    return [CompiledRule(**{**c.__dict__, **extra}) for c in compiled]

@@ -764,6 +764,7 @@ class Executor:
             mode=stage.mode,
             keys=list(stage.keys),
             on_schema_change=stage.on_schema_change,
+            check_columns=list(stage.check_columns),
             staging_name="",
             rows=0,
             columns=[],

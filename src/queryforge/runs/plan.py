@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from ..connectors.base import ReadRequest, TargetRef
+from ..connectors.base import SNAPSHOT_COLUMNS, ReadRequest, TargetRef
 from ..connectors.files import FilesConnector, file_format
 from ..connectors.folder_sink import batch_folder_pattern
 from ..connectors.paths import PathFence, glob_base
@@ -82,6 +82,7 @@ class StageLoadStage(Stage):
     mode: str
     keys: tuple[str, ...]
     on_schema_change: str = "fail"
+    check_columns: tuple[str, ...] = ()  # snapshot: the columns whose change makes a new version
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,9 @@ def dependencies(bound: BoundPipeline) -> dict[str, list[str]]:
                     )
                 if to:
                     deps.setdefault(step.id, []).append(str(to))
+                deps.setdefault(step.id, []).extend(
+                    query_rule_reads(rule, step.id, ids, source.where(("steps", i, "check", "rules")))
+                )
         deps[step.id] = [*step.inputs, *deps.get(step.id, [])]
     for i, step in enumerate(pipeline.steps):
         for ref in deps[step.id]:
@@ -219,6 +223,29 @@ def dependencies(bound: BoundPipeline) -> dict[str, list[str]]:
                     hint=f"read the input of '{ref}' instead",
                 )
     return deps
+
+
+def query_rule_reads(rule: Mapping[str, Any], step_id: str, ids: list[str], where: str) -> list[str]:
+    """The steps a `query` check rule (a singular test) reads: it runs after them."""
+    arg = rule.get("query")
+    text = arg.get("sql") if isinstance(arg, dict) else arg
+    if not isinstance(text, str):
+        return []
+    try:
+        refs = table_references(parse_select(text))
+    except SqlProblem as exc:
+        raise SpecError(
+            f"Check '{step_id}', rule 'query': {exc}", where=where, hint="one SELECT over earlier steps"
+        ) from None
+    for ref in refs:
+        if ref not in ids or ref == step_id:
+            raise SpecError(
+                f"Check '{step_id}', rule 'query' reads unknown step '{ref}'",
+                where=where,
+                hint=did_you_mean(ref, [x for x in ids if x != step_id])
+                or "it may read the ids of other steps",
+            )
+    return list(refs)
 
 
 def topo_order(bound: BoundPipeline, deps: dict[str, list[str]]) -> list[str]:
@@ -262,9 +289,30 @@ def readable_dirs(pipeline: m.Pipeline, connections: ConnectionSet) -> list[Path
     return dirs
 
 
+@dataclass(frozen=True)
+class RefTarget:
+    """Where another pipeline publishes the output a `ref:` names, and its compiled columns."""
+
+    pipeline: str
+    step: str
+    connection: str
+    table: str
+    schema: Schema
+
+
+RefResolver = Callable[[str, str], RefTarget]  # (ref, where) -> its target; raises SpecError
+
+
 class Compiler:
-    def __init__(self, bound: BoundPipeline, scratch: EngineSession, connections: ConnectionSet) -> None:
+    def __init__(
+        self,
+        bound: BoundPipeline,
+        scratch: EngineSession,
+        connections: ConnectionSet,
+        refs: RefResolver | None = None,
+    ) -> None:
         self.bound = bound
+        self.refs = refs
         self.pipeline = bound.pipeline
         self.scratch = scratch
         self.connections = connections
@@ -396,6 +444,8 @@ class Compiler:
     def compile_extract(self, step: m.ExtractStep, consumers: int) -> ExtractStage:
         body = step.extract
         where = self.where(step.id)
+        if body.ref is not None:
+            return self.compile_ref(step, where)
         if bool(body.path) == bool(body.connection):
             raise SpecError(f"Extract step '{step.id}' needs either 'path' or 'connection'", where=where)
         self.connections.fence_step(step.id, "extract", body.model_dump(), where)
@@ -510,6 +560,37 @@ class Compiler:
             stream=is_stream,
         )
 
+    def compile_ref(self, step: m.ExtractStep, where: str) -> ExtractStage:
+        """Another pipeline's output: its table, with the columns its own compilation gives (so a
+        project validates before anything has run)."""
+        body = step.extract
+        extra = [k for k, v in body.model_dump(exclude={"ref"}).items() if v not in (None, {}, [])]
+        if extra:
+            raise SpecError(
+                f"Extract step '{step.id}' reads 'ref: {body.ref}' and also sets '{extra[0]}'",
+                where=where,
+                hint="a ref names another pipeline's output; filter or select in a later step",
+            )
+        if self.refs is None:
+            raise SpecError(
+                f"Extract step '{step.id}' reads 'ref: {body.ref}', which only a pipeline of a workspace "
+                "project can resolve",
+                where=where,
+                hint="save the pipeline under pipelines/ beside the one it references",
+            )
+        assert body.ref is not None
+        target = self.refs(body.ref, where)
+        request = ReadRequest(table=target.table)
+        self.scratch.create_empty(step.id, target.schema)
+        self.schemas[step.id] = self.scratch.describe(step.id)
+        return ExtractStage(
+            step_id=step.id,
+            query=None,
+            connection=target.connection,
+            request=request,
+            materialize=True,
+        )
+
     def compile_check(self, step: m.CheckStep) -> CheckStage:
         body = step.check
         schema = self.schemas[body.input]
@@ -565,21 +646,31 @@ class Compiler:
         connector.ensure_writable(where)
         target = TargetRef(connection=name, table=str(body.table or body.path))
         keys = tuple(body.keys or ())
-        if body.mode == "merge":
+        known = [c for c, _ in self.schemas[body.input]]
+        if body.mode in ("merge", "snapshot"):
             if not keys:
                 raise SpecError(
-                    f"Load step '{step.id}' uses mode 'merge' but names no keys",
+                    f"Load step '{step.id}' uses mode '{body.mode}' but names no keys",
                     where=where,
                     hint="add keys: [id_column]",
                 )
-            known = [c for c, _ in self.schemas[body.input]]
             for k in keys:
                 if k.lower() not in {c.lower() for c in known}:
                     raise SpecError(
-                        f"Merge key '{k}' of step '{step.id}' is not a column of '{body.input}'",
+                        f"{body.mode.capitalize()} key '{k}' of step '{step.id}' is not a column of "
+                        f"'{body.input}'",
                         where=where,
                         hint=did_you_mean(k, known),
                     )
+        if body.check_columns is not None and body.mode != "snapshot":
+            raise SpecError(
+                f"Load step '{step.id}' sets 'check_columns', which only mode 'snapshot' uses",
+                where=where,
+                hint="remove it, or set mode: snapshot",
+            )
+        checked: tuple[str, ...] = ()
+        if body.mode == "snapshot":
+            checked = self.snapshot_columns(step, known, keys, connector, where)
         return StageLoadStage(
             step_id=step.id,
             input=body.input,
@@ -587,7 +678,45 @@ class Compiler:
             mode=body.mode,
             keys=keys,
             on_schema_change=body.on_schema_change,
+            check_columns=checked,
         )
+
+    def snapshot_columns(
+        self, step: m.LoadStep, known: list[str], keys: tuple[str, ...], connector: Any, where: str
+    ) -> tuple[str, ...]:
+        """The columns compared to decide a new version (SCD type 2), after the checks a snapshot needs."""
+        body = step.load
+        if not getattr(connector, "supports_snapshot", False) or body.path:
+            raise SpecError(
+                f"Load step '{step.id}' keeps a snapshot, which connection "
+                f"'{body.connection or self.connections.default_target}' does not support",
+                where=where,
+                hint="snapshots are kept in the DuckDB warehouse, SQLite and PostgreSQL",
+            )
+        if self.pipeline.mode == "streaming":
+            raise SpecError(
+                f"Load step '{step.id}' keeps a snapshot, which a streaming pipeline cannot",
+                where=where,
+                hint="use mode: merge with keys",
+            )
+        taken = {c.lower() for c in known} & set(SNAPSHOT_COLUMNS)
+        if taken:
+            raise SpecError(
+                f"Step '{body.input}' already has a column named {sorted(taken)[0]}, which a snapshot adds",
+                where=where,
+                hint="rename it before the load",
+            )
+        lowered = {c.lower(): c for c in known}
+        if body.check_columns is None:
+            return tuple(c for c in known if c.lower() not in {k.lower() for k in keys})
+        for c in body.check_columns:
+            if c.lower() not in lowered:
+                raise SpecError(
+                    f"Check column '{c}' of step '{step.id}' is not a column of '{body.input}'",
+                    where=where,
+                    hint=did_you_mean(c, known),
+                )
+        return tuple(lowered[c.lower()] for c in body.check_columns)
 
 
 def streaming_rules(

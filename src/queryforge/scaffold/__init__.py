@@ -12,8 +12,15 @@ from ..errors import UserError
 GITIGNORE = f"{STATE_DIR}/\n"
 
 
-def create_workspace(folder: Path, *, bare: bool = False) -> None:
-    """Create the workspace files; refuses to overwrite an existing workspace."""
+EXAMPLES = ("jaffle",)  # example projects: scaffold/examples/<name>/pipelines and their data
+
+
+def create_workspace(folder: Path, *, bare: bool = False, example: str | None = None) -> None:
+    """Create the workspace files; refuses to overwrite an existing workspace.
+
+    `example` makes the workspace one of the example projects instead of the default examples."""
+    if example is not None and example not in EXAMPLES:
+        raise UserError(f"Unknown example '{example}'", hint=f"examples: {', '.join(EXAMPLES)}")
     if (folder / CONFIG_FILE).exists():
         raise UserError(
             f"{folder} is already a QueryForge workspace ({CONFIG_FILE} exists)",
@@ -27,6 +34,13 @@ def create_workspace(folder: Path, *, bare: bool = False) -> None:
     for sub in ("pipelines", "data", STATE_DIR):
         (folder / sub).mkdir(exist_ok=True)
     if bare:
+        return
+    if example == "jaffle":
+        from .jaffle_data import write_jaffle_data
+
+        with resources.as_file(resources.files(__package__) / "examples" / example / "pipelines") as src:
+            shutil.copytree(src, folder / "pipelines", dirs_exist_ok=True)
+        write_jaffle_data(folder / "data")
         return
     from .sample_data import write_sample_data
 

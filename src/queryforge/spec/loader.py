@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -258,6 +258,7 @@ class PipelineSource:
         declared = self.raw.get("params") or {}
         if not isinstance(declared, dict):
             raise SpecError("'params' must be a mapping of name -> default", where=self.where(("params",)))
+        refuse_templating(self)
         values = resolve_params(declared, dict(params or {}), now=now, where=self.where(("params",)))
         body = {k: v for k, v in self.raw.items() if k != "params"}
         body = substitute(body, values, where=self.origin)
@@ -347,6 +348,16 @@ def at_tagged(loc: list[str | int]) -> bool:
     return TAG in loc
 
 
+def container_of(raw: Any, loc: Iterable[str | int]) -> Any:
+    node = raw
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
 def _describe_error(err: Mapping[str, Any], raw: Mapping[str, Any]) -> tuple[Loc, str, str | None]:
     """One pydantic error as (location, message, hint), with tags stripped from the location."""
     loc: list[str | int] = []
@@ -406,7 +417,22 @@ def _describe_error(err: Mapping[str, Any], raw: Mapping[str, Any]) -> tuple[Loc
             options = list(model.model_fields) if model else []
         return tuple(loc), f"Unknown field '{name}'", did_you_mean(str(loc[-1]), options) if options else None
     if kind == "missing":
+        parent = container_of(raw, loc[:-1])
+        if loc[-1] == "rules" and isinstance(parent, dict) and "tests" in parent:
+            return (
+                (*loc[:-1], "tests"),
+                f"'{name.removesuffix('rules')}tests' lists dbt tests; a check step lists 'rules'",
+                "rename 'tests:' to 'rules:' (unique, not_null, accepted_values and relationships "
+                "keep their dbt names)",
+            )
         return tuple(loc), f"Missing required field '{name}'", None
+    if kind in ("dict_type", "model_type") and "rules" in loc and isinstance(container, str):
+        return (
+            tuple(loc),
+            f"Check rule '{container}' in '{name}' names no column",
+            f"a rule is a mapping from its name to its settings, e.g. '- {container}: order_id' "
+            f"or '- {container}: [a, b]' (docs/checks.md)",
+        )
     if kind in ("literal_error", "enum"):
         return tuple(loc), f"Invalid value for '{name}': {err['msg'].lower()}", None
     if kind == "string_pattern_mismatch":
@@ -436,6 +462,34 @@ def _model_for(loc: list[str | int], raw: Mapping[str, Any]) -> Any:
         if len(loc) == 3 and loc[2] == "retry":
             return models.RetryPolicy
     return None
+
+
+JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
+
+
+def _strings(obj: Any, loc: Loc = ()) -> Iterator[tuple[Loc, str]]:
+    if isinstance(obj, str):
+        yield loc, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _strings(v, (*loc, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _strings(v, (*loc, i))
+
+
+def refuse_templating(source: PipelineSource) -> None:
+    """Jinja (`{{ ref('x') }}`, `{% if %}`) copied from a dbt model gets one clear answer, not a
+    SQL parse error: QueryForge has no templating."""
+    for loc, text in _strings(source.raw):
+        found = JINJA.search(text)
+        if found:
+            raise SpecError(
+                f"'{found.group(0)}' is Jinja templating, which QueryForge does not have",
+                where=source.where(loc),
+                hint="read another pipeline's output with 'extract: {ref: NAME}' and name earlier steps "
+                "directly in SQL; parameters are written ${name}",
+            )
 
 
 def validate_model(body: dict[str, Any], source: PipelineSource) -> Pipeline:

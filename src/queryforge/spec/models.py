@@ -53,6 +53,11 @@ class Extract(Strict):
     )
     columns: list[str] | None = None
     incremental: Incremental | None = None
+    ref: str | None = Field(
+        default=None,
+        description="another pipeline's output, by name: 'stg_orders', or 'stg_orders.load_step' when it "
+        "loads more than one table",
+    )
 
 
 class Filter(Strict):
@@ -149,8 +154,12 @@ class Load(Strict):
     path: str | None = Field(
         default=None, description="write a file instead of a table (.parquet, .csv, .json)"
     )
-    mode: Literal["append", "replace", "merge"] = "replace"
+    mode: Literal["append", "replace", "merge", "snapshot"] = "replace"
     keys: list[str] | None = None
+    check_columns: list[str] | None = Field(
+        default=None,
+        description="snapshot only: the columns whose change makes a new version (default: all but the keys)",
+    )
     on_schema_change: Literal["fail", "add_columns"] = Field(
         default="fail", description="what an append or merge does when the data has new columns"
     )
@@ -319,6 +328,7 @@ class Pipeline(Strict):
     after: list[str] = Field(
         default_factory=list, description="pipelines whose successful publish runs this one"
     )
+    tags: list[str] = Field(default_factory=list, description="labels for selection: --select tag:NAME")
     concurrency: int | None = Field(
         default=None, ge=1, description="at most this many runs of this pipeline at once"
     )

@@ -1,0 +1,1 @@
+"""Pipelines as a project: references between pipelines, their graph and selections."""

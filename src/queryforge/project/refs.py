@@ -1,0 +1,126 @@
+"""Resolving `extract: {ref: ...}` through the project graph, not the warehouse.
+
+A ref's columns are those the referenced pipeline's own compilation gives its load step, so a
+downstream pipeline validates against what upstream *will* publish, before anything has run, and
+a renamed column upstream fails downstream validation with a did-you-mean hint.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import SpecError, did_you_mean
+from ..runs.plan import ExecutionPlan, RefResolver, RefTarget, StageLoadStage
+from ..spec import models as m
+from ..spec.loader import BoundPipeline, load_file
+from .graph import ProjectGraph
+
+Compile = Callable[[BoundPipeline, RefResolver], ExecutionPlan]
+
+
+def shown(path: Path) -> str:
+    """A pipeline file as errors name it: relative to the current folder when under it."""
+    return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+class ProjectRefs:
+    """One resolution session: each referenced pipeline compiles once, however many refs name it."""
+
+    def __init__(self, graph: ProjectGraph, compile: Compile) -> None:
+        self.graph = graph
+        self.compile = compile
+        self._targets: dict[str, RefTarget] = {}
+        self._plans: dict[str, tuple[BoundPipeline, ExecutionPlan]] = {}
+
+    def resolver(self, chain: tuple[str, ...]) -> RefResolver:
+        """The resolver for a pipeline compiled on behalf of `chain` (the pipelines that read it)."""
+
+        def resolve(ref: str, where: str) -> RefTarget:
+            return self.resolve(ref, where, chain)
+
+        return resolve
+
+    def resolve(self, ref: str, where: str, chain: tuple[str, ...]) -> RefTarget:
+        name, _, step = ref.partition(".")
+        if name in chain:
+            cycle = " -> ".join((*chain[chain.index(name) :], name))
+            raise SpecError(
+                f"Pipelines read each other's output in a cycle: {cycle}",
+                where=where,
+                hint="a pipeline cannot depend on its own output; remove one of these refs",
+            )
+        if ref in self._targets:
+            return self._targets[ref]
+        node = self.graph.nodes.get(name)
+        if node is None:
+            raise SpecError(
+                f"'ref: {ref}' names no pipeline of this project",
+                where=where,
+                hint=did_you_mean(name, self.graph.nodes) or "pipelines are the files under pipelines/",
+            )
+        source = load_file(node.path, display=shown(node.path))
+        if any(
+            isinstance(p, dict) and "default" not in p
+            for p in (source.raw.get("params") or {}).values()
+            if p is not None
+        ):
+            raise SpecError(
+                f"'ref: {ref}' reads pipeline '{name}', which has a parameter without a default",
+                where=where,
+                hint=f"give every parameter of '{name}' a default: a referenced pipeline runs without any",
+            )
+        bound, plan = self.compiled(name, chain)
+        load = self._load_step(bound, ref, step, where)
+        stage = next(s for s in plan.stages_of(StageLoadStage) if s.step_id == load.id)
+        target = RefTarget(
+            pipeline=name,
+            step=load.id,
+            connection=stage.target.connection,
+            table=stage.target.table,
+            schema=list(plan.schemas[stage.input]),
+        )
+        self._targets[ref] = target
+        return target
+
+    def compiled(self, name: str, chain: tuple[str, ...] = ()) -> tuple[BoundPipeline, ExecutionPlan]:
+        """A pipeline of the project bound to its defaults and compiled, once per session."""
+        if name not in self._plans:
+            path = self.graph.nodes[name].path
+            bound = load_file(path, display=shown(path)).bind(None)
+            self._plans[name] = (bound, self.compile(bound, self.resolver((*chain, name))))
+        return self._plans[name]
+
+    @staticmethod
+    def _load_step(bound: BoundPipeline, ref: str, step: str, where: str) -> m.LoadStep:
+        name = bound.pipeline.name
+        loads = [s for s in bound.pipeline.steps if isinstance(s, m.LoadStep)]
+        tables = [s for s in loads if s.load.table]
+        if step:
+            chosen = next((s for s in loads if s.id == step), None)
+            if chosen is None:
+                raise SpecError(
+                    f"'ref: {ref}': pipeline '{name}' has no load step '{step}'",
+                    where=where,
+                    hint=did_you_mean(step, [s.id for s in loads])
+                    or f"its load steps: {', '.join(s.id for s in loads) or 'none'}",
+                )
+        elif len(tables) == 1:
+            chosen = tables[0]
+        else:
+            raise SpecError(
+                f"'ref: {ref}': pipeline '{name}' loads "
+                + ("no table" if not tables else f"{len(tables)} tables ({', '.join(s.id for s in tables)})"),
+                where=where,
+                hint=f"name the load step: ref: {name}.<step>"
+                if tables
+                else "a ref reads a pipeline's loaded table",
+            )
+        if not chosen.load.table:
+            raise SpecError(
+                f"'ref: {ref}': load step '{chosen.id}' of '{name}' writes a file, not a table",
+                where=where,
+                hint=f"read the file itself: extract: {{path: {chosen.load.path}}}",
+            )
+        return chosen
