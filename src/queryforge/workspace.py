@@ -25,13 +25,13 @@ from .connectors.base import ConnectionConfig, ReadRequest
 from .connectors.files import FilesConnector
 from .connectors.registry import FILES, ConnectionSet
 from .engine.base import CANONICAL_ENGINE, Engine, get_engine
-from .engine.duckdb import run_readonly
+from .engine.duckdb import ScratchPool, run_readonly
 from .engine.spark import SparkWorkSession
 from .errors import NotFoundError, ProductionChanged, QueryBlocked, QueryForgeError, UserError, did_you_mean
 from .planner.catalog import build_context
 from .planner.providers import get_provider
 from .planner.service import AskOutcome, AskService, CostPolicy
-from .project.graph import ProjectGraph
+from .project.graph import ProjectGraph, ProjectValidation
 from .project.lineage import Lineage
 from .project.refs import ProjectRefs, shown
 from .runs.control import RunControl, record_hard_stop, worker_failure_status
@@ -209,17 +209,27 @@ class Workspace:
         return self.load(ref).bind(params)
 
     def compile(
-        self, bound: BoundPipeline, *, estimate: bool = False, refs: RefResolver | None = None
+        self,
+        bound: BoundPipeline,
+        *,
+        estimate: bool = False,
+        refs: RefResolver | None = None,
+        pool: ScratchPool | None = None,
     ) -> ExecutionPlan:
         """The execution plan; with `estimate`, also the engine's estimate of the rows it will scan.
 
-        `ref:` extracts resolve through the project graph (`refs`, else a fresh resolution)."""
+        `ref:` extracts resolve through the project graph (`refs`, else a fresh resolution); `pool`
+        lends the scratch session when many pipelines compile together."""
         if refs is None:
             refs = self._lazy_refs((bound.pipeline.name,))
         # Plans compile on the canonical engine (DuckDB); another engine vets every step's query.
         canonical = get_engine(CANONICAL_ENGINE, max_memory=self.settings.max_memory)
         connections = self.connections()
-        scratch = canonical.session(None, allowed_dirs=readable_dirs(bound.pipeline, connections))
+        scratch = (
+            pool.session()
+            if pool is not None
+            else canonical.session(None, allowed_dirs=readable_dirs(bound.pipeline, connections))
+        )
         try:
             compiler = Compiler(bound, scratch, connections, refs)
             plan = compiler.compile()
@@ -265,13 +275,40 @@ class Workspace:
         """The pipelines under pipelines/ (sub-folders too) and the refs between them."""
         return ProjectGraph.scan(self.root / "pipelines")
 
-    def validate_project(self, select: str | None = None) -> list[tuple[str, ExecutionPlan]]:
+    def validate_project(self, select: str | None = None) -> ProjectValidation:
         """Every pipeline (or a selection), upstream first, each checked against what its refs will
-        publish; nothing runs. The first invalid pipeline raises."""
+        publish; nothing runs. The first invalid pipeline raises. A pipeline with a parameter that
+        has no default cannot compile on its own: it is listed as skipped, with the reason."""
         graph = self.project()
         names = graph.select(select) if select else graph.order()
-        session = ProjectRefs(graph, self._compile_ref)
-        return [(name, session.compiled(name)[1]) for name in names]
+        pool = ScratchPool(self._project_dirs(graph), self.settings.max_memory)
+        done = ProjectValidation()
+        try:
+            session = ProjectRefs(graph, lambda bound, refs: self.compile(bound, refs=refs, pool=pool))
+            for name in names:
+                needs = graph.nodes[name].needs
+                if needs:
+                    done.skipped.append((name, f"parameter '{needs[0]}' has no default"))
+                else:
+                    done.plans.append((name, session.compiled(name)[1]))
+            return done
+        finally:
+            pool.close()
+
+    def _project_dirs(self, graph: ProjectGraph) -> list[Path]:
+        """Every folder some pipeline of the project may read (the shared scratch instance's fence)."""
+        connections = self.connections()
+        try:
+            dirs: list[Path] = []
+            for node in graph.nodes.values():
+                try:
+                    pipeline = load_file(node.path).bind(None).pipeline
+                except QueryForgeError:
+                    continue  # reported when that pipeline compiles
+                dirs += [d for d in readable_dirs(pipeline, connections) if d not in dirs]
+            return dirs or [connections.fence.root]
+        finally:
+            connections.close()
 
     def lineage(self, pipeline: str | None = None) -> Lineage:
         """What feeds a pipeline and what reads it (or the whole project), from the refs."""
@@ -337,7 +374,14 @@ class Workspace:
         missing data. Returns the runs made and the pipelines left unrun. Every selected pipeline
         is validated against its refs first, so a broken one downstream stops the batch before any
         publish."""
-        names = [name for name, _ in self.validate_project(select)]
+        checked = self.validate_project(select)
+        if checked.skipped:
+            name, why = checked.skipped[0]
+            raise UserError(
+                f"Pipeline '{name}' is selected but cannot run on its own: {why}",
+                hint=f"run it alone with: queryforge run {name} --param NAME=VALUE",
+            )
+        names = [name for name, _ in checked.plans]
         graph = self.project()
         done: list[tuple[str, RunOutcome]] = []
         for i, name in enumerate(names):

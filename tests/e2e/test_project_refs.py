@@ -122,7 +122,7 @@ def qf(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_project_validates_as_a_whole_before_anything_has_run(project: Path) -> None:
     with Workspace(project) as ws:
-        plans = ws.validate_project()
+        plans = ws.validate_project().plans
         names = [n for n, _ in plans]
         # Upstream first: staging before the marts that read it, big_customers after customer_totals.
         assert names.index("stg_orders") < names.index("customer_totals") < names.index("big_customers")
@@ -283,9 +283,17 @@ def test_lineage_in_every_format(project: Path) -> None:
 
 
 def test_validate_with_no_pipeline_checks_the_project_from_the_cli(project: Path) -> None:
+    (project / "pipelines" / "by_day.yaml").write_text(
+        "name: by_day\nparams:\n  day: {type: string}\nsteps:\n  - id: o\n    extract: {ref: stg_orders}\n"
+        "  - id: out\n    load: {input: o, table: by_day}\n"
+    )
     done = qf(project, "validate")
     assert done.returncode == 0, done.stderr
     assert "7 pipelines valid, in dependency order; nothing was run." in done.stdout
+    assert "by_day: not validated: parameter 'day' has no default" in done.stdout
+    refused = qf(project, "run", "--select", "stg_orders+ by_day")
+    assert refused.returncode == 2 and "cannot run on its own" in refused.stderr
+    assert "stg_orders" not in tables(project)  # refused before anything ran
     assert qf(project, "validate", "--select", "tag:marts", "--json").returncode == 0
 
 

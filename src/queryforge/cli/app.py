@@ -240,7 +240,8 @@ def validate(
         if pipeline is None:
             if param:
                 raise UserError("--param needs a pipeline", hint="queryforge validate NAME --param k=v")
-            plans = ws.validate_project(select)
+            checked = ws.validate_project(select)
+            plans = checked.plans
             if as_json:
                 render.print_json(
                     {
@@ -249,12 +250,17 @@ def validate(
                             {"pipeline": name, "version_hash": p.content_hash, "steps": len(p.step_hashes)}
                             for name, p in plans
                         ],
+                        "skipped": [{"pipeline": name, "reason": why} for name, why in checked.skipped],
                     }
                 )
                 return
             for name, p in plans:
                 targets = ", ".join(f"{t.connection}.{t.table}" for t in p.targets) or "nothing"
                 render.out.print(f"[green]✓[/green] {name}: {len(p.step_hashes)} steps, loads into {targets}")
+            for name, why in checked.skipped:
+                render.out.print(
+                    f"[yellow]-[/yellow] {name}: not validated: {why} (validate it with --param)"
+                )
             count = f"{len(plans)} pipeline{'s' if len(plans) != 1 else ''}"
             render.out.print(f"{count} valid, in dependency order; nothing was run.")
             return

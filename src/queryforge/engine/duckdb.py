@@ -375,6 +375,52 @@ def _plan_rows(node: dict[str, Any]) -> tuple[int, int]:
     return out, max([out, *(p for _, p in below)])
 
 
+class ScratchPool:
+    """One fenced in-memory instance whose scratch sessions are separate attached in-memory catalogs.
+
+    Compiling a pipeline needs a scratch session, and a fresh DuckDB instance costs about 20 ms;
+    validating a project compiles every pipeline, so they share one instance here (about 1 ms a
+    session). The fence is the union of the pipelines' readable folders; each pipeline's own
+    paths are still judged by the path fence when it compiles.
+    """
+
+    def __init__(self, allowed_dirs: list[Path], max_memory: str | None = None) -> None:
+        self.con = open_duckdb(":memory:")
+        self.con.execute("SET disabled_optimizers = 'expression_rewriter'")  # as planning sessions do
+        limit_memory(self.con, max_memory)
+        fence(self.con, allowed_dirs)
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def session(self) -> DuckDBSession:
+        with self._lock:
+            self._count += 1
+            name = f"scratch_{self._count}"
+        return PooledSession(self.con, name)
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class PooledSession(DuckDBSession):
+    """A scratch session of a `ScratchPool`: its own cursor and in-memory catalog, dropped on close."""
+
+    def __init__(self, base: duckdb.DuckDBPyConnection, name: str) -> None:
+        self.con = base.cursor()
+        self._reader = None
+        self._name = name
+        self.con.execute(f"ATTACH ':memory:' AS {name}")
+        self.con.execute(f"USE {name}")
+
+    def close(self) -> None:
+        self._drop_reader()
+        try:
+            self.con.execute("USE memory")
+            self.con.execute(f"DETACH {self._name}")
+        finally:
+            self.con.close()
+
+
 class DuckDBEngine(Engine):
     name = "duckdb"
     dialect = "duckdb"

@@ -8,7 +8,7 @@ is ordered without compiling any of them, and a broken file is reported where it
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,20 @@ class Node:
     refs: tuple[str, ...]  # pipelines whose output it reads (names, without a step)
     tags: tuple[str, ...] = ()
     description: str | None = None
+    needs: tuple[str, ...] = ()  # parameters without a default
     error: str | None = None  # the file could not be read; reported when the pipeline is used
+
+
+def required_params(raw: Mapping[str, Any]) -> list[str]:
+    """Parameters without a default: a pipeline with any cannot run (or compile) on its own."""
+    declared = raw.get("params") or {}
+    if not isinstance(declared, dict):
+        return []
+    return [
+        str(name)
+        for name, spec in declared.items()
+        if (spec.get("default") if isinstance(spec, dict) else spec) is None
+    ]
 
 
 def ref_pipeline(ref: str) -> str:
@@ -41,6 +54,14 @@ def _refs(raw: Mapping[str, Any]) -> tuple[str, ...]:
             if name not in out:
                 out.append(name)
     return tuple(out)
+
+
+@dataclass
+class ProjectValidation:
+    """What `validate` of a project found: the compiled plans, upstream first, and what it skipped."""
+
+    plans: list[tuple[str, Any]] = field(default_factory=list)  # (pipeline, ExecutionPlan)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (pipeline, why)
 
 
 class ProjectGraph:
@@ -73,6 +94,7 @@ class ProjectGraph:
                 _refs(raw),
                 tuple(str(t) for t in tags),
                 str(desc) if isinstance(desc, str) else None,
+                tuple(required_params(raw)),
             )
         return cls(nodes, folder.parent)
 

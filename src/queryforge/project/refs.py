@@ -60,14 +60,9 @@ class ProjectRefs:
                 where=where,
                 hint=did_you_mean(name, self.graph.nodes) or "pipelines are the files under pipelines/",
             )
-        source = load_file(node.path, display=shown(node.path))
-        if any(
-            isinstance(p, dict) and "default" not in p
-            for p in (source.raw.get("params") or {}).values()
-            if p is not None
-        ):
+        if node.needs:
             raise SpecError(
-                f"'ref: {ref}' reads pipeline '{name}', which has a parameter without a default",
+                f"'ref: {ref}' reads pipeline '{name}', whose parameter '{node.needs[0]}' has no default",
                 where=where,
                 hint=f"give every parameter of '{name}' a default: a referenced pipeline runs without any",
             )
