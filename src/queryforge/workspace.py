@@ -215,13 +215,14 @@ class Workspace:
         estimate: bool = False,
         refs: RefResolver | None = None,
         pool: ScratchPool | None = None,
+        published_refs: bool = False,
     ) -> ExecutionPlan:
         """The execution plan; with `estimate`, also the engine's estimate of the rows it will scan.
 
         `ref:` extracts resolve through the project graph (`refs`, else a fresh resolution); `pool`
         lends the scratch session when many pipelines compile together."""
         if refs is None:
-            refs = self._lazy_refs((bound.pipeline.name,))
+            refs = self._lazy_refs((bound.pipeline.name,), published=published_refs)
         # Plans compile on the canonical engine (DuckDB); another engine vets every step's query.
         canonical = get_engine(CANONICAL_ENGINE, max_memory=self.settings.max_memory)
         connections = self.connections()
@@ -257,16 +258,31 @@ class Workspace:
             scratch.close()
             connections.close()
 
-    def _lazy_refs(self, chain: tuple[str, ...]) -> RefResolver:
-        """A resolver that reads the project only when a pipeline has a ref (most have none)."""
+    def _lazy_refs(self, chain: tuple[str, ...], *, published: bool = False) -> RefResolver:
+        """A resolver that reads the project only when a pipeline has a ref (most have none).
+
+        `published` (runs): a ref takes the columns of the table as published now, which is what
+        the run reads, and compiles the referenced pipeline only while nothing is published yet.
+        Validation always compiles upstream (what it *will* publish)."""
         session: ProjectRefs | None = None
 
         def resolve(ref: str, where: str) -> RefTarget:
             nonlocal session
             session = session or ProjectRefs(self.project(), self._compile_ref)
-            return session.resolve(ref, where, chain)
+            found = session.published(ref, where, self._describe_table) if published else None
+            return found or session.resolve(ref, where, chain)
 
         return resolve
+
+    def _describe_table(self, connection: str | None, name: str) -> tuple[str, list[tuple[str, str]]] | None:
+        connections = self.connections()
+        try:
+            conn = connection or connections.default_target
+            return conn, connections.get(conn).describe(ReadRequest(table=name), f"table {name}")
+        except QueryForgeError:
+            return None
+        finally:
+            connections.close()
 
     def _compile_ref(self, bound: BoundPipeline, refs: RefResolver) -> ExecutionPlan:
         return self.compile(bound, refs=refs)
@@ -400,7 +416,7 @@ class Workspace:
         reporter: Reporter | None = None,
     ) -> RunOutcome:
         bound = source.bind(params)
-        plan = self.compile(bound)
+        plan = self.compile(bound, published_refs=True)
         run_id = self._create_run(bound, sandbox=sandbox, key=None, trigger="cli")
         return self._run_here(run_id, reporter, plan=plan)
 
@@ -841,7 +857,7 @@ class Workspace:
         cached = self._plans.get(key)
         if cached is not None and time.monotonic() - cached[0] < PLAN_CACHE_S:
             return cached[1]
-        plan = self.compile(self._stored_source(repo, run).bind(run.params))
+        plan = self.compile(self._stored_source(repo, run).bind(run.params), published_refs=True)
         if len(self._plans) > 256:
             self._plans.clear()
         self._plans[key] = (time.monotonic(), plan)

@@ -18,6 +18,8 @@ from ..spec.loader import BoundPipeline, load_file
 from .graph import ProjectGraph
 
 Compile = Callable[[BoundPipeline, RefResolver], ExecutionPlan]
+# (connection or None for the default target, table) -> (connection, columns), None when absent
+Describe = Callable[[str | None, str], tuple[str, list[tuple[str, str]]] | None]
 
 
 def shown(path: Path) -> str:
@@ -78,6 +80,24 @@ class ProjectRefs:
         )
         self._targets[ref] = target
         return target
+
+    def published(self, ref: str, where: str, describe: Describe) -> RefTarget | None:
+        """The table a ref names as it is published now (what a run reads), without compiling the
+        referenced pipeline; None while it has not been published."""
+        name, _, step = ref.partition(".")
+        node = self.graph.nodes.get(name)
+        if node is None or node.needs:
+            return None  # resolve() gives the error
+        bound = load_file(node.path, display=shown(node.path)).bind(None)
+        load = self._load_step(bound, ref, step, where)
+        assert load.load.table is not None
+        found = describe(load.load.connection, load.load.table)
+        if found is None:
+            return None
+        connection, schema = found
+        return RefTarget(
+            pipeline=name, step=load.id, connection=connection, table=load.load.table, schema=schema
+        )
 
     def compiled(self, name: str, chain: tuple[str, ...] = ()) -> tuple[BoundPipeline, ExecutionPlan]:
         """A pipeline of the project bound to its defaults and compiled, once per session."""
