@@ -262,8 +262,8 @@ class Workspace:
         """A resolver that reads the project only when a pipeline has a ref (most have none).
 
         `published` (runs): a ref takes the columns of the table as published now, which is what
-        the run reads, and compiles the referenced pipeline only while nothing is published yet.
-        Validation always compiles upstream (what it *will* publish)."""
+        the run reads (a table not published yet is an error that says to run upstream first).
+        Validation compiles upstream instead (what it *will* publish)."""
         session: ProjectRefs | None = None
 
         def resolve(ref: str, where: str) -> RefTarget:

@@ -362,3 +362,15 @@ def test_the_jaffle_example_project_gives_dbts_customers_and_orders(tmp_path: Pa
     assert len(got_orders) == 99 and got_orders == want_orders
     lineage = qf(root, "lineage", "customers", "--json")
     assert json.loads(lineage.stdout)["upstream"] == ["stg_customers", "stg_orders", "stg_payments"]
+
+
+def test_running_a_pipeline_before_what_it_reads_was_published_says_to_run_upstream_first(
+    project: Path,
+) -> None:
+    done = qf(project, "run", "customer_totals")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "which pipeline 'stg_orders' has not published yet" in done.stderr
+    assert "queryforge run --select +stg_orders+" in done.stderr
+    assert qf(project, "run", "stg_orders").returncode == 0
+    assert qf(project, "run", "customer_totals").returncode == 0
+    assert "customer_totals" in tables(project)

@@ -83,7 +83,8 @@ class ProjectRefs:
 
     def published(self, ref: str, where: str, describe: Describe) -> RefTarget | None:
         """The table a ref names as it is published now (what a run reads), without compiling the
-        referenced pipeline; None while it has not been published."""
+        referenced pipeline; an error while it has not been published (the run could not read it).
+        None leaves the error of an unknown or parameterised pipeline to `resolve`."""
         name, _, step = ref.partition(".")
         node = self.graph.nodes.get(name)
         if node is None or node.needs:
@@ -93,7 +94,11 @@ class ProjectRefs:
         assert load.load.table is not None
         found = describe(load.load.connection, load.load.table)
         if found is None:
-            return None
+            raise SpecError(
+                f"'ref: {ref}' reads table {load.load.table}, which pipeline '{name}' has not published yet",
+                where=where,
+                hint=f"run it first, or both in order: queryforge run --select +{name}+",
+            )
         connection, schema = found
         return RefTarget(
             pipeline=name, step=load.id, connection=connection, table=load.load.table, schema=schema
