@@ -31,9 +31,9 @@ from .errors import NotFoundError, ProductionChanged, QueryBlocked, QueryForgeEr
 from .planner.catalog import build_context
 from .planner.providers import get_provider
 from .planner.service import AskOutcome, AskService, CostPolicy
-from .project.graph import ProjectGraph, ProjectValidation
+from .project.graph import ProjectGraph, ProjectValidation, shown
 from .project.lineage import Lineage
-from .project.refs import ProjectRefs, shown
+from .project.refs import ProjectRefs
 from .runs.control import RunControl, record_hard_stop, worker_failure_status
 from .runs.events import follow as follow_events
 from .runs.executor import OK_STATUSES, Executor, Prior, RunOutcome, staged_from_json
@@ -318,7 +318,7 @@ class Workspace:
             dirs: list[Path] = []
             for node in graph.nodes.values():
                 try:
-                    pipeline = load_file(node.path).bind(None).pipeline
+                    pipeline = node.load().bind(None).pipeline
                 except QueryForgeError:
                     continue  # reported when that pipeline compiles
                 dirs += [d for d in readable_dirs(pipeline, connections) if d not in dirs]
@@ -401,7 +401,7 @@ class Workspace:
         graph = self.project()
         done: list[tuple[str, RunOutcome]] = []
         for i, name in enumerate(names):
-            outcome = self.run_source(load_file(graph.nodes[name].path), reporter=reporter)
+            outcome = self.run_source(graph.nodes[name].load(), reporter=reporter)
             done.append((name, outcome))
             if outcome.error is not None or outcome.status not in OK_STATUSES:
                 return done, names[i + 1 :]

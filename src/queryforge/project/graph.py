@@ -7,6 +7,7 @@ is ordered without compiling any of them, and a broken file is reported where it
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotFoundError, QueryForgeError, SpecError, did_you_mean
-from ..spec.loader import load_file
+from ..spec.loader import PipelineSource, load_file
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,16 @@ class Node:
     description: str | None = None
     needs: tuple[str, ...] = ()  # parameters without a default
     error: str | None = None  # the file could not be read; reported when the pipeline is used
+    source: PipelineSource | None = field(default=None, compare=False)  # parsed once, by scan
+
+    def load(self) -> PipelineSource:
+        """The parsed pipeline (a file that did not parse raises its error here, where it is used)."""
+        return self.source if self.source is not None else load_file(self.path, display=shown(self.path))
+
+
+def shown(path: Path) -> str:
+    """A pipeline file as errors name it: relative to the current folder when under it."""
+    return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
 
 
 def required_params(raw: Mapping[str, Any]) -> list[str]:
@@ -75,7 +86,8 @@ class ProjectGraph:
         nodes: dict[str, Node] = {}
         for path in sorted(p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()):
             try:
-                raw = load_file(path).raw
+                source = load_file(path, display=shown(path))
+                raw = source.raw
             except QueryForgeError as exc:
                 nodes.setdefault(path.stem, Node(path.stem, path, (), error=exc.render()))
                 continue
@@ -95,6 +107,7 @@ class ProjectGraph:
                 tuple(str(t) for t in tags),
                 str(desc) if isinstance(desc, str) else None,
                 tuple(required_params(raw)),
+                source=source,
             )
         return cls(nodes, folder.parent)
 

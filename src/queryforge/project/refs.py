@@ -7,24 +7,17 @@ a renamed column upstream fails downstream validation with a did-you-mean hint.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 from ..errors import SpecError, did_you_mean
 from ..runs.plan import ExecutionPlan, RefResolver, RefTarget, StageLoadStage
 from ..spec import models as m
-from ..spec.loader import BoundPipeline, load_file
+from ..spec.loader import BoundPipeline
 from .graph import ProjectGraph
 
 Compile = Callable[[BoundPipeline, RefResolver], ExecutionPlan]
 # (connection or None for the default target, table) -> (connection, columns), None when absent
 Describe = Callable[[str | None, str], tuple[str, list[tuple[str, str]]] | None]
-
-
-def shown(path: Path) -> str:
-    """A pipeline file as errors name it: relative to the current folder when under it."""
-    return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
 
 
 class ProjectRefs:
@@ -89,7 +82,7 @@ class ProjectRefs:
         node = self.graph.nodes.get(name)
         if node is None or node.needs:
             return None  # resolve() gives the error
-        bound = load_file(node.path, display=shown(node.path)).bind(None)
+        bound = node.load().bind(None)
         load = self._load_step(bound, ref, step, where)
         assert load.load.table is not None
         found = describe(load.load.connection, load.load.table)
@@ -107,8 +100,7 @@ class ProjectRefs:
     def compiled(self, name: str, chain: tuple[str, ...] = ()) -> tuple[BoundPipeline, ExecutionPlan]:
         """A pipeline of the project bound to its defaults and compiled, once per session."""
         if name not in self._plans:
-            path = self.graph.nodes[name].path
-            bound = load_file(path, display=shown(path)).bind(None)
+            bound = self.graph.nodes[name].load().bind(None)
             self._plans[name] = (bound, self.compile(bound, self.resolver((*chain, name))))
         return self._plans[name]
 

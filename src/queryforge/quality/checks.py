@@ -26,7 +26,6 @@ from ..sql.parse import (
     parse_select,
     parse_type,
     table,
-    table_references,
 )
 
 Schema = list[tuple[str, str]]
@@ -416,14 +415,8 @@ class Query(Rule):
             raise SpecError(
                 f"Rule 'query': {exc}", where=ctx.where(), hint="one SELECT over earlier steps"
             ) from None
-        known = ctx.step_schemas or {}
-        for name in table_references(query):
-            if name not in known:
-                raise SpecError(
-                    f"Rule 'query' reads '{name}', which is not an earlier step",
-                    where=ctx.where(),
-                    hint=did_you_mean(name, known) or "a query rule reads the ids of the pipeline's steps",
-                )
+        # The steps it reads are checked, and ordered before the check, by the plan's dependencies
+        # (as a relationships rule's `to` is).
         return [self.one(ctx, None, violations=query.copy())]
 
 
