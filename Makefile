@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless)
 	@# Its JDBC reads and staging loads need the PostgreSQL and MariaDB drivers: Debian's jars, installed when missing.
 	test -f /usr/share/java/postgresql.jar -a -f /usr/share/java/mariadb-java-client.jar || (apt-get update -qq && apt-get install -y -qq --no-install-recommends libpostgresql-jdbc-java libmariadb-java)
+	@# Browser tests drive Debian's Chromium with Playwright (no browser download).
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 from pydantic import (
@@ -43,7 +43,24 @@ PLANNER_HINTS = {
 }
 
 
-class PlannerConfig(BaseModel):
+class Located(BaseModel):
+    """A section that knows the file and the lines it came from, for errors found after loading."""
+
+    _origin: str = PrivateAttr(default=CONFIG_FILE)
+    _lines: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    def located(self, origin: str, lines: dict[str, int]) -> Self:
+        """This section, knowing its file and the line of each key (`a/b` for nested keys)."""
+        self._origin, self._lines = origin, dict(lines)
+        return self
+
+    def where(self, key: str | None = None) -> str:
+        """`queryforge.yaml:LINE` of a key of this section (or of the section)."""
+        line = self._lines.get(key or "") or self._lines.get("")
+        return f"{self._origin}:{line}" if line else self._origin
+
+
+class PlannerConfig(Located):
     """The `planner:` section: which provider drafts pipelines and how to reach it.
 
     QUERYFORGE_LLM* environment variables win over these values. The key is never written here,
@@ -57,8 +74,6 @@ class PlannerConfig(BaseModel):
     base_url: str | None = Field(default=None, description="the API's base URL")
     timeout: float | None = Field(default=None, gt=0, description="seconds per HTTP request")
     api_key: str | None = Field(default=None, description="${env:NAME} of the variable holding the key")
-    _origin: str = PrivateAttr(default=CONFIG_FILE)
-    _lines: dict[str, int] = PrivateAttr(default_factory=dict)
 
     @field_validator("provider")
     @classmethod
@@ -89,15 +104,25 @@ class PlannerConfig(BaseModel):
         found = ENV_REFERENCE.match(self.api_key or "")
         return found.group(1) if found else None
 
-    def located(self, origin: str, lines: dict[str, int]) -> PlannerConfig:
-        """This section, knowing the file and lines it came from (for errors found later)."""
-        self._origin, self._lines = origin, dict(lines)
-        return self
 
-    def where(self, key: str | None = None) -> str:
-        """`queryforge.yaml:LINE` of a key of this section (or of the section)."""
-        line = self._lines.get(key or "") or self._lines.get("")
-        return f"{self._origin}:{line}" if line else self._origin
+CUSTOM_RULE_SHAPE = (
+    "a custom rule is {description: TEXT, args: {NAME: column | value}, holds: SQL PREDICATE}, "
+    "e.g. positive: {args: {column: column}, holds: ':column > 0'}"
+)
+
+
+class CustomRuleConfig(Located):
+    """An entry of the `rules:` section: a check rule of the workspace's own, used in pipelines as
+    the built-in rules are. `quality.checks.CustomRule.define` checks the predicate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = Field(default=None, description="what the rule asserts")
+    args: dict[str, str] = Field(
+        default_factory=dict,
+        description="argument name -> kind: column (a column of the checked step) or value (a literal)",
+    )
+    holds: str = Field(description="a SQL condition every row must satisfy; :NAME stands for an argument")
 
 
 class WorkspaceConfig(BaseModel):
@@ -109,6 +134,9 @@ class WorkspaceConfig(BaseModel):
     connections: dict[str, ConnectionSpec] = Field(default_factory=dict)
     planner: PlannerConfig = Field(
         default_factory=PlannerConfig, description="the planner provider of `ask` (env vars win)"
+    )
+    rules: dict[str, CustomRuleConfig] = Field(
+        default_factory=dict, description="check rules of the workspace's own, by name (docs/checks.md)"
     )
 
     @classmethod
@@ -135,6 +163,10 @@ class WorkspaceConfig(BaseModel):
             data.pop("planner")
         else:
             data["planner"] = self.planner.model_dump(mode="json", exclude_none=True)
+        if not self.rules:
+            data.pop("rules")
+        else:
+            data["rules"] = {n: r.model_dump(mode="json", exclude_none=True) for n, r in self.rules.items()}
         return yaml.safe_dump(data, sort_keys=False)
 
 
@@ -228,13 +260,27 @@ def load_config(root: Path) -> WorkspaceConfig:
         raise ConfigError(
             f"Invalid setting '{'.'.join(loc)}' in {CONFIG_FILE}: {message}",
             where=f"{path}:{line}" if line else str(path),
-            hint=_planner_hint(loc, str(err["type"])),
+            hint=_planner_hint(loc, str(err["type"])) or _rules_hint(loc, str(err["type"])),
         ) from None
-    planner_lines = {
-        (key[1] if len(key) > 1 else ""): n for key, n in lines.items() if key[:1] == ("planner",)
-    }
-    config.planner.located(str(path), planner_lines)
+    config.planner.located(str(path), _section_lines(lines, ("planner",)))
+    for name, rule in config.rules.items():
+        rule.located(str(path), _section_lines(lines, ("rules", name)))
     return config
+
+
+def _section_lines(lines: dict[tuple[str, ...], int], section: tuple[str, ...]) -> dict[str, int]:
+    """The lines of a section's keys, as `key` or `key/sub` ("" is the section's own line)."""
+    n = len(section)
+    return {"/".join(key[n:]): line for key, line in lines.items() if key[:n] == section}
+
+
+def _rules_hint(loc: tuple[str, ...], kind: str) -> str | None:
+    """How to fix a bad entry of the `rules:` section."""
+    if loc[:1] != ("rules",):
+        return None
+    if kind == "extra_forbidden" and len(loc) == 3:
+        return f"{did_you_mean(loc[2], CustomRuleConfig.model_fields)}; {CUSTOM_RULE_SHAPE}"
+    return CUSTOM_RULE_SHAPE
 
 
 def _planner_hint(loc: tuple[str, ...], kind: str) -> str | None:

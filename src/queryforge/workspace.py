@@ -31,9 +31,14 @@ from .errors import NotFoundError, ProductionChanged, QueryBlocked, QueryForgeEr
 from .planner.catalog import build_context
 from .planner.providers import get_provider
 from .planner.service import AskOutcome, AskService, CostPolicy
+from .project.described import TableDoc, describe_catalog, table_docs
+from .project.docs import RUNS_SHOWN, ProjectDocs
+from .project.docs import collect as collect_docs
 from .project.graph import ProjectGraph, ProjectValidation, shown
 from .project.lineage import Lineage
 from .project.refs import ProjectRefs
+from .project.site import write_site
+from .quality.checks import custom_rules
 from .runs.control import RunControl, record_hard_stop, worker_failure_status
 from .runs.events import follow as follow_events
 from .runs.executor import OK_STATUSES, Executor, Prior, RunOutcome, staged_from_json
@@ -94,6 +99,17 @@ if TYPE_CHECKING:  # the scheduler is imported where it is used
 
 log = logging.getLogger(__name__)
 PLAN_CACHE_S = 60.0
+
+
+def refuse_ephemeral(bound: BoundPipeline) -> None:
+    """An ephemeral pipeline publishes nothing and is never run: what reads it runs it, inlined."""
+    if bound.pipeline.ephemeral:
+        raise UserError(
+            f"Pipeline {bound.pipeline.name} is ephemeral: it is inlined into the pipelines that read it, "
+            "and has no run of its own",
+            where=bound.source.where(("ephemeral",)),
+            hint=f"run what reads it: queryforge run --select {bound.pipeline.name}+",
+        )
 
 
 class Workspace:
@@ -232,7 +248,7 @@ class Workspace:
             else canonical.session(None, allowed_dirs=readable_dirs(bound.pipeline, connections))
         )
         try:
-            compiler = Compiler(bound, scratch, connections, refs)
+            compiler = Compiler(bound, scratch, connections, refs, rules=custom_rules(self.config.rules))
             plan = compiler.compile()
             name, size = self._route(connections, plan)
             plan = dataclasses.replace(plan, input_bytes=size)
@@ -268,7 +284,8 @@ class Workspace:
 
         def resolve(ref: str, where: str) -> RefTarget:
             nonlocal session
-            session = session or ProjectRefs(self.project(), self._compile_ref)
+            describe = self._describe_table if published else None  # also for refs of inlined pipelines
+            session = session or ProjectRefs(self.project(), self._compile_ref, describe)
             found = session.published(ref, where, self._describe_table) if published else None
             return found or session.resolve(ref, where, chain)
 
@@ -325,6 +342,31 @@ class Workspace:
             return dirs or [connections.fence.root]
         finally:
             connections.close()
+
+    def docs(self) -> ProjectDocs:
+        """The project documented: pipelines, steps, published tables with column types and
+        descriptions, checks, lineage and the last runs. Nothing runs; a pipeline that does not
+        compile is documented with its error."""
+        graph = self.project()
+        pool = ScratchPool(self._project_dirs(graph), self.settings.max_memory)
+        try:
+            with self._connections() as conns:
+                target = conns.default_target
+            return collect_docs(
+                graph,
+                lambda bound, refs: self.compile(bound, refs=refs, pool=pool),
+                lambda name: self.repo.list_runs(limit=RUNS_SHOWN * 4, pipeline=name),
+                target,
+                datetime.now(UTC),
+            )
+        finally:
+            pool.close()
+
+    def docs_build(self, out: Path | None = None) -> tuple[ProjectDocs, Path, list[Path]]:
+        """Write the static docs site (default: build/docs under the workspace)."""
+        folder = out if out is not None else self.root / "build" / "docs"
+        docs = self.docs()
+        return docs, folder, write_site(docs, folder)
 
     def lineage(self, pipeline: str | None = None) -> Lineage:
         """What feeds a pipeline and what reads it (or the whole project), from the refs."""
@@ -397,7 +439,8 @@ class Workspace:
                 f"Pipeline '{name}' is selected but cannot run on its own: {why}",
                 hint=f"run it alone with: queryforge run {name} --param NAME=VALUE",
             )
-        names = [name for name, _ in checked.plans]
+        # An ephemeral pipeline has no run: it is inlined into the selected pipelines that read it.
+        names = [name for name, plan in checked.plans if not plan.ephemeral]
         graph = self.project()
         done: list[tuple[str, RunOutcome]] = []
         for i, name in enumerate(names):
@@ -416,6 +459,7 @@ class Workspace:
         reporter: Reporter | None = None,
     ) -> RunOutcome:
         bound = source.bind(params)
+        refuse_ephemeral(bound)  # before compiling: its refs need not be published
         plan = self.compile(bound, published_refs=True)
         run_id = self._create_run(bound, sandbox=sandbox, key=None, trigger="cli")
         return self._run_here(run_id, reporter, plan=plan)
@@ -547,6 +591,7 @@ class Workspace:
                 f"Pipeline '{bound.pipeline.name}' is a streaming pipeline: it runs until stopped",
                 hint=f"start it with 'queryforge stream {bound.pipeline.name}'",
             )
+        refuse_ephemeral(bound)
         pipeline_id, saved_version, _ = self.repo.save_pipeline_version(
             bound.pipeline.name,
             bound.source.content_hash(),
@@ -1290,7 +1335,13 @@ class Workspace:
     ) -> AskOutcome:
         """Draft a pipeline from a request, gate and rehearse it, repair up to 3 times, publish on consent."""
         with self._connections() as conns:
-            ctx = build_context(conns, self.root, catalog=self.catalog_cache())
+            docs = self.table_docs(conns.default_target)
+            ctx = build_context(
+                conns,
+                self.root,
+                catalog=self.catalog_cache(),
+                descriptions={key: (d.description, d.columns) for key, d in docs.items()},
+            )
         cost = CostPolicy(
             cap_rows=self.settings.cost_cap_rows,
             budget_rows_per_hour=self.settings.cost_budget_rows_per_hour,
@@ -1444,6 +1495,7 @@ class Workspace:
         cache = self.catalog_cache()
         with self._connections() as conns:
             names = [connection] if connection else [n for n in conns.configs if n != FILES] + [FILES]
+            docs = self.table_docs(conns.default_target)
             entries = []
             for name in names:
                 try:
@@ -1451,12 +1503,22 @@ class Workspace:
                         files = FilesConnector(ConnectionConfig(name=FILES, url="file:data"), self.root)
                         entries.append(cache.get(FILES, files.introspect, refresh=refresh))
                     else:
-                        entries.append(cache.get(name, conns.get(name).introspect, refresh=refresh))
+                        found = cache.get(name, conns.get(name).introspect, refresh=refresh)
+                        entries.append(describe_catalog(found, docs))
                 except QueryForgeError as exc:
                     if connection is not None:
                         raise
                     entries.append(CatalogEntry(name, (), time.time(), False, error=scrub(exc.render())))
         return entries
+
+    def table_docs(self, default_target: str) -> dict[tuple[str, str], TableDoc]:
+        """What the project's pipelines say their published tables and columns mean."""
+        if not (self.root / "pipelines").is_dir():
+            return {}
+        try:
+            return table_docs(self.project(), default_target)
+        except QueryForgeError:  # a broken project still has a catalog, just no descriptions
+            return {}
 
     def gc(self, *, dry_run: bool = False, stale_after_s: float = 6 * 3600) -> list[dict[str, Any]]:
         """Drop staging tables no run of this workspace needs any more (see `runs.gc`)."""

@@ -48,7 +48,9 @@ NOT_EXPR = r"is not an expression"
 PATH = r"looks like a path"
 DIRECT = r"directly is not allowed"
 FUNC = r"function \w+\(\) is not (allowed|on the allow-list)"
-SYSTEM = r"system or internal table .+ is not allowed"
+CATALOG = r"to see the tables and their columns, run `queryforge catalog`"  # where a catalog read is pointed
+SYSTEM = rf"system or internal table .+ is not allowed: {CATALOG}"
+CATALOG_FN = rf"directly is not allowed: {CATALOG}"
 UNKNOWN = r"unknown table"
 JOINS = rf"at most {MAX_JOINS} joins are allowed"
 NESTING = rf"at most {MAX_SUBQUERY_DEPTH} levels are allowed"
@@ -231,15 +233,15 @@ CORPUS: list[tuple[str, str, str]] = [
     ("sys-in-union", "SELECT * FROM orders UNION ALL SELECT * FROM information_schema.schemata", SYSTEM),
     ("sys-in-cte", "WITH t AS (SELECT * FROM pg_catalog.pg_roles) SELECT * FROM t", SYSTEM),
     ("sys-quoted", 'SELECT * FROM "information_schema"."tables"', SYSTEM),
-    ("sys-duckdb-tables", "SELECT * FROM duckdb_tables()", DIRECT),
+    ("sys-duckdb-tables", "SELECT * FROM duckdb_tables()", CATALOG_FN),
     ("sys-duckdb-settings", "SELECT * FROM duckdb_settings()", DIRECT),
     ("sys-duckdb-secrets", "SELECT * FROM duckdb_secrets()", DIRECT),
     ("sys-duckdb-extensions", "SELECT * FROM duckdb_extensions()", DIRECT),
-    ("sys-duckdb-databases", "SELECT * FROM duckdb_databases()", DIRECT),
-    ("sys-duckdb-columns", "SELECT * FROM duckdb_columns()", DIRECT),
+    ("sys-duckdb-databases", "SELECT * FROM duckdb_databases()", CATALOG_FN),
+    ("sys-duckdb-columns", "SELECT * FROM duckdb_columns()", CATALOG_FN),
     ("sys-duckdb-functions", "SELECT * FROM duckdb_functions()", DIRECT),
     ("sys-duckdb-memory", "SELECT * FROM duckdb_memory()", DIRECT),
-    ("sys-pragma-table-info", "SELECT * FROM pragma_table_info('orders')", DIRECT),
+    ("sys-pragma-table-info", "SELECT * FROM pragma_table_info('orders')", CATALOG_FN),
     ("sys-pragma-storage-info", "SELECT * FROM pragma_storage_info('orders')", DIRECT),
     ("sys-pragma-version", "SELECT * FROM pragma_version()", DIRECT),
     # ---- file-reading and network functions

@@ -169,17 +169,18 @@ def finish(ws: Workspace, outcome: RunOutcome, as_json: bool) -> None:
             render.out.print(outcome.note)
         if outcome.status == "audited":
             for s in outcome.staged:
-                d = s.diff
                 render.out.print(
-                    f"staged {s.target.connection}.{s.target.table} ({s.mode}): {s.rows:,} rows "
-                    f"(+{d.get('added', 0)} -{d.get('removed', 0)} ~{d.get('changed', 0)})"
+                    f"staged {s.target.connection}.{s.target.table} ({s.mode}): "
+                    + render.staged_line(s.mode, s.rows, s.diff)
                 )
             render.out.print(
                 f"Run {outcome.run_id} audited; production untouched. Publish it with: "
                 f"queryforge commit {outcome.run_id}"
             )
         else:
-            targets = ", ".join(f"{t.connection}.{t.table}" for t in outcome.published) or "nothing"
+            views = {s.target for s in outcome.staged if s.mode == "view"}
+            shown = [f"{t.connection}.{t.table}{' (view)' if t in views else ''}" for t in outcome.published]
+            targets = ", ".join(shown) or "nothing"
             render.out.print(f"Run {outcome.run_id} succeeded; published {targets}.")
 
 
@@ -247,7 +248,12 @@ def validate(
                     {
                         "valid": True,
                         "pipelines": [
-                            {"pipeline": name, "version_hash": p.content_hash, "steps": len(p.step_hashes)}
+                            {
+                                "pipeline": name,
+                                "version_hash": p.content_hash,
+                                "steps": len(p.step_hashes),
+                                "ephemeral": p.ephemeral,
+                            }
                             for name, p in plans
                         ],
                         "skipped": [{"pipeline": name, "reason": why} for name, why in checked.skipped],
@@ -256,7 +262,10 @@ def validate(
                 return
             for name, p in plans:
                 targets = ", ".join(f"{t.connection}.{t.table}" for t in p.targets) or "nothing"
-                render.out.print(f"[green]✓[/green] {name}: {len(p.step_hashes)} steps, loads into {targets}")
+                into = f"loads into {targets}"
+                if p.ephemeral:
+                    into = "ephemeral: inlined into the pipelines that ref it"
+                render.out.print(f"[green]✓[/green] {name}: {len(p.step_hashes)} steps, {into}")
             for name, why in checked.skipped:
                 render.out.print(
                     f"[yellow]-[/yellow] {name}: not validated: {why} (validate it with --param)"
@@ -280,10 +289,12 @@ def validate(
                 }
             )
             return
-        render.out.print(
-            f"[green]✓[/green] {pipeline} is valid: {len(plan.step_hashes)} steps, "
-            f"loads into {', '.join(f'{t.connection}.{t.table}' for t in plan.targets) or 'nothing'}"
+        into = (
+            "ephemeral: inlined into the pipelines that ref it"
+            if plan.ephemeral
+            else f"loads into {', '.join(f'{t.connection}.{t.table}' for t in plan.targets) or 'nothing'}"
         )
+        render.out.print(f"[green]✓[/green] {pipeline} is valid: {len(plan.step_hashes)} steps, {into}")
 
 
 @app.command()
@@ -687,7 +698,12 @@ def query(
         typer.Option("--connection", "-c", help="a PostgreSQL or MySQL connection (default: the warehouse)"),
     ] = None,
     workspace: WorkspaceOpt = None,
-    as_json: JsonOpt = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="print the rows as one JSON array of objects (DECIMAL values keep every digit)"
+        ),
+    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Run a read-only, safety-checked query on the warehouse (or a database) and print the rows."""
@@ -843,6 +859,7 @@ def schema(debug: DebugOpt = False) -> None:
         render.print_json(json_schema())
 
 
+from . import docs as _docs  # noqa: E402,F401 -- registers the docs commands
 from . import queue as _queue  # noqa: E402,F401 -- registers the queue commands
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import secrets
 import time
 from datetime import date, datetime
 from decimal import Decimal
@@ -10,6 +12,7 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
@@ -39,11 +42,18 @@ STATUS_STYLE = {
 }
 
 
+# A Decimal travels through json.dumps as a string carrying this per-process token, which is then
+# replaced by the number's own digits: JSON numbers keep every digit a DECIMAL column has (a float
+# would round 55909065222.827692 to 55909065222.82769). The random part keeps data from forging it.
+_DECIMAL = f"\x00decimal-{secrets.token_hex(8)}:"
+_DECIMAL_JSON = re.compile(re.escape(json.dumps(_DECIMAL)[:-1]) + r'(-?[0-9.]+(?:E[-+]?[0-9]+)?)"')
+
+
 def to_jsonable(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, Decimal):
-        return float(value)
+        return _DECIMAL + str(value) if value.is_finite() else str(value)
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, dict):
@@ -53,9 +63,21 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def staged_line(mode: str, rows: int, diff: dict[str, int]) -> str:
+    """What a staged load will change: its rows and diff, or for a view, the rows it shows (a view
+    inserts and updates nothing)."""
+    if mode == "view":
+        return f"{rows:,} rows shown by the view; no data copied"
+    return (
+        f"{rows:,} rows; diff +{diff.get('added', 0)} added, -{diff.get('removed', 0)} removed, "
+        f"~{diff.get('changed', 0)} changed"
+    )
+
+
 def print_json(value: Any) -> None:
     """JSON on stdout, with every remembered secret masked."""
-    print(json.dumps(scrub_data(to_jsonable(value)), indent=2, default=str))
+    text = json.dumps(scrub_data(to_jsonable(value)), indent=2, default=str)
+    print(_DECIMAL_JSON.sub(r"\1", text))
 
 
 def render_error(exc: QueryForgeError, *, as_json: bool) -> None:
@@ -245,12 +267,10 @@ def run_detail(detail: dict[str, Any]) -> None:
             checks.add_row(c["step_id"], c["rule_name"], c["severity"], result, str(c["violations"]), sample)
         out.print(checks)
     for staged in detail["staged"]:
-        d = staged["diff"]
         out.print(
             Text(
                 f"Staged for {staged['target']['connection']}.{staged['target']['table']} "
-                f"({staged['mode']}): {staged['rows']:,} rows; diff +{d.get('added', 0)} added, "
-                f"-{d.get('removed', 0)} removed, ~{d.get('changed', 0)} changed",
+                f"({staged['mode']}): {staged_line(staged['mode'], staged['rows'], staged['diff'])}",
                 style="bold",
             )
         )
@@ -281,6 +301,8 @@ def show_catalog(entry: CatalogEntry) -> None:
     for t in entry.tables:
         rows = f"~{t.row_estimate:,} rows" if t.row_estimate is not None else "rows unknown"
         out.print(f"  [bold]{t.qualified}[/bold] [dim]{rows}[/dim]")
+        if t.description:
+            out.print(f"    [italic]{escape(t.description)}[/italic]")
         fks = dict(t.foreign_keys)
         for c in t.columns:
             notes = []
@@ -290,4 +312,5 @@ def show_catalog(entry: CatalogEntry) -> None:
                 notes.append(f"-> {fks[c.name]}")
             if not c.nullable:
                 notes.append("NOT NULL")
-            out.print(f"    {c.name:<28} {c.type:<24} [dim]{' '.join(notes)}[/dim]")
+            about = f"  {escape(c.description)}" if c.description else ""
+            out.print(f"    {c.name:<28} {c.type:<24} [dim]{' '.join(notes)}[/dim]{about}")

@@ -24,6 +24,7 @@ class ColumnInfo:
     name: str
     type: str
     nullable: bool = True
+    description: str | None = None  # from the project's YAML (`load: {columns: ...}`), never the database
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class TableInfo:
     row_estimate: int | None = None
     primary_key: tuple[str, ...] = ()
     foreign_keys: tuple[tuple[str, str], ...] = ()  # (column, "table.column" it references)
+    description: str | None = None  # from the project's YAML, never the database
 
     @property
     def qualified(self) -> str:
@@ -70,6 +72,10 @@ class StagedLoad:
     diff: dict[str, int] = field(default_factory=dict)
     on_schema_change: str = "fail"  # or "add_columns": new columns of the data are added to the table
     check_columns: list[str] = field(default_factory=list)  # snapshot: what makes a new version
+    # mode view: the view's SELECT in the target's dialect; nothing is staged, nothing copied
+    view: str = ""
+    sources: dict[str, str | None] = field(default_factory=dict)  # view: table read -> its fingerprint
+    replaces: str = ""  # view: "table" when the publish may replace a table of this pipeline's
 
 
 # The history columns a `snapshot` load adds (SCD type 2): when each version was valid, and the current one.
@@ -144,6 +150,7 @@ class Connector:
 
     scheme: ClassVar[str]
     supports_snapshot: ClassVar[bool] = False  # load mode snapshot (SCD type 2 history)
+    supports_views: ClassVar[bool] = False  # load mode view (a view over the connection's own tables)
     aliases: ClassVar[tuple[str, ...]] = ()
     can_write: ClassVar[bool] = False
     # Whether `role_report` looks at the database role's privileges (server databases do).
@@ -222,6 +229,18 @@ class Connector:
         """Whether the load's staged data is still there. Publishing removes it in the same transaction
         (or atomic rename), so after a crash mid-publish its absence is the sign the publish committed."""
         raise NotImplementedError
+
+    def relation_kind(self, target: TargetRef) -> str | None:
+        """What the target is now: "table", "view", or None when absent (or not a database)."""
+        return None
+
+    def stage_view(self, run_id: str, load: StagedLoad) -> StagedLoad:
+        """Stage a load of mode view: nothing is copied; the view's query is tried and counted."""
+        raise PermissionDenied(
+            f"Connection '{self.name}' ({self.scheme}) cannot hold a view",
+            where=f"step '{load.step_id}'",
+            hint="use mode: replace to copy the data",
+        )
 
     def snapshot(self, target: TargetRef) -> Snapshot:
         raise NotImplementedError

@@ -100,11 +100,19 @@ class DuckDBConnector(SqlConnector):
         ).fetchall()
         return [(r[0], r[1]) for r in rows] or None
 
+    def kind_of(self, schema: str | None, name: str) -> str | None:
+        found = self.con.execute(
+            "SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            [schema or "main", name],
+        ).fetchall()
+        return None if not found else "view" if found[0][0] == "VIEW" else "table"
+
     def introspect(self) -> list[TableInfo]:
-        tables = self.con.execute(
-            "SELECT schema_name, table_name, estimated_size FROM duckdb_tables() "
-            "WHERE schema_name <> ? ORDER BY 1, 2",
-            ["_qf_staging"],
+        tables = self.con.execute(  # views too (load mode view): no row estimate without running them
+            "SELECT schema_name, table_name, estimated_size FROM duckdb_tables() WHERE schema_name <> ? "
+            "UNION ALL SELECT schema_name, view_name, NULL FROM duckdb_views() "
+            "WHERE NOT internal AND schema_name <> ? ORDER BY 1, 2",
+            ["_qf_staging", "_qf_staging"],
         ).fetchall()
         out = []
         for schema, name, estimate in tables:

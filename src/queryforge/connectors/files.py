@@ -316,6 +316,13 @@ class FilesConnector(Connector):
     def target_path(self, target: TargetRef) -> Path:
         return self.fenced_target(target.table, who=f"connection '{self.name}'")
 
+    def stage_view(self, run_id: str, load: StagedLoad) -> StagedLoad:
+        raise SpecError(
+            f"Step '{load.step_id}' publishes '{load.target.table}' as a view, but a file cannot be a "
+            "view: a view is a query kept in a database, over that database's tables",
+            hint="use mode: replace to write the data to the file, or load into a table of a database",
+        )
+
     def stage(self, run_id: str, load: StagedLoad, data: pa.RecordBatchReader) -> StagedLoad:
         if "*" in load.target.table:
             raise SpecError(

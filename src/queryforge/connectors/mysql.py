@@ -245,6 +245,19 @@ class MySQLConnector(SqlConnector):
         )
         return [(str(r[0]), str(r[1])) for r in rows] or None
 
+    def kind_of(self, schema: str | None, name: str) -> str | None:
+        found = self._cursor_run(
+            "SELECT TABLE_TYPE FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s",
+            [schema, name],
+        )
+        return None if not found else "view" if found[0][0] == "VIEW" else "table"
+
+    @property
+    def default_view_schema(self) -> str:  # type: ignore[override]
+        """A view's sources are qualified with the connection's database (MySQL keeps them so anyway)."""
+        return str(self.parts["database"] or self._cursor_run("SELECT DATABASE()")[0][0])
+
     def test(self) -> str:
         row = self._cursor_run("SELECT CURRENT_USER(), VERSION()")[0]
         return f"connected as {row[0]} to {'MariaDB' if self._mariadb else 'MySQL'} {row[1]}"
@@ -361,7 +374,7 @@ class MySQLConnector(SqlConnector):
                     )
                     current[id(load)] = self._existing(load)
         in_place = all(
-            load.mode != "replace"
+            load.mode not in ("replace", "view")  # a view is DDL: it joins the one RENAME TABLE
             and (cols := current[id(load)]) is not None
             and not self.new_columns(load, cols)
             for load in loads
@@ -404,10 +417,10 @@ class MySQLConnector(SqlConnector):
         except BaseException:
             for table in scratch:  # production is untouched; the tables built beside it must go
                 with contextlib.suppress(QueryForgeError):
-                    self.drop_table(table)
+                    self.drop_relation(table)
             raise
         for table in [*retired, *scratch, *(self.staging_expr(load) for load in loads)]:
-            self.drop_table(table)
+            self.drop_relation(table)
 
     def _build_beside(
         self,
@@ -421,6 +434,10 @@ class MySQLConnector(SqlConnector):
             staged = self.staging_expr(load)
             target = self.target_expr(load.target)
             existing = current[id(load)]
+            kind = self.relation_kind(load.target) if existing is not None else None
+            if load.mode == "view" or kind == "view":
+                self._view_beside(load, kind, renames, retired, scratch)
+                continue
             new = staged
             if load.mode != "replace" and existing is not None:
                 new = self._sibling(load, "next")
@@ -442,6 +459,40 @@ class MySQLConnector(SqlConnector):
                 renames.append((target, old))
                 retired.append(old)
             renames.append((new, target))
+
+    def _view_beside(
+        self,
+        load: StagedLoad,
+        kind: str | None,
+        renames: list[tuple[exp.Table, exp.Table]],
+        retired: list[exp.Table],
+        scratch: list[exp.Table],
+    ) -> None:
+        """A view published (or replaced by a table) in the swap: MySQL renames a view only within its
+        database, so the new view and the retired relation sit beside the target, not in staging."""
+        target = self.target_expr(load.target)
+        schema, name = load.target.schema_and_name
+        if schema:
+            self.execute(f"CREATE DATABASE IF NOT EXISTS {self.sql(ident(schema))}")
+        new = self.staging_expr(load)
+        if load.mode == "view":
+            if kind == "table" and load.replaces != "table":
+                raise StepFailed(
+                    f"{load.target.connection}.{load.target.table} became a table after step "
+                    f"'{load.step_id}' was staged; the view would replace its data, so nothing was published",
+                    hint="publish the view under another name, or drop the table first",
+                )
+            self.verify_view_sources(load)  # MySQL cannot hold them still: DDL commits on its own
+            new = self.table_expr(schema, f"_qf_next__{name}"[:64])
+            self.drop_relation(new)
+            scratch.append(new)
+            self.execute(f"CREATE VIEW {self.sql(new)} AS {load.view}")
+        if kind is not None:
+            old = self.table_expr(schema, f"_qf_old__{name}"[:64])
+            self.drop_relation(old)
+            renames.append((target, old))
+            retired.append(old)
+        renames.append((new, target))
 
     def _referenced_by(self, load: StagedLoad) -> list[str]:
         """Other tables whose foreign keys reference the load's target."""

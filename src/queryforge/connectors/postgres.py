@@ -88,6 +88,9 @@ SELECT current_user, current_database(), r.rolsuper, r.rolcreaterole, r.rolcreat
 FROM pg_roles r WHERE r.rolname = current_user
 """
 DOCS = "docs/connectors.md#least-privilege"
+# The comment QueryForge puts on the views it publishes: a table only such views read is replaced
+# in place (its views keep working); one a view of somebody else's reads is not replaced at all.
+VIEW_COMMENT = "Published by QueryForge"
 
 
 class PostgresConnector(SqlConnector):
@@ -307,6 +310,42 @@ class PostgresConnector(SqlConnector):
             ).fetchall()
         return [(r[0], r[1]) for r in rows] or None
 
+    def kind_of(self, schema: str | None, name: str) -> str | None:
+        with map_postgres_error(self.name):
+            found = self.con.execute(
+                "SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+                [schema or self.default_schema, name],
+            ).fetchone()
+        return None if found is None else "view" if found[0] == "v" else "table"
+
+    default_view_schema = "public"
+
+    def lock_sources(self, load: StagedLoad) -> None:
+        """SHARE mode: writers of the view's sources wait for the publish to commit, so the sources
+        verified are the sources the view shows when it appears."""
+        if load.sources:
+            tables = ", ".join(self.sql(self.source_table(name)) for name in sorted(load.sources))
+            self.execute(f"LOCK TABLE {tables} IN SHARE MODE")
+
+    def create_view(self, target: exp.Table, load: StagedLoad, exists: bool) -> None:
+        """CREATE OR REPLACE VIEW keeps views that read this one; PostgreSQL refuses it when columns
+        are dropped, renamed or retyped, and then the view is dropped and created (in the transaction)."""
+        statement = f"CREATE OR REPLACE VIEW {self.sql(target)} AS {load.view}"
+        if not exists:
+            self.execute(statement)
+        else:
+            self.execute("SAVEPOINT qf_view")
+            try:
+                self.execute(statement)
+            except QueryForgeError:
+                self.execute("ROLLBACK TO SAVEPOINT qf_view")
+                self.execute(self.sql(exp.Drop(tables=[target], kind="VIEW")))
+                self.execute(f"CREATE VIEW {self.sql(target)} AS {load.view}")
+            self.execute("RELEASE SAVEPOINT qf_view")
+        note = f"{VIEW_COMMENT} (load step {load.step_id})".replace("'", "''")
+        self.execute(f"COMMENT ON VIEW {self.sql(target)} IS '{note}'")
+
     def test(self) -> str:
         with map_postgres_error(self.name):
             row = self.con.execute("SELECT current_user, version()").fetchone()
@@ -400,7 +439,13 @@ class PostgresConnector(SqlConnector):
         return fingerprint_text(row, cols)
 
     def replace_table(self, load: StagedLoad, exists: bool) -> None:
-        """Swap: drop production and rename the staged table into its place (no copy)."""
+        """Swap: drop production and rename the staged table into its place (no copy). A table that
+        QueryForge's views read is replaced in place instead (PostgreSQL binds a view to its table,
+        not its name); under any other view the swap fails, saying what depends on the table."""
+        readers = self._views_reading(load.target) if exists else {}
+        if readers and all((c or "").startswith(VIEW_COMMENT) for c in readers.values()):
+            self._replace_under_views(load, sorted(readers))
+            return
         target = self.target_expr(load.target)
         schema, name = load.target.schema_and_name
         staging_schema, staging_name = load.staging_name.split(".", 1)
@@ -410,6 +455,49 @@ class PostgresConnector(SqlConnector):
         self.execute(f"ALTER TABLE {staged} SET SCHEMA {self.sql(ident(schema or self.default_schema))}")
         moved = self.sql(self.table_expr(schema or self.default_schema, staging_name))
         self.execute(f"ALTER TABLE {moved} RENAME TO {self.sql(ident(name))}")
+
+    def _views_reading(self, target: TargetRef) -> dict[str, str | None]:
+        """The views that read a table (PostgreSQL would refuse to drop it under them), each with
+        its comment."""
+        schema, name = target.schema_and_name
+        with map_postgres_error(self.name):
+            rows = self.con.execute(
+                "SELECT DISTINCT format('%%I.%%I', vn.nspname, v.relname), "
+                "obj_description(v.oid, 'pg_class') FROM pg_depend d "
+                "JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class "
+                "JOIN pg_namespace vn ON vn.oid = v.relnamespace "
+                "JOIN pg_class c ON c.oid = d.refobjid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass "
+                "AND n.nspname = %s AND c.relname = %s AND v.oid <> c.oid ORDER BY 1",
+                [schema or self.default_schema, name],
+            ).fetchall()
+        return {str(r[0]): r[1] for r in rows}
+
+    def _replace_under_views(self, load: StagedLoad, readers: list[str]) -> None:
+        """Replace the rows of a table that views read, keeping the table (and so the views): new
+        columns are added at its end; dropped or retyped columns are refused, as the views bind them."""
+        schema, name = load.target.schema_and_name
+        staging_schema, staging_name = load.staging_name.split(".", 1)
+        existing = self.table_columns(schema, name) or []
+        staged_cols = self.table_columns(staging_schema, staging_name) or []
+        if staged_cols[: len(existing)] != existing:
+            raise StepFailed(
+                f"Table {load.target.connection}.{load.target.table} is read by the view"
+                f"{'s' if len(readers) > 1 else ''} {', '.join(readers)}, and step '{load.step_id}' "
+                "replaces it with other columns; PostgreSQL keeps a view bound to its table's columns, "
+                "so nothing was published",
+                hint="drop those views first (their pipelines publish them again: queryforge run --select "
+                f"{load.target.table}+), or keep the table's columns and types (new ones may be added)",
+            )
+        target = self.target_expr(load.target)
+        for column, kind in staged_cols[len(existing) :]:
+            self.add_column(target, column, kind)
+        names = ", ".join(self.sql(ident(c)) for c, _ in staged_cols)
+        self.execute(f"TRUNCATE {self.sql(target)}")
+        self.execute(
+            f"INSERT INTO {self.sql(target)} ({names}) SELECT {names} "
+            f"FROM {self.sql(self.table_expr(staging_schema, staging_name))}"
+        )
 
     def merge_into(self, load: StagedLoad, target: exp.Table, staged: exp.Table) -> None:
         """`INSERT ... ON CONFLICT (keys) DO UPDATE` when a unique index covers exactly the keys."""

@@ -23,8 +23,16 @@ import sqlglot
 from sqlglot import exp
 
 from .. import faults
-from ..errors import QueryForgeError, SpecError, StepFailed, UserError, did_you_mean
-from ..sql.parse import DIALECT, SqlProblem, ident, parse_select
+from ..errors import (
+    ProductionChanged,
+    QueryForgeError,
+    SpecError,
+    StepFailed,
+    TransientError,
+    UserError,
+    did_you_mean,
+)
+from ..sql.parse import DIALECT, SqlProblem, ident, parse_select, table
 from .base import SNAPSHOT_COLUMNS, Connector, ReadRequest, Snapshot, StagedLoad, TargetRef, duckdb_columns
 
 STAGING_SCHEMA = "_qf_staging"
@@ -87,6 +95,9 @@ class SqlConnector(Connector):
     """A database that speaks SQL. Subclasses override the few methods that truly differ."""
 
     supports_snapshot = True  # SCD type 2 in the publish transaction (keep_snapshot)
+    supports_views = True  # load mode view: CREATE VIEW in the publish transaction (publish_view)
+    # The schema a view's sources are qualified with when their table names none (see source_table).
+    default_view_schema: ClassVar[str] = "main"
 
     # Rows read to learn the column types of an extract: none where the database reports types
     # of an empty result; a driver that infers them from the values needs a sample.
@@ -275,6 +286,14 @@ class SqlConnector(Connector):
         """Stage a load whose rows `fill(schema, name)` writes into the (new) staging table and
         counts. Arrow ingest is one filler, an engine's own writer (Spark JDBC) another: the staging
         place, the merge-key check, the fingerprint and the diff are the same, and so is the publish."""
+        if load.mode in ("append", "merge", "snapshot") and self.relation_kind(load.target) == "view":
+            verb = "append to" if load.mode == "append" else f"{load.mode} into"
+            raise StepFailed(
+                f"Step '{load.step_id}' would {verb} "
+                f"{load.target.connection}.{load.target.table}, which is a view: the rows would go into "
+                "the tables it reads, or nowhere",
+                hint="load into another table, or use mode: replace to replace the view with a table",
+            )
         schema, name = self.staging_location(run_id, load.step_id)
         if schema:
             self.ensure_schema(schema)
@@ -517,6 +536,18 @@ class SqlConnector(Connector):
         existing = self.table_columns(schema, name)
         if schema and existing is None:
             self.ensure_schema(schema)
+        if load.mode == "view":
+            self.publish_view(load)
+            return
+        if existing is not None and self.relation_kind(load.target) == "view":
+            if load.mode != "replace":  # stage refused it already; the view may be new since
+                raise StepFailed(
+                    f"{load.target.connection}.{load.target.table} became a view after step "
+                    f"'{load.step_id}' staged its rows; nothing was published",
+                    hint="load into another table, or use mode: replace",
+                )
+            self.drop_relation(target)  # a view becomes a table: mode replace, in this transaction
+            existing = None
         if load.mode == "snapshot":
             self.keep_snapshot(load, target, staged, existing)
             return
@@ -528,6 +559,133 @@ class SqlConnector(Connector):
             self.merge_into(load, target, staged)
         else:
             self.insert_from(load, target, staged)
+
+    # ------------------------------------------------------------ views (load mode view)
+    def kind_of(self, schema: str | None, name: str) -> str | None:
+        """What a relation of this database is: "table", "view", or None when absent."""
+        raise NotImplementedError
+
+    def relation_kind(self, target: TargetRef) -> str | None:
+        return self.kind_of(*target.schema_and_name)
+
+    def drop_relation(self, relation: exp.Table) -> None:
+        """Drop a table or a view, whichever it is (DROP TABLE refuses a view, and DROP VIEW a table)."""
+        kind = self.kind_of(relation.db or None, relation.name)
+        if kind is not None:
+            drop = exp.Drop(tables=[relation], kind="VIEW" if kind == "view" else "TABLE", exists=True)
+            self.execute(self.sql(drop))
+
+    def source_table(self, name: str) -> exp.Table:
+        """A table of this connection as a view reads it: always schema-qualified, so that no step of
+        the view (each one a CTE named by its step id) can stand in for it."""
+        schema, bare = TargetRef(self.name, name).schema_and_name
+        if schema and not self.supports_schemas:
+            self.target_expr(TargetRef(self.name, name))  # refuses with its message
+        return self.table_expr(schema or self.default_view_schema, bare)
+
+    def view_definition(
+        self, steps: list[tuple[str, exp.Query | ReadRequest]], output: str, columns: list[str]
+    ) -> str:
+        """The SELECT of a view in this database's dialect, generated from a compiled plan: each step
+        it needs is a CTE named by its step id, in order (a table read becomes a SELECT from the
+        qualified table), and the view shows `output`'s columns by name. Raises sqlglot's
+        UnsupportedError when the dialect cannot express a step."""
+        ctes = []
+        for name, body in steps:
+            if isinstance(body, ReadRequest):
+                assert body.table is not None
+                cols = [exp.column(ident(c)) for c in body.columns] if body.columns else [exp.Star()]
+                query: exp.Query = exp.select(*cols).from_(self.source_table(body.table))
+            else:
+                query = body.copy()
+            ctes.append(exp.CTE(this=query, alias=exp.TableAlias(this=ident(name))))
+        select = exp.select(*[exp.column(ident(c)) for c in columns]).from_(table(output))
+        if ctes:
+            select.set("with_", exp.With(expressions=ctes))
+        return select.sql(dialect=self.dialect, unsupported_level=sqlglot.ErrorLevel.RAISE)
+
+    def view_sources(self, load: StagedLoad) -> dict[str, str | None]:
+        """The fingerprints of the tables a view reads, as they are now."""
+        return {name: self.fingerprint(TargetRef(self.name, name)) for name in load.sources}
+
+    def verify_view_sources(self, load: StagedLoad) -> None:
+        """The tables the view reads hold what the run read and audited; else nothing is published."""
+        now = self.view_sources(load)
+        changed = [name for name, printed in load.sources.items() if now.get(name) != printed]
+        if changed:
+            raise ProductionChanged(
+                f"Table {self.name}.{changed[0]}, which the view {load.target.table} of step "
+                f"'{load.step_id}' reads, changed after the run read it, so the view would not show "
+                "what the run audited; nothing was published",
+                hint="run the pipeline again once its upstream has finished (or 'queryforge commit --rerun' "
+                "for a sandbox run)",
+            )
+
+    def lock_sources(self, load: StagedLoad) -> None:
+        """Keep the view's sources from changing until the publish transaction ends (where the
+        database can: PostgreSQL); called inside it, before they are verified."""
+
+    def stage_view(self, run_id: str, load: StagedLoad) -> StagedLoad:
+        """Nothing is copied: the view's query runs once in this database, which must show as many rows
+        as the run computed and audited (`load.rows`), over sources unchanged since the run read them.
+        The load is named like a staging table, for the publish ledger; no such table exists."""
+        schema, name = self.staging_location(run_id, load.step_id)
+        load.staging_name = f"{schema}.{name}" if schema else name
+        kind = self.relation_kind(load.target)
+        if kind == "table" and load.replaces != "table":
+            raise StepFailed(
+                f"Step '{load.step_id}' would publish a view as "
+                f"{load.target.connection}.{load.target.table}, which is a table this pipeline did not "
+                "publish; the view would replace its data",
+                hint="publish the view under another name, drop the table first if it is no longer "
+                "needed, or use mode: replace to copy the data",
+            )
+        self.verify_view_sources(load)
+        try:
+            counted = self.fetch_arrow(f"SELECT count(*) FROM ({load.view}) AS _qf_view")
+            shape = self.fetch_arrow(f"SELECT * FROM ({load.view}) AS _qf_view LIMIT {self.describe_rows}")
+        except TransientError:
+            raise
+        except Exception as exc:  # the database's own error: the view's SQL as this dialect reads it
+            detail = exc.message if isinstance(exc, QueryForgeError) else str(exc).splitlines()[0]
+            raise StepFailed(
+                f"Connection '{self.name}' cannot compute the view of step '{load.step_id}': {detail}",
+                hint=f"the view's SQL is written in {self.dialect}'s dialect from the pipeline's steps; "
+                "write the failing step in SQL both engines read alike, or use mode: replace to copy "
+                "the data",
+            ) from exc
+        rows = int(counted.column(0)[0].as_py() or 0)
+        if rows != load.rows:
+            raise StepFailed(
+                f"The view of step '{load.step_id}' shows {rows} rows in connection '{self.name}', but the "
+                f"run computed and audited {load.rows}: {self.dialect} evaluates the view's SQL differently "
+                "from the engine (integer division, text comparison and casts are the usual causes); "
+                "nothing was published",
+                hint="make that step's meaning explicit (casts, lower()), or use mode: replace to copy the "
+                "audited rows",
+            )
+        load.columns = duckdb_columns(shape.schema)
+        load.diff = {}
+        return load
+
+    def publish_view(self, load: StagedLoad) -> None:
+        """Inside the publish transaction: the sources verified, then the view created or replaced."""
+        target = self.target_expr(load.target)
+        kind = self.relation_kind(load.target)
+        if kind == "table" and load.replaces != "table":
+            raise StepFailed(
+                f"{load.target.connection}.{load.target.table} became a table after step '{load.step_id}' "
+                "was staged; the view would replace its data, so nothing was published",
+                hint="publish the view under another name, or drop the table first",
+            )
+        self.lock_sources(load)
+        self.verify_view_sources(load)
+        if kind == "table":
+            self.drop_table(target)
+        self.create_view(target, load, kind == "view")
+
+    def create_view(self, target: exp.Table, load: StagedLoad, exists: bool) -> None:
+        self.execute(f"CREATE OR REPLACE VIEW {self.sql(target)} AS {load.view}")
 
     def timestamp_value(self, value: str | None) -> exp.Expr:
         """A TIMESTAMP value (UTC, microseconds) as this database stores one."""
@@ -713,6 +871,8 @@ class SqlConnector(Connector):
             return content_hash(con, "t")
 
     def preview(self, load: StagedLoad, limit: int = 10) -> pa.Table:
+        if load.mode == "view":  # nothing is staged: the view's query, as the database computes it now
+            return self.fetch_arrow(f"SELECT * FROM ({load.view}) AS _qf_view LIMIT {int(limit)}")
         return self.fetch_arrow(self.sql(exp.select(exp.Star()).from_(self.staging_expr(load)).limit(limit)))
 
 

@@ -64,6 +64,18 @@ class SQLiteConnector(SqlConnector):
         rows = self.con.execute("SELECT name, type FROM pragma_table_info(?)", [name]).fetchall()
         return [(r[0], r[1] or "ANY") for r in rows] or None
 
+    def kind_of(self, schema: str | None, name: str) -> str | None:
+        found = self.con.execute(
+            "SELECT type FROM sqlite_master WHERE name = ? AND type IN ('table', 'view')", [name]
+        ).fetchone()
+        return str(found[0]) if found else None
+
+    def create_view(self, target: exp.Table, load: StagedLoad, exists: bool) -> None:
+        """SQLite has no CREATE OR REPLACE VIEW: drop and create, in the publish transaction."""
+        if exists:
+            self.execute(self.sql(exp.Drop(tables=[target], kind="VIEW", exists=True)))
+        self.execute(f"CREATE VIEW {self.sql(target)} AS {load.view}")
+
     def diff_relations(self, load: StagedLoad) -> dict[str, int]:
         return self.diff_by_copy(load)  # SQLite has no EXCEPT ALL
 
@@ -79,20 +91,17 @@ class SQLiteConnector(SqlConnector):
         self.execute(f'DROP TABLE IF EXISTS "{STAGING_SCHEMA}__{name}"')
 
     def introspect(self) -> list[TableInfo]:
-        names = [
-            r[0]
-            for r in self.con.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' "
-                "AND name NOT LIKE '\\_qf\\_%' ESCAPE '\\' "
-                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
-            ).fetchall()
-        ]
+        found = self.con.execute(  # views too (load mode view): counted only for tables
+            "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
+            "AND name NOT LIKE '\\_qf\\_%' ESCAPE '\\' "
+            "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        ).fetchall()
         out = []
-        for name in names:
+        for name, kind in found:
             info = self.con.execute(
                 'SELECT name, type, "notnull", pk FROM pragma_table_info(?)', [name]
             ).fetchall()
-            count = self.con.execute(f'SELECT count(*) FROM "{name}"').fetchone()
+            count = self.con.execute(f'SELECT count(*) FROM "{name}"').fetchone() if kind == "table" else None
             out.append(
                 TableInfo(
                     name=name,

@@ -7,6 +7,7 @@ named by their step ids; every op gets the input schemas so it can name columns 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -296,38 +297,236 @@ class LimitOp(Op):
         return query.offset(body.offset) if body.offset else query
 
 
+# Aggregates DuckDB knows under names sqlglot does not (they parse as plain function calls): the
+# allow-listed ones (sql/functions/duckdb.txt) that duckdb_functions() calls aggregates.
+ANONYMOUS_AGGREGATES = frozenset(
+    {
+        "arbitrary",
+        "arg_max_null",
+        "arg_max_nulls_last",
+        "arg_min_null",
+        "arg_min_nulls_last",
+        "bitstring_agg",
+        "count_star",
+        "entropy",
+        "favg",
+        "fsum",
+        "histogram",
+        "histogram_exact",
+        "kahan_sum",
+        "kurtosis_pop",
+        "mad",
+        "mean",
+        "product",
+        "reservoir_quantile",
+        "sem",
+        "sum_no_overflow",
+        "sumkahan",
+    }
+)
+# sqlglot's aggregate classes that aggregate no group of rows: window-only functions, and GROUPING().
+NOT_GROUP_AGGREGATES: tuple[type[exp.Expr], ...] = (
+    exp.Lag,
+    exp.Lead,
+    exp.Rank,
+    exp.DenseRank,
+    exp.CumeDist,
+    exp.PercentRank,
+    exp.Ntile,
+    exp.FirstValue,
+    exp.LastValue,
+    exp.NthValue,
+    exp.Grouping,
+    exp.GroupingId,
+)
+# What belongs to an aggregate call around it: `IGNORE NULLS`, `WITHIN GROUP (...)`, `FILTER (...)`.
+AGGREGATE_PARTS = (exp.IgnoreNulls, exp.RespectNulls, exp.WithinGroup, exp.Filter)
+USING_EXAMPLES = "sum(amount), count(*), coalesce(sum(amount), 0) or sum(amount) / count(*)"
+
+
+def is_group_aggregate(node: exp.Expr) -> bool:
+    if isinstance(node, exp.Anonymous):
+        return node.name.lower() in ANONYMOUS_AGGREGATES
+    return isinstance(node, exp.AggFunc) and not isinstance(node, NOT_GROUP_AGGREGATES)
+
+
+def group_aggregates(expression: exp.Expr) -> list[exp.Expr]:
+    """The calls in `expression` that aggregate a group's rows, each as its outermost node (with its
+    IGNORE NULLS, WITHIN GROUP and FILTER). A window function (`sum(...) OVER (...)`) runs over the
+    grouped rows instead: it is not one, but the aggregates in its arguments are."""
+    found: list[exp.Expr] = []
+    for node in expression.walk():
+        if not is_group_aggregate(node):
+            continue
+        top = node
+        while isinstance(top.parent, AGGREGATE_PARTS) and top.arg_key == "this":
+            top = top.parent
+        if isinstance(top.parent, exp.Window) and top.arg_key == "this":
+            continue
+        found.append(top)
+    return found
+
+
+def pivot_literal(value: str | int | float | bool) -> exp.Expr:
+    """A value of `values:` or `fill:` as a typed SQL literal."""
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, str):
+        return exp.Literal.string(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        text = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+        return exp.Cast(this=exp.Literal.string(text), to=exp.DataType.build("DOUBLE"))
+    return exp.Literal.number(value)
+
+
+def filtered(using: exp.Expr, condition: exp.Expr) -> exp.Expr:
+    """`using` with `FILTER (WHERE condition)` on each of its group aggregates (ANDed to a FILTER
+    already there), so that every aggregate reads only the rows of one pivot value."""
+    root = using.copy()
+    for top in group_aggregates(root):
+        where = top.args.get("expression") if isinstance(top, exp.Filter) else None
+        if isinstance(where, exp.Where):
+            where.set("this", exp.and_(where.this, condition.copy()))
+            continue
+        wrapped = exp.Filter(this=top.copy(), expression=exp.Where(this=condition.copy()))
+        if top is root:
+            root = wrapped
+        else:
+            top.replace(wrapped)
+    return root
+
+
 class PivotOp(Op):
+    """One column per value of `on`, one row per `group_by` combination.
+
+    With `values` listed: a GROUP BY whose items are `using` with a FILTER on each aggregate in it,
+    so any aggregate expression works (`coalesce(sum(x), 0)`, `sum(a) / count(*)`, windows over
+    aggregates). Without: DuckDB's own `PIVOT ... USING`, which finds the values in the data but
+    takes an expression with exactly one aggregate and no window, and names columns `{value}` or
+    `{value}_<alias>` only.
+    """
+
     kind = "pivot"
     sql_fields = {"using": "expression"}
 
     def compile(self, body: m.Pivot, ctx: OpContext) -> exp.Query:
-        ctx.require(body.input, [body.on, *body.group_by], "on")
+        ctx.require(body.input, [body.on], "on")
+        ctx.require(body.input, body.group_by, "group_by")
         using = ctx.expression(body.using, body.input, "using")
+        self.vet_using(body, using, ctx)
         if body.values is None:
-            # Values known only from the data: DuckDB's own PIVOT finds them at run time.
-            text = (
-                f"PIVOT {table(body.input).sql(DIALECT)} ON {col(body.on).sql(DIALECT)} "
-                f"USING {using.sql(DIALECT)}"
-            )
-            if body.group_by:
-                text += " GROUP BY " + ", ".join(col(c).sql(DIALECT) for c in body.group_by)
-            pivot = sqlglot.parse_one(text, read=DIALECT)
-            return exp.select(exp.Star()).from_(exp.Subquery(this=pivot))
+            return self.dynamic(body, using, ctx)
         items: list[exp.Expr] = [col(c) for c in body.group_by]
-        for value in body.values:
-            literal = exp.Literal.string(value) if isinstance(value, str) else exp.Literal.number(value)
-            agg = using.copy()
-            items.append(
-                exp.alias_(
-                    exp.Filter(
-                        this=agg, expression=exp.Where(this=exp.EQ(this=col(body.on), expression=literal))
-                    ),
-                    str(value),
-                    quoted=True,
-                )
-            )
+        for value, name in zip(body.values, self.names(body, ctx), strict=True):
+            cell = filtered(using, exp.EQ(this=col(body.on), expression=pivot_literal(value)))
+            items.append(exp.alias_(self.filled(cell, body), name, quoted=True))
         query = exp.select(*items).from_(table(body.input))
         return query.group_by(*[col(c) for c in body.group_by]) if body.group_by else query
+
+    @staticmethod
+    def filled(cell: exp.Expr, body: m.Pivot) -> exp.Expr:
+        return cell if body.fill is None else exp.func("coalesce", cell, pivot_literal(body.fill))
+
+    @staticmethod
+    def vet_using(body: m.Pivot, using: exp.Expr, ctx: OpContext) -> None:
+        tops = group_aggregates(using)
+        if not tops:
+            raise SpecError(
+                f"Step '{ctx.step_id}': `using` needs an aggregate, and {body.using!r} has none",
+                where=ctx.where("using"),
+                hint=f"each cell aggregates the rows of its group and value: write e.g. {USING_EXAMPLES}",
+            )
+        for top in tops:
+            outer = top.parent
+            while outer is not None and not any(outer is other for other in tops):
+                outer = outer.parent
+            if outer is not None:
+                raise SpecError(
+                    f"Step '{ctx.step_id}': `using` nests an aggregate in another "
+                    f"({outer.sql(DIALECT)[:80]})",
+                    where=ctx.where("using"),
+                    hint="aggregate calls cannot be nested; over aggregates, use a window: "
+                    "sum(amount) / sum(sum(amount)) OVER ()",
+                )
+
+    @staticmethod
+    def template(body: m.Pivot, ctx: OpContext) -> str:
+        template = body.name if body.name is not None else "{value}"
+        rest = template.replace("{value}", "")
+        if "{value}" not in template or "{" in rest or "}" in rest:
+            raise SpecError(
+                f"Step '{ctx.step_id}': the column name template {template!r} "
+                + ("has no {value}" if "{value}" not in template else "has braces other than {value}"),
+                where=ctx.where("name"),
+                hint="name the columns with a template that contains {value} once or more, "
+                "e.g. '{value}_amount' or 'amount_{value}'",
+            )
+        return template
+
+    def names(self, body: m.Pivot, ctx: OpContext) -> list[str]:
+        """The output column of each listed value: the template with {value} replaced."""
+        assert body.values is not None
+        template = self.template(body, ctx)
+        names = [template.replace("{value}", str(value)) for value in body.values]
+        taken = {c.lower(): f"the group_by column '{c}'" for c in body.group_by}
+        for value, name in zip(body.values, names, strict=True):
+            if not name.strip():
+                raise SpecError(
+                    f"Step '{ctx.step_id}': the value {value!r} gives a column with an empty name",
+                    where=ctx.where("values"),
+                    hint="name the columns with a template around {value}, e.g. name: 'status_{value}'",
+                )
+            clash = taken.get(name.lower())
+            if clash is not None:
+                raise SpecError(
+                    f"Step '{ctx.step_id}': the value {value!r} gives the column name '{name}', "
+                    f"which {clash} has already (column names ignore case)",
+                    where=ctx.where("name" if body.name is not None else "values"),
+                    hint="list each value once, and pick a template that keeps the names apart, "
+                    "e.g. name: '{value}_amount'",
+                )
+            taken[name.lower()] = f"the value {value!r}"
+        return names
+
+    def dynamic(self, body: m.Pivot, using: exp.Expr, ctx: OpContext) -> exp.Query:
+        """Values known only from the data: DuckDB's own PIVOT finds them at run time."""
+        template = self.template(body, ctx)
+        tops = group_aggregates(using)
+        windows = list(using.find_all(exp.Window))
+        if len(tops) != 1 or windows:
+            found = (
+                f"a window function ({windows[0].sql(DIALECT)[:60]})"
+                if windows
+                else f"{len(tops)} aggregates ({', '.join(t.sql(DIALECT)[:40] for t in tops)})"
+            )
+            raise SpecError(
+                f"Step '{ctx.step_id}': without `values:`, `using` may hold exactly one aggregate "
+                f"and no window function (DuckDB's PIVOT finds the values then), and "
+                f"{body.using!r} has {found}",
+                where=ctx.where("using"),
+                hint=f"list the values of '{body.on}' that become columns under `values:`; then "
+                f"`using` may be any aggregate expression",
+            )
+        alias = None
+        if template != "{value}":
+            suffix = template[len("{value}_") :]
+            if not template.startswith("{value}_") or not suffix or "{value}" in suffix:
+                raise SpecError(
+                    f"Step '{ctx.step_id}': without `values:`, the columns can be named only "
+                    f"'{{value}}' or '{{value}}_<suffix>' (as DuckDB's PIVOT names them), not {template!r}",
+                    where=ctx.where("name"),
+                    hint=f"list the values of '{body.on}' that become columns under `values:` to "
+                    f"name them {template!r}, or use name: '{{value}}_<suffix>'",
+                )
+            alias = suffix
+        cell = self.filled(using, body).sql(DIALECT)
+        text = f"PIVOT {table(body.input).sql(DIALECT)} ON {col(body.on).sql(DIALECT)} USING {cell}" + (
+            f" AS {ident(alias).sql(DIALECT)}" if alias is not None else ""
+        )
+        if body.group_by:
+            text += " GROUP BY " + ", ".join(col(c).sql(DIALECT) for c in body.group_by)
+        pivot = sqlglot.parse_one(text, read=DIALECT)
+        return exp.select(exp.Star()).from_(exp.Subquery(this=pivot))
 
 
 class UnpivotOp(Op):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from collections.abc import Mapping
 from pathlib import Path
 
 import duckdb
@@ -172,14 +174,36 @@ def connection_sources(connections: ConnectionSet, catalog: CatalogCache | None)
     return out
 
 
+# (connection, lower-cased table) -> (the table's description, column -> description)
+Descriptions = Mapping[tuple[str, str], tuple[str | None, Mapping[str, str]]]
+
+
 def build_context(
-    connections: ConnectionSet, root: Path, data_dir: str = "data", catalog: CatalogCache | None = None
+    connections: ConnectionSet,
+    root: Path,
+    data_dir: str = "data",
+    catalog: CatalogCache | None = None,
+    descriptions: Descriptions | None = None,
 ) -> PlannerContext:
+    """The sources a request may read; tables a pipeline of the project publishes carry the
+    descriptions its YAML gives them."""
     sources = (
         file_sources(root, data_dir, catalog)
         + table_sources(connections)
         + connection_sources(connections, catalog)
     )
+    if descriptions:
+        sources = [_described(s, descriptions) for s in sources]
     return PlannerContext(
         sources=tuple(sources), target_connection=connections.default_target, data_dir=data_dir
     )
+
+
+def _described(source: Source, descriptions: Descriptions) -> Source:
+    if source.kind != "table" or source.connection is None or source.table is None:
+        return source
+    found = descriptions.get((source.connection, source.table.lower()))
+    if found is None:
+        return source
+    about, columns = found
+    return dataclasses.replace(source, description=about, column_descriptions=dict(columns))

@@ -20,6 +20,7 @@ from typing import Any
 
 SAFE_IDENT = re.compile(r"[^A-Za-z0-9_./-]")
 MAX_NAME = 64
+MAX_DESCRIPTION = 200  # characters of a table's or column's description sent to a model
 MAX_HINT_VALUE = 64  # characters of one value hint; a longer value is not a code or a category
 
 # Words of a column name that mark personal or secret data (name split on _, -, . and camelCase).
@@ -57,6 +58,8 @@ class Source:
     rows: int | None = None
     domains: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
     sensitive: frozenset[str] = field(default=frozenset(), compare=False)  # columns tagged PII/secret
+    description: str | None = field(default=None, compare=False)  # from the project's YAML
+    column_descriptions: dict[str, str] = field(default_factory=dict, compare=False)
 
     def value_hints(self) -> dict[str, list[str]]:
         """The distinct values of low-cardinality columns that may go to a model: none of sensitive ones.
@@ -123,11 +126,23 @@ class PlannerContext:
                 "columns": [[clean_identifier(c), clean_identifier(t)] for c, t in s.columns[:200]],
                 "rows": s.rows,
             }
+            if s.description:
+                entry["description"] = clean_text(s.description)
+            if s.column_descriptions:
+                entry["column_descriptions"] = {
+                    clean_identifier(c): clean_text(d) for c, d in list(s.column_descriptions.items())[:200]
+                }
             hints = s.value_hints()
             if hints:
                 entry["values"] = {clean_identifier(c): v for c, v in hints.items()}
             out.append(entry)
         return out
+
+
+def clean_text(text: str, limit: int = MAX_DESCRIPTION) -> str:
+    """A description as it may go into a prompt: one line of printable text, truncated."""
+    flat = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def name_words(column: str) -> set[str]:

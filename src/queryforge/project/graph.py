@@ -27,6 +27,7 @@ class Node:
     description: str | None = None
     needs: tuple[str, ...] = ()  # parameters without a default
     error: str | None = None  # the file could not be read; reported when the pipeline is used
+    ephemeral: bool = False  # publishes nothing: inlined into the pipelines that ref it, never run alone
     source: PipelineSource | None = field(default=None, compare=False)  # parsed once, by scan
 
     def load(self) -> PipelineSource:
@@ -108,6 +109,7 @@ class ProjectGraph:
                 str(desc) if isinstance(desc, str) else None,
                 tuple(required_params(raw)),
                 source=source,
+                ephemeral=raw.get("ephemeral") is True,
             )
         return cls(nodes, folder.parent)
 

@@ -15,6 +15,7 @@ class Lineage:
     edges: tuple[tuple[str, str], ...]  # (upstream, downstream): downstream reads upstream's output
     upstream: tuple[str, ...] = ()
     downstream: tuple[str, ...] = ()
+    ephemeral: tuple[str, ...] = ()  # pipelines inlined into their readers: no table, no run
 
     @classmethod
     def of(cls, graph: ProjectGraph, focus: str | None = None) -> Lineage:
@@ -34,6 +35,7 @@ class Lineage:
             edges,
             tuple(o for o in order if o in up),
             tuple(o for o in order if o in down),
+            tuple(o for o in order if graph.nodes[o].ephemeral),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -43,19 +45,27 @@ class Lineage:
             "edges": [{"from": a, "to": b} for a, b in self.edges],
             "upstream": list(self.upstream),
             "downstream": list(self.downstream),
+            "ephemeral": list(self.ephemeral),
         }
 
     def mermaid(self) -> str:
         lines = ["flowchart LR"]
-        lines += [f"  {n}[{n}]" for n in self.nodes]
+        # An ephemeral pipeline is drawn as a rounded node with a dashed border: a query, not a table.
+        lines += [f"  {n}([{n}])" if n in self.ephemeral else f"  {n}[{n}]" for n in self.nodes]
         lines += [f"  {a} --> {b}" for a, b in self.edges]
+        lines += [f"  style {n} stroke-dasharray: 5 5" for n in self.ephemeral if n != self.focus]
         if self.focus:
-            lines.append(f"  style {self.focus} stroke-width:3px")
+            dashed = ",stroke-dasharray: 5 5" if self.focus in self.ephemeral else ""
+            lines.append(f"  style {self.focus} stroke-width:3px{dashed}")
         return "\n".join(lines)
 
     def dot(self) -> str:
         lines = ["digraph lineage {", "  rankdir=LR;"]
-        lines += [f'  "{n}"{" [penwidth=3]" if n == self.focus else ""};' for n in self.nodes]
+        for n in self.nodes:
+            attrs = ["penwidth=3"] if n == self.focus else []
+            attrs += ["style=dashed"] if n in self.ephemeral else []
+            shown = " [" + ", ".join(attrs) + "]" if attrs else ""
+            lines.append(f'  "{n}"{shown};')
         lines += [f'  "{a}" -> "{b}";' for a, b in self.edges]
         return "\n".join([*lines, "}"])
 
@@ -66,5 +76,6 @@ class Lineage:
         for n in self.nodes:
             mark = "*" if n == self.focus else " "
             source = f"  <- {', '.join(reads[n])}" if reads[n] else ""
-            out.append(f"{mark} {n}{source}")
+            kind = " (ephemeral)" if n in self.ephemeral else ""
+            out.append(f"{mark} {n}{kind}{source}")
         return "\n".join(out)

@@ -3,6 +3,9 @@
 A ref's columns are those the referenced pipeline's own compilation gives its load step, so a
 downstream pipeline validates against what upstream *will* publish, before anything has run, and
 a renamed column upstream fails downstream validation with a did-you-mean hint.
+
+A ref to an *ephemeral* pipeline (`ephemeral: true`) reads no table: its compiled plan travels with
+the target, and the consumer's compiler inlines its steps (`Compiler.inline_ref`).
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ Describe = Callable[[str | None, str], tuple[str, list[tuple[str, str]]] | None]
 class ProjectRefs:
     """One resolution session: each referenced pipeline compiles once, however many refs name it."""
 
-    def __init__(self, graph: ProjectGraph, compile: Compile) -> None:
+    def __init__(self, graph: ProjectGraph, compile: Compile, describe: Describe | None = None) -> None:
         self.graph = graph
         self.compile = compile
+        # Runs: a ref reads the table as published now (`published`), pipelines inlined included.
+        self.describe = describe
         self._targets: dict[str, RefTarget] = {}
         self._plans: dict[str, tuple[BoundPipeline, ExecutionPlan]] = {}
 
@@ -33,7 +38,8 @@ class ProjectRefs:
         """The resolver for a pipeline compiled on behalf of `chain` (the pipelines that read it)."""
 
         def resolve(ref: str, where: str) -> RefTarget:
-            return self.resolve(ref, where, chain)
+            found = self.published(ref, where, self.describe) if self.describe is not None else None
+            return found or self.resolve(ref, where, chain)
 
         return resolve
 
@@ -63,6 +69,18 @@ class ProjectRefs:
             )
         bound, plan = self.compiled(name, chain)
         load = self._load_step(bound, ref, step, where)
+        if plan.ephemeral:  # nothing published: the consumer inlines the plan and reads the load's input
+            target = RefTarget(
+                pipeline=name,
+                step=load.id,
+                connection="",
+                table="",
+                schema=list(plan.schemas[load.load.input]),
+                inline=plan,
+                output=load.load.input,
+            )
+            self._targets[ref] = target
+            return target
         stage = next(s for s in plan.stages_of(StageLoadStage) if s.step_id == load.id)
         target = RefTarget(
             pipeline=name,
@@ -80,8 +98,8 @@ class ProjectRefs:
         None leaves the error of an unknown or parameterised pipeline to `resolve`."""
         name, _, step = ref.partition(".")
         node = self.graph.nodes.get(name)
-        if node is None or node.needs:
-            return None  # resolve() gives the error
+        if node is None or node.needs or node.ephemeral:
+            return None  # resolve() gives the error, or inlines an ephemeral pipeline
         bound = node.load().bind(None)
         load = self._load_step(bound, ref, step, where)
         assert load.load.table is not None
@@ -108,7 +126,8 @@ class ProjectRefs:
     def _load_step(bound: BoundPipeline, ref: str, step: str, where: str) -> m.LoadStep:
         name = bound.pipeline.name
         loads = [s for s in bound.pipeline.steps if isinstance(s, m.LoadStep)]
-        tables = [s for s in loads if s.load.table]
+        # An ephemeral pipeline's loads name outputs (their table, if any, is not written).
+        tables = loads if bound.pipeline.ephemeral else [s for s in loads if s.load.table]
         if step:
             chosen = next((s for s in loads if s.id == step), None)
             if chosen is None:
@@ -129,7 +148,7 @@ class ProjectRefs:
                 if tables
                 else "a ref reads a pipeline's loaded table",
             )
-        if not chosen.load.table:
+        if not chosen.load.table and not bound.pipeline.ephemeral:
             raise SpecError(
                 f"'ref: {ref}': load step '{chosen.id}' of '{name}' writes a file, not a table",
                 where=where,

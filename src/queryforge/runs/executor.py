@@ -164,6 +164,11 @@ class Executor:
         self.reporter.run_started(run_id, plan.pipeline, steps)
         session: EngineSession | None = None
         self.inlined: dict[str, exp.Query] = {}
+        # Extracts a view rests on: their tables' fingerprints are taken before they are read, and a
+        # view publishes only while its tables still match (what the run audited is what it shows).
+        self.guarded: set[str] = {step for s in plan.stages_of(StageLoadStage) for step, _ in s.sources}
+        self.source_prints: dict[str, str | None] = {}
+        self.reread = False  # a resume read a guarded extract again: nothing computed after it holds
         self._start_sources(run_id, prior)
         verified = False
         try:
@@ -337,8 +342,11 @@ class Executor:
     ) -> bool:
         """Take the stage's output from the earlier attempt when it is unchanged and still there."""
         done = prior.steps.get(stage.step_id)
-        if self.sources_changed and not isinstance(stage, PublishStage):
+        if (self.sources_changed or self.reread) and not isinstance(stage, PublishStage):
             return False  # a source snapshot had to be taken again: nothing computed from it holds
+        if isinstance(stage, ExtractStage) and stage.step_id in self.guarded:
+            self.reread = True  # read again, with its fingerprint: what follows is recomputed
+            return False
         query = getattr(stage, "query", None)
         if isinstance(stage, ExtractStage) and stage.query is not None:
             query = self._read_snapshot(stage, outcome.run_id)
@@ -699,6 +707,9 @@ class Executor:
         assert stage.connection is not None and stage.request is not None
         connector = self.connections.get(stage.connection)
         request = stage.request
+        if stage.step_id in self.guarded and request.table is not None:  # before the read: see `guarded`
+            source = TargetRef(stage.connection, request.table)
+            self.source_prints[stage.step_id] = connector.fingerprint(source)
         since = None
         if stage.incremental is not None:
             since = self.repo.get_watermark(plan.pipeline, stage.step_id)
@@ -756,6 +767,8 @@ class Executor:
     def visit_stageload(
         self, stage: StageLoadStage, session: EngineSession, outcome: RunOutcome, plan: ExecutionPlan
     ) -> Result:
+        if stage.mode == "view":
+            return self._stage_view(stage, session, outcome, plan)
         connector = self.connections.get(stage.target.connection)
         query = self._inline(exp.select(exp.Star()).from_(table(stage.input)))
         load = StagedLoad(
@@ -783,6 +796,42 @@ class Executor:
         detail = f"+{d.get('added', 0)} -{d.get('removed', 0)} ~{d.get('changed', 0)}"
         return load.rows, load.rows, f"{detail}; {how}" if how else detail
 
+    def _stage_view(
+        self, stage: StageLoadStage, session: EngineSession, outcome: RunOutcome, plan: ExecutionPlan
+    ) -> Result:
+        """A view copies nothing: the rows the run computed (and the checks audited) are counted, and the
+        target database must show as many from the view's SQL, over the tables as the run read them."""
+        connector = self.connections.get(stage.target.connection)
+        _, counted = session.fetch(
+            self._inline(exp.select(exp.func("count", exp.Star())).from_(table(stage.input)))
+        )
+        load = StagedLoad(
+            step_id=stage.step_id,
+            target=stage.target,
+            mode="view",
+            keys=[],
+            staging_name="",
+            rows=int(counted[0][0]),
+            columns=[],
+            view=stage.view,
+            sources={name: self.source_prints.get(step) for step, name in stage.sources},
+        )
+        kind = connector.relation_kind(stage.target)
+        if kind == "table" and self._published_by(plan.pipeline, stage.target):
+            load.replaces = "table"  # this pipeline's own table becomes its view (in the publish)
+        outcome.staged = [s for s in outcome.staged if s.step_id != stage.step_id] + [load]
+        connector.stage_view(outcome.run_id, load)
+        self.repo.update_run(outcome.run_id, staged=staged_to_json(outcome.staged))  # for a resume
+        return load.rows, load.rows, f"view: {load.rows} rows, nothing copied"
+
+    def _published_by(self, pipeline: str, target: TargetRef) -> bool:
+        """Whether the newest successful run of `pipeline` published `target` (so it is its own)."""
+        for run in self.repo.list_runs(pipeline=pipeline, limit=50):
+            published = (run.result or {}).get("published") if run.status in OK_STATUSES else None
+            if published:
+                return dataclasses.asdict(target) in published
+        return False
+
     def visit_publish(
         self,
         stage: PublishStage,
@@ -809,6 +858,8 @@ class Executor:
         connector = self.connections.get(connection)
         if verify:
             for load in loads:
+                if load.mode == "view":  # holds no data: its sources are verified in the publish itself
+                    continue
                 current = connector.fingerprint(load.target)
                 if current != load.fingerprint_before:
                     raise ProductionChanged(

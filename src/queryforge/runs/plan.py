@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Any
 
+import sqlglot
 from sqlglot import exp
 
 from ..connectors.base import SNAPSHOT_COLUMNS, ReadRequest, TargetRef
@@ -28,10 +30,12 @@ from ..connectors.streams import StreamConnector, declared_types
 from ..engine.base import CANONICAL_ENGINE, Engine, EngineSession
 from ..engine.ops import OpContext, get_op
 from ..errors import QueryForgeError, SpecError, did_you_mean
-from ..quality.checks import CompiledRule, RuleContext, compile_rule
+from ..quality.checks import CompiledRule, CustomRule, RuleContext, column_check, compile_rule, rule_reads
 from ..spec import models as m
 from ..spec.loader import BoundPipeline
-from ..sql.parse import SqlProblem, ident, parse_select, table_references
+from ..spec.params import PLACEHOLDER
+from ..sql.parse import SqlProblem, ident, parse_select, table, table_references
+from ..sql.policy import real_tables
 from .failures import Retry
 
 Schema = list[tuple[str, str]]
@@ -83,6 +87,8 @@ class StageLoadStage(Stage):
     keys: tuple[str, ...]
     on_schema_change: str = "fail"
     check_columns: tuple[str, ...] = ()  # snapshot: the columns whose change makes a new version
+    view: str = ""  # mode view: the view's SELECT, in the target's dialect, over its real tables
+    sources: tuple[tuple[str, str], ...] = ()  # mode view: (extract step, table it reads) it rests on
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,8 @@ class ExecutionPlan:
     deps: dict[str, tuple[str, ...]] = field(default_factory=dict)
     engine: str = CANONICAL_ENGINE  # the engine that executes the plan (compiled on the canonical one)
     input_bytes: int | None = None  # what the extracts read, where known (routing of engine: auto)
+    ephemeral: bool = False  # publishes nothing: inlined into the pipelines that ref it
+    placeholders: dict[str, str] = field(default_factory=dict)  # step id -> a ${...} its text used
 
     def stages_of(self, cls: type[Stage]) -> list[Any]:
         return [s for s in self.stages if isinstance(s, cls)]
@@ -298,6 +306,93 @@ class RefTarget:
     connection: str
     table: str
     schema: Schema
+    # An ephemeral pipeline publishes nothing: its compiled plan is inlined, and `output` (its load's
+    # input) is what the ref reads.
+    inline: ExecutionPlan | None = None
+    output: str = ""
+
+
+def renamed(query: exp.Query, names: Mapping[str, str]) -> exp.Query:
+    """`query` reading `names`' new names for the steps it reads (its own CTEs left alone); each
+    renamed table keeps its old name as an alias, so columns qualified with it still resolve."""
+    out = query.copy()
+    for t in real_tables(out):
+        new = names.get(t.name)
+        if new is None or t.args.get("db") or t.args.get("catalog"):
+            continue
+        old = t.name
+        t.set("this", ident(new))
+        if not t.alias:
+            t.set("alias", exp.TableAlias(this=ident(old)))
+    return out
+
+
+def inlined(plan: ExecutionPlan, prefix: str) -> ExecutionPlan:
+    """An ephemeral pipeline's plan with every step id prefixed, to be inlined into a consumer's
+    plan: extracts, transforms and checks (it stages and publishes nothing)."""
+    ids = {s.step_id for s in plan.stages} | set(plan.schemas) | set(plan.deps)
+    names = {i: prefix + i for i in ids}
+
+    def name(step_id: str) -> str:
+        return names.get(step_id, step_id)
+
+    def query(q: exp.Query | None) -> exp.Query | None:
+        return None if q is None else renamed(q, names)
+
+    stages: list[Stage] = []
+    for stage in plan.stages:
+        if isinstance(stage, TransformStage):
+            q = query(stage.query)
+            assert q is not None
+            stage = dataclasses.replace(
+                stage, step_id=name(stage.step_id), inputs=tuple(map(name, stage.inputs)), query=q
+            )
+        elif isinstance(stage, CheckStage):
+            rules = tuple(
+                dataclasses.replace(
+                    r,
+                    violations=query(r.violations),
+                    count=query(r.count),
+                    input=name(r.input) if r.input else r.input,
+                )
+                for r in stage.rules
+            )
+            stage = dataclasses.replace(
+                stage, step_id=name(stage.step_id), input=name(stage.input), rules=rules
+            )
+        elif isinstance(stage, ExtractStage):
+            stage = dataclasses.replace(stage, step_id=name(stage.step_id))
+        else:
+            continue
+        stages.append(stage)
+    kept = {s.step_id for s in stages}
+
+    def keys(d: Mapping[str, Any]) -> dict[str, Any]:
+        return {name(k): v for k, v in d.items() if name(k) in kept}
+
+    return dataclasses.replace(
+        plan,
+        stages=tuple(stages),
+        schemas={name(k): v for k, v in plan.schemas.items()},
+        step_hashes=keys(plan.step_hashes),
+        locations=keys(plan.locations),
+        retries=keys(plan.retries),
+        timeouts=keys(plan.timeouts),
+        deps={name(k): tuple(map(name, v)) for k, v in plan.deps.items() if name(k) in kept},
+        placeholders=keys(plan.placeholders),
+    )
+
+
+def placeholders(bound: BoundPipeline) -> dict[str, str]:
+    """Step id -> the first `${...}` its text uses (a parameter, or today/now): a value fixed when the
+    pipeline was bound, which a view would keep forever."""
+    raw = bound.source.raw.get("steps")
+    found: dict[str, str] = {}
+    for step, text in zip(bound.pipeline.steps, raw if isinstance(raw, list) else [], strict=False):
+        hit = PLACEHOLDER.search(json.dumps(text, default=str))
+        if hit is not None:
+            found[step.id] = hit.group(0)
+    return found
 
 
 RefResolver = Callable[[str, str], RefTarget]  # (ref, where) -> its target; raises SpecError
@@ -310,9 +405,11 @@ class Compiler:
         scratch: EngineSession,
         connections: ConnectionSet,
         refs: RefResolver | None = None,
+        rules: Mapping[str, CustomRule] | None = None,
     ) -> None:
         self.bound = bound
         self.refs = refs
+        self.rules = rules or {}  # the workspace's own check rules (`rules:` of queryforge.yaml)
         self.pipeline = bound.pipeline
         self.scratch = scratch
         self.connections = connections
@@ -321,13 +418,24 @@ class Compiler:
         self.schemas: dict[str, Schema] = {}
         self.hashes: dict[str, str] = {}
         self.locations: dict[str, str] = {}
+        self.column_checks: dict[str, str] = {}  # check stage id -> the load whose `columns:` it checks
+        # Ephemeral pipelines read by refs: their plans, inlined (see `inline_ref`).
+        self.inlined: list[ExecutionPlan] = []
+        self.hoisted: list[Stage] = []  # stages inlined by the step being compiled, to go before it
+        self.reads: dict[str, list[str]] = {}  # a ref step -> the inlined step it reads
+        self.outputs: list[str] = []  # an ephemeral pipeline's loads (they name outputs, write nothing)
 
     def where(self, step_id: str, *sub: str | int) -> str:
+        step_id = self.column_checks.get(step_id, step_id)
+        if step_id not in {s.id for s in self.pipeline.steps} and step_id in self.locations:
+            return self.locations[step_id]  # a step inlined from an ephemeral pipeline
         step = self.pipeline.step(step_id)
         return self.bound.source.step_where(step_id, step.kind, *sub)
 
     def compile(self) -> ExecutionPlan:
         deps = dependencies(self.bound)
+        if self.pipeline.ephemeral:
+            self.ephemeral_rules()
         order = topo_order(self.bound, deps)
         consumers: dict[str, int] = dict.fromkeys(order, 0)
         for step_id in order:
@@ -341,10 +449,33 @@ class Compiler:
                 stage = self.compile_step(step, deps[step_id], consumers[step_id])
             except QueryForgeError:
                 raise
+            stages.extend(self.hoisted)  # an ephemeral pipeline's steps, before the ref that reads them
+            self.hoisted = []
+            if stage is None:  # a load of an ephemeral pipeline: it names an output, writes nothing
+                continue
+            deps[step_id] = self.reads.get(step_id, deps[step_id])
             if isinstance(stage, StageLoadStage):
                 loads.append(stage)
             stages.append(stage)
             self.hashes[step_id] = self.step_hash(stage, deps[step_id])
+        for load in loads:  # after every step: a relationships rule may read any of them
+            checked = self.compile_column_checks(load.step_id)
+            if checked is not None:
+                deps[checked[0].step_id] = checked[1]
+                stages.append(checked[0])
+                self.hashes[checked[0].step_id] = self.step_hash(checked[0], checked[1])
+        for output in self.outputs:  # an ephemeral pipeline's outputs: their `columns:` checks run too
+            checked = self.compile_column_checks(output)
+            if checked is not None:
+                deps[checked[0].step_id] = checked[1]
+                stages.append(checked[0])
+                self.hashes[checked[0].step_id] = self.step_hash(checked[0], checked[1])
+        for plan_in in self.inlined:
+            deps.update({k: list(v) for k, v in plan_in.deps.items()})
+        found = placeholders(self.bound)
+        for plan_in in self.inlined:
+            found.update(plan_in.placeholders)
+        loads = [self.view_of(s, stages, deps, found) if s.mode == "view" else s for s in loads]
         by_connection: dict[str, list[str]] = {}
         for load in loads:
             by_connection.setdefault(load.target.connection, []).append(load.step_id)
@@ -355,6 +486,11 @@ class Compiler:
             for c, ids in by_connection.items()
         ]
         has_sort = any(isinstance(s, m.SortStep) for s in self.pipeline.steps)
+        has_sort = has_sort or any(p.preserve_order for p in self.inlined)
+        dirs = self.allowed_dirs()
+        for d in (d for p in self.inlined for d in p.allowed_dirs):
+            if not any(d.is_relative_to(o) for o in dirs):
+                dirs.append(d)
         plan = ExecutionPlan(
             pipeline=self.pipeline.name,
             content_hash=self.bound.source.content_hash(),
@@ -364,10 +500,14 @@ class Compiler:
             preserve_order=has_sort,
             step_hashes=dict(self.hashes),
             locations=dict(self.locations),
-            allowed_dirs=self.allowed_dirs(),
-            retries={s.id: Retry.of(s.retry, self.pipeline.retry) for s in self.pipeline.steps},
-            timeouts={s.id: s.timeout_s for s in self.pipeline.steps},
+            allowed_dirs=dirs,
+            retries={s.id: Retry.of(s.retry, self.pipeline.retry) for s in self.pipeline.steps}
+            | {k: v for p in self.inlined for k, v in p.retries.items()},
+            timeouts={s.id: s.timeout_s for s in self.pipeline.steps}
+            | {k: v for p in self.inlined for k, v in p.timeouts.items()},
             deps={k: tuple(v) for k, v in deps.items()},
+            ephemeral=self.pipeline.ephemeral,
+            placeholders=found,
         )
         if self.pipeline.mode == "streaming":
             streaming_rules(plan, self.where, self.connections)
@@ -406,11 +546,15 @@ class Compiler:
         text = repr(stage) + "|" + "|".join(self.hashes.get(d, d) for d in deps)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def compile_step(self, step: m.StepBase, deps: list[str], consumers: int) -> Stage:
+    def compile_step(self, step: m.StepBase, deps: list[str], consumers: int) -> Stage | None:
         if isinstance(step, m.ExtractStep):
             return self.compile_extract(step, consumers)
         if isinstance(step, m.CheckStep):
             return self.compile_check(step)
+        if isinstance(step, m.LoadStep) and self.pipeline.ephemeral:
+            self.outputs.append(step.id)  # what a ref reads; its table (if any) is not written
+            self.locations[step.id] = self.where(step.id)
+            return None
         if isinstance(step, m.LoadStep):
             return self.compile_load(step)
         if isinstance(step, m.SqlStep):
@@ -441,11 +585,11 @@ class Compiler:
                 f"Step '{step_id}' is invalid: {detail}", where=self.where(step_id), hint=exc.hint
             ) from None
 
-    def compile_extract(self, step: m.ExtractStep, consumers: int) -> ExtractStage:
+    def compile_extract(self, step: m.ExtractStep, consumers: int) -> ExtractStage | TransformStage:
         body = step.extract
         where = self.where(step.id)
         if body.ref is not None:
-            return self.compile_ref(step, where)
+            return self.compile_ref(step, where, consumers)
         if bool(body.path) == bool(body.connection):
             raise SpecError(f"Extract step '{step.id}' needs either 'path' or 'connection'", where=where)
         self.connections.fence_step(step.id, "extract", body.model_dump(), where)
@@ -560,7 +704,9 @@ class Compiler:
             stream=is_stream,
         )
 
-    def compile_ref(self, step: m.ExtractStep, where: str) -> ExtractStage:
+    def compile_ref(
+        self, step: m.ExtractStep, where: str, consumers: int = 1
+    ) -> ExtractStage | TransformStage:
         """Another pipeline's output: its table, with the columns its own compilation gives (so a
         project validates before anything has run)."""
         body = step.extract
@@ -580,6 +726,8 @@ class Compiler:
             )
         assert body.ref is not None
         target = self.refs(body.ref, where)
+        if target.inline is not None:
+            return self.inline_ref(step, target, where, consumers)
         request = ReadRequest(table=target.table)
         self.scratch.create_empty(step.id, target.schema)
         self.schemas[step.id] = self.scratch.describe(step.id)
@@ -590,6 +738,153 @@ class Compiler:
             request=request,
             materialize=True,
         )
+
+    def inline_ref(
+        self, step: m.ExtractStep, target: RefTarget, where: str, consumers: int
+    ) -> TransformStage:
+        """A ref to an ephemeral pipeline: its extracts, transforms and checks join this plan, each
+        id prefixed with the pipeline's name (once, however many refs read it), and the ref step
+        reads its output like any other step."""
+        assert target.inline is not None
+        prefix = f"{target.pipeline}__"
+        if all(p.pipeline != target.pipeline for p in self.inlined):
+            plan = inlined(target.inline, prefix)
+            own = {s.id for s in self.pipeline.steps} | {s.step_id for p in self.inlined for s in p.stages}
+            taken = next((s.step_id for s in plan.stages if s.step_id in own), None)
+            if taken is not None:
+                raise SpecError(
+                    f"Step '{taken}' has the id that step '{taken.removeprefix(prefix)}' of ephemeral "
+                    f"pipeline '{target.pipeline}' takes when it is inlined here",
+                    where=self.where(taken),
+                    hint="rename this step",
+                )
+            self.inlined.append(plan)
+            self.hoisted.extend(plan.stages)
+            self.schemas.update(plan.schemas)
+            self.hashes.update(plan.step_hashes)
+            self.locations.update(plan.locations)
+        output = prefix + target.output
+        self.reads[step.id] = [output]
+        self.locations[step.id] = where
+        self.scratch.create_empty(step.id, target.schema)
+        self.schemas[step.id] = self.scratch.describe(step.id)
+        table_ = step.materialize == "table" or (step.materialize == "auto" and consumers != 1)
+        return TransformStage(
+            step_id=step.id,
+            op="ref",
+            inputs=(output,),
+            query=exp.select(exp.Star()).from_(table(output)),
+            materialize=table_,
+        )
+
+    def ephemeral_rules(self) -> None:
+        """What an ephemeral pipeline cannot be: it has no run of its own (so no stream, no trigger,
+        no high-water mark) and must name the output a ref reads."""
+        source, name = self.bound.source, self.pipeline.name
+        at = source.where(("ephemeral",))
+        if self.pipeline.mode == "streaming":
+            raise SpecError(
+                f"Pipeline '{name}' is ephemeral and streaming; an ephemeral pipeline never runs on its own",
+                where=at,
+                hint="remove 'ephemeral: true', or 'mode: streaming'",
+            )
+        if self.pipeline.after:
+            raise SpecError(
+                f"Pipeline '{name}' is ephemeral but runs 'after' {self.pipeline.after[0]}; an ephemeral "
+                "pipeline has no runs to trigger",
+                where=source.where(("after",)),
+                hint="remove 'after:' (the pipelines that ref it run instead)",
+            )
+        if not any(isinstance(s, m.LoadStep) for s in self.pipeline.steps):
+            raise SpecError(
+                f"Ephemeral pipeline '{name}' has no load step, so a ref to it has nothing to read",
+                where=at,
+                hint="add a load step naming the output: - {id: out, load: {input: STEP}}",
+            )
+        for s in self.pipeline.steps:
+            if isinstance(s, m.ExtractStep) and s.extract.incremental is not None:
+                raise SpecError(
+                    f"Step '{s.id}' of ephemeral pipeline '{name}' is incremental, but an ephemeral "
+                    "pipeline has no runs of its own to keep a high-water mark",
+                    where=self.where(s.id),
+                    hint="read it whole, or make the pipeline a table (remove 'ephemeral: true')",
+                )
+
+    def view_of(
+        self,
+        load: StageLoadStage,
+        stages: list[Stage],
+        deps: Mapping[str, list[str]],
+        frozen: Mapping[str, str],
+    ) -> StageLoadStage:
+        """A load of mode view with its SELECT: the steps it reads as CTEs, in the target's dialect,
+        over the target's own tables. What a view cannot express is refused here, at validation."""
+        where = self.where(load.step_id)
+        connection = load.target.connection
+        needed = {load.input}
+        todo = [load.input]
+        while todo:
+            for dep in deps.get(todo.pop(), []):
+                if dep not in needed:
+                    needed.add(dep)
+                    todo.append(dep)
+
+        def refuse(step_id: str, why: str) -> SpecError:
+            return SpecError(
+                f"Load step '{load.step_id}' publishes a view of connection '{connection}', but step "
+                f"'{step_id}' {why}",
+                where=self.where(step_id),
+                hint="use mode: replace to copy the data",
+            )
+
+        steps: list[tuple[str, exp.Query | ReadRequest]] = []
+        sources: list[tuple[str, str]] = []
+        target = load.target.table.lower()
+        for stage in stages:
+            if stage.step_id not in needed or isinstance(stage, CheckStage):
+                continue
+            if stage.step_id in frozen:
+                raise refuse(
+                    stage.step_id,
+                    f"uses {frozen[stage.step_id]}, a value fixed when the pipeline runs, which the view "
+                    "would keep forever (a view takes no parameters)",
+                )
+            if isinstance(stage, TransformStage):
+                steps.append((stage.step_id, stage.query))
+                continue
+            assert isinstance(stage, ExtractStage)
+            request = stage.request
+            if stage.path is not None or request is None:
+                raise refuse(
+                    stage.step_id, "reads files, and a view can only select from tables of its database"
+                )
+            if stage.connection != connection:
+                raise refuse(
+                    stage.step_id,
+                    f"reads connection '{stage.connection}', and a view can only select from tables of "
+                    "its own database",
+                )
+            if request.table is None:
+                raise refuse(stage.step_id, "reads a query, and a view reads tables (select in a later step)")
+            if stage.incremental is not None:
+                raise refuse(stage.step_id, "is incremental, and a view shows every row of what it reads")
+            if request.table.lower() == target:
+                raise refuse(stage.step_id, f"reads {request.table}, the view itself")
+            steps.append((stage.step_id, ReadRequest(table=request.table, columns=request.columns)))
+            sources.append((stage.step_id, request.table))
+        connector = self.connections.get(connection, where)
+        assert isinstance(connector, SqlConnector)
+        try:
+            text = connector.view_definition(steps, load.input, [c for c, _ in self.schemas[load.input]])
+        except (sqlglot.errors.SqlglotError, QueryForgeError) as exc:
+            detail = exc.message if isinstance(exc, QueryForgeError) else str(exc).splitlines()[0]
+            raise SpecError(
+                f"Load step '{load.step_id}' publishes a view, whose SQL cannot be written in "
+                f"{connector.dialect}'s dialect: {detail}",
+                where=where,
+                hint="write the step another way, or use mode: replace to copy the data",
+            ) from None
+        return dataclasses.replace(load, view=text, sources=tuple(sources))
 
     def compile_check(self, step: m.CheckStep) -> CheckStage:
         body = step.check
@@ -603,15 +898,53 @@ class Compiler:
                 severity=body.severity,
                 where=where,
                 step_schemas=self.schemas,
+                custom=self.rules,
             )
             rules.extend(compile_rule(item, ctx))
         return CheckStage(step_id=step.id, input=body.input, rules=tuple(rules))
+
+    def compile_column_checks(self, load_id: str) -> tuple[CheckStage, list[str]] | None:
+        """The checks under a load's `columns:`, as a check step `LOAD.columns` on its input would
+        run them (`quality.checks.column_check` expands each), with the steps it reads."""
+        step = self.pipeline.step(load_id)
+        assert isinstance(step, m.LoadStep)
+        body = step.load
+        known = [c for c, _ in self.schemas[body.input]]
+        rules: list[CompiledRule] = []
+        reads = [body.input]
+        for column, doc in (body.columns or {}).items():
+            if column.lower() not in {c.lower() for c in known}:
+                raise SpecError(
+                    f"Load step '{step.id}' lists column '{column}', which '{body.input}' does not have",
+                    where=self.where(step.id, "columns", column),
+                    hint=did_you_mean(column, known),
+                )
+            for i, check in enumerate(doc.checks):
+                ctx = RuleContext(
+                    input=body.input,
+                    schema=self.schemas[body.input],
+                    severity="error",
+                    where=functools.partial(self.where, step.id, "columns", column, "checks", i),
+                    step_schemas=self.schemas,
+                    custom=self.rules,
+                )
+                item = column_check(column, check, ctx)
+                rules.extend(compile_rule(item, ctx))
+                reads += [r for r in rule_reads(item) if r not in reads]
+        if not rules:
+            return None
+        check_id = f"{step.id}.columns"
+        self.column_checks[check_id] = step.id
+        self.locations[check_id] = self.where(step.id, "columns")
+        return CheckStage(step_id=check_id, input=body.input, rules=tuple(rules)), reads
 
     def compile_load(self, step: m.LoadStep) -> StageLoadStage:
         body = step.load
         where = self.where(step.id)
         if bool(body.table) == bool(body.path):
             raise SpecError(f"Load step '{step.id}' needs either 'table' or 'path'", where=where)
+        if body.mode == "view":
+            self.view_rules(step, where)
         self.connections.fence_step(step.id, "load", body.model_dump(), where)
         name = body.connection or (FILES if body.path else self.connections.default_target)
         connector = self.connections.get(name, where)
@@ -680,6 +1013,39 @@ class Compiler:
             on_schema_change=body.on_schema_change,
             check_columns=checked,
         )
+
+    def view_rules(self, step: m.LoadStep, where: str) -> None:
+        """What a load of mode view cannot be, whatever it reads (see `view_of` for that)."""
+        body = step.load
+        if body.path:
+            raise SpecError(
+                f"Load step '{step.id}' publishes '{body.path}' as a view, but a file cannot be a view: a "
+                "view is a query kept in a database, over that database's tables",
+                where=where,
+                hint="use mode: replace to write the data to the file, or load into a table of a database",
+            )
+        if self.pipeline.mode == "streaming":
+            raise SpecError(
+                f"Load step '{step.id}' publishes a view, which a streaming pipeline cannot: a view shows "
+                "its tables as they are, there is no batch to add",
+                where=where,
+                hint="use mode: append, or mode: merge with keys",
+            )
+        name = body.connection or self.connections.default_target
+        if not getattr(self.connections.get(name, where), "supports_views", False):
+            raise SpecError(
+                f"Load step '{step.id}' publishes a view in connection '{name}', which cannot hold views",
+                where=where,
+                hint="views are published into DuckDB, SQLite, PostgreSQL and MySQL; use mode: replace "
+                "to copy the data",
+            )
+        if body.keys or body.on_schema_change != "fail":
+            field_ = "keys" if body.keys else "on_schema_change"
+            raise SpecError(
+                f"Load step '{step.id}' sets '{field_}', which a view does not use (it copies no rows)",
+                where=where,
+                hint=f"remove '{field_}'",
+            )
 
     def snapshot_columns(
         self, step: m.LoadStep, known: list[str], keys: tuple[str, ...], connector: Any, where: str

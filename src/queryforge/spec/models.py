@@ -127,9 +127,17 @@ class Limit(Strict):
 class Pivot(Strict):
     input: str
     on: str
-    using: str = Field(description="aggregate expression, e.g. sum(amount)")
+    using: str = Field(
+        description="aggregate expression, e.g. sum(amount), coalesce(sum(amount), 0), sum(a) / count(*)"
+    )
     group_by: list[str] = Field(default_factory=list)
     values: list[str | int | float] | None = None
+    name: str | None = Field(
+        default=None, description="output column name template with {value}, e.g. '{value}_amount'"
+    )
+    fill: str | int | float | bool | None = Field(
+        default=None, description="value of a cell no row falls into (NULL if unset), e.g. 0"
+    )
 
 
 class Unpivot(Strict):
@@ -145,6 +153,16 @@ class Check(Strict):
     severity: Literal["error", "warn"] = "error"
 
 
+class ColumnDoc(Strict):
+    """What a loaded column means and what must hold for it: dbt's `columns:` block."""
+
+    description: str | None = None
+    checks: list[str | dict[str, Any]] = Field(
+        default_factory=list,
+        description="rules on this column: not_null, unique, {accepted_values: [a, b]}, {range: {min: 0}}",
+    )
+
+
 class Load(Strict):
     input: str
     connection: str | None = Field(
@@ -154,7 +172,9 @@ class Load(Strict):
     path: str | None = Field(
         default=None, description="write a file instead of a table (.parquet, .csv, .json)"
     )
-    mode: Literal["append", "replace", "merge", "snapshot"] = "replace"
+    mode: Literal["append", "replace", "merge", "snapshot", "view"] = Field(
+        default="replace", description="view: publish a view over the pipeline's query, no data copied"
+    )
     keys: list[str] | None = None
     check_columns: list[str] | None = Field(
         default=None,
@@ -162,6 +182,9 @@ class Load(Strict):
     )
     on_schema_change: Literal["fail", "add_columns"] = Field(
         default="fail", description="what an append or merge does when the data has new columns"
+    )
+    columns: dict[str, ColumnDoc] | None = Field(
+        default=None, description="descriptions and checks of the loaded columns, by name"
     )
 
 
@@ -329,6 +352,10 @@ class Pipeline(Strict):
         default_factory=list, description="pipelines whose successful publish runs this one"
     )
     tags: list[str] = Field(default_factory=list, description="labels for selection: --select tag:NAME")
+    ephemeral: bool = Field(
+        default=False,
+        description="publish nothing: the pipelines that ref this one inline its query instead",
+    )
     concurrency: int | None = Field(
         default=None, ge=1, description="at most this many runs of this pipeline at once"
     )

@@ -13,7 +13,8 @@ tree must be on an allow-list:
   before anything is checked or sent), and a schema qualifier other than `pg_catalog` is refused
   (a function in another schema is somebody's code);
 - **tables**: plain names, resolved with scopes, so a CTE shadows only unqualified references --
-  no string paths, no system catalogs, no internal `_qf_` names, and no table functions except
+  no string paths, no system catalogs (refused with a pointer to `queryforge catalog`, which lists
+  the tables and columns), no internal `_qf_` names, and no table functions except
   - the row generators `range`/`generate_series` (DuckDB, PostgreSQL) and `unnest`: with constant
     arguments (no table, query, column or text but a date or interval) their rows, counted by
     `generators.py`, may not exceed `MAX_GENERATED_ROWS`; a *lateral* generator reads the row
@@ -535,6 +536,40 @@ def _check_row_source(node: exp.Unnest, dialect: str) -> None:
 GENERATOR_DIALECTS = frozenset({"duckdb", "postgres"})  # where generate_series() is a table
 
 
+# Table functions that list tables and columns: their refusal points to `queryforge catalog` too.
+CATALOG_FUNCTIONS = frozenset(
+    {
+        "duckdb_columns",
+        "duckdb_constraints",
+        "duckdb_databases",
+        "duckdb_indexes",
+        "duckdb_schemas",
+        "duckdb_tables",
+        "duckdb_views",
+        "pragma_database_list",
+        "pragma_show",
+        "pragma_show_tables",
+        "pragma_show_tables_expanded",
+        "pragma_table_info",
+    }
+)
+CATALOG_POINTER = (
+    "to see the tables and their columns, run `queryforge catalog` "
+    "(or `queryforge catalog CONNECTION` for one connection)"
+)
+
+
+def system_table_refusal(name: str, *, internal: bool = False) -> str:
+    """Why a system catalog (information_schema, pg_catalog, sqlite_master, duckdb_*, ...) or an
+    internal `_qf_` table cannot be read, and where the tables and columns are listed instead."""
+    if internal:
+        return (
+            f"system or internal table {name} is not allowed: "
+            "it is QueryForge's own bookkeeping (staging, stream positions)"
+        )
+    return f"system or internal table {name} is not allowed: {CATALOG_POINTER}"
+
+
 def _check_table_shape(node: exp.Table, dialect: str = DIALECT) -> None:
     qualified = bool(node.args.get("db") or node.args.get("catalog"))
     if isinstance(node.this, exp.GenerateSeries) and not qualified:
@@ -550,11 +585,13 @@ def _check_table_shape(node: exp.Table, dialect: str = DIALECT) -> None:
     if not isinstance(node.this, exp.Identifier):
         # A table function or a string path ("SELECT * FROM 'file.csv'") reads outside the catalog.
         what = node.this.sql(DIALECT) if node.this is not None else "?"
+        if isinstance(node.this, exp.Func) and _fn_name(node.this) in CATALOG_FUNCTIONS:
+            raise UnsafeSql(f"reading {what[:120]} directly is not allowed: {CATALOG_POINTER}")
         raise UnsafeSql(f"reading {what[:120]} directly is not allowed; name a table or a pipeline step")
     names = [p.lower() for p in (node.catalog, node.db, node.name) if p]
     for part in names:
         if part in SYSTEM_SCHEMAS or part.startswith(SYSTEM_PREFIXES):
-            raise UnsafeSql(f"system or internal table {'.'.join(names)} is not allowed")
+            raise UnsafeSql(system_table_refusal(".".join(names), internal=part.startswith("_qf_")))
     if any(ch in node.name for ch in "/\\") or "." in node.name:
         raise UnsafeSql(f"table name {node.name!r} looks like a path")
 
