@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -63,12 +64,13 @@ from .runs.worker import Slot, Watchdog, die, owner_name
 from .scaffold import create_workspace
 from .secrets import scrub
 from .spec.loader import BoundPipeline, PipelineSource, load_file
-from .spec.models import Trigger
+from .spec.models import LoadStep, Trigger
 from .sql.parse import SqlProblem, parse_select, table, table_references
 from .sql.safety import DEFAULT_PREVIEW_LIMIT, UnsafeSql, Verdict, vet_preview
 from .store import Repo, RunRecord, Store
 from .store.queue import Claim, RunQueue, utcnow
 
+SELECTION_TRIGGER = "selection:"  # the trigger of the runs of one rehearsed selection: selection:<id>
 AUTO_ENGINE = "auto"  # engine: auto -- DuckDB, or Spark when the input is larger than a threshold
 TABLE_ROW_BYTES = 100  # a database table's size is guessed from its row estimate
 
@@ -424,14 +426,24 @@ class Workspace:
         return self.run_source(self.load(ref), params, sandbox=sandbox, reporter=reporter)
 
     def run_selection(
-        self, select: str, *, reporter: Reporter | None = None
+        self,
+        select: str,
+        *,
+        sandbox: bool = False,
+        atomic: bool = False,
+        reporter: Reporter | None = None,
     ) -> tuple[list[tuple[str, RunOutcome]], list[str]]:
         """The selected pipelines, upstream first, each its own write-audit-publish run.
 
         Stops at the first run that does not succeed: what reads its output would read stale or
         missing data. Returns the runs made and the pipelines left unrun. Every selected pipeline
         is validated against its refs first, so a broken one downstream stops the batch before any
-        publish."""
+        publish.
+
+        `sandbox`: every pipeline is written and audited only; a pipeline reads what an upstream of
+        the same selection *staged* (not production), and `commit` publishes the whole slice.
+        `atomic`: the same rehearsal, then one publish of every pipeline's loads (per connection, one
+        transaction) once all are audited; a failure anywhere publishes nothing."""
         checked = self.validate_project(select)
         if checked.skipped:
             name, why = checked.skipped[0]
@@ -442,6 +454,8 @@ class Workspace:
         # An ephemeral pipeline has no run: it is inlined into the selected pipelines that read it.
         names = [name for name, plan in checked.plans if not plan.ephemeral]
         graph = self.project()
+        if sandbox or atomic:
+            return self._rehearse_selection(graph, names, reporter, publish=atomic)
         done: list[tuple[str, RunOutcome]] = []
         for i, name in enumerate(names):
             outcome = self.run_source(graph.nodes[name].load(), reporter=reporter)
@@ -449,6 +463,100 @@ class Workspace:
             if outcome.error is not None or outcome.status not in OK_STATUSES:
                 return done, names[i + 1 :]
         return done, []
+
+    def _rehearse_selection(
+        self, graph: ProjectGraph, names: list[str], reporter: Reporter | None, *, publish: bool
+    ) -> tuple[list[tuple[str, RunOutcome]], list[str]]:
+        """Sandbox runs of a selection, each reading its upstream's staged tables; with `publish`,
+        then one publish of them all."""
+        trigger = f"{SELECTION_TRIGGER}{uuid.uuid4().hex[:12]}"
+        staged: dict[str, RefTarget] = {}  # "name" and "name.load" -> the staged table of this batch
+        done: list[tuple[str, RunOutcome]] = []
+        for i, name in enumerate(names):
+            bound = graph.nodes[name].load().bind(None)
+            published = self._lazy_refs((name,), published=True)
+
+            def resolve(ref: str, where: str, published: RefResolver = published) -> RefTarget:
+                found = staged.get(ref)
+                if found is not None and not found.table:
+                    raise self._unstaged_view(ref)
+                return found or published(ref, where)
+
+            plan = self.compile(bound, refs=resolve)
+            run_id = self._create_run(bound, sandbox=True, key=None, trigger=trigger)
+            outcome = self._run_here(run_id, reporter, plan=plan)
+            done.append((name, outcome))
+            if outcome.error is not None or outcome.status != "audited":
+                return done, names[i + 1 :]
+            tables = [s for s in bound.pipeline.steps if isinstance(s, LoadStep) and s.load.table]
+            for load in outcome.staged:
+                target = RefTarget(
+                    pipeline=name,
+                    step=load.step_id,
+                    connection=load.target.connection,
+                    table=load.staging_name,
+                    schema=list(load.columns),
+                )
+                if load.view:  # nothing is staged: its rows exist only once it is published
+                    target = dataclasses.replace(target, table="")
+                staged[f"{name}.{load.step_id}"] = target
+                if len(tables) == 1:
+                    staged[name] = target
+        if publish:
+            return self.commit_selection(trigger, reporter), []
+        return done, []
+
+    @staticmethod
+    def _unstaged_view(ref: str) -> UserError:
+        return UserError(
+            f"'ref: {ref}' reads a view of the same rehearsed selection: a view holds no rows until "
+            "it is published, so nothing downstream of it can be rehearsed",
+            hint="run the selection without --sandbox/--atomic, or load that pipeline with mode: replace",
+        )
+
+    def commit_slice(
+        self, run_id: str | None, reporter: Reporter | None = None
+    ) -> list[tuple[str, RunOutcome]] | None:
+        """`commit` of a run of a rehearsed selection publishes the whole selection (what it staged
+        downstream was computed from what it staged upstream); None when the run is a lone one."""
+        run = self.get_run(run_id) if run_id is not None else self._newest_sandbox_run()
+        if not self.selection_runs(run):
+            return None
+        return self.commit_selection(run.id, reporter)
+
+    def selection_runs(self, run: RunRecord) -> list[RunRecord]:
+        """The runs of the rehearsed selection `run` belongs to, upstream first ([] if none)."""
+        if not (run.trigger or "").startswith(SELECTION_TRIGGER):
+            return []
+        found = [r for r in self.repo.list_runs(limit=1000, mode="sandbox") if r.trigger == run.trigger]
+        return sorted(found, key=lambda r: r.created_at)
+
+    def commit_selection(
+        self, trigger_or_run: str, reporter: Reporter | None = None
+    ) -> list[tuple[str, RunOutcome]]:
+        """Publish every run of a rehearsed selection at once: per connection, all their loads in one
+        transaction (a slice is never half-published on one database). Refused unless every run
+        of the slice is audited."""
+        if trigger_or_run.startswith(SELECTION_TRIGGER):
+            runs = [r for r in self.repo.list_runs(limit=1000, mode="sandbox") if r.trigger == trigger_or_run]
+            runs.sort(key=lambda r: r.created_at)
+        else:
+            runs = self.selection_runs(self.get_run(trigger_or_run))
+        if not runs:
+            raise NotFoundError(
+                "There is no rehearsed selection to commit", hint="queryforge run --select X --sandbox"
+            )
+        pending = [r for r in runs if r.status != "audited"]
+        if pending:
+            listed = ", ".join(f"{r.pipeline_name} ({r.id}, {r.status})" for r in pending)
+            raise UserError(
+                f"The rehearsed selection cannot be published as a whole: not audited: {listed}",
+                hint="rehearse it again: queryforge run --select ... --sandbox",
+            )
+        outcomes = self.executor(self.connections(), reporter).commit_many([r.id for r in runs])
+        for outcome in outcomes:
+            self._published(outcome)
+        return [(r.pipeline_name, o) for r, o in zip(runs, outcomes, strict=True)]
 
     def run_source(
         self,

@@ -347,6 +347,14 @@ def run(
     sandbox: Annotated[
         bool, typer.Option("--sandbox", help="write and audit only; production untouched")
     ] = False,
+    atomic: Annotated[
+        bool,
+        typer.Option(
+            "--atomic",
+            help="with --select: rehearse every pipeline, then publish them all at once (one transaction "
+            "per connection); a failure anywhere publishes nothing",
+        ),
+    ] = False,
     param: ParamOpt = None,
     engine: Annotated[
         str | None,
@@ -363,7 +371,8 @@ def run(
 ) -> None:
     """Run a pipeline: write to staging, run the checks, publish atomically (unless --sandbox).
     With --select: the selected pipelines upstream first, one write-audit-publish each, stopping at
-    the first that fails."""
+    the first that fails; with --sandbox, each reads what its upstream staged and `queryforge
+    commit` publishes the slice; with --atomic, all are published at once after all are audited."""
     with handled(as_json, debug), open_workspace(workspace) as ws:
         if engine:
             ws.use_engine(engine)
@@ -372,23 +381,31 @@ def run(
             raise UserError(
                 "Give a pipeline or --select (one of the two)", hint="queryforge run --select +customers"
             )
+        if atomic and select is None:
+            raise UserError("--atomic goes with --select", hint="queryforge run --select +customers --atomic")
         if select is not None:
-            if sandbox or param:
+            if param:
                 raise UserError(
-                    "--select runs each pipeline with its defaults and publishes it; "
-                    f"{'--sandbox' if sandbox else '--param'} is not supported with it yet",
-                    hint="rehearse one pipeline with: queryforge run NAME --sandbox",
+                    "--select runs each pipeline with its parameters' defaults; --param is not supported "
+                    "with it",
+                    hint="run one pipeline with: queryforge run NAME --param k=v",
                 )
-            run_selection(ws, select, reporter, as_json)
+            if sandbox and atomic:
+                raise UserError("--sandbox and --atomic exclude each other", hint="--atomic publishes")
+            done, not_run = ws.run_selection(select, sandbox=sandbox, atomic=atomic, reporter=reporter)
+            how = "rehearsed" if sandbox else "atomic" if atomic else "published"
+            render_selection(ws, done, not_run, as_json, how)
             return
         assert pipeline is not None
         outcome = ws.run(pipeline, parse_params(param), sandbox=sandbox, reporter=reporter)
         finish(ws, outcome, as_json)
 
 
-def run_selection(ws: Workspace, select: str, reporter: render.LiveReporter | None, as_json: bool) -> None:
-    """Run a selection; the first failure is rendered as `run` renders it, with what was not run."""
-    done, not_run = ws.run_selection(select, reporter=reporter)
+def render_selection(
+    ws: Workspace, done: list[tuple[str, RunOutcome]], not_run: list[str], as_json: bool, how: str
+) -> None:
+    """The runs of a selection; the first failure is rendered as `run` renders it, with what was
+    not run. `how`: published (one publish each), atomic, rehearsed (sandbox) or committed."""
     failed = done[-1][1] if done and done[-1][1].error is not None else None
     if as_json:
         render.print_json(
@@ -398,12 +415,29 @@ def run_selection(ws: Workspace, select: str, reporter: render.LiveReporter | No
             raise typer.Exit(1 if isinstance(failed.error, ChecksFailed) else failed.error.exit_code)
         return
     for name, o in done if failed is None else done[:-1]:
-        targets = ", ".join(f"{t.connection}.{t.table}" for t in o.published) or "nothing"
-        render.out.print(f"[green]✓[/green] {name}: run {o.run_id} published {targets}")
+        if o.published:
+            targets = ", ".join(f"{t.connection}.{t.table}" for t in o.published)
+            render.out.print(f"[green]✓[/green] {name}: run {o.run_id} published {targets}")
+        else:
+            staged = ", ".join(f"{s.target.connection}.{s.target.table} ({s.rows:,} rows)" for s in o.staged)
+            render.out.print(
+                f"[green]✓[/green] {name}: run {o.run_id} {o.status}; staged {staged or 'nothing'}"
+            )
     if failed is not None:
         render.err.print(f"[red]✗[/red] {done[-1][0]} failed; not run: {', '.join(not_run) or 'nothing'}")
+        if how in ("rehearsed", "atomic"):
+            render.err.print("Nothing of this selection was published.")
         finish(ws, failed, as_json=False)
-    render.out.print(f"{len(done)} pipeline{'s' if len(done) != 1 else ''} published, upstream first.")
+    n = f"{len(done)} pipeline{'s' if len(done) != 1 else ''}"
+    render.out.print(
+        {
+            "published": f"{n} published, upstream first.",
+            "atomic": f"{n} published together: one publish per connection.",
+            "committed": f"{n} committed together: one publish per connection.",
+            "rehearsed": f"{n} written and audited, nothing published; each read what its upstream "
+            "staged. Publish them all with: queryforge commit",
+        }[how]
+    )
 
 
 @app.command()
@@ -481,6 +515,10 @@ def commit(
     """Publish exactly what a sandbox run staged and audited, in one transaction per target."""
     with handled(as_json, debug), open_workspace(workspace) as ws:
         reporter = None if as_json or not render.err.is_terminal else render.LiveReporter()
+        sliced = ws.commit_slice(run_id, reporter=reporter) if not rerun else None
+        if sliced is not None:
+            render_selection(ws, sliced, [], as_json, "committed")
+            return
         finish(ws, ws.commit(run_id, reporter=reporter, rerun=rerun), as_json)
 
 

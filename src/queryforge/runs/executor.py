@@ -855,9 +855,13 @@ class Executor:
 
     # ------------------------------------------------------------ publish and commit
     def publish(self, run_id: str, connection: str, loads: list[StagedLoad], *, verify: bool) -> None:
+        self.publish_loads(connection, [(run_id, load) for load in loads], verify=verify)
+
+    def publish_loads(self, connection: str, pairs: list[tuple[str, StagedLoad]], *, verify: bool) -> None:
+        """One publish transaction on `connection` for loads of one or more runs (run id, load)."""
         connector = self.connections.get(connection)
         if verify:
-            for load in loads:
+            for run_id, load in pairs:
                 if load.mode == "view":  # holds no data: its sources are verified in the publish itself
                     continue
                 current = connector.fingerprint(load.target)
@@ -868,10 +872,10 @@ class Executor:
                         "its data, so committing would overwrite changes nobody audited",
                         hint="run the pipeline again with --sandbox, or use 'queryforge commit --rerun'",
                     )
-        for load in loads:
+        for run_id, load in pairs:
             self._snapshot(run_id, connector, load.target, "before")
-        connector.publish(loads)
-        for load in loads:
+        connector.publish([load for _, load in pairs])
+        for run_id, load in pairs:
             self._snapshot(run_id, connector, load.target, "after")
             self.repo.audit(
                 action="publish",
@@ -893,44 +897,70 @@ class Executor:
         )
 
     def commit(self, run_id: str) -> RunOutcome:
-        run = self.repo.get_run(run_id)
-        if run.status != "audited":
+        return self.commit_many([run_id])[0]
+
+    def commit_many(self, run_ids: list[str]) -> list[RunOutcome]:
+        """Publish audited sandbox runs together: on each connection, every load of every run in
+        one `connector.publish` (one transaction), each checked first against the fingerprint its
+        run staged over. One run is the ordinary `commit`; several are a rehearsed selection."""
+        runs = [self.repo.get_run(r) for r in run_ids]
+        for run in runs:
+            if run.status != "audited":
+                raise UserError(
+                    f"Run {run.id} is {run.status}; only an audited sandbox run can be committed",
+                    hint="start one with 'queryforge run PIPELINE --sandbox'",
+                )
+        staged = {run.id: staged_from_json(run.staged) for run in runs}
+        pairs = [(run, load) for run in runs for load in staged[run.id]]
+        targets = [load.target for _, load in pairs]
+        twice = next((t for i, t in enumerate(targets) if t in targets[:i]), None)
+        if twice is not None:
             raise UserError(
-                f"Run {run.id} is {run.status}; only an audited sandbox run can be committed",
-                hint="start one with 'queryforge run PIPELINE --sandbox'",
+                f"Two runs of this commit load {twice.connection}.{twice.table}; one publish cannot "
+                "write a table twice",
+                hint="commit the runs one by one: queryforge commit RUN_ID",
             )
-        staged = staged_from_json(run.staged)
-        outcome = RunOutcome(run_id=run.id, status="running", staged=staged)
-        connections = list(dict.fromkeys(s.target.connection for s in staged))
-        self.reporter.run_started(
-            run.id, run.pipeline_name, [(f"publish:{c}", "publish") for c in connections]
-        )
+        outcomes = {
+            run.id: RunOutcome(run_id=run.id, status="running", staged=staged[run.id]) for run in runs
+        }
+        connections = list(dict.fromkeys(load.target.connection for _, load in pairs))
+        label = runs[0].pipeline_name if len(runs) == 1 else f"{len(runs)} pipelines"
+        self.reporter.run_started(runs[0].id, label, [(f"publish:{c}", "publish") for c in connections])
         try:
             for name in connections:
                 step_id = f"publish:{name}"
-                self.repo.start_step(run.id, step_id, "publish")
+                here = [(run, load) for run, load in pairs if load.target.connection == name]
+                owners = list(dict.fromkeys(run.id for run, _ in here))
+                for owner in owners:
+                    self.repo.start_step(owner, step_id, "publish")
                 self.reporter.step_started(step_id, "publish")
                 started = time.perf_counter()
-                loads = [s for s in staged if s.target.connection == name]
                 try:
-                    self.publish(run.id, name, loads, verify=True)
+                    self.publish_loads(name, [(run.id, load) for run, load in here], verify=True)
                 except QueryForgeError as exc:
-                    self._step_failed(
-                        run.id, PublishStage(step_id=step_id, connection=name, loads=()), started, exc
-                    )
+                    for owner in owners:
+                        self._step_failed(
+                            owner, PublishStage(step_id=step_id, connection=name, loads=()), started, exc
+                        )
                     raise
-                outcome.published.extend(s.target for s in loads)
-                rows = sum(s.rows for s in loads)
-                self.repo.finish_step(run.id, step_id, status="succeeded", rows_in=rows)
+                for run, load in here:
+                    outcomes[run.id].published.append(load.target)
+                for owner in owners:
+                    rows = sum(load.rows for run, load in here if run.id == owner)
+                    self.repo.finish_step(owner, step_id, status="succeeded", rows_in=rows)
+                rows = sum(load.rows for _, load in here)
                 self.reporter.step_finished(step_id, "succeeded", rows, time.perf_counter() - started)
-            marks = (run.result or {}).get("watermarks") or {}
-            outcome.watermarks = {k: decode_watermark(*v) for k, v in marks.items()}
-            self.advance_watermarks(run.id, run.pipeline_name, outcome.watermarks)
+            for run in runs:
+                marks = (run.result or {}).get("watermarks") or {}
+                outcomes[run.id].watermarks = {k: decode_watermark(*v) for k, v in marks.items()}
+                self.advance_watermarks(run.id, run.pipeline_name, outcomes[run.id].watermarks)
         finally:
             self.connections.close()
-        outcome.status = "succeeded"
-        self.repo.update_run(
-            run.id, status="succeeded", ended_at=now(), staged=[], result=self._result(outcome)
-        )
-        self.reporter.run_finished(run.id, outcome.status)
-        return outcome
+        for run in runs:
+            outcome = outcomes[run.id]
+            outcome.status = "succeeded"
+            self.repo.update_run(
+                run.id, status="succeeded", ended_at=now(), staged=[], result=self._result(outcome)
+            )
+        self.reporter.run_finished(runs[0].id, "succeeded")
+        return [outcomes[run.id] for run in runs]
