@@ -4,7 +4,7 @@ Version 1 has customers 1-4. Version 2 changes 2's city, leaves 1 and 4 alone, d
 adds 5. Version 3 changes 2 again, changes only 4's `note` (not a checked column, so no new
 version) and brings 3 back. The expected history below is written by hand; each valid_from /
 valid_to is matched to the run whose publish window holds it. Run on the DuckDB warehouse and on
-PostgreSQL (a real server), and once more on SQLite.
+PostgreSQL and MariaDB (real servers), and once more on SQLite.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from typing import Any
 
 import duckdb
 import psycopg
+import pymysql
 import pytest
 
 from queryforge.errors import SpecError
 from queryforge.workspace import Workspace
-from tests.services import postgres_database
+from tests.services import mysql_database, postgres_database
 
 VERSIONS = [
     "id,name,city,note\n1,Ann,Oslo,a\n2,Bob,Rome,b\n3,Cid,Kyiv,c\n4,Dan,Lima,d\n",
@@ -81,6 +82,24 @@ def target(kind: str, root: Path) -> Iterator[tuple[str, Any]]:
             f"name: ws\ntarget: lite\nconnections:\n  lite: {{url: 'sqlite:{db}', writable: true}}\n",
             rows_sqlite,
         )
+    elif kind == "mariadb":
+        with mysql_database() as url:
+
+            def rows_my() -> list[tuple[Any, ...]]:
+                con = pymysql.connect(
+                    host="127.0.0.1", port=3306, user="root", database=url.rsplit("/", 1)[1]
+                )
+                try:
+                    with con.cursor() as cur:
+                        cur.execute(
+                            "SELECT id, city, note, valid_from, valid_to, is_current FROM customers_history"
+                        )
+                        got = cur.fetchall()
+                finally:
+                    con.close()
+                return [(i, c, n, f, t, bool(cur)) for i, c, n, f, t, cur in got]
+
+            yield f"name: ws\ntarget: my\nconnections:\n  my: {{url: '{url}', writable: true}}\n", rows_my
     else:
         with postgres_database() as url:
 
@@ -93,7 +112,7 @@ def target(kind: str, root: Path) -> Iterator[tuple[str, Any]]:
             yield f"name: ws\ntarget: pg\nconnections:\n  pg: {{url: '{url}', writable: true}}\n", rows_pg
 
 
-@pytest.mark.parametrize("kind", ["duckdb", "postgres", "sqlite"])
+@pytest.mark.parametrize("kind", ["duckdb", "postgres", "sqlite", "mariadb"])
 def test_three_versions_give_the_hand_computed_history(tmp_path: Path, kind: str) -> None:
     root = tmp_path / "ws"
     Workspace.init(root, bare=True).close()

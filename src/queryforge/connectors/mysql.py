@@ -64,7 +64,7 @@ _ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"), ("\x00"
 
 class MySQLConnector(SqlConnector):
     transactional_ddl = False  # DROP TABLE commits implicitly
-    supports_snapshot = False  # its publish swaps a copied table in; snapshots are not built on it yet
+    supports_snapshot = True  # in place (DML in one transaction), or on the copy the swap brings in
     scheme = "mysql"
     aliases = ("mariadb",)
     dialect: ClassVar[str] = "mysql"
@@ -325,7 +325,13 @@ class MySQLConnector(SqlConnector):
         staged = ", ".join(exact(c, t) for c, t in load.columns)
         prod = ", ".join(exact(c, t) for c, t in prod_cols)
         query = diff_query(
-            "qf_staged", "qf_prod", load.mode, load.keys, load.columns, {c.lower() for c, _ in prod_cols}
+            "qf_staged",
+            "qf_prod",
+            load.mode,
+            load.keys,
+            load.columns,
+            {c.lower() for c, _ in prod_cols},
+            compare=load.check_columns,
         )
         result = self.fetch_arrow(
             f"WITH qf_staged AS (SELECT {staged} FROM {self.sql(self.staging_expr(load))}), "
@@ -390,6 +396,13 @@ class MySQLConnector(SqlConnector):
         else:
             self._publish_by_swap(loads, current)
 
+    def timestamp_value(self, value: str | None) -> exp.Expr:
+        # DATETIME alone keeps whole seconds: versions published within a second would tie.
+        return exp.cast(
+            exp.Literal.string(value) if value else exp.Null(),
+            exp.DataType.build("DATETIME(6)", dialect="mysql"),
+        )
+
     def _existing(self, load: StagedLoad) -> list[tuple[str, str]] | None:
         schema, name = load.target.schema_and_name
         return self.table_columns(schema, name)
@@ -439,7 +452,15 @@ class MySQLConnector(SqlConnector):
                 self._view_beside(load, kind, renames, retired, scratch)
                 continue
             new = staged
-            if load.mode != "replace" and existing is not None:
+            if load.mode == "snapshot":  # the history is kept on a copy, swapped in like the others
+                new = self._sibling(load, "next")
+                scratch.append(new)
+                self.drop_table(new)
+                if existing is not None:
+                    self.execute(f"CREATE TABLE {self.sql(new)} LIKE {self.sql(target)}")
+                    self.execute(f"INSERT INTO {self.sql(new)} SELECT * FROM {self.sql(target)}")
+                self.keep_snapshot(load, new, staged, existing)
+            elif load.mode != "replace" and existing is not None:
                 new = self._sibling(load, "next")
                 scratch.append(new)
                 self.drop_table(new)

@@ -714,9 +714,9 @@ class SqlConnector(Connector):
                 f"which exists without the history column {missing[0]}",
                 hint="snapshot into a new table, or add valid_from, valid_to and is_current to it",
             )
-        self.evolve(load, existing)
-        _, bare = load.target.schema_and_name
-        s, t = exp.to_identifier("s"), exp.to_identifier(bare)
+        self.evolve(load, existing, target)
+        # `target` is production, or (MySQL) the copy of it that the publish swaps in
+        s, t = exp.to_identifier("s"), exp.to_identifier(target.name)
 
         def keyed(
             left: exp.Identifier, right: exp.Identifier, columns: list[str], null_safe: bool
