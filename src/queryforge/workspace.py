@@ -360,6 +360,7 @@ class Workspace:
                 lambda name: self.repo.list_runs(limit=RUNS_SHOWN * 4, pipeline=name),
                 target,
                 datetime.now(UTC),
+                self.repo.list_check_results,
             )
         finally:
             pool.close()

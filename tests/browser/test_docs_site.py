@@ -143,6 +143,7 @@ def test_pipeline_and_table_pages(site: Path, page: Page) -> None:
     assert runs.count() == 1 and "succeeded" in runs.first.inner_text()
     checks = page.locator("table:has(caption:text('Rules audited')) tbody").inner_text()
     assert "unique(customer_id)" in checks and "not_null(customer_id)" in checks
+    assert checks.count("passed") == 2  # each rule's result in the last run
     # the focused graph holds the pipeline and its upstream only (nothing reads customers)
     focused = page.locator("svg.lineage a.node").evaluate_all("ns => ns.map(n => n.dataset.node)")
     assert sorted(focused) == ["customers", "stg_customers", "stg_orders", "stg_payments"]

@@ -33,6 +33,8 @@ steps:
     extract: {ref: stg_orders}
   - id: t
     sql: SELECT count(*) AS n, sum(amount) AS total FROM orders
+  - id: ok
+    check: {input: t, rules: [{row_count: {min: 1}}, {row_count: {max: 0}, severity: warn}]}
   - id: out
     load: {input: t, table: totals}
 """
@@ -117,8 +119,15 @@ def test_docs_document_every_pipeline_even_a_broken_one(make_workspace: Callable
     assert 'class="node ephemeral"' in (folder / "index.html").read_text()
     assert by_name["broken"].error and "order_idd" in by_name["broken"].error
     assert "did you mean" in by_name["broken"].error.lower()
-    assert by_name["totals"].runs[0].status == "succeeded" and by_name["totals"].runs[0].rows == 1
+    assert by_name["totals"].runs[0].status in ("succeeded", "warn") and by_name["totals"].runs[0].rows == 1
+    # each rule with what the last run found
+    assert [(c["rule"], c["severity"], c["last"]) for c in by_name["totals"].checks] == [
+        ("row_count", "error", "passed"),
+        ("row_count", "warn", "1 violations"),
+    ]
     assert by_name["broken"].runs == [] and by_name["broken"].last_success is None
+    assert [c["last"] for c in by_name["stg_orders"].checks] == []  # it declares no checks
+    assert by_name["broken"].checks == []
     tables = {t.key: t for t in docs.tables}
     assert [(c.name, c.type) for c in tables["warehouse.totals"].columns] == [
         ("n", "BIGINT"),

@@ -120,15 +120,39 @@ def run_entry(run: RunRecord) -> RunEntry:
     )
 
 
+def _last_results(
+    runs: list[RunRecord], checks_of: Callable[[str], list[dict[str, Any]]] | None
+) -> dict[str, list[tuple[str, str]]]:
+    """Check step -> [(rule, 'passed' or 'N violations')] in rule order, from the newest run that
+    checked anything (rule names repeat, so results are matched by position within their step)."""
+    if checks_of is None:
+        return {}
+    for run in runs:
+        found = checks_of(run.id)
+        if found:
+            out: dict[str, list[tuple[str, str]]] = {}
+            for c in found:
+                said = "passed" if c["passed"] else f"{c['violations']} violations"
+                out.setdefault(c["step_id"], []).append((c["rule_name"], said))
+            return out
+    return {}
+
+
+def _result_of(last: dict[str, list[tuple[str, str]]], step: str, index: int, rule: str) -> str | None:
+    found = last.get(step, [])
+    return found[index][1] if index < len(found) and found[index][0] == rule else None
+
+
 def collect(
     graph: ProjectGraph,
     compile: Callable[[Any, Any], ExecutionPlan],
     runs_of: Callable[[str], list[RunRecord]],
     default_target: str,
     now: datetime,
+    checks_of: Callable[[str], list[dict[str, Any]]] | None = None,
 ) -> ProjectDocs:
     """The project's documentation; `compile(bound, refs)` compiles one pipeline, `runs_of(name)`
-    returns its newest runs first."""
+    returns its newest runs first, `checks_of(run_id)` a run's check results."""
     session = ProjectRefs(graph, compile)
     described = table_docs(graph, default_target)
     order = graph.order()
@@ -172,6 +196,7 @@ def collect(
         except QueryForgeError as exc:
             pipelines.append(PipelineEntry(**entry, error=exc.render()))
             continue
+        last = _last_results(runs, checks_of)
         checks = [
             {
                 "step": stage.step_id,
@@ -179,9 +204,10 @@ def collect(
                 "rule": rule.name,
                 "column": rule.column,
                 "severity": rule.severity,
+                "last": _result_of(last, stage.step_id, i, rule.name),
             }
             for stage in plan.stages_of(CheckStage)
-            for rule in stage.rules
+            for i, rule in enumerate(stage.rules)
         ]
         entry["checks"] = checks
         if pipeline.ephemeral:  # its load names what a ref reads; no table is published

@@ -127,6 +127,12 @@ def _status(status: str) -> str:
     return f'<span class="badge {cls}">{_e(status)}</span>'
 
 
+def _last(result: str | None) -> str:
+    if result is None:
+        return '<span class="muted">not run</span>'
+    return f'<span class="badge {"ok" if result == "passed" else "bad"}">{_e(result)}</span>'
+
+
 def _runs_table(p: PipelineEntry) -> str:
     if not p.runs:
         return '<p class="muted">No runs yet: <code>queryforge run --select ' + _e(p.name) + "</code></p>"
@@ -208,13 +214,15 @@ def pipeline_page(docs: ProjectDocs, p: PipelineEntry) -> str:
     if p.checks:
         rows = "".join(
             f"<tr><td><code>{_e(c['rule'])}</code></td><td><code>{_e(c['input'])}</code></td>"
-            f"<td>{_e(c['severity'])}</td><td><code>{_e(c['step'])}</code></td></tr>"
+            f"<td>{_e(c['severity'])}</td><td><code>{_e(c['step'])}</code></td>"
+            f"<td>{_last(c.get('last'))}</td></tr>"
             for c in p.checks
         )
         body.append(
             '<h2 id="checks">Checks</h2><table><caption>Rules audited before every publish</caption>'
             '<thead><tr><th scope="col">Rule</th><th scope="col">On step</th><th scope="col">Severity</th>'
-            f'<th scope="col">Declared in</th></tr></thead><tbody>{rows}</tbody></table>'
+            '<th scope="col">Declared in</th><th scope="col">Last run</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>"
         )
     body += ['<h2 id="runs">Runs</h2>', _runs_table(p)]
     return _page(p.name, "".join(body), 1, docs)
