@@ -21,11 +21,13 @@ from queryforge.workspace import Workspace
 from tests.services import NATS_URL, nats_publish, nats_subject
 
 MESSAGES = 2_000
+# Every message is published before the stream starts, so each batch fills to max_rows; a short
+# max_wait_s would let a loaded machine close a batch early and the four batches miss messages.
 
 PIPELINE = """
 name: flaky
 mode: streaming
-trigger: {{max_rows: 500, max_wait_s: 0.2}}
+trigger: {{max_rows: 500, max_wait_s: 5}}
 steps:
   - id: incoming
     extract: {{connection: bus, stream: "{subject}", types: {{id: BIGINT, amount: DOUBLE}}}}
