@@ -276,7 +276,13 @@ class Workspace:
             scratch.close()
             connections.close()
 
-    def _lazy_refs(self, chain: tuple[str, ...], *, published: bool = False) -> RefResolver:
+    def _lazy_refs(
+        self,
+        chain: tuple[str, ...],
+        *,
+        published: bool = False,
+        staged: dict[str, RefTarget | str] | None = None,
+    ) -> RefResolver:
         """A resolver that reads the project only when a pipeline has a ref (most have none).
 
         `published` (runs): a ref takes the columns of the table as published now, which is what
@@ -287,8 +293,10 @@ class Workspace:
         def resolve(ref: str, where: str) -> RefTarget:
             nonlocal session
             describe = self._describe_table if published else None  # also for refs of inlined pipelines
-            session = session or ProjectRefs(self.project(), self._compile_ref, describe)
-            found = session.published(ref, where, self._describe_table) if published else None
+            session = session or ProjectRefs(self.project(), self._compile_ref, describe, staged)
+            found = session.staged_target(ref, where)
+            if found is None and published:
+                found = session.published(ref, where, self._describe_table)
             return found or session.resolve(ref, where, chain)
 
         return resolve
@@ -471,81 +479,76 @@ class Workspace:
         """Sandbox runs of a selection, each reading its upstream's staged tables; with `publish`,
         then one publish of them all."""
         trigger = f"{SELECTION_TRIGGER}{uuid.uuid4().hex[:12]}"
-        staged: dict[str, RefTarget] = {}  # "name" and "name.load" -> the staged table of this batch
+        # ref -> the table an upstream of this selection staged, or why a downstream cannot read it
+        staged: dict[str, RefTarget | str] = {}
         done: list[tuple[str, RunOutcome]] = []
         for i, name in enumerate(names):
             bound = graph.nodes[name].load().bind(None)
-            published = self._lazy_refs((name,), published=True)
-
-            def resolve(ref: str, where: str, published: RefResolver = published) -> RefTarget:
-                found = staged.get(ref)
-                if found is not None and not found.table:
-                    raise self._unstaged_view(ref)
-                return found or published(ref, where)
-
-            plan = self.compile(bound, refs=resolve)
+            plan = self.compile(bound, refs=self._lazy_refs((name,), published=True, staged=staged))
             run_id = self._create_run(bound, sandbox=True, key=None, trigger=trigger)
             outcome = self._run_here(run_id, reporter, plan=plan)
             done.append((name, outcome))
             if outcome.error is not None or outcome.status != "audited":
                 return done, names[i + 1 :]
-            tables = [s for s in bound.pipeline.steps if isinstance(s, LoadStep) and s.load.table]
+            tables = [s.id for s in bound.pipeline.steps if isinstance(s, LoadStep) and s.load.table]
             for load in outcome.staged:
-                target = RefTarget(
+                if load.step_id not in tables:
+                    continue  # a file output: no ref reads it
+                target: RefTarget | str = RefTarget(
                     pipeline=name,
                     step=load.step_id,
                     connection=load.target.connection,
                     table=load.staging_name,
                     schema=list(load.columns),
                 )
-                if load.view:  # nothing is staged: its rows exist only once it is published
-                    target = dataclasses.replace(target, table="")
+                if load.mode == "view":
+                    target = (
+                        f"'ref: {name}' reads a view of the same rehearsed selection: a view holds no "
+                        "rows until it is published, so nothing downstream of it can be rehearsed"
+                    )
+                elif load.mode != "replace":
+                    target = (
+                        f"'ref: {name}' reads a {load.mode} load of the same rehearsed selection: its "
+                        "staged table holds what the run adds, not the table it will publish, so "
+                        "nothing downstream of it can be rehearsed"
+                    )
                 staged[f"{name}.{load.step_id}"] = target
-                if len(tables) == 1:
+                if tables == [load.step_id]:
                     staged[name] = target
         if publish:
             return self.commit_selection(trigger, reporter), []
         return done, []
 
-    @staticmethod
-    def _unstaged_view(ref: str) -> UserError:
-        return UserError(
-            f"'ref: {ref}' reads a view of the same rehearsed selection: a view holds no rows until "
-            "it is published, so nothing downstream of it can be rehearsed",
-            hint="run the selection without --sandbox/--atomic, or load that pipeline with mode: replace",
-        )
+    def commit_target(self, run_id: str | None) -> RunRecord:
+        """The run `commit` publishes: the given one, or the newest sandbox run if it is audited."""
+        return self.get_run(run_id) if run_id is not None else self._newest_sandbox_run()
 
     def commit_slice(
-        self, run_id: str | None, reporter: Reporter | None = None
+        self, run_id: str, reporter: Reporter | None = None
     ) -> list[tuple[str, RunOutcome]] | None:
         """`commit` of a run of a rehearsed selection publishes the whole selection (what it staged
         downstream was computed from what it staged upstream); None when the run is a lone one."""
-        run = self.get_run(run_id) if run_id is not None else self._newest_sandbox_run()
-        if not self.selection_runs(run):
-            return None
-        return self.commit_selection(run.id, reporter)
-
-    def selection_runs(self, run: RunRecord) -> list[RunRecord]:
-        """The runs of the rehearsed selection `run` belongs to, upstream first ([] if none)."""
+        run = self.get_run(run_id)
         if not (run.trigger or "").startswith(SELECTION_TRIGGER):
-            return []
-        found = [r for r in self.repo.list_runs(limit=1000, mode="sandbox") if r.trigger == run.trigger]
+            return None
+        return self.commit_selection(run.trigger or "", reporter)
+
+    def selection_runs(self, trigger: str) -> list[RunRecord]:
+        """The runs of one rehearsed selection (trigger `selection:<id>`), upstream first."""
+        found = self.repo.list_runs(limit=None, mode="sandbox", trigger=trigger)
         return sorted(found, key=lambda r: r.created_at)
 
     def commit_selection(
-        self, trigger_or_run: str, reporter: Reporter | None = None
+        self, trigger: str, reporter: Reporter | None = None
     ) -> list[tuple[str, RunOutcome]]:
         """Publish every run of a rehearsed selection at once: per connection, all their loads in one
         transaction (a slice is never half-published on one database). Refused unless every run
         of the slice is audited."""
-        if trigger_or_run.startswith(SELECTION_TRIGGER):
-            runs = [r for r in self.repo.list_runs(limit=1000, mode="sandbox") if r.trigger == trigger_or_run]
-            runs.sort(key=lambda r: r.created_at)
-        else:
-            runs = self.selection_runs(self.get_run(trigger_or_run))
+        runs = self.selection_runs(trigger)
         if not runs:
             raise NotFoundError(
-                "There is no rehearsed selection to commit", hint="queryforge run --select X --sandbox"
+                f"The rehearsed selection {trigger} has no runs",
+                hint="rehearse it: queryforge run --select ... --sandbox",
             )
         pending = [r for r in runs if r.status != "audited"]
         if pending:
@@ -771,6 +774,13 @@ class Workspace:
         publish) instead.
         """
         run = self.get_run(run_id) if run_id is not None else self._newest_sandbox_run()
+        if (run.trigger or "").startswith(SELECTION_TRIGGER):
+            raise UserError(
+                f"Run {run.id} ({run.pipeline_name}) belongs to a rehearsed selection: it read what its "
+                "upstream staged, so it is published only with the whole selection"
+                + (", and --rerun cannot re-run a selection" if rerun else ""),
+                hint="queryforge commit (without --rerun) publishes the selection; or rehearse it again",
+            )
         age = _age(run.ended_at or run.created_at)
         note = f"Committing run {run.id} ({run.pipeline_name}, audited {age})"
         try:
@@ -1083,6 +1093,12 @@ class Workspace:
         runs and publishes.
         """
         run = self.get_run(run_id)
+        if (run.trigger or "").startswith(SELECTION_TRIGGER):
+            raise UserError(
+                f"Run {run.id} ({run.pipeline_name}) is part of a rehearsed selection: it read what its "
+                "upstream staged in that selection, which a resume cannot read again",
+                hint="rehearse the selection again: queryforge run --select ... --sandbox",
+            )
         if skip and (params or pipeline):
             raise UserError(
                 "--skip cannot be combined with --param or --pipeline",

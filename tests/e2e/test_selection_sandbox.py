@@ -142,3 +142,70 @@ def test_a_view_in_a_rehearsed_slice_cannot_feed_downstream(project: Path) -> No
     done = qf(project, "run", "--select", "+big_customers", "--sandbox")
     assert done.returncode == 2, done.stdout + done.stderr
     assert "holds no rows until it is published" in done.stderr
+
+
+PAID = """
+name: paid_orders
+ephemeral: true
+steps:
+  - id: orders
+    extract: {ref: stg_orders}
+  - id: paid
+    filter: {input: orders, where: "status <> 'cancelled'"}
+  - id: out
+    load: {input: paid, table: paid_orders}
+"""
+
+PAID_COUNT = """
+name: paid_count
+steps:
+  - id: paid
+    extract: {ref: paid_orders}
+  - id: n
+    sql: SELECT count(*) AS n FROM paid
+  - id: out
+    load: {input: n, table: paid_count}
+"""
+
+
+def test_a_rehearsal_reads_staged_data_through_an_ephemeral_pipeline_too(project: Path) -> None:
+    (project / "pipelines" / "marts" / "paid_orders.yaml").write_text(PAID)
+    (project / "pipelines" / "marts" / "paid_count.yaml").write_text(PAID_COUNT)
+    assert qf(project, "run", "--select", "+paid_count").returncode == 0
+    drop_orders_of(project, next(iter(str(k) for k in published_totals_or_csv(project))))
+    done = qf(project, "run", "--select", "+paid_count", "--sandbox", "--json")
+    assert done.returncode == 0, done.stderr
+    assert qf(project, "commit").returncode == 0
+    with closing(duckdb.connect(str(project / ".queryforge" / "warehouse.duckdb"), read_only=True)) as con:
+        (n,) = con.execute("SELECT n FROM paid_count").fetchone()  # type: ignore[misc]
+    with (project / "data" / "orders.csv").open(newline="") as fh:
+        want = sum(1 for r in csv.DictReader(fh) if r["status"] != "cancelled")
+    assert n == want  # computed from the new CSV, staged upstream, not from production's old rows
+
+
+def published_totals_or_csv(root: Path) -> set[str]:
+    with (root / "data" / "orders.csv").open(newline="") as fh:
+        return {r["customer_id"] for r in csv.DictReader(fh)}
+
+
+def test_a_rehearsal_refuses_to_feed_downstream_from_an_append(project: Path) -> None:
+    stg = project / "pipelines" / "staging" / "stg_orders.yaml"
+    stg.write_text(stg.read_text().replace("table: stg_orders}", "table: stg_orders, mode: append}"))
+    assert qf(project, "run", "--select", "stg_orders").returncode == 0
+    done = qf(project, "run", "--select", "+customer_totals", "--sandbox")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "append load of the same rehearsed selection" in done.stderr
+
+
+def test_committing_one_run_of_a_slice_commits_the_slice_and_rerun_is_refused(project: Path) -> None:
+    done = qf(project, "run", "--select", "+customer_totals", "--sandbox", "--json")
+    first = json.loads(done.stdout)["runs"][0]["run_id"]
+    refused = qf(project, "commit", first, "--rerun")
+    assert refused.returncode == 2 and "belongs to a rehearsed selection" in refused.stderr
+    assert tables(project) == set()
+    done = qf(project, "commit", first, "--json")
+    assert done.returncode == 0, done.stderr
+    assert [r["pipeline"] for r in json.loads(done.stdout)["runs"]] == ["stg_orders", "customer_totals"]
+    assert published_totals(project) == rounded(expected_totals(project))
+    resumed = qf(project, "runs", "resume", first)
+    assert resumed.returncode == 2 and "rehearsed selection" in resumed.stderr

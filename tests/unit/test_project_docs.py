@@ -170,3 +170,28 @@ def test_page_names_are_safe_file_names(tmp_path: Path) -> None:
         name = page_name(key)
         assert "/" not in name and " " not in name and name.endswith(".html")
         (tmp_path / name).write_text("ok")
+
+
+def test_text_from_yaml_cannot_end_the_inline_search_index(make_workspace: Callable[..., Workspace]) -> None:
+    ws = project(make_workspace)
+    hostile = "x <!--<script> </script><script>alert(1)</script> & \" '"
+    (ws.root / "pipelines" / "totals.yaml").write_text(
+        MART.replace("name: totals\n", f"name: totals\ndescription: {json.dumps(hostile)}\n")
+    )
+    _, folder, _ = ws.docs_build()
+    page = (folder / "index.html").read_text()
+    start = page.index('<script id="search-index" type="application/json">') + len(
+        '<script id="search-index" type="application/json">'
+    )
+    block = page[start : page.index("</script>", start)]
+    assert "<" not in block  # the browser ends a script at "</script>" and is confused by "<!--"
+    assert any(hostile.lower() in item["text"] for item in json.loads(block))
+    assert "<script>alert(1)" not in page.replace(block, "")  # escaped everywhere it is shown
+
+
+def test_a_committed_sandbox_run_counts_as_published(make_workspace: Callable[..., Workspace]) -> None:
+    ws = project(make_workspace)
+    staged = ws.run("stg_orders", sandbox=True)
+    assert ws.docs().pipelines[0].last_success is None  # audited only
+    ws.commit(staged.run_id)
+    assert ws.docs().pipelines[0].last_success is not None

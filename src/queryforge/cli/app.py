@@ -515,11 +515,12 @@ def commit(
     """Publish exactly what a sandbox run staged and audited, in one transaction per target."""
     with handled(as_json, debug), open_workspace(workspace) as ws:
         reporter = None if as_json or not render.err.is_terminal else render.LiveReporter()
-        sliced = ws.commit_slice(run_id, reporter=reporter) if not rerun else None
+        target = ws.commit_target(run_id).id  # resolved once: another run may start meanwhile
+        sliced = ws.commit_slice(target, reporter=reporter) if not rerun else None
         if sliced is not None:
             render_selection(ws, sliced, [], as_json, "committed")
             return
-        finish(ws, ws.commit(run_id, reporter=reporter, rerun=rerun), as_json)
+        finish(ws, ws.commit(target, reporter=reporter, rerun=rerun), as_json)
 
 
 @runs_app.command("list")

@@ -166,7 +166,8 @@ def collect(
     for name in order:
         node = graph.nodes[name]
         runs = runs_of(name)
-        last_ok = next((r for r in runs if r.status in ("succeeded", "warn") and r.mode != "sandbox"), None)
+        # a sandbox run reaches succeeded only through its commit: that too is a publish
+        last_ok = next((r for r in runs if r.status in ("succeeded", "warn")), None)
         entry: dict[str, Any] = {
             "name": name,
             "path": shown(node.path),

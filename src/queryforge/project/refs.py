@@ -10,7 +10,7 @@ the target, and the consumer's compiler inlines its steps (`Compiler.inline_ref`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ..errors import SpecError, did_you_mean
 from ..runs.plan import ExecutionPlan, RefResolver, RefTarget, StageLoadStage
@@ -26,9 +26,18 @@ Describe = Callable[[str | None, str], tuple[str, list[tuple[str, str]]] | None]
 class ProjectRefs:
     """One resolution session: each referenced pipeline compiles once, however many refs name it."""
 
-    def __init__(self, graph: ProjectGraph, compile: Compile, describe: Describe | None = None) -> None:
+    def __init__(
+        self,
+        graph: ProjectGraph,
+        compile: Compile,
+        describe: Describe | None = None,
+        staged: Mapping[str, RefTarget | str] | None = None,
+    ) -> None:
         self.graph = graph
         self.compile = compile
+        # A rehearsed selection: ref -> the table an upstream of the same selection staged, or why
+        # it cannot be read; consulted first, for inlined (ephemeral) pipelines too.
+        self.staged = staged or {}
         # Runs: a ref reads the table as published now (`published`), pipelines inlined included.
         self.describe = describe
         self._targets: dict[str, RefTarget] = {}
@@ -38,10 +47,24 @@ class ProjectRefs:
         """The resolver for a pipeline compiled on behalf of `chain` (the pipelines that read it)."""
 
         def resolve(ref: str, where: str) -> RefTarget:
-            found = self.published(ref, where, self.describe) if self.describe is not None else None
+            found = self.staged_target(ref, where)
+            if found is None and self.describe is not None:
+                found = self.published(ref, where, self.describe)
             return found or self.resolve(ref, where, chain)
 
         return resolve
+
+    def staged_target(self, ref: str, where: str) -> RefTarget | None:
+        """The staged table of a ref in a rehearsed selection (None when its pipeline is not part of it)."""
+        found = self.staged.get(ref)
+        if isinstance(found, str):
+            raise SpecError(
+                found,
+                where=where,
+                hint="run the selection without --sandbox/--atomic (each pipeline then reads what its "
+                "upstream published)",
+            )
+        return found
 
     def resolve(self, ref: str, where: str, chain: tuple[str, ...]) -> RefTarget:
         name, _, step = ref.partition(".")

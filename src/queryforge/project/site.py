@@ -294,7 +294,8 @@ def index_page(docs: ProjectDocs) -> str:
         f"{len(docs.pipelines)} pipelines, {len(docs.tables)} tables; "
         f"{len(failing)} whose last run failed, {len(never)} never published."
     )
-    index_json = json.dumps([{k: it[k] for k in ("text",)} for it in items]).replace("</", "<\\/")
+    # every "<" escaped: no "</script>" or "<!--" from a description can end the script block early
+    index_json = json.dumps([{"text": it["text"]} for it in items]).replace("<", "\\u003c")
     body = (
         "<h1>Project documentation</h1>"
         f'<p class="lead">{_e(summary)}</p>'

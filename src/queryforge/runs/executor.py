@@ -860,18 +860,8 @@ class Executor:
     def publish_loads(self, connection: str, pairs: list[tuple[str, StagedLoad]], *, verify: bool) -> None:
         """One publish transaction on `connection` for loads of one or more runs (run id, load)."""
         connector = self.connections.get(connection)
-        if verify:
-            for run_id, load in pairs:
-                if load.mode == "view":  # holds no data: its sources are verified in the publish itself
-                    continue
-                current = connector.fingerprint(load.target)
-                if current != load.fingerprint_before:
-                    raise ProductionChanged(
-                        f"Production table {connection}.{load.target.table} changed after run {run_id} "
-                        "staged "
-                        "its data, so committing would overwrite changes nobody audited",
-                        hint="run the pipeline again with --sandbox, or use 'queryforge commit --rerun'",
-                    )
+        if verify:  # again, right before the publish: the first check may be a while ago
+            self.verify_fingerprints(connection, pairs)
         for run_id, load in pairs:
             self._snapshot(run_id, connector, load.target, "before")
         connector.publish([load for _, load in pairs])
@@ -883,6 +873,19 @@ class Executor:
                 reason=f"published {connection}.{load.target.table} ({load.mode}, {load.rows} rows)",
                 details={"run_id": run_id, "step": load.step_id, "diff": load.diff},
             )
+
+    def verify_fingerprints(self, connection: str, pairs: list[tuple[str, StagedLoad]]) -> None:
+        """ProductionChanged when a target changed since its run staged over it."""
+        connector = self.connections.get(connection)
+        for run_id, load in pairs:
+            if load.mode == "view":  # holds no data: its sources are verified in the publish itself
+                continue
+            if connector.fingerprint(load.target) != load.fingerprint_before:
+                raise ProductionChanged(
+                    f"Production table {connection}.{load.target.table} changed after run {run_id} "
+                    "staged its data, so committing would overwrite changes nobody audited",
+                    hint="run the pipeline again with --sandbox, or use 'queryforge commit --rerun'",
+                )
 
     def _snapshot(self, run_id: str, connector: Any, target: TargetRef, phase: str) -> None:
         snap = connector.snapshot(target)
@@ -924,6 +927,10 @@ class Executor:
             run.id: RunOutcome(run_id=run.id, status="running", staged=staged[run.id]) for run in runs
         }
         connections = list(dict.fromkeys(load.target.connection for _, load in pairs))
+        for name in connections:  # every target on every connection, before the first publish
+            self.verify_fingerprints(
+                name, [(run.id, load) for run, load in pairs if load.target.connection == name]
+            )
         label = runs[0].pipeline_name if len(runs) == 1 else f"{len(runs)} pipelines"
         self.reporter.run_started(runs[0].id, label, [(f"publish:{c}", "publish") for c in connections])
         try:

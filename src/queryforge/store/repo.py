@@ -757,14 +757,18 @@ class Repo:
     def list_runs(
         self,
         *,
-        limit: int = 20,
+        limit: int | None = 20,
         status: str | None = None,
         pipeline: str | None = None,
         mode: str | None = None,
+        trigger: str | None = None,
     ) -> list[RunRecord]:
-        """The org's runs, newest first, optionally only one status, one pipeline name or one mode."""
+        """The org's runs, newest first, optionally only one status, pipeline name, mode or trigger
+        (`limit` None: all of them)."""
         r = t.runs
         query = self._run_query().where(r.c.org_id == self.org_id)
+        if trigger is not None:
+            query = query.where(r.c.trigger == trigger)
         if status is not None:
             query = query.where(r.c.status == status)
         if mode is not None:

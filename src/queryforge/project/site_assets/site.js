@@ -24,7 +24,7 @@
   document.querySelectorAll("svg.lineage").forEach(function (svg) {
     var edges = Array.prototype.slice.call(svg.querySelectorAll(".edge"));
     var walk = function (start, from, to) {
-      var seen = {}; var todo = [start];
+      var seen = Object.create(null); var todo = [start];
       while (todo.length) {
         var n = todo.pop();
         edges.forEach(function (e) {
