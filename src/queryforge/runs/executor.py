@@ -927,13 +927,15 @@ class Executor:
             run.id: RunOutcome(run_id=run.id, status="running", staged=staged[run.id]) for run in runs
         }
         connections = list(dict.fromkeys(load.target.connection for _, load in pairs))
-        for name in connections:  # every target on every connection, before the first publish
-            self.verify_fingerprints(
-                name, [(run.id, load) for run, load in pairs if load.target.connection == name]
-            )
         label = runs[0].pipeline_name if len(runs) == 1 else f"{len(runs)} pipelines"
         self.reporter.run_started(runs[0].id, label, [(f"publish:{c}", "publish") for c in connections])
         try:
+            for name in connections if len(connections) > 1 else ():
+                # several databases: every target checked before the first publish (each is
+                # checked again right before its own); one database checks in its publish alone
+                self.verify_fingerprints(
+                    name, [(run.id, load) for run, load in pairs if load.target.connection == name]
+                )
             for name in connections:
                 step_id = f"publish:{name}"
                 here = [(run, load) for run, load in pairs if load.target.connection == name]
